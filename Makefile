@@ -1,0 +1,58 @@
+# Two commands do all the set-up on a fresh machine:
+#   make test   create .venv from the pins, run the unit tests and nbval on the smoke profile
+#   make book   create .venv, run the whole study (quick profile) through the workflow, build the book
+# Variables: PROFILE (default quick), CORES (default: all cores).
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.vstain-installed
+PROFILE ?= quick
+CORES ?= $(shell nproc)
+
+.PHONY: venv sysdeps test test-unit test-notebooks book workflow dryrun-paper clean-results help
+
+help:
+	@echo "make book   - set up .venv, run the study ($(PROFILE) profile), build book/_build/html"
+	@echo "make test   - set up .venv, run pytest and nbval (smoke profile)"
+
+# The venv is rebuilt only when the pins or the package metadata change: a second run installs nothing.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) sysdeps
+
+# PyVista renders off-screen through EGL (Debian: libegl-mesa0). Installed when missing and possible.
+sysdeps:
+	@if command -v dpkg >/dev/null && ! dpkg -s libegl-mesa0 >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q libegl-mesa0 >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q libegl-mesa0 >/dev/null)) \
+	      || echo "warning: could not install libegl-mesa0; 3D renderings will be skipped"; \
+	  else echo "warning: libegl-mesa0 missing (sudo apt-get install libegl-mesa0); 3D renderings will be skipped"; fi; \
+	fi
+
+test: venv
+	$(BIN)/python -m pytest -q tests vstain
+	$(MAKE) --no-print-directory test-notebooks
+
+# nbval executes every chapter notebook top to bottom on the smoke profile (errors fail the target).
+test-notebooks: venv
+	VSTAIN_PROFILE=smoke PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q --nbval-lax -p no:doctest --import-mode=importlib notebooks
+
+workflow: venv
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --config profile=$(PROFILE) --keep-going
+
+book: venv
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --config profile=$(PROFILE) book
+	@echo "Book: $(abspath book/_build/html/index.html)"
+
+dryrun-paper: venv
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --dry-run --config profile=paper all
+
+clean-results:
+	rm -rf results/$(PROFILE) book/_build book/chapters

@@ -1,0 +1,50 @@
+"""Atomic writes and TIFF round trips with physical pixel sizes."""
+
+import numpy as np
+import pytest
+
+from vstain.io import PixelSizeError, atomic_path, read_tiff, write_tiff
+from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("shape,dtype,size", [((9, 7), np.uint16, 5.0), ((9, 7, 3), np.uint8, 2.5),
+                                              ((3, 9, 7), np.float32, (10.0, 5.0, 5.0)),
+                                              ((3, 9, 7, 3), np.uint8, 4.0)])
+def test_tiff_round_trip(tmp_path, shape, dtype, size):
+    rng = np.random.default_rng(0)
+    image = (rng.random(shape) * 200).astype(dtype)
+    write_tiff(tmp_path / "x.tif", image, size, metadata={"seed": 3})
+    back, spacing, meta = read_tiff(tmp_path / "x.tif")
+    np.testing.assert_array_equal(back, image)
+    expected = np.broadcast_to(np.asarray(size, float), (len(spacing),))
+    np.testing.assert_allclose(spacing, expected)
+    assert meta == {"seed": 3}
+
+
+def test_tiff_without_pixel_size_is_refused(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((4, 4), np.uint8))
+    with pytest.raises(PixelSizeError, match="plain.tif"):
+        read_tiff(tmp_path / "plain.tif")
+
+
+def test_registered_pair_round_trip_and_validation(tmp_path):
+    ct = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    hist = np.zeros((8, 8, 3), np.uint8)
+    pair = RegisteredPair("a", "Ti", "he", ct, hist, ct > 10, 5.0, {"note": 1})
+    write_registered_pair(tmp_path / "a", pair, {"profile": "smoke"})
+    back = read_registered_pair(tmp_path / "a")
+    np.testing.assert_array_equal(back.ct, ct)
+    assert back.mask.dtype == bool and back.mask.sum() == (ct > 10).sum()
+    with pytest.raises(ValueError, match="pair b: histology must be uint8"):
+        RegisteredPair("b", "Ti", "he", ct, hist[:4], ct > 0, 5.0)

@@ -1,0 +1,72 @@
+"""The ``vstain`` command line.
+
+``vstain --help`` lists every command with one line each. Each command lives in the
+module of its stage, which provides two functions::
+
+    configure_parser(parser: argparse.ArgumentParser) -> None
+    run_cli(args: argparse.Namespace) -> int
+
+The stage module is imported only when its command runs, so ``vstain --help`` is fast
+and a command does not pay for the imports of the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module providing configure_parser/run_cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "phantom": ("vstain.phantom.cli", "generate the synthetic bone-implant dataset and its manifest"),
+    "check-manifest": ("vstain.manifest", "validate a data manifest (files, checksums, fields) and write the split"),
+    "register": ("vstain.registration", "register histology sections to CT volumes (2D-3D, mutual information)"),
+    "normalise": ("vstain.normalise", "normalise registered pairs and build sample-correspondence masks"),
+    "train": ("vstain.train", "train one model on one fold"),
+    "infer": ("vstain.infer", "whole-slide overlapping patch inference of a trained model"),
+    "evaluate": ("vstain.metrics", "SSIM / PSNR / LPIPS per patch and Table 1"),
+    "frc": ("vstain.frc", "Fourier ring correlation resolution of CT, histology and generated histology"),
+    "stain": ("vstain.volume", "virtually stain a CT volume with a trained generator"),
+}
+
+
+class VstainError(Exception):
+    """An error the command line reports as one line, without a traceback."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s module is imported to configure its options."""
+    parser = argparse.ArgumentParser(
+        prog="vstain",
+        description="Virtual staining of X-ray micro-CT of bone implants (Irvine et al.).",
+    )
+    from vstain import __version__
+
+    parser.add_argument("--version", action="version", version=f"vstain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_line) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_line, description=help_line)
+        if name == command:
+            importlib.import_module(module_name).configure_parser(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vstain`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run_cli(args) or 0)
+    except (VstainError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"vstain {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vstain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
