@@ -11,7 +11,7 @@ STAMP := $(VENV)/.vstain-installed
 PROFILE ?= quick
 CORES ?= $(shell nproc)
 
-.PHONY: venv sysdeps test test-unit test-notebooks book workflow dryrun-paper clean-results help
+.PHONY: venv sysdeps test test-notebooks test-book book workflow dryrun-paper clean-results help
 
 help:
 	@echo "make book   - set up .venv, run the study ($(PROFILE) profile), build book/_build/html"
@@ -38,11 +38,15 @@ sysdeps:
 
 test: venv
 	$(BIN)/python -m pytest -q tests vstain
-	$(MAKE) --no-print-directory test-notebooks
+	$(MAKE) --no-print-directory test-notebooks test-book
 
 # nbval executes every chapter notebook top to bottom on the smoke profile (errors fail the target).
 test-notebooks: venv
-	VSTAIN_PROFILE=smoke PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q --nbval-lax -p no:doctest --import-mode=importlib notebooks
+	VSTAIN_PROFILE=smoke PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -o addopts="" --nbval-lax notebooks
+
+# The smoke workflow end to end: papermill chapters, then the book, checked page by page.
+test-book: venv
+	VSTAIN_BUILD_BOOK=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests/test_book_build.py
 
 workflow: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --config profile=$(PROFILE) --keep-going
