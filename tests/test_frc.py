@@ -1,0 +1,136 @@
+"""Fourier ring correlation: known blurs, pure noise, splits, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from vstain import frc
+
+
+def blurred_texture(sigma, size=256, snr=100.0, seed=0):
+    """White texture blurred by a Gaussian of ``sigma`` px, unit variance, plus white noise.
+
+    Its power spectrum is ``4 pi sigma^2 exp(-4 pi^2 sigma^2 f^2)`` against a noise floor
+    of ``1 / snr``, so the FRC = S / (S + N) crosses 1/7 where S / N = 1/6: at
+    ``f = sqrt(ln(6 snr 4 pi sigma^2)) / (2 pi sigma)``.
+    """
+    rng = np.random.default_rng(seed)
+    texture = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma, mode="wrap")
+    texture /= texture.std()
+    return texture, rng
+
+
+def predicted_resolution(sigma, snr=100.0):
+    return 2 * math.pi * sigma / math.sqrt(math.log(6 * snr * 4 * math.pi * sigma**2))
+
+
+SIGMAS = [2.0, 3.0, 4.0, 5.0]
+TOLERANCE = 0.10  # measured resolution within 10 % of the analytic crossing
+
+
+@pytest.mark.parametrize("split", ["checkerboard", "two-image"])
+def test_resolution_follows_known_gaussian_blur(split):
+    measured = []
+    for sigma in SIGMAS:
+        texture, rng = blurred_texture(sigma)
+        noisy = texture + rng.normal(size=texture.shape) / 10.0
+        if split == "checkerboard":
+            result = frc.single_image_frc(noisy, split="checkerboard")
+        else:
+            result = frc.image_resolution(noisy, texture + rng.normal(size=texture.shape) / 10.0)
+        assert result.status == "crossed"
+        expected = predicted_resolution(sigma)
+        assert abs(result.resolution_px - expected) <= TOLERANCE * expected, (sigma, result.resolution_px, expected)
+        measured.append(result.resolution_px)
+    assert np.all(np.diff(measured) > 0), measured
+
+
+def test_binomial_split_follows_blur_on_photon_counts():
+    measured = []
+    for sigma in [2.0, 3.0, 4.0]:
+        texture, rng = blurred_texture(sigma, seed=5)
+        # Poisson counts around 400 with a +-20 % texture: SNR per pixel ~ (0.2 * 400)^2 / 400 = 16.
+        counts = rng.poisson(400.0 * (1.0 + 0.2 * texture))
+        result = frc.single_image_frc(counts, split="binomial", rng=1)
+        expected = predicted_resolution(sigma, snr=16.0)
+        assert result.status == "crossed"
+        assert abs(result.resolution_px - expected) <= 0.15 * expected, (sigma, result.resolution_px, expected)
+        measured.append(result.resolution_px)
+    assert np.all(np.diff(measured) > 0)
+
+
+def test_natural_image_resolution_worsens_monotonically_with_blur():
+    from skimage import data
+
+    image = data.camera()[:256, 128:384].astype(float) / 255.0
+    rng = np.random.default_rng(0)
+    values = []
+    for sigma in [0.0, 1.5, 3.0, 5.0]:
+        blurred = ndimage.gaussian_filter(image, sigma) if sigma else image
+        result = frc.single_image_frc(blurred + 0.01 * rng.normal(size=image.shape))
+        values.append(result.resolution_px if result.crossed else 2 * math.sqrt(2))
+    assert np.all(np.diff(values) > 0), values
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("size", [32, 64, 256])
+def test_pure_noise_gives_no_crossing(seed, size):
+    noise = np.random.default_rng(seed).normal(size=(size, size))
+    result = frc.single_image_frc(noise)
+    assert result.status == "no_signal"
+    assert math.isnan(result.resolution_px) and not result.crossed
+    other = np.random.default_rng(seed + 100).normal(size=(size, size))
+    assert frc.image_resolution(noise, other).status == "no_signal"
+    assert frc.image_resolution(noise, other, threshold="half-bit").status == "no_signal"
+
+
+def test_pure_poisson_noise_gives_no_crossing_with_binomial_split():
+    counts = np.random.default_rng(0).poisson(30.0, (128, 128))
+    assert frc.single_image_frc(counts, split="binomial").status == "no_signal"
+
+
+def test_noise_free_image_is_not_reached_rather_than_a_number():
+    texture, _ = blurred_texture(0.7, size=64)
+    result = frc.image_resolution(texture, texture)
+    assert result.status == "not_reached" and math.isnan(result.resolution_px)
+
+
+def test_checkerboard_phase_correction_keeps_a_noise_free_curve_at_one():
+    texture, _ = blurred_texture(1.5, size=128)
+    curve = frc.single_image_frc_curve(texture)
+    assert curve.frequency[-1] == pytest.approx(0.5 / math.sqrt(2))
+    # Without the phase correction the correlation would be cos(pi f ...) and fall to ~0 at Nyquist.
+    assert np.all(curve.frc[1:-8] > 0.95)
+
+
+def test_half_bit_threshold_is_stricter_at_low_frequencies():
+    texture, rng = blurred_texture(3.0, size=128)
+    noisy = texture + rng.normal(size=texture.shape) / 10.0
+    one_seventh = frc.single_image_frc(noisy, threshold="1/7")
+    half_bit = frc.single_image_frc(noisy, threshold="half-bit")
+    assert half_bit.crossed and one_seventh.crossed
+    assert half_bit.resolution_px >= one_seventh.resolution_px
+
+
+def test_rgb_images_pool_channels():
+    texture, rng = blurred_texture(2.0, size=128)
+    rgb = np.stack([texture, 0.5 * texture, -texture], axis=-1) + rng.normal(size=(128, 128, 3)) / 10.0
+    result = frc.single_image_frc(rgb, channel_axis=-1)
+    assert result.crossed and abs(result.resolution_px - predicted_resolution(2.0)) < 0.2 * predicted_resolution(2.0)
+
+
+def test_bad_input_is_reported_clearly():
+    with pytest.raises(ValueError, match="binomial split needs photon counts"):
+        frc.single_image_frc(np.full((32, 32), 0.5), split="binomial")
+    with pytest.raises(ValueError, match="differ in shape"):
+        frc.frc_curve(np.zeros((32, 32)), np.zeros((32, 33)))
+    with pytest.raises(ValueError, match="too small"):
+        frc.single_image_frc(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        frc.single_image_frc(np.full((32, 32), np.nan))
+    with pytest.raises(ValueError, match="split must be one of"):
+        frc.single_image_frc(np.zeros((32, 32)), split="halves")
+    with pytest.raises(ValueError, match="threshold must be one of"):
+        frc.single_image_frc(np.zeros((32, 32)), threshold="3-sigma")
