@@ -1,0 +1,462 @@
+"""SSIM, PSNR and LPIPS on masked patches; Table 1 (paper 2.10, 3.2, Fig. 7).
+
+The generated whole-slide histology is compared with the real histology on square
+patches (paper: 256 px) laid on a grid, keeping only patches that the
+sample-correspondence mask covers by at least 50 %. Outside the mask both images
+show the mean background value of the real image (paper 2.8), so background
+noise neither helps nor hurts a model.
+
+* SSIM, Eq. 11: :func:`ssim` (scikit-image, RGB, data range 255);
+* PSNR, Eq. 12-13: :func:`psnr` (L = 255);
+* LPIPS, Eq. 14: :func:`lpips_distances` (the ``lpips`` package, SqueezeNet).
+
+LPIPS needs torchvision's pretrained SqueezeNet 1.1 weights, which torchvision keeps in
+the torch hub cache. Nothing is downloaded here: when the file is absent,
+:func:`load_lpips` says which file to put where, and the LPIPS column is NaN with
+``lpips_available = False``. It is never filled from a randomly initialised network.
+
+Examples
+--------
+>>> import numpy as np
+>>> real = np.zeros((8, 8, 3), np.uint8)
+>>> generated = np.full((8, 8, 3), 255, np.uint8)
+>>> psnr(real, generated)
+0.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from skimage.metrics import structural_similarity
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+ROLES = ("train", "validation", "test")
+METRICS = ("ssim", "lpips", "psnr")
+HIGHER_IS_BETTER = {"ssim": True, "lpips": False, "psnr": True}
+BASELINE = "raw_ct"  # the raw CT shown as greyscale RGB against the histology (paper 3.2)
+
+MODEL_LABELS = {
+    "mod_cyclegan": "Mod. CycleGAN (our model)",
+    "pix2pix": "Pix2Pix",
+    "cyclegan_invct": "Std. CycleGAN + inv. CT input",
+    "cyclegan": "Std. CycleGAN",
+    BASELINE: "Raw CT (no generation)",
+}
+
+# Table 1 of the paper (Irvine et al., section 3.2): medians over 256 px patches of
+# training (40 WSIs), validation (10) and testing (3), one row per (model, role).
+# The raw-CT baseline is from the text of section 3.2 ("average SSIM, LPIPS and PSNR
+# were 0.15, 0.4 and 5"); the paper gives it once, not per split.
+PAPER_TABLE1 = pd.DataFrame(
+    [
+        ("mod_cyclegan", "train", 0.63, 0.12, 17.0),
+        ("mod_cyclegan", "validation", 0.60, 0.16, 15.0),
+        ("mod_cyclegan", "test", 0.59, 0.16, 15.0),
+        ("pix2pix", "train", 0.24, 0.15, 16.0),
+        ("pix2pix", "validation", 0.21, 0.17, 14.0),
+        ("pix2pix", "test", 0.22, 0.22, 15.0),
+        ("cyclegan_invct", "train", 0.27, 0.25, 13.0),
+        ("cyclegan_invct", "validation", 0.31, 0.25, 13.0),
+        ("cyclegan_invct", "test", 0.33, 0.25, 12.0),
+        ("cyclegan", "train", 0.15, 0.44, 5.0),
+        ("cyclegan", "validation", 0.18, 0.43, 5.0),
+        ("cyclegan", "test", 0.20, 0.43, 5.0),
+    ],
+    columns=["model", "role", "ssim", "lpips", "psnr"],
+)
+PAPER_BASELINE = {"ssim": 0.15, "lpips": 0.4, "psnr": 5.0}
+
+# torchvision's SqueezeNet 1.1 ImageNet weights; the 8 hex digits are the start of its SHA-256.
+SQUEEZENET_FILE = "squeezenet1_1-b8a52dc0.pth"
+SQUEEZENET_URL = "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _check_pair(real: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    real = np.asarray(real)
+    generated = np.asarray(generated)
+    if real.shape != generated.shape:
+        raise ValueError(f"real shape {real.shape} != generated shape {generated.shape}")
+    if real.ndim != 3 or real.shape[-1] != 3:
+        raise ValueError(f"images must be (Y, X, 3) RGB, got shape {real.shape}")
+    for name, image in (("real", real), ("generated", generated)):
+        if image.dtype != np.uint8:
+            raise ValueError(f"{name} image must be uint8 RGB, got dtype {image.dtype}")
+    return real, generated
+
+
+def ssim(real: np.ndarray, generated: np.ndarray) -> float:
+    """Structural similarity of two RGB images, Eq. 11 (scikit-image, data range 255).
+
+    SSIM is computed per channel in 7x7 windows (Wang et al. 2004 constants
+    ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``) and averaged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    >>> ssim(image, image)
+    1.0
+    """
+    real, generated = _check_pair(real, generated)
+    return float(structural_similarity(real, generated, channel_axis=-1, data_range=255))
+
+
+def psnr(real: np.ndarray, generated: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB, Eq. 12-13 with L = 255; ``inf`` for identical images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> real = np.zeros((4, 4, 3), np.uint8)
+    >>> round(psnr(real, real + 1), 2)   # MSE = 1
+    48.13
+    """
+    real, generated = _check_pair(real, generated)
+    mse = np.mean((real.astype(np.float64) - generated.astype(np.float64)) ** 2)
+    if mse == 0:
+        return float("inf")
+    return float(10.0 * np.log10(255.0**2 / mse))
+
+
+@dataclasses.dataclass
+class LPIPSStatus:
+    """The outcome of :func:`load_lpips`: the model (or None) and why."""
+
+    model: torch.nn.Module | None
+    available: bool
+    message: str
+
+
+def squeezenet_weights_path(hub_dir: str | Path | None = None) -> Path:
+    """Where torchvision looks for the SqueezeNet 1.1 weights: ``<hub_dir>/checkpoints/``.
+
+    ``hub_dir`` defaults to :func:`torch.hub.get_dir` (``$TORCH_HOME/hub``, by default
+    ``~/.cache/torch/hub``).
+
+    Examples
+    --------
+    >>> squeezenet_weights_path("/tmp/hub").as_posix()
+    '/tmp/hub/checkpoints/squeezenet1_1-b8a52dc0.pth'
+    """
+    hub = Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())
+    return hub / "checkpoints" / SQUEEZENET_FILE
+
+
+def _missing_message(path: Path) -> str:
+    return (
+        f"LPIPS unavailable: the pretrained SqueezeNet weights {path} are missing. Put torchvision's "
+        f"{SQUEEZENET_FILE} (from {SQUEEZENET_URL}) at {path} (the torch hub cache, $TORCH_HOME/hub/checkpoints/) "
+        "and re-run the evaluation; SSIM and PSNR are reported meanwhile and the LPIPS column is NaN."
+    )
+
+
+def load_lpips(hub_dir: str | Path | None = None, *, random_backbone: bool = False) -> LPIPSStatus:
+    """The LPIPS model of Eq. 14 with a SqueezeNet backbone, without any download.
+
+    Parameters
+    ----------
+    hub_dir : str or Path, optional
+        Torch hub directory holding ``checkpoints/squeezenet1_1-b8a52dc0.pth``;
+        default :func:`torch.hub.get_dir`.
+    random_backbone : bool
+        Build the model with a randomly initialised backbone. Only for testing the
+        plumbing; such a model's numbers mean nothing and are never reported.
+
+    Returns
+    -------
+    LPIPSStatus
+        ``available`` is False (and ``model`` None) when the weights file is missing or
+        is not the expected file; ``message`` then says which file to put where.
+    """
+    import warnings
+
+    import lpips
+    import torchvision
+
+    with warnings.catch_warnings():
+        # lpips builds its backbone with torchvision's deprecated ``pretrained=`` argument.
+        warnings.simplefilter("ignore", UserWarning)
+        if random_backbone:
+            model = lpips.LPIPS(net="squeeze", pnet_rand=True, verbose=False).eval()
+            return LPIPSStatus(model, True, "LPIPS with a RANDOM SqueezeNet backbone (plumbing test only)")
+        path = squeezenet_weights_path(hub_dir)
+        if not path.is_file():
+            return LPIPSStatus(None, False, _missing_message(path))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        expected = SQUEEZENET_FILE.rsplit("-", 1)[1].split(".")[0]
+        if not digest.startswith(expected):
+            return LPIPSStatus(None, False, f"LPIPS unavailable: {path} is not torchvision's SqueezeNet 1.1 file "
+                                            f"(SHA-256 starts {digest[:8]}, expected {expected}). "
+                               + _missing_message(path).split(". ", 1)[1])
+        backbone = torchvision.models.squeezenet1_1(weights=None)
+        backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        # pnet_rand=True avoids any download; the ImageNet weights are copied in below and
+        # the LPIPS linear layers come with the lpips package.
+        model = lpips.LPIPS(net="squeeze", pnet_rand=True, verbose=False)
+    for stage in model.net.children():
+        for name, layer in stage.named_children():
+            layer.load_state_dict(backbone.features[int(name)].state_dict())
+    return LPIPSStatus(model.eval(), True, f"LPIPS (SqueezeNet) with weights from {path}")
+
+
+def lpips_distances(
+    real: np.ndarray, generated: np.ndarray, model: torch.nn.Module, *, batch_size: int = 16
+) -> np.ndarray:
+    """LPIPS distance, Eq. 14, of each pair of RGB patches.
+
+    Parameters
+    ----------
+    real, generated : ndarray
+        ``(N, P, P, 3)`` or ``(P, P, 3)`` uint8 patches.
+    model : torch.nn.Module
+        From :func:`load_lpips`.
+    batch_size : int
+        Patches per forward pass.
+
+    Returns
+    -------
+    ndarray
+        ``(N,)`` float64 distances (lower is more similar).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> status = load_lpips(random_backbone=True)   # plumbing only
+    >>> image = np.zeros((2, 32, 32, 3), np.uint8)
+    >>> lpips_distances(image, image, status.model).tolist()
+    [0.0, 0.0]
+    """
+    real = np.asarray(real)
+    generated = np.asarray(generated)
+    if real.ndim == 3:
+        real, generated = real[None], generated[None]
+    if real.shape != generated.shape or real.ndim != 4 or real.shape[-1] != 3:
+        raise ValueError(f"expected two (N, P, P, 3) patch stacks, got {real.shape} and {generated.shape}")
+
+    def to_tensor(batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(batch.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(real), batch_size):
+            d = model(to_tensor(real[start:start + batch_size]), to_tensor(generated[start:start + batch_size]))
+            out.append(d.reshape(-1).double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def sample_patches(
+    mask: np.ndarray, *, patch_size: int, step: int, min_mask_fraction: float
+) -> np.ndarray:
+    """Origins of the grid patches that the mask covers by at least ``min_mask_fraction``.
+
+    The grid starts at 0 every ``step`` pixels; a last row/column flush with the far
+    edge is added so the whole slide is eligible.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        ``(Y, X)`` sample-correspondence mask.
+    patch_size, step : int
+        Patch side and grid stride in pixels.
+    min_mask_fraction : float
+        Paper: 0.5 ("a 50 % overlap or greater").
+
+    Returns
+    -------
+    ndarray
+        ``(N, 2)`` int ``(y, x)`` origins, row by row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((8, 8), bool); mask[:, :3] = True
+    >>> sample_patches(mask, patch_size=4, step=4, min_mask_fraction=0.5).tolist()
+    [[0, 0], [4, 0]]
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2D, got shape {mask.shape}")
+    if patch_size < 1 or step < 1:
+        raise ValueError(f"patch_size and step must be positive, got {patch_size} and {step}")
+    if not 0 <= min_mask_fraction <= 1:
+        raise ValueError(f"min_mask_fraction must be in [0, 1], got {min_mask_fraction}")
+    if min(mask.shape) < patch_size:
+        return np.zeros((0, 2), int)
+
+    def starts(size: int) -> np.ndarray:
+        s = list(range(0, size - patch_size + 1, step))
+        if s[-1] != size - patch_size:
+            s.append(size - patch_size)
+        return np.asarray(s)
+
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    ys, xs = np.meshgrid(starts(mask.shape[0]), starts(mask.shape[1]), indexing="ij")
+    ys, xs = ys.ravel(), xs.ravel()
+    p = patch_size
+    covered = integral[ys + p, xs + p] - integral[ys, xs + p] - integral[ys + p, xs] + integral[ys, xs]
+    keep = covered >= min_mask_fraction * p * p - 1e-9
+    return np.stack([ys[keep], xs[keep]], axis=1)
+
+
+def patch_metrics(
+    real: np.ndarray,
+    generated: np.ndarray,
+    mask: np.ndarray,
+    *,
+    patch_size: int,
+    step: int,
+    min_mask_fraction: float,
+    lpips_model: torch.nn.Module | None = None,
+    real_fill: Sequence[float] | None = None,
+    generated_fill: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """SSIM, PSNR and LPIPS of every masked patch of a whole slide.
+
+    Pixels outside ``mask`` are replaced by the mean background value (paper 2.8):
+    ``real_fill`` (default: the real image's mean outside the mask) in the real image and
+    ``generated_fill`` (default: the same value) in the generated one.
+
+    Parameters
+    ----------
+    real, generated : ndarray
+        ``(Y, X, 3)`` uint8 real and generated histology.
+    mask : ndarray of bool
+        ``(Y, X)`` sample-correspondence mask.
+    patch_size, step, min_mask_fraction
+        As :func:`sample_patches`.
+    lpips_model : torch.nn.Module, optional
+        From :func:`load_lpips`; without it the ``lpips`` column is NaN.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per patch: ``y, x, mask_fraction, ssim, psnr, lpips``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> real = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    >>> table = patch_metrics(real, real, np.ones((16, 16), bool), patch_size=8, step=8, min_mask_fraction=0.5)
+    >>> table[["y", "x", "ssim"]].values.tolist()[:2]
+    [[0.0, 0.0, 1.0], [0.0, 8.0, 1.0]]
+    """
+    from vstain.infer import apply_mask, background_fill
+
+    real, generated = _check_pair(real, generated)
+    mask = np.asarray(mask, bool)
+    if mask.shape != real.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} does not match image shape {real.shape[:2]}")
+    real_fill = background_fill(real, mask) if real_fill is None else np.asarray(real_fill, float)
+    generated_fill = real_fill if generated_fill is None else np.asarray(generated_fill, float)
+    real_m = apply_mask(real, mask, real_fill)
+    generated_m = apply_mask(generated, mask, generated_fill)
+    origins = sample_patches(mask, patch_size=patch_size, step=step, min_mask_fraction=min_mask_fraction)
+    p = patch_size
+    rows = []
+    for y, x in origins:
+        a = real_m[y:y + p, x:x + p]
+        b = generated_m[y:y + p, x:x + p]
+        rows.append((y, x, mask[y:y + p, x:x + p].mean(), ssim(a, b), psnr(a, b)))
+    table = pd.DataFrame(rows, columns=["y", "x", "mask_fraction", "ssim", "psnr"])
+    table["lpips"] = np.nan
+    if lpips_model is not None and len(origins):
+        reals = np.stack([real_m[y:y + p, x:x + p] for y, x in origins])
+        gens = np.stack([generated_m[y:y + p, x:x + p] for y, x in origins])
+        table["lpips"] = lpips_distances(reals, gens, lpips_model)
+    return table
+
+
+# --------------------------------------------------------------------------- Table 1
+
+
+def table1(per_patch: pd.DataFrame) -> pd.DataFrame:
+    """Median SSIM, LPIPS and PSNR per model and split (Table 1) from per-patch metrics.
+
+    Parameters
+    ----------
+    per_patch : pandas.DataFrame
+        Columns ``model, role, pair_id, ssim, lpips, psnr`` (as written by :func:`evaluate`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model, role, ssim, lpips, psnr, n_patches, n_pairs, lpips_available``; LPIPS is
+        NaN (and ``lpips_available`` False) where no patch has an LPIPS value.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"model": ["a"] * 3, "role": ["train"] * 3, "pair_id": ["p", "p", "q"],
+    ...                      "ssim": [0.1, 0.5, 0.3], "lpips": [float("nan")] * 3, "psnr": [10, 12, 20]})
+    >>> table1(rows)[["ssim", "psnr", "n_pairs", "lpips_available"]].values.tolist()
+    [[0.3, 12.0, 2, False]]
+    """
+    groups = per_patch.groupby(["model", "role"], sort=False)
+    table = groups[list(METRICS)].median()
+    table["n_patches"] = groups.size()
+    table["n_pairs"] = groups["pair_id"].nunique()
+    table["lpips_available"] = groups["lpips"].apply(lambda s: bool(s.notna().any()))
+    table = table.reset_index()
+    order = {m: i for i, m in enumerate(MODEL_LABELS)}
+    table["_m"] = table["model"].map(lambda m: order.get(m, len(order)))
+    table["_r"] = table["role"].map(lambda r: ROLES.index(r) if r in ROLES else len(ROLES))
+    return table.sort_values(["_m", "_r"]).drop(columns=["_m", "_r"]).reset_index(drop=True)
+
+
+def rank_models(table: pd.DataFrame) -> pd.DataFrame:
+    """Rank the models (1 = best) per split and metric; NaN metrics get no rank.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"model": ["a", "b"], "role": ["test"] * 2, "ssim": [0.2, 0.6],
+    ...                   "lpips": [0.3, 0.1], "psnr": [9.0, 8.0]})
+    >>> rank_models(t)[["ssim", "lpips", "psnr"]].values.tolist()
+    [[2.0, 2.0, 1.0], [1.0, 1.0, 2.0]]
+    """
+    ranks = table[["model", "role"]].copy()
+    for metric in METRICS:
+        ranks[metric] = table.groupby("role")[metric].rank(ascending=not HIGHER_IS_BETTER[metric], method="min")
+    return ranks
+
+
+def compare_with_paper(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as measured beside the paper's, with each model's rank per split and metric.
+
+    Only the generative models are ranked (the raw-CT baseline is listed with the
+    paper's baseline values). Returns one row per (model, role) with columns
+    ``<metric>``, ``<metric>_paper``, ``<metric>_rank``, ``<metric>_rank_paper``.
+    """
+    models = table[table["model"] != BASELINE]
+    ours = models.merge(rank_models(models), on=["model", "role"], suffixes=("", "_rank"))
+    paper = PAPER_TABLE1.merge(rank_models(PAPER_TABLE1[PAPER_TABLE1["model"].isin(models["model"])]),
+                               on=["model", "role"], suffixes=("", "_rank"))
+    merged = ours.merge(paper, on=["model", "role"], how="left", suffixes=("", "_paper"))
+    baseline = table[table["model"] == BASELINE].copy()
+    for metric, value in PAPER_BASELINE.items():
+        baseline[f"{metric}_paper"] = value
+    merged = pd.concat([merged, baseline], ignore_index=True)
+    columns = ["model", "role"]
+    for metric in METRICS:
+        columns += [metric, f"{metric}_paper", f"{metric}_rank", f"{metric}_rank_paper"]
+    merged = merged.reindex(columns=columns + ["n_patches", "n_pairs"])
+    return merged
