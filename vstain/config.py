@@ -59,11 +59,20 @@ class DatasetConfig:
 class RegistrationConfig:
     """2D-3D registration (paper 2.3)."""
 
-    pyramid_levels: int  # coarse-to-fine levels of the plane search
-    histology_downsample_um: float  # histology pixel size used for the plane search
-    max_tilt_deg: float  # largest plane tilt searched
-    mi_bins: int  # histogram bins of the Mattes mutual information
+    pyramid_levels: int  # coarse-to-fine levels of the plane search (each halves the pixel size)
+    histology_downsample_um: float  # histology pixel size of the coarsest plane-search level
+    max_tilt_deg: float  # a fitted plane tilted more than this from the z axis is a failure
+    mi_bins: int  # histogram bins of the Mattes mutual information (fewer on small images)
     affine_iterations: int  # optimiser iterations of the 2D affine stage
+    plane_iterations: int  # optimiser iterations per level of the rigid plane fit
+    max_inplane_rotation_deg: float  # starting grid: in-plane rotations searched, +/-
+    inplane_step_deg: float  # starting grid: rotation step
+    max_shift_fraction: float  # starting grid: in-plane shifts searched, +/- (fraction of the CT width)
+    shift_step_fraction: float  # starting grid: shift step (fraction of the CT width)
+    depth_margin_voxels: float  # starting grid: planes no closer than this to the top/bottom slice
+    refinement_rounds: int  # plane refits on the section undistorted by the fitted affine
+    refinement_levels: int  # finest pyramid levels used by each refit
+    min_inside_fraction: float  # less of the section than this inside the volume is a failure
 
 
 @dataclasses.dataclass(frozen=True)
