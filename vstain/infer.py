@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -430,6 +431,30 @@ def _generator_channels(info: dict[str, Any] | None, default: int = 3) -> int:
     return default
 
 
+def ct_network_channels_last(ct: np.ndarray, *, invert: bool = False, channels: int = 3) -> np.ndarray:
+    """A ``(Y, X)`` CT slice in network range as ``(Y, X, channels)`` float32 (identical channels).
+
+    Uses :func:`vstain.data.ct_to_network` (the mapping the generators were trained with).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ct_network_channels_last(np.array([[0, 65535]], np.uint16)).tolist()
+    [[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]]
+    """
+    from vstain.data import ct_to_network
+
+    ct = np.asarray(ct)
+    net = np.asarray(ct_to_network(ct, invert=invert), np.float32)
+    if net.shape == ct.shape:
+        net = net[..., None]
+    elif net.ndim == ct.ndim + 1 and net.shape[-3] in (1, 3):  # channel-first (..., C, Y, X)
+        net = np.moveaxis(net, -3, -1)
+    else:
+        raise ValueError(f"ct_to_network returned shape {net.shape} for a CT slice of shape {ct.shape}")
+    return np.repeat(net[..., :1], channels, axis=-1)
+
+
 def ct_to_histology_slide(
     generator: Callable[[torch.Tensor], torch.Tensor],
     ct: np.ndarray,
@@ -474,7 +499,7 @@ def ct_to_histology_slide(
     >>> ct_to_histology_slide(torch.nn.Identity(), ct, patch_size=16, step=8, batch_size=4).shape
     (32, 32, 3)
     """
-    from vstain.data import ct_to_network, network_to_histology
+    from vstain.data import network_to_histology
 
     ct = np.asarray(ct)
     if ct.ndim != 2:
@@ -482,10 +507,8 @@ def ct_to_histology_slide(
     if np.issubdtype(ct.dtype, np.floating) and not np.all(np.isfinite(ct)):
         raise ValueError("ct contains NaN or infinite values")
     invert = bool((info or {}).get("invert_ct", False))
-    network = np.moveaxis(np.asarray(ct_to_network(ct, invert=invert), np.float32), 0, -1)  # (Y, X, 3)
     channels = _generator_channels(info)
-    if channels == 1:
-        network = network[..., :1]
+    network = ct_network_channels_last(ct, invert=invert, channels=channels)
     out = infer_slide(generator, network, patch_size=patch_size, step=step, batch_size=batch_size, blend=blend,
                       device=device, dtype=dtype, in_channels=channels, progress=progress)
     if out.shape[-1] != 3:
@@ -535,3 +558,300 @@ def histology_to_ct_slide(
         raise ValueError(f"the histology-to-CT generator returned {out.shape[-1]} channels, expected 3")
     invert = bool((info or {}).get("invert_ct", False))
     return np.asarray(network_to_ct(np.moveaxis(out, -1, 0), invert=invert), np.uint16)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+MODELS_WITHOUT_REVERSE = ("pix2pix",)  # Pix2Pix has one generator: no generated CT (paper 3.1)
+
+
+def _as_profile(profile: Any) -> Any:
+    from vstain.config import load_profile
+
+    return load_profile(profile) if isinstance(profile, (str, Path)) else profile
+
+
+def resolve_device(device: str) -> str:
+    """The torch device of a profile's ``device`` (``auto``: CUDA when present, else CPU)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("profile device is 'cuda' but no CUDA device is available (set device: cpu or auto)")
+    return device
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inference_dir(profile_name: str, model: str, fold: int, root: str | Path | None = None) -> Path:
+    """``results/<profile>/inference/<model>/fold<k>/``."""
+    from vstain.layout import stage_dir
+
+    return stage_dir(profile_name, "inference", root) / model / f"fold{fold}"
+
+
+def registered_pair_ids(profile_name: str, stain: str | None = "toluidine_blue") -> list[str]:
+    """The complete registered pairs of a profile (``pair.json`` present), optionally of one stain."""
+    from vstain.layout import stage_dir
+
+    folder = stage_dir(profile_name, "registered")
+    ids = []
+    for meta in sorted(folder.glob("*/pair.json")):
+        if stain is None or json.loads(meta.read_text()).get("stain") == stain:
+            ids.append(meta.parent.name)
+    return ids
+
+
+def split_roles(profile_name: str, fold: int) -> dict[str, str]:
+    """``pair_id -> role`` (train / validation / test) of one fold from ``dataset/split.csv``."""
+    from vstain.layout import stage_dir
+
+    path = stage_dir(profile_name, "dataset") / "split.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split not found (generate the dataset first: vstain phantom)")
+    try:
+        from vstain.manifest import read_split
+
+        split = read_split(path)
+    except ImportError:  # the manifest module is optional for reading a plain CSV
+        import pandas as pd
+
+        split = pd.read_csv(path)
+    column = f"fold{fold}"
+    if column not in split.columns:
+        raise ValueError(f"{path}: no column {column!r} (the split has {[c for c in split.columns if c.startswith('fold')]})")
+    return dict(zip(split["pair_id"].astype(str), split[column].astype(str)))
+
+
+def _checkpoint_from(result: Any, profile_name: str, model: str, fold: int) -> Path:
+    if isinstance(result, (str, Path)):
+        return Path(result)
+    for attr in ("checkpoint", "checkpoint_path", "path"):
+        if hasattr(result, attr):
+            return Path(getattr(result, attr))
+    if isinstance(result, dict):
+        for key in ("checkpoint", "checkpoint_path", "path"):
+            if key in result:
+                return Path(result[key])
+    from vstain.layout import stage_dir
+
+    return stage_dir(profile_name, "models") / model / f"fold{fold}" / "last.pt"
+
+
+def load_generators(checkpoint: str | Path, model: str) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """The generators of a checkpoint by direction, checked against the expected ``model``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the checkpoint file is missing.
+    ValueError
+        If the checkpoint belongs to another model.
+    """
+    from vstain.train import load_generator
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train it: vstain train --model {model})")
+    directions = DIRECTIONS[:1] if model in MODELS_WITHOUT_REVERSE else DIRECTIONS
+    generators = {}
+    for direction in directions:
+        generator, info = load_generator(checkpoint, direction=direction)
+        found = (info or {}).get("model")
+        if found is not None and found != model:
+            raise ValueError(f"{checkpoint}: checkpoint of model {found!r}, expected {model!r} (field 'model')")
+        generators[direction] = (generator, dict(info or {}))
+    return generators
+
+
+def run_inference(
+    profile: Any,
+    model: str,
+    fold: int,
+    *,
+    blend: Blend | None = None,
+    stain: str = "toluidine_blue",
+    pair_ids: Sequence[str] | None = None,
+    checkpoint: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Stage driver: stain every registered pair with one trained model (idempotent).
+
+    For each pair, writes into ``results/<profile>/inference/<model>/fold<k>/<pair_id>/``:
+    ``histology.tif`` (generated histology, uint8 RGB), ``ct.tif`` (generated CT, uint16;
+    not for Pix2Pix), their ``*_masked.tif`` versions (outside the correspondence mask:
+    the real image's mean background value, paper 2.8), all with the pixel size, and
+    ``inference.json`` (settings, fill values, split role, provenance), written last.
+    ``done.json`` in the fold folder marks the whole run complete. Pairs whose
+    ``inference.json`` records the same settings and checkpoint are not recomputed.
+
+    Parameters
+    ----------
+    profile : str or Profile
+        Profile name or loaded profile; patch size, step, batch size and blend come
+        from ``profile.inference``.
+    model : str
+        Model name (``mod_cyclegan``, ``cyclegan``, ``cyclegan_invct``, ``pix2pix``).
+    fold : int
+        Cross-validation fold.
+    blend : {"mean", "window"}, optional
+        Overrides ``profile.inference.blend``.
+    stain : str
+        Which registered pairs to stain.
+    pair_ids : sequence of str, optional
+        Only these pairs (default: all registered pairs of ``stain``).
+    checkpoint : str or Path, optional
+        Use this checkpoint instead of training / finding the model's.
+    out_dir : str or Path, optional
+        Instead of ``results/<profile>/inference/<model>/fold<k>/``.
+    force : bool
+        Recompute even when up to date.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Path
+        The fold folder holding the pair folders and ``done.json``.
+    """
+    from vstain.io import provenance, write_json, write_tiff
+    from vstain.pairs import read_registered_pair
+
+    profile = _as_profile(profile)
+    cfg = profile.inference
+    blend = cfg.blend if blend is None else blend
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {list(BLENDS)}, got {blend!r}")
+    _check_tiling((cfg.patch_size, cfg.patch_size), cfg.patch_size, cfg.step)
+    if checkpoint is None:
+        from vstain.registration import prepare_registered_pairs
+        from vstain.train import ensure_trained
+
+        prepare_registered_pairs(profile)
+        checkpoint = _checkpoint_from(ensure_trained(profile, model, fold), profile.name, model, fold)
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train it: vstain train --model {model})")
+    out = Path(out_dir) if out_dir is not None else inference_dir(profile.name, model, fold)
+    ids = list(pair_ids) if pair_ids is not None else registered_pair_ids(profile.name, stain)
+    if not ids:
+        raise FileNotFoundError(f"no registered {stain} pairs under results/{profile.name}/registered/ "
+                                "(run the registration stage first: vstain register)")
+    try:
+        roles = split_roles(profile.name, fold)
+    except FileNotFoundError:
+        roles = {}
+    settings = {
+        "model": model, "fold": fold, "blend": blend, "patch_size": cfg.patch_size, "step": cfg.step,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+    }
+    done_path = out / "done.json"
+    if not force and done_path.is_file():
+        done = json.loads(done_path.read_text())
+        if done.get("settings") == settings and done.get("pairs") == ids and all(
+            _pair_up_to_date(out / pid, settings) for pid in ids
+        ):
+            return out
+
+    done_path.unlink(missing_ok=True)  # the run is complete again only when every pair is
+    device = resolve_device(profile.device)
+    generators = load_generators(checkpoint, model)
+    for generator, _ in generators.values():
+        generator.to(device)
+    from vstain.layout import stage_dir
+
+    registered = stage_dir(profile.name, "registered")
+    for pair_id in tqdm(ids, desc=f"infer {model} fold{fold}", unit="pair", disable=not progress):
+        folder = out / pair_id
+        if not force and _pair_up_to_date(folder, settings):
+            continue
+        pair = read_registered_pair(registered / pair_id)
+        tiling = dict(patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size, blend=blend, device=device)
+        record = provenance(profile, **settings, pair_id=pair_id, material=pair.material, stain=pair.stain,
+                            role=roles.get(pair_id, "unknown"), pixel_size_um=pair.pixel_size_um)
+        # inference.json goes first out of the way: a pair folder without it is incomplete.
+        (folder / "inference.json").unlink(missing_ok=True)
+        forward, info = generators["ct_to_histology"]
+        try:
+            histology = ct_to_histology_slide(forward, pair.ct, info=info, **tiling)
+        except ValueError as err:
+            raise ValueError(f"pair {pair_id}: {err}") from err
+        histology_fill = background_fill(pair.histology, pair.mask)
+        write_tiff(folder / "histology.tif", histology, pair.pixel_size_um, metadata=record)
+        write_tiff(folder / "histology_masked.tif", apply_mask(histology, pair.mask, histology_fill),
+                   pair.pixel_size_um, metadata=record)
+        files = ["histology.tif", "histology_masked.tif"]
+        ct_fill = background_fill(pair.ct, pair.mask)
+        if "histology_to_ct" in generators:
+            reverse, rinfo = generators["histology_to_ct"]
+            try:
+                ct = histology_to_ct_slide(reverse, pair.histology, info=rinfo, **tiling)
+            except ValueError as err:
+                raise ValueError(f"pair {pair_id}: {err}") from err
+            write_tiff(folder / "ct.tif", ct, pair.pixel_size_um, metadata=record)
+            write_tiff(folder / "ct_masked.tif", apply_mask(ct, pair.mask, ct_fill), pair.pixel_size_um,
+                       metadata=record)
+            files += ["ct.tif", "ct_masked.tif"]
+        write_json(folder / "inference.json", {
+            **record, "settings": settings, "files": files,
+            "histology_fill": np.asarray(histology_fill).tolist(), "ct_fill": float(np.asarray(ct_fill)),
+        })
+    write_json(done_path, {"settings": settings, "pairs": ids, "provenance": provenance(profile, **settings)})
+    return out
+
+
+def _pair_up_to_date(folder: Path, settings: dict[str, Any]) -> bool:
+    meta = folder / "inference.json"
+    if not meta.is_file():
+        return False
+    record = json.loads(meta.read_text())
+    return record.get("settings") == settings and all((folder / f).is_file() for f in record.get("files", []))
+
+
+def read_inference(folder: str | Path) -> dict[str, Any]:
+    """One pair's inference outputs: ``histology``, ``histology_masked``, ``ct``, ``ct_masked``
+    (absent for Pix2Pix), ``pixel_size_um`` and the ``record`` of ``inference.json``."""
+    from vstain.io import read_tiff
+
+    folder = Path(folder)
+    meta = folder / "inference.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: not found (inference of this pair is missing or incomplete)")
+    record = json.loads(meta.read_text())
+    out: dict[str, Any] = {"record": record}
+    for name in record.get("files", []):
+        image, size, _ = read_tiff(folder / name)
+        out[name.removesuffix(".tif")] = image
+        out["pixel_size_um"] = float(size[-1])
+    return out
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``vstain infer``."""
+    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    parser.add_argument("--model", required=True, help="model name, e.g. mod_cyclegan")
+    parser.add_argument("--fold", type=int, default=0, help="cross-validation fold (default: 0)")
+    parser.add_argument("--blend", choices=BLENDS, default=None, help="override the profile's blend")
+    parser.add_argument("--stain", default="toluidine_blue", help="which registered pairs (default: toluidine_blue)")
+    parser.add_argument("--checkpoint", default=None, help="use this checkpoint instead of the trained model's")
+    parser.add_argument("--force", action="store_true", help="recompute even when up to date")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``vstain infer``."""
+    out = run_inference(args.profile, args.model, args.fold, blend=args.blend, stain=args.stain,
+                        checkpoint=args.checkpoint, force=args.force)
+    print(out)
+    return 0

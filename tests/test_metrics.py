@@ -1,0 +1,166 @@
+"""SSIM / PSNR / LPIPS on masked patches and Table 1 (vstain.metrics)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vstain import metrics
+from vstain.metrics import (
+    PAPER_TABLE1,
+    compare_with_paper,
+    load_lpips,
+    lpips_distances,
+    patch_metrics,
+    psnr,
+    sample_patches,
+    squeezenet_weights_path,
+    ssim,
+    table1,
+)
+
+torch.set_num_threads(1)
+
+
+def test_psnr_against_hand_computed_values():
+    real = np.zeros((4, 4, 3), np.uint8)
+    generated = real.copy()
+    generated[0, 0, 0] = 48  # one error of 48 in 48 values: MSE = 48
+    assert psnr(real, generated) == pytest.approx(10 * np.log10(255**2 / 48.0))
+    assert psnr(real, np.full_like(real, 255)) == pytest.approx(0.0)
+    assert psnr(real, real) == float("inf")
+
+
+def test_ssim_of_constant_images_is_the_luminance_term():
+    # For constant images the variances and covariance vanish, so Eq. 11 reduces to
+    # (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) with C1 = (0.01 * 255)^2.
+    a, b = 100.0, 150.0
+    c1 = (0.01 * 255) ** 2
+    expected = (2 * a * b + c1) / (a**2 + b**2 + c1)
+    real = np.full((16, 16, 3), a, np.uint8)
+    generated = np.full((16, 16, 3), b, np.uint8)
+    assert ssim(real, generated) == pytest.approx(expected, rel=1e-9)
+    assert ssim(real, real) == pytest.approx(1.0)
+
+
+def test_ssim_and_psnr_refuse_mismatched_or_non_rgb_images():
+    with pytest.raises(ValueError, match="shape"):
+        ssim(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9, 3), np.uint8))
+    with pytest.raises(ValueError, match="RGB"):
+        psnr(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        psnr(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_patch_sampling_respects_the_mask_threshold(threshold):
+    rng = np.random.default_rng(0)
+    mask = np.zeros((50, 70), bool)
+    mask[10:45, 5:60] = rng.random((35, 55)) < 0.8
+    origins = sample_patches(mask, patch_size=16, step=8, min_mask_fraction=threshold)
+    ys = sorted(set(range(0, 50 - 16 + 1, 8)) | {50 - 16})
+    xs = sorted(set(range(0, 70 - 16 + 1, 8)) | {70 - 16})
+    brute = [(y, x) for y in ys for x in xs if mask[y:y + 16, x:x + 16].mean() >= threshold]
+    assert [tuple(o) for o in origins] == brute
+    assert all(mask[y:y + 16, x:x + 16].mean() >= threshold for y, x in origins)
+
+
+def test_patch_sampling_keeps_exactly_half_and_drops_just_below():
+    mask = np.zeros((8, 16), bool)
+    mask[:, :4] = True  # patch at x=0: 4/8 columns = exactly 50 %
+    mask[:7, 8:12] = True  # patch at x=8: 28/64 < 50 %
+    assert sample_patches(mask, patch_size=8, step=8, min_mask_fraction=0.5).tolist() == [[0, 0]]
+
+
+def test_patch_metrics_ignore_differences_outside_the_mask():
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    generated = real.copy()
+    mask = np.ones((32, 32), bool)
+    mask[:, 24:] = False
+    generated[:, 24:] = 255 - generated[:, 24:]  # wrong only where the mask excludes
+    table = patch_metrics(real, generated, mask, patch_size=16, step=8, min_mask_fraction=0.5)
+    assert len(table) == 9  # y and x in {0, 8, 16}; the x = 16 column is exactly 50 % mask
+    assert (table["psnr"] == np.inf).all() and np.allclose(table["ssim"], 1.0)
+    assert table["lpips"].isna().all()
+    generated[4, 4] = 0
+    table = patch_metrics(real, generated, mask, patch_size=16, step=8, min_mask_fraction=0.5)
+    assert np.isfinite(table.loc[(table.y == 0) & (table.x == 0), "psnr"]).all()
+
+
+def test_lpips_unavailable_says_which_file_to_put_where(tmp_path):
+    status = load_lpips(tmp_path / "hub")
+    assert not status.available and status.model is None
+    expected = tmp_path / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth"
+    assert squeezenet_weights_path(tmp_path / "hub") == expected
+    assert str(expected) in status.message and "squeezenet1_1-b8a52dc0.pth" in status.message
+
+
+def test_a_wrong_weights_file_is_not_used(tmp_path):
+    path = squeezenet_weights_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    torch.save(torch.nn.Conv2d(1, 1, 1).state_dict(), path)
+    status = load_lpips(tmp_path)
+    assert not status.available and "is not torchvision's SqueezeNet" in status.message
+
+
+def test_lpips_plumbing_with_a_random_backbone_only():
+    status = load_lpips(random_backbone=True)
+    assert "RANDOM" in status.message
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    b = 255 - a
+    same = lpips_distances(a, a, status.model, batch_size=2)
+    different = lpips_distances(a, b, status.model, batch_size=2)
+    assert same.shape == (3,) and np.allclose(same, 0)
+    assert (different > 0).all()
+
+
+def test_lpips_with_the_real_weights_when_present():
+    path = squeezenet_weights_path()
+    if not path.is_file():
+        pytest.skip(f"{path} absent (no network here): the unavailable path is tested above")
+    status = load_lpips()
+    assert status.available
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("b8a52dc0")
+
+
+def _per_patch(lpips_value=np.nan):
+    rows = []
+    for model, base in (("mod_cyclegan", 0.6), ("pix2pix", 0.3), ("raw_ct", 0.1)):
+        for role in ("train", "validation", "test"):
+            for i, pair in enumerate(("a", "a", "b")):
+                rows.append({"pair_id": pair, "role": role, "material": "Mg", "model": model, "fold": 0,
+                             "y": i, "x": 0, "ssim": base + 0.1 * i, "psnr": 10 + i + base * 10,
+                             "lpips": lpips_value})
+    return pd.DataFrame(rows)
+
+
+def test_table1_medians_and_no_fake_lpips():
+    table = table1(_per_patch())
+    row = table[(table.model == "mod_cyclegan") & (table.role == "validation")].iloc[0]
+    assert row.ssim == pytest.approx(0.7) and row.psnr == pytest.approx(17.0)
+    assert row.n_patches == 3 and row.n_pairs == 2
+    assert table["lpips"].isna().all() and not table["lpips_available"].any()
+    assert list(table.model.unique()) == ["mod_cyclegan", "pix2pix", "raw_ct"]
+    assert list(table.role[:3]) == ["train", "validation", "test"]
+
+
+def test_comparison_with_the_paper_ranks_as_measured():
+    compared = compare_with_paper(table1(_per_patch(lpips_value=0.2)))
+    ours = compared[(compared.model == "mod_cyclegan") & (compared.role == "test")].iloc[0]
+    assert ours.ssim_paper == 0.59 and ours.ssim_rank == 1 and ours.ssim_rank_paper == 1
+    pix = compared[(compared.model == "pix2pix") & (compared.role == "test")].iloc[0]
+    assert pix.psnr_rank == 2 and pix.lpips_paper == 0.22
+    baseline = compared[compared.model == "raw_ct"]
+    assert (baseline.ssim_paper == 0.15).all() and baseline.ssim_rank.isna().all()
+    assert len(PAPER_TABLE1) == 12
+
+
+def test_raw_ct_baseline_is_greyscale():
+    rgb = metrics.raw_ct_as_rgb(np.array([[10000, 30000]], np.uint16))
+    assert rgb.shape == (1, 2, 3) and (rgb[..., 0] == rgb[..., 2]).all() and rgb[0, 0, 0] < rgb[0, 1, 0]
