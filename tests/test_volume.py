@@ -1,0 +1,206 @@
+"""3D staining: streaming filter, bounded memory, writers, fusion, stripe score."""
+
+import weakref
+
+import numpy as np
+import pytest
+import zarr
+from scipy import ndimage
+
+from vstain import volume as vol
+from vstain.io import read_tiff, write_tiff
+
+
+def colour_map(ct):
+    """A per-voxel stainer: the same CT value gets the same colour, whatever the slice orientation."""
+    t = np.clip(ct / 100.0, 0, 1)
+    return np.stack([255 * t, 200 * (1 - t), 100 + 100 * t], axis=-1).round().astype(np.uint8)
+
+
+def random_volume(shape=(12, 16, 20), seed=0):
+    return (np.random.default_rng(seed).uniform(0, 100, shape)).astype(np.float32)
+
+
+class CountingVolume(vol.ArrayVolume):
+    """A source that counts how many slices it handed out are still alive (held by the pipeline)."""
+
+    def __init__(self, array):
+        super().__init__(array, (2.0, 1.0, 1.0))
+        self.alive = 0
+        self.max_alive = 0
+        self.reads = 0
+
+    def _released(self):
+        self.alive -= 1
+
+    def read_slice(self, z):
+        out = super().read_slice(z)
+        self.reads += 1
+        self.alive += 1
+        self.max_alive = max(self.max_alive, self.alive)
+        weakref.finalize(out, self._released)
+        return out
+
+
+@pytest.mark.parametrize("shape", [(1, 9, 9), (3, 10, 12), (17, 10, 12)])
+@pytest.mark.parametrize("sigma", [1.0, 2.0])
+def test_streaming_filter_equals_scipy_3d_gaussian(shape, sigma):
+    data = random_volume(shape)
+    streamed = np.stack(list(vol.filtered_slices(vol.ArrayVolume(data, (1, 1, 1)), sigma)))
+    expected = ndimage.gaussian_filter(data.astype(np.float64), sigma, mode="reflect")
+    np.testing.assert_allclose(streamed, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("axes", ["z", "zyx"])
+def test_memory_is_bounded_by_a_few_slices_not_by_depth(tmp_path, axes):
+    held = {}
+    for depth in (16, 48):
+        source = CountingVolume(random_volume((depth, 8, 8), seed=depth))
+        vol.stain_volume(source, colour_map, tmp_path / f"{axes}{depth}.tif", sigma_voxels=1.0, axes=axes)
+        held[depth] = source.max_alive
+        assert source.reads == depth  # each slice is read once
+    window = 2 * int(4 * 1.0 + 0.5) + 1
+    assert held[16] == held[48] <= window + 1, held
+
+
+def test_tiff_stack_in_rgb_stack_out_with_voxel_size(tmp_path):
+    data = random_volume()
+    write_tiff(tmp_path / "ct.tif", data, (3.0, 1.5, 1.5))
+    source = vol.open_volume(tmp_path / "ct.tif")
+    assert source.voxel_size_um == (3.0, 1.5, 1.5)
+    vol.stain_volume(source, colour_map, tmp_path / "out.tif", sigma_voxels=1.0, metadata={"model": "test"})
+    source.close()
+    image, spacing, meta = read_tiff(tmp_path / "out.tif")
+    assert spacing == (3.0, 1.5, 1.5) and meta["model"] == "test" and meta["axes"] == "z"
+    expected = colour_map(ndimage.gaussian_filter(data.astype(np.float64), 1.0).astype(np.float32))
+    assert np.abs(image.astype(int) - expected.astype(int)).max() <= 1
+
+
+def write_ome_zarr_ct(path, data, voxel, chunk_depth=4):
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.attrs.update(vol.ngff_metadata(voxel, rgb=False))
+    array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(chunk_depth,) + data.shape[1:])
+    array[:] = data
+
+
+def test_ome_zarr_input_read_chunk_by_chunk_and_ome_zarr_output(tmp_path):
+    data = random_volume((10, 12, 14))
+    write_ome_zarr_ct(tmp_path / "ct.zarr", data, (4.0, 2.0, 2.0))
+    source = vol.open_volume(tmp_path / "ct.zarr")
+    assert source.voxel_size_um == (4.0, 2.0, 2.0)
+    decoded = []
+    original = source.array.__getitem__
+    source.array = type("Spy", (), {"__getitem__": lambda self, key: decoded.append(key) or original(key),
+                                    "shape": data.shape})()
+    out = vol.stain_volume(source, colour_map, tmp_path / "out.ome.zarr", sigma_voxels=1.0)
+    assert len(decoded) == 3  # ceil(10 / 4) chunk slabs, each decoded once
+    group = zarr.open_group(str(out), mode="r")
+    ms = group.attrs["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["c", "z", "y", "x"]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 4.0, 2.0, 2.0]
+    stained = np.moveaxis(np.asarray(group["0"]), 0, -1)
+    expected = colour_map(ndimage.gaussian_filter(data.astype(np.float64), 1.0).astype(np.float32))
+    assert np.abs(stained.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_zarr_with_wrong_dimensions_is_refused(tmp_path):
+    zarr.create_array(str(tmp_path / "flat.zarr"), shape=(8, 8), dtype=np.uint16)
+    with pytest.raises(ValueError, match="2 dimensions.*expected 3"):
+        vol.open_volume(tmp_path / "flat.zarr", (1, 1, 1))
+
+
+def test_fusing_identical_predictions_changes_nothing():
+    data = random_volume((8, 10, 12))
+    single = np.stack(list(vol.stain_slices(vol.ArrayVolume(data, (1, 1, 1)), colour_map, sigma_voxels=1.0)))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fused = np.stack(list(vol.fused_slices(vol.ArrayVolume(data, (1, 1, 1)), colour_map, sigma_voxels=1.0,
+                                               scratch_dir=scratch)))
+    assert np.abs(fused.astype(int) - single.astype(int)).max() <= 1
+
+
+def test_fusion_reduces_stripes_of_an_inconsistent_slice_stainer(tmp_path):
+    """A stainer whose brightness drifts from call to call makes stripes along its stack axis."""
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.uniform(0, 100, (24, 24, 24)), 3).astype(np.float32)
+    drift = np.random.default_rng(1)
+
+    def flickering(ct):
+        return np.clip(colour_map(ct).astype(int) + int(drift.integers(-12, 13)), 0, 255).astype(np.uint8)
+
+    source = vol.ArrayVolume(smooth, (1, 1, 1))
+    single = np.stack(list(vol.stain_slices(source, flickering, sigma_voxels=1.0)))
+    fused = np.stack(list(vol.fused_slices(source, flickering, sigma_voxels=1.0, scratch_dir=tmp_path)))
+    assert vol.stripe_score(single, axis=0) > 2.0
+    assert vol.stripe_score(fused, axis=0) < 0.6 * vol.stripe_score(single, axis=0)
+    assert list(tmp_path.iterdir()) == []  # scratch files removed
+
+
+def test_interrupted_run_leaves_no_file_that_looks_complete(tmp_path):
+    calls = []
+
+    def failing(ct):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return colour_map(ct)
+
+    for axes, name in [("z", "out.tif"), ("zyx", "out.tif"), ("z", "out.zarr")]:
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            vol.stain_volume(vol.ArrayVolume(random_volume(), (1, 1, 1)), failing, tmp_path / name,
+                             sigma_voxels=1.0, axes=axes)
+        assert list(tmp_path.iterdir()) == [], axes
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path):
+    target = tmp_path / "out.tif"
+    target.write_bytes(b"precious")
+    source = vol.ArrayVolume(random_volume((3, 8, 8)), (1, 1, 1))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        vol.stain_volume(source, colour_map, target, sigma_voxels=1.0)
+    assert target.read_bytes() == b"precious"
+    vol.stain_volume(source, colour_map, target, sigma_voxels=1.0, overwrite=True)
+    assert read_tiff(target)[0].shape == (3, 8, 8, 3)
+
+
+def test_stripe_score_sees_slice_offsets_only_along_their_axis():
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.normal(size=(32, 32, 32)), 2)
+    striped = smooth + 0.05 * rng.normal(size=(1, 32, 1))  # offsets per Y slice
+    assert 0.8 < vol.stripe_score(smooth, axis=1) < 1.2
+    assert vol.stripe_score(striped, axis=1) > 2.0
+    assert vol.stripe_score(striped, axis=0) < 1.0
+
+
+def test_compare_volumes_and_views():
+    a = np.random.default_rng(0).integers(0, 256, (8, 10, 12, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + 20, 0, 255).astype(np.uint8)
+    with np.errstate(divide="ignore"):
+        same = vol.compare_volumes(a, a)
+    shifted = vol.compare_volumes(b, a)
+    assert same["ssim"] == pytest.approx(1.0) and shifted["ssim"] < 1.0
+    assert 15 < shifted["psnr"] < 30
+    views = vol.orthogonal_views(a, (1, 2, 3))
+    assert np.array_equal(views["xz"], a[:, 2]) and np.array_equal(views["yz"], a[:, :, 3])
+
+
+def test_rgba_volume_rendering_or_a_clear_reason():
+    rgb = np.zeros((10, 12, 14, 3), np.uint8)
+    rgb[3:7, 4:8, 4:10] = (200, 60, 40)
+    assert vol.rgba_volume(rgb)[5, 5, 5, 3] == 100
+    try:
+        image = vol.render_rgba(rgb, (1.0, 1.0, 1.0), window_size=(120, 120))
+    except vol.RenderingUnavailable as err:
+        pytest.skip(f"no off-screen rendering here: {err}")
+    assert image.shape[:2] == (120, 120) and image[..., 0].max() > image[..., 2].max()
+
+
+def test_stack_without_voxel_size_says_how_to_give_it(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "bare.tif", np.zeros((4, 8, 8), np.uint16), photometric="minisblack")
+    with pytest.raises(ValueError, match="--voxel-size"):
+        vol.open_volume(tmp_path / "bare.tif")
+    assert vol.open_volume(tmp_path / "bare.tif", (1, 2, 2)).voxel_size_um == (1.0, 2.0, 2.0)
