@@ -1,0 +1,267 @@
+"""Normalisation of CT slices and stained sections (paper 2.5).
+
+The pairs come from several beamtimes and staining sessions, each with its own
+grey-value scale or white point. Both modalities are mapped to a common scale from
+two regions of interest (ROIs), rigid bone and background:
+
+* CT (:func:`normalise_ct`): a linear map that puts the bone ROI mean at 30000 and
+  the background ROI mean at 10000, written as 16-bit (values outside 0-65535 are
+  clipped and the clipped fraction is reported).
+* Histology (:func:`normalise_histology`): white balance so that the background ROI
+  has equal mean R, G and B, then one contrast stretch for all three channels from
+  ``f_min = max(10, min_c P1(bone_c) - c)`` to ``f_max = min(255, max_c P99(background_c) + c')``.
+  The same stretch on every channel scales the colour's offset from grey by one
+  factor, so hue is kept (see :func:`normalise_histology`).
+
+The ROIs are the user's masks or an automatic segmentation
+(:func:`automatic_rois`): on a registered pair, the bone ROI is the CT's bone
+(:func:`vstain.masks.segment_ct`) in both modalities (it is rigid, so it is bone in
+the section too), eroded so that small registration errors do not matter; each
+modality's background ROI is its own segmented background (glass for the section).
+
+Examples
+--------
+>>> import numpy as np
+>>> ct = np.array([[100.0, 100.0], [300.0, 300.0]])
+>>> bone = np.array([[False, False], [True, True]])
+>>> out, stats = normalise_ct(ct, bone, ~bone)
+>>> out.tolist(), stats["clipped_fraction"]
+([[10000, 10000], [30000, 30000]], 0.0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from vstain.masks import segment_ct, segment_histology
+
+__all__ = ["automatic_rois", "normalise_ct", "normalise_histology", "roi_means"]
+
+
+def _check_roi(roi: Any, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
+    roi = np.asarray(roi, bool)
+    if roi.shape != shape:
+        raise ValueError(f"{where}: {name} shape {roi.shape} != image shape {shape}")
+    if not roi.any():
+        raise ValueError(f"{where}: {name} is empty; cannot normalise without it")
+    return roi
+
+
+def normalise_ct(
+    ct: np.ndarray,
+    bone_roi: np.ndarray,
+    background_roi: np.ndarray,
+    *,
+    bone_mean: float = 30000.0,
+    background_mean: float = 10000.0,
+    pair_id: str = "?",
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Linear CT scaling to fixed bone and background means, as uint16 (paper 2.5).
+
+    Parameters
+    ----------
+    ct : ndarray, (H, W)
+        CT slice, any real dtype.
+    bone_roi, background_roi : ndarray of bool
+        The ROIs whose means become ``bone_mean`` and ``background_mean``.
+    bone_mean, background_mean : float
+        Targets (``profile.normalisation``; the paper's 30000 and 10000).
+    pair_id : str
+        Named in errors.
+
+    Returns
+    -------
+    image : ndarray of uint16
+    stats : dict
+        ``scale``, ``offset`` (``out = scale * ct + offset``), the ROI means before
+        (``bone_mean_before``, ``background_mean_before``) and after rounding and
+        clipping (``bone_mean_after``, ``background_mean_after``), ``clipped_fraction``.
+
+    Raises
+    ------
+    ValueError
+        Empty ROI, NaN in the slice, or bone not brighter than background.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ct = np.array([[0.0, 1.0, 9.0]])
+    >>> image, stats = normalise_ct(ct, np.array([[0, 1, 0]], bool), np.array([[1, 0, 0]], bool))
+    >>> image.tolist(), round(stats["clipped_fraction"], 3)
+    ([[10000, 30000, 65535]], 0.333)
+    """
+    where = f"pair {pair_id}"
+    ct = np.asarray(ct, dtype=np.float64)
+    if ct.ndim != 2:
+        raise ValueError(f"{where}: ct must be a 2D slice, got shape {ct.shape}")
+    if not np.all(np.isfinite(ct)):
+        raise ValueError(f"{where}: ct contains NaN or infinite values")
+    bone_roi = _check_roi(bone_roi, ct.shape, "bone_roi", where)
+    background_roi = _check_roi(background_roi, ct.shape, "background_roi", where)
+    bone_before = float(ct[bone_roi].mean())
+    background_before = float(ct[background_roi].mean())
+    if not bone_before > background_before:
+        raise ValueError(
+            f"{where}: bone_roi mean ({bone_before:.4g}) is not above background_roi mean "
+            f"({background_before:.4g}); check the ROIs"
+        )
+    scale = (bone_mean - background_mean) / (bone_before - background_before)
+    offset = background_mean - scale * background_before
+    scaled = np.rint(scale * ct + offset)
+    limit = np.iinfo(np.uint16).max
+    clipped = float(np.mean((scaled < 0) | (scaled > limit)))
+    image = np.clip(scaled, 0, limit).astype(np.uint16)
+    return image, {
+        "scale": float(scale),
+        "offset": float(offset),
+        "bone_mean_before": bone_before,
+        "background_mean_before": background_before,
+        "bone_mean_after": float(image[bone_roi].mean()),
+        "background_mean_after": float(image[background_roi].mean()),
+        "clipped_fraction": clipped,
+    }
+
+
+def normalise_histology(
+    histology: np.ndarray,
+    bone_roi: np.ndarray,
+    background_roi: np.ndarray,
+    *,
+    c_low: float,
+    c_high: float,
+    pair_id: str = "?",
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """White balance on the background, then one contrast stretch for R, G and B (paper 2.5).
+
+    1. White balance: channel ``k`` is multiplied by ``mean(mu) / mu_k``, where ``mu``
+       is the background ROI's mean colour, so that ``mu_R = mu_G = mu_B``.
+    2. Stretch: ``f_min = max(10, min_k P1(bone_k) - c_low)`` and
+       ``f_max = min(255, max_k P99(background_k) + c_high)`` over the white-balanced
+       ROIs; every channel is mapped by ``255 * (v - f_min) / (f_max - f_min)`` and
+       clipped to 0-255.
+
+    The same map on every channel multiplies the colour's offset from grey,
+    ``v - mean_k(v)``, by one positive factor: for pixels that are not clipped the
+    hue (the direction of that offset) is kept exactly.
+
+    Parameters
+    ----------
+    histology : ndarray, (H, W, 3) uint8
+    bone_roi, background_roi : ndarray of bool, (H, W)
+    c_low, c_high : float
+        ``c`` and ``c'`` (``profile.normalisation``).
+    pair_id : str
+        Named in errors.
+
+    Returns
+    -------
+    image : ndarray, (H, W, 3) uint8
+    stats : dict
+        ``white_balance_gains``, ``f_min``, ``f_max``, ``f_min_clamped``, ``f_max_clamped``,
+        mean colours of both ROIs before and after, ``clipped_fraction``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rgb = np.array([[[230, 240, 250], [60, 80, 100]]], np.uint8)
+    >>> background = np.array([[True, False]]); bone = ~background
+    >>> image, stats = normalise_histology(rgb, bone, background, c_low=5, c_high=5)
+    >>> image[0, 0].tolist(), stats["f_max_clamped"]
+    [[242, 242, 242], True]
+    """
+    where = f"pair {pair_id}"
+    rgb = np.asarray(histology)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"{where}: histology must be RGB uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    bone_roi = _check_roi(bone_roi, rgb.shape[:2], "bone_roi", where)
+    background_roi = _check_roi(background_roi, rgb.shape[:2], "background_roi", where)
+    values = rgb.astype(np.float64)
+    mu = values[background_roi].mean(axis=0)
+    if np.any(mu <= 0):
+        raise ValueError(f"{where}: background_roi mean colour {mu.tolist()} has a zero channel")
+    gains = mu.mean() / mu
+    balanced = values * gains
+    f_min_raw = float(np.percentile(balanced[bone_roi], 1, axis=0).min() - c_low)
+    f_max_raw = float(np.percentile(balanced[background_roi], 99, axis=0).max() + c_high)
+    f_min = max(10.0, f_min_raw)
+    f_max = min(255.0, f_max_raw)
+    if not f_max > f_min:
+        raise ValueError(f"{where}: stretch bounds f_min {f_min:.1f} >= f_max {f_max:.1f}; check the ROIs")
+    stretched = 255.0 * (balanced - f_min) / (f_max - f_min)
+    clipped = float(np.mean(np.any((stretched < 0) | (stretched > 255), axis=-1)))
+    image = np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
+    return image, {
+        "white_balance_gains": gains.tolist(),
+        "f_min": f_min,
+        "f_max": f_max,
+        "f_min_clamped": f_min_raw < 10.0,
+        "f_max_clamped": f_max_raw > 255.0,
+        "bone_rgb_before": values[bone_roi].mean(axis=0).tolist(),
+        "background_rgb_before": mu.tolist(),
+        "bone_rgb_after": image[bone_roi].mean(axis=0).tolist(),
+        "background_rgb_after": image[background_roi].mean(axis=0).tolist(),
+        "clipped_fraction": clipped,
+    }
+
+
+def automatic_rois(
+    ct: np.ndarray,
+    histology: np.ndarray,
+    *,
+    ct_valid: np.ndarray | None = None,
+    histology_valid: np.ndarray | None = None,
+    erosion_px: int = 2,
+) -> dict[str, np.ndarray]:
+    """Bone and background ROIs of a registered pair, by automatic segmentation.
+
+    The bone ROI of both modalities is the CT's bone (:func:`vstain.masks.segment_ct`),
+    eroded by ``erosion_px`` so that it stays on bone in the section despite small
+    registration errors, and kept only where the section has data and is stained
+    (:func:`vstain.masks.segment_histology`: cracks are left out). The background ROIs
+    are each modality's own segmented background.
+
+    Returns
+    -------
+    dict of bool arrays
+        ``ct_bone``, ``ct_background``, ``histology_bone``, ``histology_background``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> ct = np.zeros((60, 60)); ct[10:50, 10:50] = 0.25; ct[20:40, 20:40] = 0.6; ct[25:35, 25:35] = 1.0
+    >>> rgb = np.full((60, 60, 3), 235, np.uint8); rgb[10:50, 10:50] = (90, 60, 150)
+    >>> rois = automatic_rois(ct + rng.normal(0, 0.02, ct.shape), rgb)
+    >>> bool(rois["histology_bone"][30, 30]), bool(rois["histology_background"][2, 2])
+    (True, True)
+    """
+    ct = np.asarray(ct)
+    ct_seg = segment_ct(ct, ct_valid)
+    hist_seg = segment_histology(histology, histology_valid)
+    bone = ndi.binary_erosion(ct_seg["bone"], iterations=erosion_px) if erosion_px else ct_seg["bone"]
+    if not bone.any():  # thin bone: keep the un-eroded ROI rather than none
+        bone = ct_seg["bone"]
+    histology_bone = bone & hist_seg["tissue"]
+    if histology_valid is not None:
+        histology_bone &= np.asarray(histology_valid, bool)
+    return {
+        "ct_bone": ct_seg["bone"],
+        "ct_background": ct_seg["background"],
+        "histology_bone": histology_bone,
+        "histology_background": hist_seg["background"],
+    }
+
+
+def roi_means(image: np.ndarray, roi: np.ndarray) -> np.ndarray:
+    """Mean value (greyscale) or mean colour (RGB) of an image over a ROI.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> roi_means(np.array([[1.0, 3.0]]), np.array([[True, True]])).tolist()
+    2.0
+    """
+    return np.asarray(image, np.float64)[np.asarray(roi, bool)].mean(axis=0)
