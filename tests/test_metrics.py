@@ -164,3 +164,46 @@ def test_comparison_with_the_paper_ranks_as_measured():
 def test_raw_ct_baseline_is_greyscale():
     rgb = metrics.raw_ct_as_rgb(np.array([[10000, 30000]], np.uint16))
     assert rgb.shape == (1, 2, 3) and (rgb[..., 0] == rgb[..., 2]).all() and rgb[0, 0, 0] < rgb[0, 1, 0]
+
+
+def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
+    """Train two smoke models on two written pairs, stain them, and write Table 1 without LPIPS."""
+    from vstain import infer
+    from vstain.pairs import RegisteredPair, write_registered_pair
+
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(infer, "_prepare_registered_pairs", lambda *a, **k: None)
+    rng = np.random.default_rng(3)
+    root = tmp_path / "results" / "smoke"
+    for pair_id in ("p0", "p1", "p2"):
+        ct = rng.integers(5000, 40000, (48, 48)).astype(np.uint16)
+        histology = np.repeat((255 - ct // 160).astype(np.uint8)[..., None], 3, axis=-1)
+        mask = np.zeros((48, 48), bool)
+        mask[4:44, 4:44] = True
+        write_registered_pair(root / "registered" / pair_id,
+                              RegisteredPair(pair_id, "Mg", "toluidine_blue", ct, histology, mask, 5.0))
+    (root / "dataset").mkdir(parents=True)
+    (root / "dataset" / "split.csv").write_text(
+        "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,validation\n"
+        "p2,toluidine_blue,Mg,test\n")
+    path = metrics.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
+                            progress=False)
+    assert capsys.readouterr().out.count("LPIPS unavailable") == 1
+    table = pd.read_csv(path)
+    assert set(table.model) == {"mod_cyclegan", "pix2pix", "raw_ct"}
+    assert set(table.role) == {"train", "validation", "test"}
+    assert table.lpips.isna().all() and not table.lpips_available.any()
+    assert table.ssim.between(-1, 1).all() and np.isfinite(table.psnr).all()
+    per_patch = pd.read_csv(root / "evaluation" / "metrics_per_patch.csv")
+    assert {"pair_id", "role", "material", "model", "y", "x", "ssim", "psnr", "lpips"} <= set(per_patch.columns)
+    # 48 px pairs, 32 px patches every 16 px: 4 candidate patches per pair, all at least 50 % masked
+    assert (per_patch.groupby(["model", "pair_id"]).size() == 4).all()
+    assert (root / "inference" / "pix2pix" / "fold0" / "p1" / "histology.tif").is_file()
+    assert not (root / "inference" / "pix2pix" / "fold0" / "p1" / "ct.tif").exists()
+    compared = pd.read_csv(root / "evaluation" / "table1_vs_paper.csv")
+    assert compared.loc[compared.model == "mod_cyclegan", "ssim_paper"].tolist() == [0.63, 0.60, 0.59]
+    # cached: a second run reads the per-patch CSVs back
+    stamp = (root / "evaluation" / "per_patch" / "mod_cyclegan_fold0.csv").stat().st_mtime_ns
+    metrics.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
+                     progress=False)
+    assert (root / "evaluation" / "per_patch" / "mod_cyclegan_fold0.csv").stat().st_mtime_ns == stamp

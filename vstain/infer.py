@@ -630,9 +630,20 @@ def split_roles(profile_name: str, fold: int) -> dict[str, str]:
     return dict(zip(split["pair_id"].astype(str), split[column].astype(str)))
 
 
+def _prepare_registered_pairs(profile: Any, stain: str, progress: bool) -> None:
+    """Run the (idempotent) registration stage so that the registered pairs exist."""
+    try:
+        from vstain.prepare import prepare_registered_pairs
+    except ImportError:
+        from vstain.registration import prepare_registered_pairs
+    prepare_registered_pairs(profile, stain=stain, progress=progress)
+
+
 def _checkpoint_from(result: Any, profile_name: str, model: str, fold: int) -> Path:
+    """The checkpoint used for inference: ``last.pt`` of a run folder (the generators after the last epoch)."""
     if isinstance(result, (str, Path)):
-        return Path(result)
+        path = Path(result)
+        return path / "last.pt" if path.is_dir() else path
     for attr in ("checkpoint", "checkpoint_path", "path"):
         if hasattr(result, attr):
             return Path(getattr(result, attr))
@@ -733,11 +744,11 @@ def run_inference(
         raise ValueError(f"blend must be one of {list(BLENDS)}, got {blend!r}")
     _check_tiling((cfg.patch_size, cfg.patch_size), cfg.patch_size, cfg.step)
     if checkpoint is None:
-        from vstain.registration import prepare_registered_pairs
         from vstain.train import ensure_trained
 
-        prepare_registered_pairs(profile)
-        checkpoint = _checkpoint_from(ensure_trained(profile, model, fold), profile.name, model, fold)
+        _prepare_registered_pairs(profile, stain, progress)
+        checkpoint = _checkpoint_from(ensure_trained(profile, model, fold, stain, progress=progress),
+                                      profile.name, model, fold)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train it: vstain train --model {model})")
