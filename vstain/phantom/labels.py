@@ -1,0 +1,52 @@
+"""Tissue labels, implant materials and stains of the synthetic dataset.
+
+The label codes are shared by the CT label volume, the section labels and every
+later stage that measures against ground truth.
+
+Examples
+--------
+>>> LABELS["background"], LABELS["screw"]
+(0, 5)
+>>> label_name(7)
+'lacuna'
+"""
+
+from __future__ import annotations
+
+#: Tissue classes of the bone-implant block (uint8 codes). ``holder_wall`` (the
+#: sample tube) is seen by the CT only; histology-only artefacts (cracks, saw
+#: marks, stain droplets) are not labels of the volume.
+LABELS: dict[str, int] = {
+    "background": 0,
+    "soft_tissue": 1,
+    "dense_bone": 2,
+    "new_bone": 3,
+    "degradation_layer": 4,
+    "screw": 5,
+    "vessel": 6,
+    "lacuna": 7,
+    "holder_wall": 8,
+}
+
+MATERIALS: tuple[str, ...] = ("Mg", "Ti", "PEEK")
+STAINS: tuple[str, ...] = ("toluidine_blue", "he")
+
+#: Labels that are part of the rigid sample (bone and implant), used for masks.
+RIGID_LABELS: tuple[int, ...] = (
+    LABELS["dense_bone"], LABELS["new_bone"], LABELS["degradation_layer"], LABELS["screw"],
+    LABELS["vessel"], LABELS["lacuna"],
+)
+
+
+def label_name(code: int) -> str:
+    """The name of a label code.
+
+    Raises
+    ------
+    ValueError
+        If ``code`` is not a label code.
+    """
+    for name, value in LABELS.items():
+        if value == int(code):
+            return name
+    raise ValueError(f"unknown label code {code!r}; valid codes: {sorted(LABELS.values())}")

@@ -1,0 +1,247 @@
+"""One synthetic pair: CT volume + stained section + ground truth, and the perfect registration.
+
+Examples
+--------
+>>> from vstain.config import load_profile
+>>> cfg = load_profile("smoke").dataset
+>>> sample = make_sample(cfg, "tb_mg_01", "Mg", "toluidine_blue", beamtime=0, session=1, seed=7)
+>>> sample.ct_volume.shape == tuple(cfg.ct_shape), sample.histology.dtype
+(True, dtype('uint8'))
+>>> sample.histology_to_volume([[0.0, 0.0]]).shape
+(1, 3)
+>>> pair = ground_truth_pair(sample)
+>>> pair.ct.dtype, pair.histology.shape[:2] == pair.ct.shape
+(dtype('uint16'), True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.morphology import convex_hull_image
+
+from vstain.pairs import RegisteredPair
+from vstain.phantom.ct import beamtime_params, simulate_ct
+from vstain.phantom.geometry import draw_geometry, label_volume
+from vstain.phantom.labels import LABELS, MATERIALS, RIGID_LABELS, STAINS
+from vstain.phantom.section import (add_artefacts, cut_section, draw_affine, draw_plane, histology_to_plane,
+                                    plane_to_volume, stitched_fov)
+from vstain.phantom.stain import render_stain, session_params, stain_concentrations
+
+
+@dataclasses.dataclass
+class PhantomSample:
+    """A synthetic CT / histology pair with its ground truth.
+
+    Coordinates: CT voxels ``(z, y, x)``; the true plane maps plane pixel ``(i, j)``
+    (CT pixel size) to ``plane_point + i * plane_axes[0] + j * plane_axes[1]``;
+    ``affine`` maps histology pixel ``[y, x, 1]`` to plane pixel ``[i, j, 1]``.
+    """
+
+    pair_id: str
+    material: str
+    stain: str
+    ct_volume: np.ndarray  # float32 (Z, Y, X)
+    ct_voxel_um: float
+    labels_volume: np.ndarray  # uint8 (Z, Y, X)
+    histology: np.ndarray  # uint8 (H, W, 3)
+    histology_pixel_um: float
+    section_labels: np.ndarray  # uint8 (H, W), before histology-only artefacts
+    fov_mask: np.ndarray  # bool (H, W)
+    plane_point: np.ndarray  # (3,)
+    plane_axes: np.ndarray  # (2, 3)
+    plane_normal: np.ndarray  # (3,)
+    affine: np.ndarray  # (3, 3)
+    beamtime: int
+    session: int
+    stain_params: dict[str, Any]
+    ct_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artefacts: np.ndarray | None = None  # uint8 (H, W): section.ARTEFACT_CODES
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """The plane grid (rows, columns) at CT pixel size: the CT slice shape."""
+        return tuple(self.ct_volume.shape[1:])
+
+    def histology_to_volume(self, points_yx) -> np.ndarray:
+        """Voxel ``(z, y, x)`` coordinates ``(N, 3)`` of histology pixels ``(y, x)`` ``(N, 2)``.
+
+        The composition of the true affine and the true plane; registration results
+        provide the same method, so target registration errors are comparable.
+        """
+        points_yx = np.asarray(points_yx, float).reshape(-1, 2)
+        return plane_to_volume(self.plane_point, self.plane_axes, histology_to_plane(self.affine, points_yx))
+
+
+def _child_rngs(seed: int, n: int) -> list[np.random.Generator]:
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(n)]
+
+
+def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: int, session: int,
+                seed: int) -> PhantomSample:
+    """Generate one synthetic pair, deterministically from ``seed``.
+
+    Parameters
+    ----------
+    dataset_cfg : vstain.config.DatasetConfig
+        Uses ``ct_shape``, ``ct_voxel_um`` and ``histology_pixel_um``.
+    pair_id : str
+    material : {"Mg", "Ti", "PEEK"}
+    stain : {"toluidine_blue", "he"}
+    beamtime, session : int
+        CT beamtime and staining session (their settings are shared by all pairs
+        with the same index: :func:`~vstain.phantom.ct.beamtime_params`,
+        :func:`~vstain.phantom.stain.session_params`).
+    seed : int
+
+    Returns
+    -------
+    PhantomSample
+    """
+    if material not in MATERIALS:
+        raise ValueError(f"pair {pair_id}: material must be one of {MATERIALS}, got {material!r}")
+    if stain not in STAINS:
+        raise ValueError(f"pair {pair_id}: stain must be one of {STAINS}, got {stain!r}")
+    ct_um, hist_um = float(dataset_cfg.ct_voxel_um), float(dataset_cfg.histology_pixel_um)
+    if ct_um <= 0 or hist_um <= 0:
+        raise ValueError(f"pair {pair_id}: ct_voxel_um and histology_pixel_um must be positive")
+    shape = tuple(int(n) for n in dataset_cfg.ct_shape)
+    if len(shape) != 3:
+        raise ValueError(f"pair {pair_id}: ct_shape must have 3 entries (z, y, x), got {list(shape)}")
+    rng_geometry, rng_ct, rng_plane, rng_section, rng_stain, rng_artefacts = _child_rngs(seed, 6)
+    geometry = draw_geometry(shape, material, rng_geometry)
+    labels = label_volume(geometry)
+    ct_params = beamtime_params(beamtime)
+    ct = simulate_ct(labels, material, ct_params, rng_ct)
+    plane_point, plane_axes, plane_normal = draw_plane(geometry, rng_plane)
+    affine, hist_shape, affine_details = draw_affine(shape[1:], hist_um / ct_um, rng_plane)
+    section = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section)
+    params = session_params(stain, session)
+    conc = stain_concentrations(section, stain, params, rng_stain)
+    conc, artefacts, artefact_details = add_artefacts(conc, section, stain, rng_artefacts)
+    histology = render_stain(conc, params, rng_stain)
+    if stain == "he":
+        # Partial whole-slide image centred on the implant; outside the stitched tiles is black.
+        axis_point = np.array([geometry.screw_axis[0], geometry.screw_axis[1], np.mean(geometry.screw_x)])
+        ij = plane_axes @ (axis_point - plane_point)
+        yx = np.linalg.solve(affine, np.array([ij[0], ij[1], 1.0]))[:2]
+        fov = stitched_fov(hist_shape, yx, rng_artefacts)
+        histology[~fov] = 0
+    else:
+        fov = np.ones(hist_shape, bool)
+    return PhantomSample(
+        pair_id=pair_id, material=material, stain=stain, ct_volume=ct, ct_voxel_um=ct_um,
+        labels_volume=labels, histology=histology, histology_pixel_um=hist_um, section_labels=section,
+        fov_mask=fov, plane_point=plane_point, plane_axes=plane_axes, plane_normal=plane_normal,
+        affine=affine, beamtime=int(beamtime), session=int(session), stain_params=params,
+        ct_params=ct_params, artefacts=artefacts,
+        details={"seed": int(seed), "affine": affine_details, "artefacts": artefact_details,
+                 "tilt_deg": float(np.degrees(np.arccos(min(1.0, abs(plane_normal[0])))))},
+    )
+
+
+def plane_grid(sample: PhantomSample) -> np.ndarray:
+    """Voxel coordinates ``(Hp, Wp, 3)`` of every plane pixel of the true plane."""
+    ij = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in sample.plane_shape), indexing="ij"), -1)
+    return plane_to_volume(sample.plane_point, sample.plane_axes, ij)
+
+
+def _sample_volume(volume: np.ndarray, points: np.ndarray, order: int) -> np.ndarray:
+    coords = np.moveaxis(points, -1, 0)
+    return ndi.map_coordinates(volume, coords, order=order, mode="nearest")
+
+
+def _normalise_ct(ct: np.ndarray, labels: np.ndarray, valid: np.ndarray, bone_mean: float,
+                  background_mean: float) -> np.ndarray:
+    """Paper 2.5 with true ROIs: linear scaling to the bone and background means, 16 bit."""
+    bone = ct[(labels == LABELS["dense_bone"]) & valid].mean()
+    background = ct[(labels == LABELS["background"]) & valid].mean()
+    scaled = background_mean + (ct - background) * (bone_mean - background_mean) / (bone - background)
+    return np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)
+
+
+def _normalise_histology(rgb: np.ndarray, labels: np.ndarray, valid: np.ndarray, c_low: float,
+                         c_high: float) -> np.ndarray:
+    """Paper 2.5 with true ROIs: white balance on the background, then a common contrast stretch."""
+    rgb = rgb.astype(np.float32)
+    background = (labels == LABELS["background"]) & valid
+    bone = (labels == LABELS["dense_bone"]) & valid
+    if background.sum() < 10 or bone.sum() < 10:
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    mean = rgb[background].mean(axis=0)
+    balanced = rgb * (mean.mean() / mean)
+    f_min = max(np.percentile(balanced[bone], 1, axis=0).min() - c_low, 10.0)
+    f_max = min(np.percentile(balanced[background], 99, axis=0).max() + c_high, 255.0)
+    stretched = (balanced - f_min) * 255.0 / max(f_max - f_min, 1.0)
+    out = np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
+    out[~valid] = 0
+    return out
+
+
+def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone_mean: float = 30000.0,
+                      ct_background_mean: float = 10000.0, c_low: float = 5.0,
+                      c_high: float = 5.0) -> RegisteredPair:
+    """The pair a perfect registration would give.
+
+    The CT slice on the true plane and the histology warped through the true affine,
+    both at CT pixel size, cropped to their common field of view, with the
+    sample-correspondence mask (paper 2.8) from the true labels: the intersection of
+    the convex hulls of the rigid tissue (bone and implant) seen in each modality,
+    inside the histology's field of view.
+
+    Parameters
+    ----------
+    sample : PhantomSample
+    normalised : bool
+        Apply the paper's normalisation (2.5) with true bone/background ROIs: CT to
+        uint16 with the given means, histology white-balanced and stretched. Else the
+        raw CT (float32) and histology.
+    ct_bone_mean, ct_background_mean, c_low, c_high : float
+        Normalisation constants (a profile's ``normalisation`` section).
+
+    Returns
+    -------
+    vstain.pairs.RegisteredPair
+        ``extras`` holds ``crop_origin_ij`` (the crop's corner on the plane grid).
+    """
+    points = plane_grid(sample)
+    shape = np.asarray(sample.ct_volume.shape)
+    in_volume = np.all((points >= 0) & (points <= shape - 1), axis=-1)
+    ct = _sample_volume(sample.ct_volume, points, 1).astype(np.float32)
+    ct_labels = _sample_volume(sample.labels_volume, points, 0)
+    ij = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in sample.plane_shape), indexing="ij"), -1)
+    inverse = np.linalg.inv(sample.affine)
+    yx = ij @ inverse[:2, :2].T + inverse[:2, 2]
+    height, width = sample.histology.shape[:2]
+    in_histology = (yx[..., 0] >= 0) & (yx[..., 0] <= height - 1) & (yx[..., 1] >= 0) & (yx[..., 1] <= width - 1)
+    coords = np.moveaxis(yx, -1, 0)
+    fov = ndi.map_coordinates(sample.fov_mask.astype(np.uint8), coords, order=0, mode="constant") > 0
+    valid = in_volume & in_histology & fov
+    if not valid.any():
+        raise ValueError(f"pair {sample.pair_id}: the histology does not overlap the CT plane")
+    histology = np.stack([ndi.map_coordinates(sample.histology[..., c], coords, order=1, mode="constant")
+                          for c in range(3)], axis=-1)
+    hist_labels = ndi.map_coordinates(sample.section_labels, coords, order=0, mode="constant")
+    rows, cols = np.nonzero(valid)
+    crop = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    ct, ct_labels, histology, hist_labels, valid = (a[crop] for a in (ct, ct_labels, histology, hist_labels, valid))
+    hulls = []
+    for labels in (ct_labels, hist_labels):
+        rigid = np.isin(labels, RIGID_LABELS) & valid
+        hulls.append(convex_hull_image(rigid) if rigid.any() else rigid)
+    mask = hulls[0] & hulls[1] & valid
+    if normalised:
+        ct = _normalise_ct(ct, ct_labels, valid, ct_bone_mean, ct_background_mean)
+        histology = _normalise_histology(histology, hist_labels, valid, c_low, c_high)
+    else:
+        histology = np.clip(np.rint(histology), 0, 255).astype(np.uint8)
+    return RegisteredPair(
+        pair_id=sample.pair_id, material=sample.material, stain=sample.stain, ct=ct, histology=histology,
+        mask=mask, pixel_size_um=sample.ct_voxel_um,
+        extras={"source": "ground_truth", "crop_origin_ij": [int(rows.min()), int(cols.min())],
+                "normalised": bool(normalised)},
+    )

@@ -1,0 +1,245 @@
+"""Cutting the histology section: the oblique plane, the slide's affine distortion, artefacts.
+
+The section is the block's tissue on a plane a few degrees off the CT's
+z-slices, passing near the screw axis (the paper cuts along the screw). The
+plane is parametrised in CT voxels: ``point(i, j) = plane_point + i * axes[0] +
+j * axes[1]`` for plane-pixel coordinates ``(i, j)`` at CT pixel size. The
+histology image samples that plane at its own finer pixel size through an
+affine map ``[i, j, 1] = affine @ [y, x, 1]`` (pixel-size ratio, a small rotation
+of the slide, non-uniform scale and shear from section preparation, translation).
+
+Effects that exist only in the section: soft tissue moves and retracts from the
+bone (part of the section's true labels), cracks, saw marks, section-thickness
+wedge and stain droplets (in the stain), and for laser-cut H&E a partial,
+non-rectangular stitched field of view and lost tissue next to the implant.
+
+Examples
+--------
+>>> import numpy as np
+>>> from vstain.phantom.geometry import draw_geometry
+>>> rng = np.random.default_rng(0)
+>>> geometry = draw_geometry((16, 64, 64), "Mg", rng)
+>>> point, axes, normal = draw_plane(geometry, rng)
+>>> np.allclose(axes @ axes.T, np.eye(2)), np.allclose(axes @ normal, 0)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from vstain.phantom.geometry import BlockGeometry, labels_at
+from vstain.phantom.labels import LABELS, RIGID_LABELS
+
+ARTEFACT_CODES = {"none": 0, "crack": 1, "droplet": 2, "tissue_loss": 3}
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues rotation matrix about a unit ``axis`` by ``angle`` radians."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: float = 4.0):
+    """Draw the true section plane: near the screw axis, tilted a few degrees.
+
+    Returns
+    -------
+    plane_point : (3,) ndarray
+        Voxel ``(z, y, x)`` of plane pixel ``(0, 0)``.
+    plane_axes : (2, 3) ndarray
+        Orthonormal directions of plane rows ``i`` and columns ``j`` (unit CT voxels).
+    plane_normal : (3,) ndarray
+    """
+    nz, ny, nx = geometry.shape
+    center = np.array([geometry.screw_axis[0] + rng.uniform(-0.15, 0.15) * geometry.core_radius,
+                       (ny - 1) / 2, (nx - 1) / 2])
+    # Keep the plane inside the volume with a margin over the whole block.
+    reach = geometry.block_radius * 1.1 + np.hypot(geometry.block_center[0] - center[1],
+                                                   geometry.block_center[1] - center[2])
+    room = min(center[0], nz - 1 - center[0]) - max(2.0, 0.1 * nz)
+    tilt_limit = min(np.deg2rad(max_tilt_deg), np.arctan(max(room, 0) / reach))
+    tilt = rng.uniform(0.4, 1.0) * tilt_limit
+    direction = rng.uniform(0, 2 * np.pi)
+    rotation = _rotation(np.array([0.0, np.sin(direction), np.cos(direction)]), tilt)
+    normal = rotation @ np.array([1.0, 0, 0])
+    axes = np.stack([rotation @ np.array([0, 1.0, 0]), rotation @ np.array([0, 0, 1.0])])
+    point = center - (ny - 1) / 2 * axes[0] - (nx - 1) / 2 * axes[1]
+    return point, axes, normal
+
+
+def plane_to_volume(plane_point: np.ndarray, plane_axes: np.ndarray, ij: np.ndarray) -> np.ndarray:
+    """Voxel ``(z, y, x)`` coordinates of plane-pixel coordinates ``ij`` (``(..., 2)``)."""
+    ij = np.asarray(ij, float)
+    return plane_point + ij[..., :1] * plane_axes[0] + ij[..., 1:2] * plane_axes[1]
+
+
+def draw_affine(plane_shape: tuple[int, int], pixel_ratio: float, rng: np.random.Generator):
+    """Draw the slide's affine map from histology pixels to plane pixels.
+
+    Parameters
+    ----------
+    plane_shape : (int, int)
+        Plane grid covered by the section, in CT pixels.
+    pixel_ratio : float
+        Histology pixel size / CT voxel size (< 1: the histology is finer).
+
+    Returns
+    -------
+    affine : (3, 3) ndarray
+        ``[i, j, 1] = affine @ [y, x, 1]``.
+    histology_shape : (int, int)
+    details : dict
+        The drawn rotation (degrees), scales, shear and translation.
+    """
+    height, width = (int(round(n / pixel_ratio)) for n in plane_shape)
+    angle = rng.uniform(-6.0, 6.0)
+    scale = 1 + rng.uniform(-0.03, 0.03, 2)
+    shear = rng.uniform(-0.03, 0.03)
+    shift = rng.uniform(-3.0, 3.0, 2)
+    a = np.deg2rad(angle)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    matrix = pixel_ratio * rot @ np.diag(scale) @ np.array([[1.0, shear], [0.0, 1.0]])
+    center_h = np.array([(height - 1) / 2, (width - 1) / 2])
+    center_p = np.array([(plane_shape[0] - 1) / 2, (plane_shape[1] - 1) / 2]) + shift
+    affine = np.eye(3)
+    affine[:2, :2] = matrix
+    affine[:2, 2] = center_p - matrix @ center_h
+    details = {"rotation_deg": angle, "scale_yx": scale.tolist(), "shear": shear,
+               "translation_ij": shift.tolist(), "pixel_ratio": pixel_ratio}
+    return affine, (height, width), details
+
+
+def histology_to_plane(affine: np.ndarray, points_yx: np.ndarray) -> np.ndarray:
+    """Plane-pixel ``(i, j)`` of histology pixels ``(y, x)`` (``(..., 2)``)."""
+    points_yx = np.asarray(points_yx, float)
+    return points_yx @ affine[:2, :2].T + affine[:2, 2]
+
+
+def _smooth_field(shape, sigma, rng, channels=None):
+    size = shape if channels is None else (channels,) + tuple(shape)
+    noise = rng.standard_normal(size).astype(np.float32)
+    sig = sigma if channels is None else (0,) + (sigma,) * len(shape)
+    field = ndi.gaussian_filter(noise, sig)
+    return field / (field.std() + 1e-12)
+
+
+def cut_section(geometry: BlockGeometry, plane_point, plane_axes, affine, histology_shape,
+                rng: np.random.Generator) -> np.ndarray:
+    """The true tissue labels of the section at histology pixel size.
+
+    Soft tissue moves a little relative to the rigid bone (a smooth displacement of
+    about one CT voxel) and retracts from the bone in places; the sample tube is not
+    part of the section. Cracks, saw marks and droplets are not labels.
+    """
+    height, width = histology_shape
+    yx = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"), axis=-1)
+    ij = histology_to_plane(affine, yx)
+    labels = labels_at(geometry, plane_to_volume(plane_point, plane_axes, ij))
+    # Soft tissue is not rigid: its content shifts between CT and sectioning.
+    ratio = float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
+    displacement = _smooth_field((height, width), 6.0 / ratio, rng, channels=2) * rng.uniform(0.8, 1.6)
+    shifted = labels_at(geometry, plane_to_volume(plane_point, plane_axes, ij + np.moveaxis(displacement, 0, -1)))
+    soft = (LABELS["soft_tissue"], LABELS["background"], LABELS["vessel"])
+    movable = np.isin(labels, soft) & np.isin(shifted, soft[:2])
+    labels[movable] = shifted[movable]
+    # Marrow retracts from the bone surface in places (shrinkage during embedding).
+    near_bone = ndi.binary_dilation(np.isin(labels, RIGID_LABELS), iterations=max(1, int(round(1 / ratio))))
+    retract = near_bone & (labels == LABELS["soft_tissue"]) & (_smooth_field((height, width), 4.0 / ratio, rng) > 1.0)
+    labels[retract] = LABELS["background"]
+    labels[labels == LABELS["holder_wall"]] = LABELS["background"]
+    return labels
+
+
+def add_artefacts(conc: np.ndarray, section_labels: np.ndarray, stain: str, rng: np.random.Generator):
+    """Histology-only artefacts on stain concentrations ``(H, W, K)`` (modified in place).
+
+    Cracks through the bone (empty: white), saw marks (periodic thickness stripes), a
+    thickness wedge across the section, stain droplets; for H&E lost tissue beside the
+    laser-cut implant.
+
+    Returns
+    -------
+    conc : ndarray
+    artefacts : ndarray of uint8
+        :data:`ARTEFACT_CODES` per pixel (0 where none).
+    details : dict
+    """
+    height, width = section_labels.shape
+    yy, xx = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+    artefacts = np.zeros((height, width), np.uint8)
+    rigid = np.isin(section_labels, RIGID_LABELS) & (section_labels != LABELS["screw"])
+    tissue_px = np.argwhere(section_labels != LABELS["background"])
+    details: dict = {"cracks": 0, "droplets": 0}
+    side = min(height, width)
+    # Section thickness: a wedge across the slide and saw marks (periodic stripes).
+    angle = rng.uniform(0, np.pi)
+    across = np.cos(angle) * yy + np.sin(angle) * xx
+    period = rng.uniform(0.03, 0.06) * side
+    stripes = 1 + rng.uniform(0.05, 0.12) * (2 * np.abs((across / period) % 1 - 0.5) - 0.5)
+    wedge = 1 + rng.uniform(-0.12, 0.12) * (across - across.mean()) / (np.ptp(across) + 1e-9)
+    conc[..., :-1] *= (stripes * wedge)[..., None]
+    details["saw_mark_period_px"] = float(period)
+    # Cracks: thin wavy lines opened in the bone.
+    n_cracks = int(rng.integers(0, 4)) if stain == "toluidine_blue" else int(rng.integers(0, 2))
+    for _ in range(n_cracks):
+        if not len(tissue_px):
+            break
+        y0, x0 = tissue_px[rng.integers(len(tissue_px))]
+        direction = rng.uniform(0, np.pi)
+        u = np.cos(direction) * (yy - y0) + np.sin(direction) * (xx - x0)
+        v = -np.sin(direction) * (yy - y0) + np.cos(direction) * (xx - x0)
+        length = rng.uniform(0.15, 0.4) * side
+        wave = rng.uniform(0.5, 2.0) * np.sin(2 * np.pi * u / rng.uniform(0.05, 0.15) / side + rng.uniform(0, 6.3))
+        crack = (np.abs(v - wave) < rng.uniform(0.6, 1.3)) & (np.abs(u) < length / 2) & rigid
+        conc[crack] = 0.0
+        artefacts[crack] = ARTEFACT_CODES["crack"]
+        details["cracks"] += 1
+    # Stain droplets: small dark blobs anywhere on the slide.
+    for _ in range(int(rng.integers(1, 5))):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        radius = rng.uniform(0.008, 0.025) * side + 1.5
+        blob = np.clip(radius - np.hypot(yy - cy, xx - cx), 0, 1.5) / 1.5
+        amount = rng.uniform(0.6, 1.5)
+        conc[..., 0] += amount * blob
+        conc[..., 1] += 0.3 * amount * blob
+        artefacts[(blob > 0.5) & (artefacts == 0)] = ARTEFACT_CODES["droplet"]
+        details["droplets"] += 1
+    if stain == "he":
+        # Laser cutting loses some tissue next to the implant.
+        screw = section_labels == LABELS["screw"]
+        if screw.any():
+            near = ndi.binary_dilation(screw, iterations=max(2, side // 40)) & ~screw
+            patch = _smooth_field((height, width), side / 25, rng) > 1.2
+            loss = near & patch
+            conc[loss] = 0.0
+            artefacts[loss] = ARTEFACT_CODES["tissue_loss"]
+            details["tissue_loss_px"] = int(loss.sum())
+    return conc, artefacts, details
+
+
+def stitched_fov(histology_shape: tuple[int, int], center_yx, rng: np.random.Generator) -> np.ndarray:
+    """A partial, non-rectangular field of view stitched from tiles around ``center_yx``.
+
+    The union of microscope tiles whose centres fall inside an ellipse around the
+    implant, with a few tiles missing and small stitching offsets.
+    """
+    height, width = histology_shape
+    tile = max(8, int(min(height, width) / rng.uniform(4.0, 6.0)))
+    semi = np.array([rng.uniform(0.3, 0.4) * height, rng.uniform(0.38, 0.48) * width])
+    fov = np.zeros(histology_shape, bool)
+    for ty in range(0, height, tile):
+        for tx in range(0, width, tile):
+            centre = np.array([ty + tile / 2, tx + tile / 2])
+            inside = np.sum(((centre - np.asarray(center_yx)) / semi) ** 2) <= 1.0
+            if not inside or rng.random() < 0.08:
+                continue
+            # Neighbouring tiles overlap by a few pixels (stitching), with small offsets.
+            jy, jx = rng.integers(-2, 3, 2)
+            fov[max(ty + jy - 2, 0):ty + jy + tile + 2, max(tx + jx - 2, 0):tx + jx + tile + 2] = True
+    if not fov.any():  # degenerate draw: keep at least the tile around the centre
+        cy, cx = (int(c) for c in center_yx)
+        fov[max(cy - tile, 0):cy + tile, max(cx - tile, 0):cx + tile] = True
+    return fov
