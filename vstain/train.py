@@ -138,7 +138,7 @@ def _load(path: Path) -> dict[str, Any]:
 def _compare(expected: Any, found: Any, where: str, path: Path) -> None:
     """Raise a ValueError naming the first differing field of two nested records."""
     if isinstance(expected, dict) and isinstance(found, dict):
-        for key in sorted(set(expected) | set(found)):
+        for key in list(expected) + [k for k in found if k not in expected]:
             _compare(expected.get(key), found.get(key), f"{where}.{key}" if where else key, path)
     elif expected != found:
         raise ValueError(f"{path}: field {where} is {found!r} in the checkpoint but {expected!r} for this run "
@@ -195,8 +195,8 @@ def ground_truth_pairs(profile: Profile | str, fold: int, role: str = "train", s
 def _finite(components: dict[str, torch.Tensor], epoch: int, step: int, model: str) -> None:
     values = torch.stack([v.detach().float() for v in components.values()])
     if not bool(torch.isfinite(values).all()):
-        bad = [k for k, v in components.items() if not math.isfinite(float(v))]
-        raise NonFiniteLossError(f"{model}: loss component {bad[0]} is {float(components[bad[0]])} at epoch {epoch}, "
+        bad = [k for k, v in components.items() if not math.isfinite(float(v.detach()))]
+        raise NonFiniteLossError(f"{model}: loss component {bad[0]} is {float(components[bad[0]].detach())} at epoch {epoch}, "
                                  f"step {step}; training stopped (checkpoints of earlier epochs are kept)")
 
 
