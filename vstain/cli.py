@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("vstain.metrics", "SSIM / PSNR / LPIPS per patch and Table 1"),
     "frc": ("vstain.frc", "Fourier ring correlation resolution of CT, histology and generated histology"),
     "stain": ("vstain.volume", "virtually stain a CT volume with a trained generator"),
+    "he": ("vstain.he_study", "the H&E secondary study: train, infer and measure on the H&E pairs"),
 }
 
 
