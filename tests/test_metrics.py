@@ -207,3 +207,25 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
     metrics.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                      progress=False)
     assert (root / "evaluation" / "per_patch" / "mod_cyclegan_fold0.csv").stat().st_mtime_ns == stamp
+
+
+def test_table_for_the_book_and_rankings():
+    table = table1(_per_patch(lpips_value=0.2))
+    shown = metrics.table1_display(compare_with_paper(table))
+    assert shown.loc["Mod. CycleGAN (our model)", ("test", "SSIM ↑", "paper")] == "0.59 (1)"
+    assert shown.loc["Mod. CycleGAN (our model)", ("test", "SSIM ↑", "ours")] == "0.70 (1)"
+    assert shown.loc["Raw CT (no generation)", ("test", "SSIM ↑", "paper")] == "0.15"
+    agreement = metrics.rankings_agreement(table)
+    ssim_test = agreement[(agreement.role == "test") & (agreement.metric == "ssim")].iloc[0]
+    assert ssim_test.ours == "mod_cyclegan > pix2pix" and ssim_test.same_order
+    lpips_test = agreement[(agreement.role == "test") & (agreement.metric == "lpips")].iloc[0]
+    assert lpips_test.ours == "mod_cyclegan > pix2pix"  # tied values keep the table's order
+
+
+def test_roi_prefers_full_mask_and_structure():
+    mask = np.ones((64, 64), bool)
+    image = np.zeros((64, 64))
+    image[40:56, 8:24] = np.random.default_rng(0).normal(size=(16, 16))
+    y, x = metrics.choose_roi(mask, 16, image)
+    assert (y, x) == (40, 8)
+    assert metrics.choose_roi(np.ones((10, 12), bool), 16) == (0, 0)

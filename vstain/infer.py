@@ -866,3 +866,70 @@ def run_cli(args: argparse.Namespace) -> int:
                         checkpoint=args.checkpoint, force=args.force)
     print(out)
     return 0
+
+
+# --------------------------------------------------------------------------- for the chapters
+
+
+def pair_catalogue(profile_name: str, fold: int, stain: str = "toluidine_blue") -> "pd.DataFrame":
+    """The registered pairs of a profile with their material and split role in ``fold``.
+
+    Returns a DataFrame ``pair_id, material, stain, role, shape`` ordered by role
+    (train, validation, test) and pair id.
+    """
+    import pandas as pd
+
+    from vstain.layout import stage_dir
+
+    roles = split_roles(profile_name, fold)
+    registered = stage_dir(profile_name, "registered")
+    rows = []
+    for pair_id in registered_pair_ids(profile_name, stain):
+        meta = json.loads((registered / pair_id / "pair.json").read_text())
+        rows.append({"pair_id": pair_id, "material": meta.get("material"), "stain": meta.get("stain"),
+                     "role": roles.get(pair_id, "unknown")})
+    table = pd.DataFrame(rows, columns=["pair_id", "material", "stain", "role"])
+    order = {"train": 0, "validation": 1, "test": 2}
+    table["_r"] = table["role"].map(lambda r: order.get(r, 3))
+    return table.sort_values(["_r", "pair_id"]).drop(columns="_r").reset_index(drop=True)
+
+
+def compare_blends(
+    profile: Any, model: str, fold: int, pair_id: str, *, checkpoint: str | Path | None = None
+) -> dict[str, Any]:
+    """Stain one pair with both blends and measure their seams (paper 3: tiling steps behind the mask).
+
+    Returns
+    -------
+    dict
+        ``"mean"`` and ``"window"``: the generated histology (uint8 RGB, unmasked);
+        ``"grid"``: the :class:`TileGrid`; ``"pair"``: the registered pair;
+        ``"scores"``: a DataFrame ``blend, region, seam_score`` for the regions
+        ``whole slide``, ``inside mask`` and ``background`` (outside the mask).
+    """
+    import pandas as pd
+
+    from vstain.layout import stage_dir
+    from vstain.pairs import read_registered_pair
+
+    profile = _as_profile(profile)
+    cfg = profile.inference
+    if checkpoint is None:
+        from vstain.train import ensure_trained
+
+        checkpoint = _checkpoint_from(ensure_trained(profile, model, fold), profile.name, model, fold)
+    forward, info = load_generators(checkpoint, model)["ct_to_histology"]
+    pair = read_registered_pair(stage_dir(profile.name, "registered") / pair_id)
+    grid = tile_grid(pair.ct.shape, cfg.patch_size, cfg.step)
+    result: dict[str, Any] = {"grid": grid, "pair": pair}
+    rows = []
+    regions = {"whole slide": None, "inside mask": pair.mask, "background": ~pair.mask}
+    for blend in BLENDS:
+        stained = ct_to_histology_slide(forward, pair.ct, patch_size=cfg.patch_size, step=cfg.step,
+                                        batch_size=cfg.batch_size, blend=blend, info=info,
+                                        device=resolve_device(profile.device))
+        result[blend] = stained
+        for region_name, region in regions.items():
+            rows.append({"blend": blend, "region": region_name, "seam_score": seam_score(stained, grid, region)})
+    result["scores"] = pd.DataFrame(rows)
+    return result

@@ -637,3 +637,86 @@ def run_cli(args: argparse.Namespace) -> int:
         print(pd.read_csv(path).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(path)
     return 0
+
+
+# --------------------------------------------------------------------------- for the chapters
+
+
+def choose_roi(mask: np.ndarray, size: int, image: np.ndarray | None = None) -> tuple[int, int]:
+    """A ``size`` px ROI origin ``(y, x)``: fully inside the mask if possible, the most structured.
+
+    Candidates lie on a grid of step ``size // 4``; among those with the largest mask
+    fraction, the one where ``image`` (if given) varies most is chosen, so the ROI shows
+    tissue rather than a flat region. Clipped to the slide when it is smaller than ``size``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((64, 64), bool); mask[32:, 32:] = True
+    >>> choose_roi(mask, 32)
+    (32, 32)
+    """
+    mask = np.asarray(mask, bool)
+    size = min(size, *mask.shape)
+    origins = sample_patches(mask, patch_size=size, step=max(1, size // 4), min_mask_fraction=0.0)
+    fractions = np.array([mask[y:y + size, x:x + size].mean() for y, x in origins])
+    best = origins[fractions >= fractions.max() - 1e-9]
+    if image is not None and len(best) > 1:
+        spread = [np.asarray(image)[y:y + size, x:x + size].std() for y, x in best]
+        best = best[[int(np.argmax(spread))]]
+    return int(best[0][0]), int(best[0][1])
+
+
+def table1_display(compared: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Table 1 for the book: one row per model, columns (split, metric, ours / paper), rank in brackets.
+
+    ``compared`` is :func:`compare_with_paper`'s output; values print as ``0.61 (1)``.
+    """
+
+    def cell(value: Any, rank: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "n/a"
+        text = f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.0f}"
+        return text if rank is None or (isinstance(rank, float) and math.isnan(rank)) else f"{text} ({int(rank)})"
+
+    rows = {}
+    for _, r in compared.iterrows():
+        label = MODEL_LABELS.get(r["model"], r["model"])
+        row = rows.setdefault(label, {})
+        for metric in METRICS:
+            arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
+            name = f"{metric.upper()} {arrow}"
+            row[(r["role"], name, "ours")] = cell(r[metric], r.get(f"{metric}_rank"))
+            row[(r["role"], name, "paper")] = cell(r[f"{metric}_paper"], r.get(f"{metric}_rank_paper"))
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    order = [(role, f"{m.upper()} {'↑' if HIGHER_IS_BETTER[m] else '↓'}", who)
+             for role in ROLES for m in METRICS for who in ("ours", "paper")]
+    table = table.reindex(columns=[c for c in order if c in table.columns])
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["split", "metric", ""])
+    return table
+
+
+def ranking(table: pd.DataFrame, role: str, metric: str) -> list[str]:
+    """Models (not the baseline) from best to worst on one split and metric; empty if unmeasured.
+
+    Examples
+    --------
+    >>> ranking(PAPER_TABLE1, "test", "ssim")
+    ['mod_cyclegan', 'cyclegan_invct', 'pix2pix', 'cyclegan']
+    """
+    rows = table[(table["role"] == role) & (table["model"] != BASELINE)].dropna(subset=[metric])
+    rows = rows.sort_values(metric, ascending=not HIGHER_IS_BETTER[metric], kind="stable")
+    return rows["model"].tolist()
+
+
+def rankings_agreement(table: pd.DataFrame) -> pd.DataFrame:
+    """Per split and metric: our ranking, the paper's, and whether the best model is the same."""
+    rows = []
+    for role in ROLES:
+        for metric in METRICS:
+            ours = ranking(table, role, metric)
+            paper = [m for m in ranking(PAPER_TABLE1, role, metric) if m in set(table["model"])]
+            rows.append({"role": role, "metric": metric, "ours": " > ".join(ours) or "n/a",
+                         "paper": " > ".join(paper), "same_best": bool(ours) and ours[0] == paper[0],
+                         "same_order": ours == paper})
+    return pd.DataFrame(rows)
