@@ -1,0 +1,142 @@
+"""`vstain stain`: a user's own CT volume through a trained checkpoint, and every bad input."""
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from vstain import cli
+from vstain.config import load_profile
+from vstain.io import read_tiff, write_tiff
+from vstain.models import architecture, build_generator
+from vstain.train import CHECKPOINT_FORMAT
+
+
+def make_checkpoint(path, *, directions=None, ngf=4, weights_ngf=None):
+    training = load_profile("smoke").training
+    arch = architecture("mod_cyclegan", training)
+    arch["generator"].update(ngf=ngf, n_blocks=1)
+    weights_arch = dict(arch["generator"], ngf=weights_ngf or ngf)
+    torch.manual_seed(0)
+    state = build_generator(weights_arch).state_dict()
+    directions = directions or {"ct_to_histology": "G_XY", "histology_to_ct": "G_YX"}
+    torch.save({"format": CHECKPOINT_FORMAT, "model": "mod_cyclegan", "architecture": arch, "patch_size": 16,
+                "directions": directions, "invert_ct": False, "epoch": 1, "component": "last",
+                "generators": {name: state for name in directions.values()}}, path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def ct_stack(tmp_path):
+    data = np.random.default_rng(0).integers(8000, 32000, (5, 20, 24)).astype(np.uint16)
+    write_tiff(tmp_path / "ct.tif", data, (4.0, 2.0, 2.0))
+    return tmp_path / "ct.tif"
+
+
+def run(argv, capsys):
+    code = cli.main(["stain", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def test_stain_a_tiff_stack_carries_the_voxel_size(tmp_path, ct_stack, capsys):
+    ckpt = make_checkpoint(tmp_path / "last.pt")
+    for axes in ("z", "zyx"):
+        out = tmp_path / f"stained_{axes}.tif"
+        code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", out, "--axes", axes,
+                          "--step", "8"], capsys)
+        assert code == 0, err
+        image, spacing, meta = read_tiff(out)
+        assert image.shape == (5, 20, 24, 3) and image.dtype == np.uint8
+        assert spacing == (4.0, 2.0, 2.0) and meta["axes"] == axes and meta["checkpoint"] == str(ckpt)
+        assert image.std() > 0  # the generator produced something, not a constant fill
+
+
+def test_a_2d_image_is_refused(tmp_path, capsys):
+    write_tiff(tmp_path / "slice.tif", np.zeros((20, 20), np.uint16), 2.0)
+    code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", tmp_path / "slice.tif",
+                     "--output", tmp_path / "o.tif"], capsys)
+    assert code == 2 and "2D image" in err and "slice.tif" in err
+
+
+def test_a_volume_without_voxel_size_says_use_voxel_size(tmp_path, capsys):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "bare.tif", np.zeros((4, 20, 20), np.uint16), photometric="minisblack")
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "bare.tif", "--output", tmp_path / "o.tif"], capsys)
+    assert code == 2 and "--voxel-size" in err and "bare.tif" in err
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "bare.tif", "--output", tmp_path / "o.tif",
+                     "--voxel-size", "3", "1", "1"], capsys)
+    assert code == 0, err
+    assert read_tiff(tmp_path / "o.tif")[1] == (3.0, 1.0, 1.0)
+
+
+def test_reverse_generator_checkpoint_is_refused(tmp_path, ct_stack, capsys):
+    ckpt = make_checkpoint(tmp_path / "reverse.pt", directions={"histology_to_ct": "G_YX"})
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "o.tif"], capsys)
+    assert code == 2 and "reverse.pt" in err and "ct_to_histology" in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, ct_stack, capsys):
+    ckpt = make_checkpoint(tmp_path / "other.pt", ngf=4, weights_ngf=8)
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "o.tif"], capsys)
+    assert code == 2 and "other.pt" in err and "architecture" in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code, err = run(["--checkpoint", tmp_path / "junk.pt", "--input", ct_stack, "--output", tmp_path / "o.tif"], capsys)
+    assert code == 2 and "junk.pt" in err
+
+
+def test_existing_output_needs_overwrite(tmp_path, ct_stack, capsys):
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"keep me")
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", out], capsys)
+    assert code == 2 and "--overwrite" in err and out.read_bytes() == b"keep me"
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", out, "--overwrite"], capsys)
+    assert code == 0 and read_tiff(out)[0].shape == (5, 20, 24, 3)
+
+
+def test_zarr_with_wrong_number_of_dimensions(tmp_path, capsys):
+    zarr.create_array(str(tmp_path / "ct4d.zarr"), shape=(2, 3, 20, 20), dtype=np.uint16)
+    code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", tmp_path / "ct4d.zarr",
+                     "--output", tmp_path / "o.tif", "--voxel-size", "1", "1", "1"], capsys)
+    assert code == 2 and "4 dimensions" in err and "ct4d.zarr" in err
+
+
+def test_interrupted_run_leaves_no_output(tmp_path, ct_stack, capsys, monkeypatch):
+    from vstain import volume
+
+    original = volume.make_slice_stainer
+
+    def interrupting(*args, **kwargs):
+        stainer, calls = original(*args, **kwargs), []
+
+        def stain(ct):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return stainer(ct)
+        return stain
+
+    monkeypatch.setattr(volume, "make_slice_stainer", interrupting)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", ct_stack,
+                     "--output", out_dir / "o.tif"], capsys)
+    assert code == 130 and "interrupted" in err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_help_lists_stain(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["stain", "--help"])
+    assert "--voxel-size" in capsys.readouterr().out
