@@ -49,6 +49,7 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "RegistrationError",
+    "RegistrationFailed",
     "RegistrationResult",
     "check_registration_inputs",
     "histology_grey",
@@ -61,7 +62,11 @@ __all__ = [
 
 
 class RegistrationError(ValueError):
-    """Registration failed or its input is unusable; the message names the pair id."""
+    """The input of a registration is unusable; the message names the pair id and the field."""
+
+
+class RegistrationFailed(RegistrationError):
+    """A registration ran but failed (no MI gain, plane outside the volume or too tilted)."""
 
 
 # --------------------------------------------------------------------------- result
@@ -287,6 +292,14 @@ def _block_mean(image: np.ndarray, factor: float) -> np.ndarray:
     return ndi.map_coordinates(smooth, grid, order=1, mode="nearest").astype(np.float32)
 
 
+def _fov_at(fov: np.ndarray, factor: float) -> np.ndarray:
+    """The field of view downsampled by ``factor``, eroded 1 px where it is partial (edge effects)."""
+    small = _block_mean(fov.astype(np.float32), factor) > 0.5
+    if fov.all():
+        return small
+    return ndi.binary_erosion(small, iterations=1, border_value=1)
+
+
 def _slab(grey: np.ndarray, spacing_um: float) -> sitk.Image:
     """A 2D image as a one-pixel-thick 3D image lying in the z = 0 physical plane."""
     image = sitk.GetImageFromArray(grey[None].astype(np.float32))
@@ -355,7 +368,7 @@ def _fit_plane(ct, grey, fov, ct_voxel_um, histology_pixel_um, cfg, history, sta
     for level, um in enumerate(level_um):
         factor = um / histology_pixel_um
         fixed = _slab(_block_mean(grey, factor), um)
-        fov_small = _block_mean(fov.astype(np.float32), factor) > 0.5
+        fov_small = _fov_at(fov, factor)
         mask = _mask_image(fov_small, fixed)
         moving = sitk.GetImageFromArray(ndi.gaussian_filter(ct, max(0.0, (um / ct_voxel_um - 1) / 2)))
         moving.SetSpacing((ct_voxel_um,) * 3)
@@ -373,7 +386,7 @@ def _fit_plane(ct, grey, fov, ct_voxel_um, histology_pixel_um, cfg, history, sta
         try:
             method.Execute(fixed, moving)
         except RuntimeError as err:  # e.g. every sample left the volume
-            raise RegistrationError(
+            raise RegistrationFailed(
                 f"pair {pair_id}: plane fit failed at level {level} ({um:g} um): {err}; registration failed"
             ) from err
     return transform
@@ -416,7 +429,7 @@ def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bin
 def _affine_images(ct_plane, plane_valid, grey, fov, factor, max_bins):
     """Fixed (histology at about CT pixel size, physical units = histology pixels) and moving (CT plane)."""
     fixed_grey = _block_mean(grey, factor)
-    fov_small = _block_mean(fov.astype(np.float32), factor) > 0.5
+    fov_small = _fov_at(fov, factor)
     sy = grey.shape[0] / fixed_grey.shape[0]
     sx = grey.shape[1] / fixed_grey.shape[1]
     fixed = sitk.GetImageFromArray(fixed_grey)
@@ -487,7 +500,7 @@ def _fit_affine(ct_plane, plane_valid, grey, fov, factor, initial, cfg, history,
         method.Execute(fixed, moving)
         final_mi = -float(method.MetricEvaluate(fixed, moving))
     except RuntimeError as err:
-        raise RegistrationError(f"pair {pair_id}: 2D affine fit failed: {err}") from err
+        raise RegistrationFailed(f"pair {pair_id}: 2D affine fit failed: {err}") from err
     return _from_sitk_affine(transform), final_mi
 
 
@@ -576,6 +589,9 @@ def register_section_to_volume(
     if fov.sum() < 64:
         raise RegistrationError(f"pair {pair_id}: fov_mask is empty; nothing to register")
     grey = histology_grey(histology)
+    if not fov.all():
+        # Neutral fill outside the field of view, so smoothing does not bleed the fill into it.
+        grey = np.where(fov, grey, np.median(grey[fov])).astype(np.float32)
     history: list[dict[str, Any]] = []
     factor = ct_voxel_um / histology_pixel_um
     scale = np.diag([1.0 / factor, 1.0 / factor, 1.0])
@@ -594,7 +610,7 @@ def register_section_to_volume(
         ct_plane = oblique_slice(ct, origin, axes, grid_shape)
         plane_valid = np.isfinite(ct_plane)
         if plane_valid.sum() < 64:
-            raise RegistrationError(f"pair {pair_id}: the fitted plane leaves the volume; registration failed")
+            raise RegistrationFailed(f"pair {pair_id}: the fitted plane leaves the volume; registration failed")
         start = np.eye(3)
         start[:2, 2] = (slab_origin - origin) @ axes.T
         start = start @ scale @ pre
@@ -656,12 +672,12 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
     normal /= np.linalg.norm(normal)
     tilt = math.degrees(math.acos(min(1.0, abs(float(normal[0])))))
     if tilt > cfg.max_tilt_deg:
-        raise RegistrationError(
+        raise RegistrationFailed(
             f"pair {pair_id}: the fitted plane tilts {tilt:.1f} deg from the z axis, beyond max_tilt_deg "
             f"{cfg.max_tilt_deg}; registration failed"
         )
     if not final_mi > initial_mi:
-        raise RegistrationError(
+        raise RegistrationFailed(
             f"pair {pair_id}: mutual information did not improve ({initial_mi:.4f} -> {final_mi:.4f}); "
             "registration failed"
         )
