@@ -140,6 +140,7 @@ class FRCConfig:
     patch_size: int  # (paper: 256)
     threshold: Literal["1/7", "half-bit"]
     split: Literal["checkerboard", "binomial"]
+    min_mask_fraction: float  # a patch with less of the correspondence mask is skipped
 
 
 @dataclasses.dataclass(frozen=True)
