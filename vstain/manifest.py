@@ -304,7 +304,8 @@ def _draw_test(ids_by_material: dict[str, list[str]], counts: dict[str, int], rn
         ids = ids_by_material.get(material, [])
         if n < 0 or n > len(ids):
             raise ManifestError(f"{stain} test count for {material} is {n}, but the manifest has {len(ids)} "
-                                f"{material} pairs")
+                                f"{material} pairs; mark test pairs with 'test: true' in the manifest or change "
+                                 f"the profile's dataset test counts")
         chosen.update(rng.choice(ids, size=n, replace=False).tolist() if n else [])
     return chosen
 

@@ -41,7 +41,7 @@ ATTENUATION: dict[str, tuple[float, float]] = {
 SCREW_ATTENUATION: dict[str, tuple[float, float]] = {
     "Mg": (0.9, 0.6),
     "Ti": (3.2, 0.85),
-    "PEEK": (0.3, 0.2),
+    "PEEK": (0.24, 0.25),
 }
 
 

@@ -113,7 +113,7 @@ def draw_geometry(shape, material: str, rng: np.random.Generator) -> BlockGeomet
     else:
         degradation = (0.0, 0.0)
         new_bone_width, new_bone_threshold = core * rng.uniform(0.15, 0.3), 0.0
-    trabecular_sigma = max(2.0, 0.035 * side)
+    trabecular_sigma = max(4.0, 0.045 * side)
     fields = {
         "bone": _smooth_noise((nz, ny, nx), trabecular_sigma, rng),
         # Vessels (osteonal canals) are elongated along the bone's long axis (x).

@@ -1,0 +1,207 @@
+"""The synthetic dataset: determinism, the physical effects later chapters measure, ground truth."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from vstain.config import load_profile
+from vstain.phantom import (LABELS, beamtime_params, ensure_dataset, ground_truth_pair, load_sample, make_sample,
+                            plane_grid, session_params, simulate_ct, stain_labels)
+from vstain.phantom.section import histology_to_plane, plane_to_volume
+
+CFG = load_profile("smoke").dataset
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return {
+        (m, s): make_sample(CFG, f"{s}_{m}", m, s, beamtime=1, session=1, seed=11)
+        for m, s in [("Mg", "toluidine_blue"), ("Ti", "toluidine_blue"), ("PEEK", "toluidine_blue"), ("Mg", "he")]
+    }
+
+
+def test_same_seed_same_arrays_other_seed_differs(samples):
+    a = samples[("Mg", "toluidine_blue")]
+    b = make_sample(CFG, "x", "Mg", "toluidine_blue", beamtime=1, session=1, seed=11)
+    c = make_sample(CFG, "x", "Mg", "toluidine_blue", beamtime=1, session=1, seed=12)
+    for name in ("ct_volume", "labels_volume", "histology", "section_labels", "affine", "plane_point"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.ct_volume, c.ct_volume)
+    assert not np.array_equal(a.histology, c.histology)
+    assert not np.allclose(a.affine, c.affine)
+
+
+def test_every_tissue_is_present(samples):
+    mg = samples[("Mg", "toluidine_blue")]
+    present = set(np.unique(mg.labels_volume))
+    assert present == set(LABELS.values())  # incl. degradation layer and the tube wall
+    ti = samples[("Ti", "toluidine_blue")]
+    assert LABELS["degradation_layer"] not in set(np.unique(ti.labels_volume))
+    assert LABELS["holder_wall"] not in set(np.unique(mg.section_labels))  # CT only
+
+
+def _mean(image, labels, name):
+    return image[labels == LABELS[name]].mean(axis=0)
+
+
+def test_ct_contrast_and_screw_material_ambiguity(samples):
+    means = {}
+    for material in ("Mg", "Ti", "PEEK"):
+        s = samples[(material, "toluidine_blue")]
+        bone = _mean(s.ct_volume, s.labels_volume, "dense_bone")
+        background = _mean(s.ct_volume, s.labels_volume, "background")
+        means[material] = (_mean(s.ct_volume, s.labels_volume, "screw") - background) / (bone - background)
+        assert bone > background  # bone bright, background dark
+    assert abs(means["Mg"] - 1) < 0.3  # Mg close to bone
+    assert means["Ti"] > 1.5  # Ti brighter
+    assert means["PEEK"] < 0.55  # PEEK darker
+
+
+def test_toluidine_blue_colours(samples):
+    s = samples[("Mg", "toluidine_blue")]
+    h, lab = s.histology.astype(float), s.section_labels
+    background = _mean(h, lab, "background")
+    bone, new_bone, soft = (_mean(h, lab, n) for n in ("dense_bone", "new_bone", "soft_tissue"))
+    assert background.min() > 200  # white
+    assert bone.mean() > soft.mean() and bone[2] > bone[0]  # pale blue
+    assert new_bone[2] - new_bone[0] > bone[2] - bone[0]  # new bone bright blue
+    assert soft[2] > soft[1] and soft[0] > soft[1]  # blue-purple
+    for material in ("Mg", "Ti", "PEEK"):  # all screws black
+        t = samples[(material, "toluidine_blue")]
+        assert _mean(t.histology.astype(float), t.section_labels, "screw").max() < 40
+    assert s.fov_mask.all()
+
+
+def test_he_laser_cut_section(samples):
+    s = samples[("Mg", "he")]
+    h, lab, fov = s.histology.astype(float), s.section_labels, s.fov_mask
+    assert 0.2 < fov.mean() < 0.95
+    rows, cols = np.nonzero(fov)
+    assert fov[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() < 0.97  # not a rectangle
+    assert (s.histology[~fov] == 0).all()  # black outside the stitched tiles
+    screw = (lab == LABELS["screw"]) & fov
+    bone = (lab == LABELS["dense_bone"]) & fov
+    assert h[screw].mean(axis=0).min() > 180  # missing screw: white
+    red = h[bone].mean(axis=0)
+    assert red[0] > red[1] + 60  # mineralised bone deep pink-red
+    soft = h[(lab == LABELS["soft_tissue"]) & fov].mean(axis=0)
+    assert soft[2] > soft[1] and soft[0] > soft[1]  # purple
+
+
+def test_section_is_oblique_inside_the_volume_at_finer_pixels(samples):
+    for s in samples.values():
+        tilt = np.degrees(np.arccos(abs(s.plane_normal[0])))
+        assert 0.3 < tilt < 6.0
+        np.testing.assert_allclose(s.plane_axes @ s.plane_axes.T, np.eye(2), atol=1e-9)
+        points = plane_grid(s)
+        tissue = ndi.map_coordinates(s.labels_volume, np.moveaxis(points, -1, 0), order=0) != 0
+        z = points[..., 0][tissue]
+        assert z.min() >= 1 and z.max() <= s.ct_volume.shape[0] - 2
+        assert s.histology_pixel_um < s.ct_voxel_um
+        ratio = s.ct_voxel_um / s.histology_pixel_um
+        assert abs(s.histology.shape[0] - ratio * s.ct_volume.shape[1]) <= 1
+
+
+def _consistency(s):
+    """Agreement (inside the sample) of the label volume resampled through the true plane and affine
+    with the section's labels, and the same for a plane shifted 3 voxels along its normal."""
+    height, width = s.section_labels.shape
+    yx = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"), -1).reshape(-1, 2)
+    zyx = s.histology_to_volume(yx)
+    np.testing.assert_allclose(zyx, plane_to_volume(s.plane_point, s.plane_axes, histology_to_plane(s.affine, yx)))
+    inside = s.section_labels != LABELS["background"]
+    agreements = []
+    for offset in (0, 3):
+        resampled = ndi.map_coordinates(s.labels_volume, (zyx + offset * s.plane_normal).T, order=0,
+                                        mode="nearest").reshape(height, width)
+        resampled[resampled == LABELS["holder_wall"]] = LABELS["background"]
+        agreements.append((resampled[inside] == s.section_labels[inside]).mean())
+    return agreements
+
+
+def test_ground_truth_consistency():
+    """Quick-profile pairs: resampling the label volume on the true plane through the true affine
+    reproduces the section labels (> 95 % inside the sample)."""
+    cfg = load_profile("quick").dataset
+    for seed, (material, stain) in enumerate([("Mg", "toluidine_blue"), ("Ti", "he"), ("PEEK", "toluidine_blue")]):
+        s = make_sample(cfg, "q", material, stain, beamtime=seed, session=seed, seed=100 + seed)
+        true_plane, wrong_plane = _consistency(s)
+        assert true_plane > 0.95, (material, true_plane)
+        assert wrong_plane < true_plane - 0.03
+
+
+def test_ground_truth_consistency_smoke(samples):
+    """The tiny smoke volumes are coarser (more boundary voxels) but still consistent."""
+    for s in samples.values():
+        true_plane, wrong_plane = _consistency(s)
+        assert true_plane > 0.92, (s.pair_id, true_plane)
+        assert wrong_plane < true_plane - 0.03
+
+
+def test_histology_only_artefacts_and_soft_tissue_shift(samples):
+    s = samples[("Mg", "toluidine_blue")]
+    assert s.artefacts is not None and (s.artefacts == 2).any()  # stain droplets
+    assert s.details["artefacts"]["saw_mark_period_px"] > 0
+
+
+def test_stain_labels_on_a_volume_and_session_drift():
+    labels = np.full((4, 6, 6), LABELS["background"], np.uint8)
+    labels[:, 2:4, 2:4] = LABELS["dense_bone"]
+    rgb = stain_labels(labels, "toluidine_blue", session_params("toluidine_blue", 0), np.random.default_rng(0))
+    assert rgb.shape == (4, 6, 6, 3) and rgb.dtype == np.uint8
+    white = [np.asarray(session_params("toluidine_blue", k)["white"]) for k in range(4)]
+    assert max(np.abs(w - white[0]).max() for w in white[1:]) > 2  # white balance drifts between sessions
+    with pytest.raises(ValueError, match="stain"):
+        stain_labels(labels, "gram", session_params("he", 0), np.random.default_rng(0))
+
+
+def test_beamtimes_differ_in_gain_and_offset():
+    labels = np.zeros((4, 16, 16), np.uint8)
+    labels[:, 4:12, 4:12] = LABELS["dense_bone"]
+    a, b = (simulate_ct(labels, "Mg", beamtime_params(k), np.random.default_rng(0)) for k in (0, 1))
+    assert abs(a[:, 8, 8].mean() - b[:, 8, 8].mean()) > 100
+    with pytest.raises(ValueError, match="material"):
+        make_sample(CFG, "x", "steel", "he", 0, 0, 0)
+
+
+def test_ground_truth_pair(samples):
+    for s in samples.values():
+        pair = ground_truth_pair(s)
+        assert pair.ct.dtype == np.uint16 and pair.histology.shape == pair.ct.shape + (3,)
+        assert 0.2 < pair.mask.mean() <= 1.0
+        assert pair.pixel_size_um == s.ct_voxel_um
+    pair = ground_truth_pair(samples[("Ti", "toluidine_blue")], normalised=False)
+    assert pair.ct.dtype == np.float32
+
+
+def test_written_dataset_round_trip_and_idempotence(smoke_dataset):
+    folder = Path(smoke_dataset).parent
+    sample = load_sample(folder / "tb_mg_03")
+    meta = json.loads((folder / "tb_mg_03" / "truth.json").read_text())
+    again = make_sample(CFG, "tb_mg_03", "Mg", "toluidine_blue", meta["beamtime"], meta["session"],
+                        meta["details"]["seed"])
+    np.testing.assert_array_equal(sample.ct_volume, again.ct_volume)
+    np.testing.assert_array_equal(sample.histology, again.histology)
+    np.testing.assert_allclose(sample.affine, again.affine)
+    assert sample.ct_voxel_um == CFG.ct_voxel_um and sample.histology_pixel_um == CFG.histology_pixel_um
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    assert ensure_dataset(load_profile("smoke"), folder, progress=False) == smoke_dataset
+    after = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    assert before == after  # nothing regenerated
+    (folder / "tb_ti_01" / "truth.json").unlink()
+    ensure_dataset(load_profile("smoke"), folder, progress=False)
+    assert (folder / "tb_ti_01" / "truth.json").is_file()
+    assert (folder / "tb_mg_03" / "ct.tif").stat().st_mtime_ns == before[folder / "tb_mg_03" / "ct.tif"]
+
+
+def test_cli_phantom(smoke_dataset, capsys):
+    from vstain.cli import main
+
+    folder = Path(smoke_dataset).parent
+    assert main(["phantom", "--profile", "smoke", "--out", str(folder), "--quiet"]) == 0
+    assert str(smoke_dataset) in capsys.readouterr().out
+    assert main(["phantom", "--profile", "nonexistent", "--quiet"]) == 2
+    assert "nonexistent" in capsys.readouterr().err
