@@ -1091,9 +1091,9 @@ def _device(profile: Any) -> str:
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write an RGB(A) image as PNG, atomically."""
-    from skimage.io import imsave
+    import matplotlib.pyplot as plt
 
     from vstain.io import atomic_path
 
     with atomic_path(path) as tmp:
-        imsave(tmp, np.asarray(image, np.uint8), extension=".png", check_contrast=False)
+        plt.imsave(tmp, np.asarray(image, np.uint8), format="png")
