@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -141,30 +142,53 @@ def he_pair_ids(profile: Profile | str, role: str | None = None) -> list[str]:
 
 
 def ensure_he_registered(profile: Profile | str, *, progress: bool = True) -> list[str]:
-    """Register, normalise and mask the H&E pairs unless all are already in ``registered/``.
+    """Register, normalise and mask the H&E pairs (idempotent); the ids of those registered.
 
-    Returns the H&E pair ids. The work is done by the registration stage
-    (``prepare_registered_pairs(profile, stain="he")``).
+    The work is done by the registration stage (``prepare_registered_pairs(profile,
+    stain="he")``), which skips pairs already up to date. A pair whose registration failed
+    is left out of the study with a warning giving the stage's reason (the paper, too, used
+    the pairs that could be co-registered).
+
+    Returns
+    -------
+    list of str
+        The registered H&E pair ids, in split order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no training or no validation/testing H&E pair could be registered.
     """
     profile = _profile(profile)
-    ids = he_pair_ids(profile)
+    roles = he_roles(profile)
+    table = _prepare_registered_pairs()(profile, stain=STAIN, progress=progress)
     registered = stage_dir(profile.name, "registered")
-    if any(not (registered / pid / "pair.json").is_file() for pid in ids):
-        _prepare_registered_pairs()(profile, stain=STAIN, progress=progress)
-    missing = [pid for pid in ids if not (registered / pid / "pair.json").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{registered / missing[0] / 'pair.json'}: H&E pair not registered "
-                                f"({len(missing)} of {len(ids)} missing); see vstain register --stain he")
+    ids = [pid for pid in roles if (registered / pid / "pair.json").is_file()]
+    status = dict(zip(table["pair_id"], table["status"])) if len(table) else {}
+    for pid in roles:
+        if pid not in ids:
+            warnings.warn(f"H&E pair {pid} left out of the H&E study: {status.get(pid, 'not registered')}",
+                          stacklevel=2)
+    for role in ("train", "test"):
+        if not any(roles[pid] == role for pid in ids):
+            reasons = "; ".join(f"{pid}: {status.get(pid, 'missing')}" for pid in roles if pid not in ids)
+            raise FileNotFoundError(f"{registered}: no registered H&E pair with role {role!r} ({reasons})")
     return ids
 
 
+def registered_he_ids(profile: Profile | str, role: str | None = None) -> list[str]:
+    """The H&E pairs (of ``role``) that have a registered folder, in split order."""
+    profile = _profile(profile)
+    registered = stage_dir(profile.name, "registered")
+    return [pid for pid in he_pair_ids(profile, role) if (registered / pid / "pair.json").is_file()]
+
+
 def _prepare_registered_pairs():
-    # The registration stage's driver; its home module is vstain.registration (the CLI of
-    # older checkouts imports it from vstain.prepare).
+    # The registration stage's driver (vstain.prepare; older checkouts: vstain.registration).
     try:
-        from vstain.registration import prepare_registered_pairs
-    except ImportError:
         from vstain.prepare import prepare_registered_pairs
+    except ImportError:
+        from vstain.registration import prepare_registered_pairs
     return prepare_registered_pairs
 
 
@@ -185,7 +209,7 @@ def is_he_trained(profile: Profile | str, model: str) -> bool:
     return (record.get("stain") == STAIN
             and record.get("epochs_done", 0) >= profile.he.epochs
             and record.get("architecture") == json.loads(json.dumps(architecture(model, profile.training)))
-            and record.get("pair_ids") == he_pair_ids(profile, "train"))
+            and record.get("pair_ids") == registered_he_ids(profile, "train"))
 
 
 def ensure_he_model(profile: Profile | str, model: str, *, progress: bool = True) -> Path:
@@ -209,7 +233,7 @@ def ensure_he_model(profile: Profile | str, model: str, *, progress: bool = True
         return out
     ensure_he_registered(profile, progress=progress)
     registered = stage_dir(profile.name, "registered")
-    pairs = [read_registered_pair(registered / pid) for pid in he_pair_ids(profile, "train")]
+    pairs = [read_registered_pair(registered / pid) for pid in registered_he_ids(profile, "train")]
     wrong = [p for p in pairs if p.stain != STAIN]
     if wrong:
         raise ValueError(f"{registered / wrong[0].pair_id / 'pair.json'}: field stain is {wrong[0].stain!r}, "
@@ -358,13 +382,23 @@ def order_for_figure(materials: dict[str, str], n: int | None = None) -> list[st
 
 
 def figure_pairs(profile: Profile | str, role: str, n: int = 3) -> list[str]:
-    """Up to ``n`` H&E pairs of ``role`` for Figures S2/S3, one per material first (PEEK, Ti, Mg)."""
+    """Up to ``n`` registered H&E pairs of ``role`` for Figures S2/S3, one per material first (PEEK, Ti, Mg)."""
     from vstain.pairs import read_registered_pair
 
     profile = _profile(profile)
     registered = stage_dir(profile.name, "registered")
-    ids = he_pair_ids(profile, role)
+    ids = registered_he_ids(profile, role)
     return order_for_figure({pid: read_registered_pair(registered / pid).material for pid in ids}, n)
+
+
+def sample_materials(profile: Profile | str, pair_ids: Sequence[str]) -> str:
+    """The caption text of Figures S2/S3: ``"Sample 1 = PEEK, Sample 2 = Ti"`` for ``pair_ids``."""
+    from vstain.pairs import read_registered_pair
+
+    profile = _profile(profile)
+    registered = stage_dir(profile.name, "registered")
+    return ", ".join(f"Sample {i + 1} = {read_registered_pair(registered / pid).material}"
+                     for i, pid in enumerate(pair_ids))
 
 
 def roi_origin(mask: np.ndarray, size: int) -> tuple[int, int]:
@@ -416,6 +450,137 @@ def he_views(profile: Profile | str, model: str, pair_id: str) -> dict[str, Any]
         "generated_ct": generated.get("ct"), "generated_ct_masked": generated.get("ct_masked"),
         "material": pair.material, "role": record.get("role", "unknown"), "pixel_size_um": pair.pixel_size_um,
     }
+
+
+def ct_display_range(ct: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Grey-value window shared by a real CT slice and the generated ones: the 1st to
+    99.5th percentile of the real slice inside the mask (the whole slice if the mask is empty).
+
+    Examples
+    --------
+    >>> ct_display_range(np.arange(1000.0).reshape(25, 40), np.ones((25, 40), bool))
+    (9.99, 994.005)
+    """
+    ct = np.asarray(ct, float)
+    values = ct[np.asarray(mask, bool)] if np.asarray(mask, bool).any() else ct.ravel()
+    low, high = np.percentile(values, (1.0, 99.5))
+    return float(low), float(high)
+
+
+def _row_label(ax: Any, text: str) -> None:
+    ax.text(-0.06, 0.5, text, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
+
+
+def plot_he_pairs(profile: Profile | str, pair_ids: Sequence[str] | None = None):
+    """The registered H&E pairs: CT slice and section, with the sample-correspondence mask's outline.
+
+    The section is black outside its stitched field of view and white where the screw was
+    (laser-cut sections lose it); the mask stays inside the field of view.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One column per pair, rows: CT, histology with the mask outline.
+    """
+    from vstain.pairs import read_registered_pair
+    from vstain.plotting import image_grid, show_image
+
+    profile = _profile(profile)
+    ids = list(registered_he_ids(profile) if pair_ids is None else pair_ids)
+    roles = he_roles(profile)
+    registered = stage_dir(profile.name, "registered")
+    fig, axes = image_grid(2, len(ids))
+    for column, pid in enumerate(ids):
+        pair = read_registered_pair(registered / pid)
+        low, high = ct_display_range(pair.ct, pair.mask)
+        show_image(axes[0, column], pair.ct, pixel_size_um=pair.pixel_size_um, vmin=low, vmax=high,
+                   title=f"{pid} ({pair.material}, {roles.get(pid, '?')})")
+        show_image(axes[1, column], pair.histology, pixel_size_um=pair.pixel_size_um)
+        axes[1, column].contour(pair.mask, levels=[0.5], colors="cyan", linewidths=1.0)
+    _row_label(axes[0, 0], "µCT slice")
+    _row_label(axes[1, 0], "H&E section + mask")
+    return fig
+
+
+def plot_he_examples(profile: Profile | str, model: str, pairs_by_role: dict[str, Sequence[str]], *,
+                     masked: bool = True):
+    """Figures S2 (``masked=True``) and S3 (``masked=False``): real and generated histology and µCT.
+
+    Parameters
+    ----------
+    profile : Profile or str
+    model : str
+        An H&E-trained model whose inference exists (:func:`ensure_he_inference`).
+    pairs_by_role : dict
+        ``role -> pair ids``, e.g. ``{"train": [...], "test": [...]}`` (:func:`figure_pairs`);
+        one row per pair, rows grouped by role.
+    masked : bool
+        Show the images masked by the sample-correspondence mask (outside: the real image's
+        mean background value), or the whole registered field of view.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Columns: real µCT, generated histology, real histology, and generated µCT when the
+        model has a reverse generator (not Pix2Pix).
+    """
+    from vstain.plotting import image_grid, show_image
+
+    profile = _profile(profile)
+    rows = [(role, pid) for role, ids in pairs_by_role.items() for pid in ids]
+    if not rows:
+        raise ValueError("pairs_by_role lists no pair")
+    views = [he_views(profile, model, pid) for _, pid in rows]
+    with_ct = all(v["generated_ct"] is not None for v in views)
+    titles = ["real µCT", "generated histology", "real histology"] + (["generated µCT"] if with_ct else [])
+    fig, axes = image_grid(len(rows), len(titles))
+    suffix = "_masked" if masked else ""
+    role_names = {"train": "training", "test": "validation/testing"}
+    counters: dict[str, int] = {}
+    for r, ((role, pid), view) in enumerate(zip(rows, views)):
+        counters[role] = counters.get(role, 0) + 1
+        low, high = ct_display_range(view["ct"], view["mask"])
+        size = view["pixel_size_um"]
+        real_ct = view["ct_masked"] if masked else view["ct"]
+        real_histology = view["histology_masked"] if masked else view["histology"]
+        panels = [(real_ct, True), (view["generated_histology" + suffix], False), (real_histology, False)]
+        if with_ct:
+            panels.append((view["generated_ct" + suffix], True))
+        for c, (image, grey) in enumerate(panels):
+            show_image(axes[r, c], image, pixel_size_um=size, vmin=low if grey else None,
+                       vmax=high if grey else None, title=titles[c] if r == 0 else None)
+        _row_label(axes[r, 0], f"{role_names.get(role, role)} {counters[role]}: {view['material']}")
+    return fig
+
+
+def plot_model_comparison(profile: Profile | str, models: Sequence[str], pair_id: str, roi_size: int):
+    """Figure S4: real histology and each model's generated histology (masked) on one WSI, with
+    the ``roi_size`` ROI the mask covers most outlined, and the ROI enlarged below.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Top row: whole slides; bottom row: the ROI.
+    """
+    from vstain.metrics import MODEL_LABELS
+    from vstain.plotting import crop, draw_roi, image_grid, show_image
+
+    profile = _profile(profile)
+    models = _check_models(profile, models)
+    views = {m: he_views(profile, m, pair_id) for m in models}
+    first = views[models[0]]
+    y, x = roi_origin(first["mask"], roi_size)
+    size = first["pixel_size_um"]
+    panels = [("real histology", first["histology_masked"])] + [
+        (MODEL_LABELS.get(m, m), views[m]["generated_histology_masked"]) for m in models]
+    fig, axes = image_grid(2, len(panels))
+    for c, (title, image) in enumerate(panels):
+        show_image(axes[0, c], image, pixel_size_um=size, title=title)
+        draw_roi(axes[0, c], y, x, roi_size, arrow=False)
+        show_image(axes[1, c], crop(image, y, x, roi_size), pixel_size_um=size)
+    _row_label(axes[0, 0], f"{pair_id} ({first['material']}, WSI)")
+    _row_label(axes[1, 0], f"{roi_size} x {roi_size} px ROI")
+    return fig
 
 
 # --------------------------------------------------------------------------- the study

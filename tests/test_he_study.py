@@ -1,0 +1,184 @@
+"""The H&E secondary study (paper S2): driver outputs, H&E-only pairs, masks on the field of view."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vstain import he_study
+from vstain.config import load_profile
+
+@pytest.fixture(scope="module")
+def he_run(tmp_path_factory):
+    """The whole H&E study on the smoke profile (1 H&E epoch) in a fresh results root."""
+    import torch
+
+    root = tmp_path_factory.mktemp("he_results")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VSTAIN_RESULTS", str(root))
+        profile = load_profile("smoke")
+        assert profile.he.epochs == 1  # the test's budget relies on it
+        outputs = he_study.run_he_study(profile, progress=False)
+        yield profile, root / profile.name, outputs
+    torch.set_num_threads(threads)
+
+
+def _split(results):
+    from vstain.manifest import read_split
+
+    return read_split(results / "dataset" / "split.csv")
+
+
+@pytest.mark.slow
+def test_driver_writes_models_inference_and_metrics_from_he_pairs_only(he_run):
+    profile, results, outputs = he_run
+    split = _split(results)
+    he = split[split["stain"] == "he"]
+    he_ids = set(he["pair_id"])
+    train_ids = he.loc[he["fold0"] == "train", "pair_id"].tolist()
+    registered = he_study.registered_he_ids(profile)
+    assert set(registered) <= he_ids and any(r == "test" for r in he.set_index("pair_id").loc[registered, "fold0"])
+    assert sorted(outputs) == sorted(profile.he.models)
+    for model in profile.he.models:
+        model_dir = results / "he" / "models" / model
+        assert (model_dir / "last.pt").is_file()
+        record = json.loads((model_dir / "training.json").read_text())
+        assert record["stain"] == "he" and record["epochs_done"] == profile.he.epochs
+        assert record["pair_ids"] == [pid for pid in train_ids if pid in registered]
+        done = json.loads((results / "he" / "inference" / model / "done.json").read_text())
+        assert outputs[model] == results / "he" / "inference" / model
+        assert done["pairs"] == registered
+        assert done["settings"]["checkpoint"] == str(model_dir / "last.pt")
+        assert done["provenance"]["profile"] == "smoke"
+        for pid in registered:
+            info = json.loads((outputs[model] / pid / "inference.json").read_text())
+            assert info["stain"] == "he"
+            assert info["role"] == he.set_index("pair_id").loc[pid, "fold0"]
+            # Pix2Pix has no histology-to-CT generator, the modified CycleGAN has.
+            assert (outputs[model] / pid / "ct.tif").is_file() == (model != "pix2pix")
+    # Nothing of the toluidine-blue study was registered, trained or stained.
+    registered_dirs = [p.name for p in (results / "registered").iterdir() if (p / "pair.json").is_file()]
+    assert set(registered_dirs) <= he_ids
+    assert not (results / "models").exists() and not (results / "inference").exists()
+
+    table = pd.read_csv(results / "he" / "metrics.csv")
+    assert set(table["model"]) == set(profile.he.models)
+    assert set(table["pair_id"]) <= set(registered)
+    assert set(table["role"]) <= {"train", "test"} and "test" in set(table["role"])
+    assert table["ssim"].between(-1, 1).all() and np.isfinite(table["psnr"]).all()
+    assert (table["mask_fraction"] >= profile.evaluation.min_mask_fraction).all()
+    summary = he_study.summarise_metrics(table, "test")
+    assert sorted(summary.index) == sorted(profile.he.models)
+    assert he_study.better_model(summary, "ssim") == summary["ssim"].idxmax()
+
+
+@pytest.mark.slow
+def test_masks_follow_the_stitched_field_of_view(he_run):
+    from vstain.io import read_tiff
+    from vstain.masks import field_of_view_mask
+    from vstain.pairs import read_registered_pair
+
+    profile, results, _ = he_run
+    outside_somewhere = False
+    for pid in he_study.registered_he_ids(profile):
+        folder = results / "registered" / pid
+        pair = read_registered_pair(folder)
+        raw = folder / "histology_raw.tif"
+        histology = read_tiff(raw)[0] if raw.is_file() else pair.histology
+        fov = field_of_view_mask(histology)
+        assert pair.mask.any(), pid
+        assert not (pair.mask & ~fov).any(), f"{pid}: mask reaches outside the stitched field of view"
+        outside_somewhere |= bool((~fov).any())
+        # Generated images shown masked carry one fill value outside the mask.
+        generated = he_study.he_views(profile, "mod_cyclegan", pid)
+        outside = generated["generated_histology_masked"][~pair.mask]
+        if len(outside):
+            assert (outside == outside[0]).all()
+    assert outside_somewhere, "no H&E pair shows a partial field of view"
+
+
+@pytest.mark.slow
+def test_study_is_idempotent(he_run):
+    profile, results, _ = he_run
+    files = [results / "he" / "metrics.csv"] + [
+        results / "he" / kind / m / name
+        for m in profile.he.models for kind, name in (("models", "last.pt"), ("inference", "done.json"))]
+    before = {f: os.stat(f).st_mtime_ns for f in files}
+    he_study.run_he_study(profile, progress=False)
+    assert {f: os.stat(f).st_mtime_ns for f in files} == before
+
+
+@pytest.mark.slow
+def test_cli_runs_a_stage_and_reports_bad_models(he_run, capsys):
+    from vstain.cli import main
+
+    profile, results, _ = he_run
+    assert main(["he", "--profile", "smoke", "--stage", "train", "--model", "pix2pix", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(results / "he" / "models" / "pix2pix")
+    assert main(["he", "--profile", "smoke", "--model", "unet9000", "--no-progress"]) == 2
+    assert "unet9000" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_figures_have_the_papers_panels(he_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profile, _, _ = he_run
+    shown = {"train": he_study.figure_pairs(profile, "train"), "test": he_study.figure_pairs(profile, "test")}
+    n_rows = len(shown["train"]) + len(shown["test"])
+    for model, n_cols in (("mod_cyclegan", 4), ("pix2pix", 3)):
+        fig = he_study.plot_he_examples(profile, model, shown, masked=False)
+        assert len(fig.axes) == n_rows * n_cols
+        assert all(any(t.get_text().endswith(("µm", "mm")) for t in ax.texts) for ax in fig.axes)
+        plt.close(fig)
+    fig = he_study.plot_model_comparison(profile, profile.he.models, shown["test"][0],
+                                         profile.evaluation.patch_size)
+    assert len(fig.axes) == 2 * (1 + len(profile.he.models))
+    plt.close(fig)
+    assert he_study.sample_materials(profile, shown["test"]).startswith("Sample 1 = ")
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def test_roi_origin_is_the_window_the_mask_covers_most():
+    rng = np.random.default_rng(3)
+    mask = rng.random((23, 31)) < 0.3
+    mask[5:15, 12:22] = True
+    size = 8
+    cover = np.array([[mask[y:y + size, x:x + size].sum() for x in range(31 - size + 1)]
+                      for y in range(23 - size + 1)])
+    y, x = he_study.roi_origin(mask, size)
+    assert cover[y, x] == cover.max()
+    with pytest.raises(ValueError, match="does not fit"):
+        he_study.roi_origin(mask, 24)
+
+
+def test_figure_order_puts_one_peek_ti_mg_first():
+    materials = {"a": "Mg", "b": "Mg", "c": "Ti", "d": "PEEK", "e": "PEEK"}
+    assert he_study.order_for_figure(materials) == ["d", "c", "a", "e", "b"]
+    assert he_study.order_for_figure(materials, 3) == ["d", "c", "a"]
+
+
+def test_a_split_without_he_pairs_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
+    split = tmp_path / "smoke" / "dataset" / "split.csv"
+    split.parent.mkdir(parents=True)
+    pd.DataFrame({"pair_id": ["tb_1", "tb_2"], "stain": ["toluidine_blue"] * 2, "material": ["Mg", "Ti"],
+                  "fold0": ["train", "test"], "fold1": ["validation", "test"]}).to_csv(split, index=False)
+    with pytest.raises(ValueError, match="no pair with stain 'he'"):
+        he_study.he_roles("smoke")
+
+
+def test_unknown_model_and_stage_are_refused():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        he_study.run_he_study("smoke", ["resnet"])
+    with pytest.raises(ValueError, match="unknown H&E stage"):
+        he_study.run_he_study("smoke", stage="everything")
