@@ -59,7 +59,7 @@ class DatasetConfig:
 class RegistrationConfig:
     """2D-3D registration (paper 2.3)."""
 
-    pyramid_levels: int  # coarse-to-fine levels of the plane search (each halves the pixel size)
+    pyramid_levels: int  # coarse-to-fine levels of the plane search, finest at the CT voxel size
     histology_downsample_um: float  # histology pixel size of the coarsest plane-search level
     max_tilt_deg: float  # a fitted plane tilted more than this from the z axis is a failure
     mi_bins: int  # histogram bins of the Mattes mutual information (fewer on small images)

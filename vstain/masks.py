@@ -31,7 +31,7 @@ from typing import Iterable
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_multiotsu, threshold_otsu
+from skimage.filters import threshold_multiotsu
 from skimage.morphology import convex_hull_image
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
 
 #: A class of CT values whose contrast to the background exceeds the next class's by this factor is metal.
 METAL_CONTRAST = 2.0
+#: Total optical density (sum over R, G, B) beyond which a section is opaque (an implant).
+OPAQUE_OD = 3.0
 
 
 def _largest_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:
@@ -81,7 +83,7 @@ def segment_ct(ct_slice: np.ndarray, valid: np.ndarray | None = None) -> dict[st
     -------
     dict of bool arrays
         ``rigid`` (bone + implant, for the hull), ``bone`` and ``background`` (ROIs),
-        ``metal``.
+        ``metal``; and ``classes`` (int8: 0-3 the four classes, -1 outside ``valid``).
 
     Examples
     --------
@@ -112,7 +114,8 @@ def segment_ct(ct_slice: np.ndarray, valid: np.ndarray | None = None) -> dict[st
     bone = ndi.binary_erosion(bone_class & valid & ~metal, iterations=1)
     background = ndi.binary_erosion((smooth < t0) & valid, iterations=2, border_value=1)
     background = _largest_components(background, 0.05)
-    return {"rigid": rigid, "bone": bone, "background": background, "metal": metal}
+    classes = np.where(valid, np.digitize(smooth, [t0, t1, t2]), -1).astype(np.int8)
+    return {"rigid": rigid, "bone": bone, "background": background, "metal": metal, "classes": classes}
 
 
 def optical_density(histology: np.ndarray) -> np.ndarray:
@@ -124,8 +127,9 @@ def optical_density(histology: np.ndarray) -> np.ndarray:
 def segment_histology(histology: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Segment a stained section into tissue and background (glass) by optical density.
 
-    Otsu's threshold on the smoothed total optical density (:func:`optical_density`)
-    separates stained tissue and the opaque implant from the glass. Small objects on
+    The total optical density (:func:`optical_density`, smoothed, clipped at
+    :data:`OPAQUE_OD`) is split by four-class multi-Otsu thresholds; the lowest one
+    separates the glass from stained tissue and the opaque implant. Small objects on
     the glass (stain droplets, dust: components under 5 % of the largest) are dropped
     from the tissue; the background is eroded 2 px and loses cracks and holes inside the
     tissue by keeping only components at least 5 % of the largest.
@@ -152,7 +156,9 @@ def segment_histology(histology: np.ndarray, valid: np.ndarray | None = None) ->
         raise ValueError(f"histology must be (H, W, 3), got shape {rgb.shape}")
     valid = np.ones(rgb.shape[:2], bool) if valid is None else np.asarray(valid, bool)
     od = ndi.gaussian_filter(optical_density(rgb), 1.0)
-    threshold = threshold_otsu(od[valid])
+    # Opaque implant (OD >> 3) would dominate a plain Otsu split: clip it, and take the lowest
+    # of four multi-Otsu classes (glass is one narrow, light peak; tissue spreads over the others).
+    threshold = threshold_multiotsu(np.minimum(od[valid], OPAQUE_OD), classes=4)[0]
     tissue = ndi.binary_opening((od > threshold) & valid, iterations=1)
     tissue = _largest_components(tissue, 0.05)
     background = ndi.binary_erosion((od <= threshold) & valid, iterations=2, border_value=1)

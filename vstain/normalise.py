@@ -36,9 +36,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from vstain.masks import segment_ct, segment_histology
+from vstain.masks import OPAQUE_OD, optical_density, segment_ct, segment_histology
 
 __all__ = ["automatic_rois", "normalise_ct", "normalise_histology", "roi_means"]
+
+#: Fewest pixels of an automatic bone ROI before its erosion is relaxed.
+MIN_ROI_PIXELS = 20
 
 
 def _check_roi(roi: Any, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
@@ -170,7 +173,7 @@ def normalise_histology(
     >>> background = np.array([[True, False]]); bone = ~background
     >>> image, stats = normalise_histology(rgb, bone, background, c_low=5, c_high=5)
     >>> image[0, 0].tolist(), stats["f_max_clamped"]
-    [[242, 242, 242], True]
+    ([242, 242, 242], True)
     """
     where = f"pair {pair_id}"
     rgb = np.asarray(histology)
@@ -217,11 +220,15 @@ def automatic_rois(
 ) -> dict[str, np.ndarray]:
     """Bone and background ROIs of a registered pair, by automatic segmentation.
 
-    The bone ROI of both modalities is the CT's bone (:func:`vstain.masks.segment_ct`),
-    eroded by ``erosion_px`` so that it stays on bone in the section despite small
-    registration errors, and kept only where the section has data and is stained
-    (:func:`vstain.masks.segment_histology`: cracks are left out). The background ROIs
-    are each modality's own segmented background.
+    The bone ROI of both modalities is the brightest CT class of
+    :func:`vstain.masks.segment_ct` that is stained tissue in the section: the implant
+    is never stained (opaque in ground sections, missing after laser cutting), so when
+    most of the brightest class is not stained tissue, or is metal by CT contrast, the
+    next class is bone. It is eroded by ``erosion_px + 1`` pixels (less if that would
+    leave fewer than :data:`MIN_ROI_PIXELS`) so that it stays on bone in the section
+    despite small registration errors, and kept only where the section is stained
+    tissue (cracks and droplets left out). The background ROIs are each modality's
+    own segmented background.
 
     Returns
     -------
@@ -241,14 +248,22 @@ def automatic_rois(
     ct = np.asarray(ct)
     ct_seg = segment_ct(ct, ct_valid)
     hist_seg = segment_histology(histology, histology_valid)
-    bone = ndi.binary_erosion(ct_seg["bone"], iterations=erosion_px) if erosion_px else ct_seg["bone"]
-    if not bone.any():  # thin bone: keep the un-eroded ROI rather than none
-        bone = ct_seg["bone"]
-    histology_bone = bone & hist_seg["tissue"]
-    if histology_valid is not None:
-        histology_bone &= np.asarray(histology_valid, bool)
+    histology_valid = np.ones(ct.shape, bool) if histology_valid is None else np.asarray(histology_valid, bool)
+    # The implant is never stained tissue (opaque in ground sections, missing in laser-cut ones):
+    # if most of the brightest CT class is not stained tissue in the section, it is the implant.
+    stained = hist_seg["tissue"] & (optical_density(histology) < OPAQUE_OD) & histology_valid
+    classes = ct_seg["classes"]
+    top, below = classes == 3, classes == 2
+    implant_on_top = bool(ct_seg["metal"].any()) or (top & stained).sum() < 0.5 * max(top.sum(), 1)
+    bone_class = below if implant_on_top else top
+    # Thin bone (small images): erode less rather than lose the ROI.
+    for erosion in range(erosion_px + 1, -1, -1):
+        ct_bone = ndi.binary_erosion(bone_class, iterations=erosion) if erosion else bone_class
+        histology_bone = ct_bone & stained
+        if histology_bone.sum() >= MIN_ROI_PIXELS:
+            break
     return {
-        "ct_bone": ct_seg["bone"],
+        "ct_bone": ct_bone,
         "ct_background": ct_seg["background"],
         "histology_bone": histology_bone,
         "histology_background": hist_seg["background"],

@@ -360,8 +360,13 @@ def _bins_for(n_samples: int, max_bins: int) -> int:
 
 def _fit_plane(ct, grey, fov, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_):
     """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT, um)."""
+    # Geometric steps from the coarsest pixel size down to the CT voxel size.
     finest_um = max(ct_voxel_um, histology_pixel_um)
-    level_um = [max(finest_um, cfg.histology_downsample_um / 2**level) for level in range(cfg.pyramid_levels)]
+    coarsest_um = max(finest_um, cfg.histology_downsample_um)
+    n_levels = max(1, cfg.pyramid_levels)
+    level_um = [coarsest_um * (finest_um / coarsest_um) ** (level / max(n_levels - 1, 1)) for level in range(n_levels)]
+    if n_levels == 1:
+        level_um = [finest_um]
     if start is not None:
         level_um = level_um[-cfg.refinement_levels:]  # refinement: the plane is already close
     transform = start
