@@ -46,8 +46,10 @@ __all__ = [
 
 #: A class of CT values whose contrast to the background exceeds the next class's by this factor is metal.
 METAL_CONTRAST = 2.0
-#: Total optical density (sum over R, G, B) beyond which a section is opaque (an implant).
-OPAQUE_OD = 3.0
+#: Total optical density (sum over R, G, B of -ln(I/255)) beyond which a section is opaque (an implant).
+OPAQUE_OD = 8.0
+#: Optical densities are clipped here before the tissue/glass threshold, so the implant does not dominate it.
+TISSUE_OD_CLIP = 3.0
 
 
 def _largest_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:
@@ -128,7 +130,7 @@ def segment_histology(histology: np.ndarray, valid: np.ndarray | None = None) ->
     """Segment a stained section into tissue and background (glass) by optical density.
 
     The total optical density (:func:`optical_density`, smoothed, clipped at
-    :data:`OPAQUE_OD`) is split by four-class multi-Otsu thresholds; the lowest one
+    :data:`TISSUE_OD_CLIP`) is split by four-class multi-Otsu thresholds; the lowest one
     separates the glass from stained tissue and the opaque implant. Small objects on
     the glass (stain droplets, dust: components under 5 % of the largest) are dropped
     from the tissue; the background is eroded 2 px and loses cracks and holes inside the
@@ -158,7 +160,7 @@ def segment_histology(histology: np.ndarray, valid: np.ndarray | None = None) ->
     od = ndi.gaussian_filter(optical_density(rgb), 1.0)
     # Opaque implant (OD >> 3) would dominate a plain Otsu split: clip it, and take the lowest
     # of four multi-Otsu classes (glass is one narrow, light peak; tissue spreads over the others).
-    threshold = threshold_multiotsu(np.minimum(od[valid], OPAQUE_OD), classes=4)[0]
+    threshold = threshold_multiotsu(np.minimum(od[valid], TISSUE_OD_CLIP), classes=4)[0]
     tissue = ndi.binary_opening((od > threshold) & valid, iterations=1)
     tissue = _largest_components(tissue, 0.05)
     background = ndi.binary_erosion((od <= threshold) & valid, iterations=2, border_value=1)

@@ -173,7 +173,7 @@ def normalise_histology(
     >>> background = np.array([[True, False]]); bone = ~background
     >>> image, stats = normalise_histology(rgb, bone, background, c_low=5, c_high=5)
     >>> image[0, 0].tolist(), stats["f_max_clamped"]
-    ([242, 242, 242], True)
+    ([248, 248, 248], False)
     """
     where = f"pair {pair_id}"
     rgb = np.asarray(histology)
