@@ -322,7 +322,9 @@ def infer_slide(
             generator.train()
     assert weighted_sum is not None  # at least one patch: the slide is at least one patch
     inner = (slice(pb_y, pb_y + grid.shape[0]), slice(pb_x, pb_x + grid.shape[1]))
-    return (weighted_sum[inner] / weight_sum[inner][..., None]).astype(np.float32)
+    blended = weighted_sum[inner]
+    blended /= weight_sum[inner][..., None]  # in place: no second float64 copy of the slide
+    return blended.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- masks and seams
