@@ -23,13 +23,14 @@ Examples
 """
 
 from vstain.phantom.ct import beamtime_params, simulate_ct
-from vstain.phantom.dataset import dataset_plan, ensure_dataset, generate_dataset, load_sample, write_sample
-from vstain.phantom.labels import LABELS, MATERIALS, STAINS, label_name
-from vstain.phantom.sample import PhantomSample, ground_truth_pair, make_sample, plane_grid
+from vstain.phantom.dataset import dataset_plan, dataset_summary, ensure_dataset, generate_dataset, load_sample, write_sample
+from vstain.phantom.labels import LABEL_COLOURS, LABELS, MATERIALS, STAINS, label_colormap, label_name
+from vstain.phantom.sample import (PhantomSample, ground_truth_pair, label_means, make_sample, plane_grid,
+                                   plane_height)
 from vstain.phantom.stain import session_params, stain_labels
 
 __all__ = [
-    "LABELS", "MATERIALS", "STAINS", "PhantomSample", "beamtime_params", "dataset_plan", "ensure_dataset",
+    "LABEL_COLOURS", "LABELS", "MATERIALS", "dataset_summary", "label_colormap", "label_means", "plane_height", "STAINS", "PhantomSample", "beamtime_params", "dataset_plan", "ensure_dataset",
     "generate_dataset", "ground_truth_pair", "label_name", "load_sample", "make_sample", "plane_grid",
     "session_params", "simulate_ct", "stain_labels", "write_sample",
 ]

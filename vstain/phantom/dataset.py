@@ -39,6 +39,8 @@ from vstain.phantom.sample import PhantomSample, make_sample
 
 _TRUTH_ARRAYS = ("labels_volume", "section_labels", "fov_mask", "artefacts", "plane_point", "plane_axes",
                  "plane_normal", "affine")
+#: Bump when the generator changes what it draws, so cached datasets are regenerated.
+PHANTOM_MODEL_VERSION = 2
 STAIN_PREFIX = {"toluidine_blue": "tb", "he": "he"}
 
 MANIFEST_HEADER = """\
@@ -93,7 +95,8 @@ def dataset_plan(profile) -> list[dict[str, Any]]:
 
 def _config_key(profile, entry: dict) -> str:
     """A fingerprint of everything a sample depends on (to resume only matching samples)."""
-    payload = json.dumps({"dataset": profile.to_dict()["dataset"], "entry": entry}, sort_keys=True)
+    payload = json.dumps({"dataset": profile.to_dict()["dataset"], "entry": entry, "model": PHANTOM_MODEL_VERSION},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -195,6 +198,7 @@ def generate_dataset(profile, out_dir: str | Path | None = None, progress: bool 
     out = Path(out_dir) if out_dir is not None else stage_dir(profile.name, "dataset")
     plan = dataset_plan(profile)
     entries = []
+    generated = 0
     started = time.perf_counter()
     for item in tqdm(plan, desc=f"phantom {profile.name}", disable=not progress, unit="pair"):
         folder = out / item["pair_id"]
@@ -204,6 +208,7 @@ def generate_dataset(profile, out_dir: str | Path | None = None, progress: bool 
                                  item["session"], item["seed"])
             write_sample(folder, sample, {"config_key": key, "test": item["test"],
                                           "provenance": provenance(profile, stage="dataset")})
+            generated += 1
         entries.append(_entry_for(folder, item, cfg))
     counts = {"toluidine_blue": dict(cfg.tb_counts), "he": dict(cfg.he_counts)}
     manifest = write_manifest(
@@ -213,9 +218,33 @@ def generate_dataset(profile, out_dir: str | Path | None = None, progress: bool 
     )
     split = make_split(entries, cfg.n_folds, profile.seed, cfg.tb_test_counts, cfg.he_test_counts)
     write_split(out / "split.csv", split)
-    write_json(out / "dataset.json", {**provenance(profile, stage="dataset"), "n_pairs": len(entries),
-                                      "seconds": time.perf_counter() - started})
+    if generated or not (out / "dataset.json").is_file():  # keep the record of the run that made the pairs
+        write_json(out / "dataset.json", {**provenance(profile, stage="dataset"), "n_pairs": len(entries),
+                                          "generated_pairs": generated, "seconds": time.perf_counter() - started})
     return manifest
+
+
+def dataset_summary(manifest_path: str | Path) -> dict[str, Any]:
+    """Counts per stain and material, bytes on disk and the recorded generation time of a dataset."""
+    from vstain.manifest import load_manifest
+
+    manifest_path = Path(manifest_path)
+    manifest = load_manifest(manifest_path, verify=False)
+    folder = manifest_path.parent
+    counts: dict[str, dict[str, int]] = {}
+    for p in manifest.pairs:
+        counts.setdefault(p.stain, {}).setdefault(p.material, 0)
+        counts[p.stain][p.material] += 1
+    tilts = []
+    for p in manifest.pairs:
+        truth = folder / p.pair_id / "truth.json"
+        if truth.is_file():
+            tilts.append(json.loads(truth.read_text()).get("details", {}).get("tilt_deg"))
+    record = folder / "dataset.json"
+    seconds = json.loads(record.read_text()).get("seconds") if record.is_file() else None
+    return {"n_pairs": len(manifest.pairs), "counts": counts,
+            "bytes": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()),
+            "seconds": seconds, "tilt_deg": [t for t in tilts if t is not None]}
 
 
 def ensure_dataset(profile, out_dir: str | Path | None = None, progress: bool = True) -> Path:
@@ -237,5 +266,5 @@ def ensure_dataset(profile, out_dir: str | Path | None = None, progress: bool = 
     return generate_dataset(profile, out, progress=progress)
 
 
-__all__ = ["dataset_plan", "ensure_dataset", "generate_dataset", "load_sample", "write_sample",
+__all__ = ["dataset_plan", "dataset_summary", "ensure_dataset", "generate_dataset", "load_sample", "write_sample",
            "MATERIALS", "STAINS"]

@@ -150,6 +150,39 @@ def plane_grid(sample: PhantomSample) -> np.ndarray:
     return plane_to_volume(sample.plane_point, sample.plane_axes, ij)
 
 
+def label_means(image: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Mean of ``image`` (grey or RGB) over each label present in ``labels`` (same spatial shape).
+
+    Examples
+    --------
+    >>> label_means(np.array([1.0, 3.0, 5.0]), np.array([0, 0, 5], np.uint8))
+    {'background': 2.0, 'screw': 5.0}
+    """
+    from vstain.phantom.labels import label_name
+
+    out = {}
+    for code in np.unique(labels):
+        value = image[labels == code].mean(axis=0)
+        out[label_name(code)] = float(value) if np.ndim(value) == 0 else value
+    return out
+
+
+def plane_height(sample: PhantomSample, y, x) -> np.ndarray:
+    """The true plane's z (voxels) above CT positions ``(y, x)``, to draw it on orthogonal views.
+
+    Examples
+    --------
+    >>> from vstain.config import load_profile
+    >>> s = make_sample(load_profile("smoke").dataset, "p", "Ti", "toluidine_blue", 0, 0, seed=3)
+    >>> z = plane_height(s, np.array([0.0, 95.0]), np.array([0.0, 95.0]))
+    >>> bool(abs(z[0] - z[1]) < 10)
+    True
+    """
+    n = sample.plane_normal
+    p = sample.plane_point
+    return p[0] - (n[1] * (np.asarray(y, float) - p[1]) + n[2] * (np.asarray(x, float) - p[2])) / n[0]
+
+
 def _sample_volume(volume: np.ndarray, points: np.ndarray, order: int) -> np.ndarray:
     coords = np.moveaxis(points, -1, 0)
     return ndi.map_coordinates(volume, coords, order=order, mode="nearest")
