@@ -48,3 +48,13 @@ def test_registered_pair_round_trip_and_validation(tmp_path):
     assert back.mask.dtype == bool and back.mask.sum() == (ct > 10).sum()
     with pytest.raises(ValueError, match="pair b: histology must be uint8"):
         RegisteredPair("b", "Ti", "he", ct, hist[:4], ct > 0, 5.0)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    with atomic_path(tmp_path / "shared.txt") as tmp:
+        tmp.write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o666 & ~umask
