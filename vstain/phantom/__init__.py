@@ -1,5 +1,16 @@
 """The synthetic bone-implant dataset with ground truth (the study's embedded default data).
 
+Additions to the shared contract (nothing in it is changed): ``PhantomSample`` also carries
+``ct_params`` (the beamtime's X-ray settings), ``artefacts`` (uint8 map of histology-only
+artefacts: 1 crack, 2 stain droplet, 3 lost tissue) and ``details`` (seed, drawn affine
+parameters, plane tilt), and a ``plane_shape`` property; ``section_labels`` include the soft
+tissue's shift and retraction from bone (tissue as seen in the section), but no cracks, saw
+marks or droplets; ``ground_truth_pair`` takes the normalisation constants as keyword
+arguments (default: the paper's 30000 / 10000, c = c' = 5) and records ``crop_origin_ij`` in
+``extras``; in ``split.csv`` the H&E validation/testing pairs (paper S2.1) are ``test`` in every
+fold column and the other H&E pairs ``train``; ``generate_dataset`` also writes
+``dataset.json`` (provenance, generation time).
+
 The paper's data are not public, so the study runs on pairs generated here,
 deterministically from a seed. Each pair is a CT volume of a bone-implant block
 (a trephine cylinder of bone in a sample tube, a threaded Mg, Ti or PEEK screw
