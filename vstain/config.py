@@ -70,6 +70,7 @@ class RegistrationConfig:
     max_shift_fraction: float  # starting grid: in-plane shifts searched, +/- (fraction of the CT width)
     shift_step_fraction: float  # starting grid: shift step (fraction of the CT width)
     depth_margin_voxels: float  # starting grid: planes no closer than this to the top/bottom slice
+    n_starts: int  # starting grid: best depths refined at the coarsest level; the best fit wins
     refinement_rounds: int  # plane refits on the section undistorted by the fitted affine
     refinement_levels: int  # finest pyramid levels used by each refit
     min_inside_fraction: float  # less of the section than this inside the volume is a failure
@@ -112,6 +113,7 @@ class TrainingConfig:
     min_mask_fraction: float  # a patch with less mask than this is re-drawn
     rescale_range: list[float]  # augmentation rescale (paper: 0.9-1.1)
     jitter: float  # brightness/contrast jitter (paper: 0.1)
+    threads: int  # CPU threads of a training run (0: torch's default); see benchmarks/train_speed.py
 
 
 @dataclasses.dataclass(frozen=True)

@@ -378,22 +378,34 @@ def _fit_plane(ct, grey, fov, ct_voxel_um, histology_pixel_um, cfg, history, sta
         moving = sitk.GetImageFromArray(ndi.gaussian_filter(ct, max(0.0, (um / ct_voxel_um - 1) / 2)))
         moving.SetSpacing((ct_voxel_um,) * 3)
         bins = _bins_for(int(fov_small.sum()), cfg.mi_bins)
-        if transform is None:
-            transform = _search_start(fixed, moving, mask, fov_small, um, ct.shape, ct_voxel_um, bins, cfg,
-                                      history)
-        method = _new_method(bins, mask, history, f"plane{round_}", level)
-        method.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=2.0 * um, minStep=0.01 * um, numberOfIterations=cfg.plane_iterations,
-            relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8,
-        )
-        method.SetOptimizerScalesFromPhysicalShift()
-        method.SetInitialTransform(transform, inPlace=True)
-        try:
-            method.Execute(fixed, moving)
-        except RuntimeError as err:  # e.g. every sample left the volume
-            raise RegistrationFailed(
-                f"pair {pair_id}: plane fit failed at level {level} ({um:g} um): {err}; registration failed"
-            ) from err
+        starts = [transform] if transform is not None else _search_start(
+            fixed, moving, mask, fov_small, um, ct.shape, ct_voxel_um, bins, cfg, history)
+        best: tuple[float, Any, list] | None = None
+        for start in starts:
+            trial_history: list[dict[str, Any]] = []
+            method = _new_method(bins, mask, trial_history, f"plane{round_}", level)
+            method.SetOptimizerAsRegularStepGradientDescent(
+                learningRate=2.0 * um, minStep=0.01 * um, numberOfIterations=cfg.plane_iterations,
+                relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8,
+            )
+            method.SetOptimizerScalesFromPhysicalShift()
+            method.SetInitialTransform(start, inPlace=True)
+            try:
+                method.Execute(fixed, moving)
+                value = float(method.MetricEvaluate(fixed, moving))
+            except RuntimeError as err:  # e.g. every sample left the volume
+                if len(starts) > 1:
+                    continue
+                raise RegistrationFailed(
+                    f"pair {pair_id}: plane fit failed at level {level} ({um:g} um): {err}; registration failed"
+                ) from err
+            if best is None or value < best[0]:
+                best = (value, start, trial_history)
+        if best is None:
+            raise RegistrationFailed(f"pair {pair_id}: plane fit failed at level {level} ({um:g} um) from every "
+                                     "starting point; registration failed")
+        transform = best[1]
+        history.extend(best[2])
     return transform
 
 
@@ -408,7 +420,7 @@ def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bin
     n_rot = int(round(cfg.max_inplane_rotation_deg / cfg.inplane_step_deg))
     shift_step = cfg.shift_step_fraction * min(x, y)
     n_shift = int(round(cfg.max_shift_fraction / cfg.shift_step_fraction))
-    depth_step = 2 * um
+    depth_step = um
     n_depth = max(0, int((z / 2 - cfg.depth_margin_voxels * ct_voxel_um) // depth_step))
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
@@ -422,10 +434,21 @@ def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bin
     method.AddCommand(sitk.sitkIterationEvent,
                       lambda: grid.append((float(method.GetMetricValue()), tuple(method.GetOptimizerPosition()))))
     method.Execute(fixed, moving)
-    best_value, best_position = min(grid, key=lambda item: item[0])
-    history.append({"stage": "search", "level": 0, "iteration": 0, "mi": -best_value})
-    transform.SetParameters(best_position)
-    return transform
+    # The best grid point of each depth; the n_starts best depths are refined (the screw is
+    # near-symmetric about its axis, so planes at mirrored depths can score alike on a coarse grid).
+    best_by_depth: dict[float, tuple[float, tuple]] = {}
+    for value, position in grid:
+        depth = round(position[5], 3)
+        if depth not in best_by_depth or value < best_by_depth[depth][0]:
+            best_by_depth[depth] = (value, position)
+    ranked = sorted(best_by_depth.values(), key=lambda item: item[0])[: max(1, cfg.n_starts)]
+    history.append({"stage": "search", "level": 0, "iteration": 0, "mi": -ranked[0][0]})
+    starts = []
+    for _, position in ranked:
+        start = sitk.Euler3DTransform(transform)
+        start.SetParameters(position)
+        starts.append(start)
+    return starts
 
 
 # --------------------------------------------------------------------------- stage 2: 2D affine
