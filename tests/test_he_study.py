@@ -68,10 +68,13 @@ def test_driver_writes_models_inference_and_metrics_from_he_pairs_only(he_run):
     table = pd.read_csv(results / "he" / "metrics.csv")
     assert set(table["model"]) == set(profile.he.models)
     assert set(table["pair_id"]) <= set(registered)
-    assert set(table["role"]) <= {"train", "test"} and "test" in set(table["role"])
+    assert set(table["role"]) <= {"train", "test"} and len(table)
     assert table["ssim"].between(-1, 1).all() and np.isfinite(table["psnr"]).all()
     assert (table["mask_fraction"] >= profile.evaluation.min_mask_fraction).all()
-    summary = he_study.summarise_metrics(table, "test")
+    compared, scope = he_study.comparison_patches(table)
+    assert set(compared["role"]) == ({"test"} if "test" in set(table["role"]) else set(table["role"]))
+    assert scope.startswith("the validation/testing") == ("test" in set(table["role"]))
+    summary = he_study.summarise_metrics(compared, role=None)
     assert sorted(summary.index) == sorted(profile.he.models)
     assert he_study.better_model(summary, "ssim") == summary["ssim"].idxmax()
 
@@ -79,26 +82,24 @@ def test_driver_writes_models_inference_and_metrics_from_he_pairs_only(he_run):
 @pytest.mark.slow
 def test_masks_follow_the_stitched_field_of_view(he_run):
     from vstain.io import read_tiff
-    from vstain.masks import field_of_view_mask
     from vstain.pairs import read_registered_pair
 
     profile, results, _ = he_run
-    outside_somewhere = False
+    partial_somewhere = False
     for pid in he_study.registered_he_ids(profile):
         folder = results / "registered" / pid
         pair = read_registered_pair(folder)
-        raw = folder / "histology_raw.tif"
-        histology = read_tiff(raw)[0] if raw.is_file() else pair.histology
-        fov = field_of_view_mask(histology)
+        # The registration stage records where each image has data: 1 CT, 2 histology, 3 both.
+        valid = read_tiff(folder / "valid.tif")[0]
+        histology_fov = (valid & 2) > 0
         assert pair.mask.any(), pid
-        assert not (pair.mask & ~fov).any(), f"{pid}: mask reaches outside the stitched field of view"
-        outside_somewhere |= bool((~fov).any())
+        assert not (pair.mask & ~histology_fov).any(), f"{pid}: mask reaches outside the stitched field of view"
+        partial_somewhere |= bool((~histology_fov).any())
         # Generated images shown masked carry one fill value outside the mask.
         generated = he_study.he_views(profile, "mod_cyclegan", pid)
         outside = generated["generated_histology_masked"][~pair.mask]
-        if len(outside):
-            assert (outside == outside[0]).all()
-    assert outside_somewhere, "no H&E pair shows a partial field of view"
+        assert len(outside) and (outside == outside[0]).all()
+    assert partial_somewhere, "no registered H&E pair shows a partial field of view"
 
 
 @pytest.mark.slow

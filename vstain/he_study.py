@@ -142,12 +142,14 @@ def he_pair_ids(profile: Profile | str, role: str | None = None) -> list[str]:
 
 
 def ensure_he_registered(profile: Profile | str, *, progress: bool = True) -> list[str]:
-    """Register, normalise and mask the H&E pairs (idempotent); the ids of those registered.
+    """Register, normalise and mask the H&E pairs; the ids of those registered.
 
-    The work is done by the registration stage (``prepare_registered_pairs(profile,
-    stain="he")``), which skips pairs already up to date. A pair whose registration failed
-    is left out of the study with a warning giving the stage's reason (the paper, too, used
-    the pairs that could be co-registered).
+    The work is done by the registration stage (:func:`vstain.prepare.prepare_registered_pairs`
+    with ``stain="he"``), called only when some H&E pair has no record there yet (neither a
+    registered folder nor a recorded failure), so a failed pair is not registered again on
+    every call; ``vstain register --stain he`` re-runs the stage. A pair whose registration
+    failed is left out of the study with a warning giving the stage's reason (the paper, too,
+    used the pairs that could be co-registered).
 
     Returns
     -------
@@ -159,12 +161,16 @@ def ensure_he_registered(profile: Profile | str, *, progress: bool = True) -> li
     FileNotFoundError
         If no training or no validation/testing H&E pair could be registered.
     """
+    from vstain.prepare import prepare_registered_pairs, registration_table
+
     profile = _profile(profile)
     roles = he_roles(profile)
-    table = _prepare_registered_pairs()(profile, stain=STAIN, progress=progress)
+    table = registration_table(profile.name, list(roles))
+    if set(table["pair_id"]) != set(roles):
+        table = prepare_registered_pairs(profile, stain=STAIN, progress=progress)
     registered = stage_dir(profile.name, "registered")
     ids = [pid for pid in roles if (registered / pid / "pair.json").is_file()]
-    status = dict(zip(table["pair_id"], table["status"])) if len(table) else {}
+    status = dict(zip(table["pair_id"], table["status"]))
     for pid in roles:
         if pid not in ids:
             warnings.warn(f"H&E pair {pid} left out of the H&E study: {status.get(pid, 'not registered')}",
@@ -181,15 +187,6 @@ def registered_he_ids(profile: Profile | str, role: str | None = None) -> list[s
     profile = _profile(profile)
     registered = stage_dir(profile.name, "registered")
     return [pid for pid in he_pair_ids(profile, role) if (registered / pid / "pair.json").is_file()]
-
-
-def _prepare_registered_pairs():
-    # The registration stage's driver (vstain.prepare; older checkouts: vstain.registration).
-    try:
-        from vstain.prepare import prepare_registered_pairs
-    except ImportError:
-        from vstain.registration import prepare_registered_pairs
-    return prepare_registered_pairs
 
 
 # --------------------------------------------------------------------------- training
@@ -343,6 +340,26 @@ def summarise_metrics(per_patch: pd.DataFrame, role: str | None = "test") -> pd.
     summary = grouped[["ssim", "psnr"]].median()
     summary["n_patches"] = grouped.size()
     return summary
+
+
+def comparison_patches(per_patch: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The patches the model comparison is measured on, and their description.
+
+    The validation/testing pairs' patches; all H&E patches when no validation/testing patch
+    is covered enough by its mask (tiny profiles), which the description then says.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"model": ["a", "a"], "role": ["train", "test"], "ssim": [0.1, 0.2],
+    ...                       "psnr": [9.0, 8.0]})
+    >>> rows, scope = comparison_patches(table)
+    >>> len(rows), scope
+    (1, 'the validation/testing pairs')
+    """
+    test = per_patch[per_patch["role"] == "test"]
+    if len(test):
+        return test, "the validation/testing pairs"
+    return per_patch, "all H&E pairs (no validation/testing patch is half inside its mask)"
 
 
 def better_model(summary: pd.DataFrame, metric: str) -> str:
