@@ -280,3 +280,21 @@ def roi_means(image: np.ndarray, roi: np.ndarray) -> np.ndarray:
     2.0
     """
     return np.asarray(image, np.float64)[np.asarray(roi, bool)].mean(axis=0)
+
+
+def configure_parser(parser) -> None:
+    """Options of ``vstain normalise`` (the same stage as ``vstain register``)."""
+    from vstain.registration import configure_parser as configure_register
+
+    configure_register(parser)
+
+
+def run_cli(args) -> int:
+    """``vstain normalise``: normalisation and masks run inside the registration stage.
+
+    Registered pairs are written normalised and masked, so this command runs (or
+    resumes) that stage: it is the same as ``vstain register``.
+    """
+    from vstain.registration import run_cli as run_register
+
+    return run_register(args)
