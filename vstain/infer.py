@@ -366,11 +366,16 @@ def background_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def seam_score(image: np.ndarray, grid: TileGrid, region: np.ndarray | None = None) -> float:
-    """How visible tile borders are: mean |gradient| across borders / mean |gradient| elsewhere.
+    """How visible tile borders are: mean step across tile borders / mean step inside tiles.
 
-    The gradient is the difference between neighbouring pixels along Y and X (all
-    channels). Differences that straddle a patch edge of ``grid`` are "across borders";
-    the rest are "inside tiles". A seamless image scores about 1, tiling steps raise it.
+    A seam is a step that runs along a tile border: the signed difference between
+    neighbouring pixels (mean over channels) across a border line is averaged over
+    segments of ``grid.step`` pixels along the line, which keeps the steps (constant
+    along a patch edge) and averages away texture and noise. The mean absolute
+    segment step on the border lines of ``grid`` is divided by the same on the lines
+    half a step away from each border (inside tiles, and at the same phase of any
+    periodic texture of the generator). A seamless image scores about 1, tiling steps
+    raise it.
 
     Parameters
     ----------
@@ -380,12 +385,13 @@ def seam_score(image: np.ndarray, grid: TileGrid, region: np.ndarray | None = No
         The tiling that produced it (:func:`tile_grid`).
     region : ndarray of bool, optional
         Only differences between two pixels inside ``region`` count (e.g. ``~mask``:
-        the masked-out background, where the paper saw tiling steps).
+        the masked-out background, where the paper saw tiling steps); a segment needs
+        at least half of its pixels in the region.
 
     Returns
     -------
     float
-        NaN when the region holds no border or no interior difference.
+        NaN when the region holds no border or no interior segment.
 
     Examples
     --------
@@ -404,22 +410,30 @@ def seam_score(image: np.ndarray, grid: TileGrid, region: np.ndarray | None = No
     region = np.ones(grid.shape, bool) if region is None else np.asarray(region, bool)
     if region.shape != grid.shape:
         raise ValueError(f"region shape {region.shape} does not match image shape {grid.shape}")
-    border_sum = border_n = inner_sum = inner_n = 0.0
+    grey = image.mean(axis=-1)
+    sums = {"border": [0.0, 0], "inner": [0.0, 0]}
     for axis in (0, 1):
-        diff = np.abs(np.diff(image, axis=axis)).mean(axis=-1)  # diff[j-1] is between pixels j-1 and j
+        # rows of ``diff`` are lines across which the difference is taken (pixel j-1 to j at index j-1)
+        diff = np.diff(grey, axis=axis)
         valid = region[:-1] & region[1:] if axis == 0 else region[:, :-1] & region[:, 1:]
-        is_border = np.zeros(diff.shape[axis], bool)
-        is_border[grid.border_lines(axis) - 1] = True
-        is_border = is_border[:, None] if axis == 0 else is_border[None, :]
-        border = valid & is_border
-        inner = valid & ~is_border
-        border_sum += diff[border].sum()
-        border_n += border.sum()
-        inner_sum += diff[inner].sum()
-        inner_n += inner.sum()
-    if border_n == 0 or inner_n == 0 or inner_sum == 0:
+        if axis == 1:
+            diff, valid = diff.T, valid.T
+        borders = grid.border_lines(axis)
+        halfway = borders + grid.step // 2
+        halfway = halfway[(halfway > 0) & (halfway < grid.shape[axis]) & ~np.isin(halfway, borders)]
+        n_along = diff.shape[1]
+        for kind, lines in (("border", borders), ("inner", halfway)):
+            for line in lines:
+                for start in range(0, n_along, grid.step):
+                    seg_valid = valid[line - 1, start:start + grid.step]
+                    if seg_valid.sum() * 2 < len(seg_valid) or not seg_valid.any():
+                        continue
+                    sums[kind][0] += abs(diff[line - 1, start:start + grid.step][seg_valid].mean())
+                    sums[kind][1] += 1
+    (b_sum, b_n), (i_sum, i_n) = sums["border"], sums["inner"]
+    if b_n == 0 or i_n == 0 or i_sum == 0:
         return float("nan")
-    return float((border_sum / border_n) / (inner_sum / inner_n))
+    return float((b_sum / b_n) / (i_sum / i_n))
 
 
 # --------------------------------------------------------------------------- slides in image units
@@ -923,14 +937,18 @@ def compare_blends(
     forward, info = load_generators(checkpoint, model)["ct_to_histology"]
     pair = read_registered_pair(stage_dir(profile.name, "registered") / pair_id)
     grid = tile_grid(pair.ct.shape, cfg.patch_size, cfg.step)
+    network = ct_network_channels_last(pair.ct, invert=bool(info.get("invert_ct", False)),
+                                       channels=_generator_channels(info))
     result: dict[str, Any] = {"grid": grid, "pair": pair}
     rows = []
     regions = {"whole slide": None, "inside mask": pair.mask, "background": ~pair.mask}
     for blend in BLENDS:
-        stained = ct_to_histology_slide(forward, pair.ct, patch_size=cfg.patch_size, step=cfg.step,
-                                        batch_size=cfg.batch_size, blend=blend, info=info,
-                                        device=resolve_device(profile.device))
-        result[blend] = stained
+        # scored in network range: 8-bit rounding would hide steps smaller than a grey level
+        stained = infer_slide(forward, network, patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size,
+                              blend=blend, device=resolve_device(profile.device))
+        from vstain.data import network_to_histology
+
+        result[blend] = np.asarray(network_to_histology(np.moveaxis(stained, -1, 0)), np.uint8)
         for region_name, region in regions.items():
             rows.append({"blend": blend, "region": region_name, "seam_score": seam_score(stained, grid, region)})
     result["scores"] = pd.DataFrame(rows)

@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -586,8 +587,7 @@ def evaluate(
     out = stage_dir(profile.name, "evaluation")
     status = load_lpips(hub_dir)
     if not status.available:
-        log.warning(status.message)
-        print(status.message)
+        print(status.message, file=sys.stderr)  # once per evaluation; also kept in evaluation.json
     settings = {"patch_size": profile.evaluation.patch_size, "patch_step": profile.evaluation.patch_step,
                 "min_mask_fraction": profile.evaluation.min_mask_fraction, "lpips_available": status.available}
     tables = []
