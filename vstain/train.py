@@ -117,6 +117,18 @@ def _device(profile: Profile, device: str | None) -> torch.device:
     return torch.device(wanted)
 
 
+@contextlib.contextmanager
+def _threads(count: int):
+    """Use ``count`` CPU threads inside the block (0: leave torch's default)."""
+    before = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _save(obj: dict[str, Any], path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -220,13 +232,18 @@ class Trainer:
     device : torch.device
     """
 
-    def __init__(self, model: str, training: Any, seed: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: str, training: Any, seed: int, device: torch.device | str = "cpu",
+                 channels_last: bool = False, cpu_bf16: bool = False) -> None:
         self.spec = model_spec(model)
+        self.channels_last = bool(channels_last)
+        self.cpu_bf16 = bool(cpu_bf16)
         self.model = model
         self.device = torch.device(device)
         self.weights = loss_weights(model, training)
         self.architecture = architecture(model, training)
         self.nets = {k: v.to(self.device) for k, v in build_networks(model, training, seed).items()}
+        if self.channels_last:
+            self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
         generators = [v for k, v in self.nets.items() if k.startswith("G")]
         discriminators = [v for k, v in self.nets.items() if k.startswith("D")]
         betas = (training.beta1, training.beta2)
@@ -252,6 +269,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if self.cpu_bf16:  # measured in benchmarks/train_speed.py; off in training
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def step(self, batch: dict[str, Any], epoch: int = 0, step: int = 0) -> dict[str, float]:
@@ -259,6 +278,8 @@ class Trainer:
         x = batch["x"].to(self.device, non_blocking=True)
         y = batch["y"].to(self.device, non_blocking=True)
         mask = batch["mask"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
         if self.spec.family == "pix2pix":
             return self._step_pix2pix(x, y, mask, epoch, step)
         return self._step_cyclegan(x, y, mask, epoch, step)
@@ -412,8 +433,9 @@ def train_model(profile: Profile | str, model: str, fold: int = 0, *, stain: str
         "pair_ids": [p.pair_id for p in pairs],
     }
 
-    # The global torch random state (dropout) is seeded here and restored afterwards.
-    with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []):
+    # The global torch random state (dropout) and thread count are set here and restored afterwards.
+    with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []), \
+            _threads(training.threads):
         torch.manual_seed(seed)
         trainer = Trainer(model, training, seed, torch_device)
         history: list[dict[str, Any]] = []
@@ -484,6 +506,38 @@ def is_trained(profile: Profile | str, model: str, fold: int, stain: str = "tolu
             and record.get("architecture") == json.loads(json.dumps(architecture(model, profile.training))))
 
 
+def _prepare_registered_pairs(profile: Profile, stain: str, progress: bool, root: str | Path | None) -> None:
+    """Run the idempotent registration stage when it is available and the results root is the default."""
+    if root is not None:
+        return  # a custom results root holds its own registered pairs
+    try:
+        from vstain.prepare import prepare_registered_pairs
+    except ImportError:
+        try:
+            from vstain.registration import prepare_registered_pairs
+        except ImportError:
+            return  # load_training_pairs names what is missing
+    prepare_registered_pairs(profile, stain=stain, progress=progress)
+
+
+def fold_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue", *,
+               source: str = "registered", progress: bool = True, root: str | Path | None = None
+               ) -> list[RegisteredPair]:
+    """The pairs of one fold and role: registered (the pipeline) or the phantom's ground truth.
+
+    ``source="registered"`` runs the idempotent registration stage when needed and reads
+    ``results/<profile>/registered/``; ``"ground_truth"`` registers by the phantom's
+    ground truth (:func:`ground_truth_pairs`).
+    """
+    profile = _profile(profile)
+    if source == "registered":
+        _prepare_registered_pairs(profile, stain, progress, root)
+        return load_training_pairs(profile, fold, role, stain, root)
+    if source == "ground_truth":
+        return ground_truth_pairs(profile, fold, role, stain, root)
+    raise ValueError(f"unknown source {source!r}; valid: registered, ground_truth")
+
+
 def ensure_trained(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
                    source: str = "registered", progress: bool = True, root: str | Path | None = None) -> Path:
     """Train ``model`` on ``fold`` unless a finished run exists; resume an unfinished one.
@@ -495,12 +549,7 @@ def ensure_trained(profile: Profile | str, model: str, fold: int = 0, stain: str
     out = model_dir(profile.name, model, fold, stain, root)
     if is_trained(profile, model, fold, stain, root):
         return out
-    if source == "registered":
-        pairs = load_training_pairs(profile, fold, "train", stain, root)
-    elif source == "ground_truth":
-        pairs = ground_truth_pairs(profile, fold, "train", stain, root)
-    else:
-        raise ValueError(f"unknown source {source!r}; valid: registered, ground_truth")
+    pairs = fold_pairs(profile, fold, "train", stain, source=source, progress=progress, root=root)
     return train_model(profile, model, fold, stain=stain, pairs=pairs, progress=progress, root=root)
 
 
@@ -547,6 +596,84 @@ def load_generator(checkpoint_path: str | Path, direction: str = "ct_to_histolog
     info.update(network=network, direction=direction, in_channels=int(arch["in_channels"]),
                 out_channels=int(arch["out_channels"]), path=str(path))
     return generator, info
+
+
+# --------------------------------------------------------------------------- quick looks at a trained model
+
+
+def _mask_box(mask: np.ndarray) -> tuple[slice, slice]:
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def stain_pair(checkpoint_path: str | Path, pair: RegisteredPair, patch_size: int, step: int,
+               batch_size: int = 16) -> np.ndarray:
+    """The generated histology (uint8 RGB) of a whole pair's CT by overlapping patch inference."""
+    from vstain.infer import ct_to_histology_slide
+
+    generator, info = load_generator(checkpoint_path, "ct_to_histology")
+    return ct_to_histology_slide(generator, pair.ct, patch_size=patch_size, step=step, batch_size=batch_size,
+                                 info=info)
+
+
+def validation_scores(checkpoint_path: str | Path, pairs: Sequence[RegisteredPair], patch_size: int, step: int,
+                      batch_size: int = 16) -> pd.DataFrame:
+    """SSIM and PSNR of generated vs real histology per pair, next to the raw CT vs histology baseline.
+
+    A quick check of a training run (the full evaluation with LPIPS and 256 px patches is
+    ``vstain.metrics``): each whole pair is stained by overlapping patches; outside the
+    sample-correspondence mask every image is replaced by the real image's mean
+    background value (paper 2.8: outputs are shown masked; the masked losses never
+    trained there), and both scores are computed on the bounding box of the mask.
+
+    Returns
+    -------
+    DataFrame
+        ``pair_id, material, ssim, psnr, ssim_baseline, psnr_baseline``.
+    """
+    from vstain.infer import apply_mask, background_fill
+    from vstain.metrics import psnr, raw_ct_as_rgb, ssim
+
+    rows = []
+    for pair in pairs:
+        generated = stain_pair(checkpoint_path, pair, patch_size, step, batch_size)
+        box = _mask_box(pair.mask)
+        fill = background_fill(pair.histology, pair.mask)
+        ct_rgb = raw_ct_as_rgb(pair.ct)
+        real = apply_mask(pair.histology, pair.mask, fill)[box]
+        fake = apply_mask(generated, pair.mask, fill)[box]
+        ct_rgb = apply_mask(ct_rgb, pair.mask, background_fill(ct_rgb, pair.mask))[box]
+        rows.append({"pair_id": pair.pair_id, "material": pair.material, "ssim": ssim(real, fake),
+                     "psnr": psnr(real, fake), "ssim_baseline": ssim(real, ct_rgb), "psnr_baseline": psnr(real, ct_rgb)})
+    return pd.DataFrame(rows)
+
+
+def patch_panels(checkpoint_path: str | Path, pairs: Sequence[RegisteredPair], patch_size: int, n: int = 4,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Fig. 4a-style patches: real CT, generated histology, mask, real histology, generated CT.
+
+    ``n`` patches at random positions (no augmentation) of ``pairs``; returns
+    ``real_ct`` (n, P, P) float in [0, 1] of the 16-bit range, ``generated_histology``
+    (n, P, P, 3) uint8, ``mask`` (n, P, P) bool, ``real_histology`` (n, P, P, 3) uint8 and,
+    for the CycleGANs, ``generated_ct`` (n, P, P) like ``real_ct``.
+    """
+    from vstain.data import network_to_ct, network_to_histology
+
+    g_xy, info = load_generator(checkpoint_path, "ct_to_histology")
+    invert = bool(info["invert_ct"])
+    sampler = PatchSampler(pairs, patch_size, max(1, -(-n // len(pairs))), n, seed, augment=False, invert_ct=invert)
+    batch = next(iter(sampler.epoch(0)))
+    with torch.no_grad():
+        panels = {
+            "real_ct": network_to_ct(batch["x"], invert=invert).astype(np.float32) / 65535.0,
+            "generated_histology": network_to_histology(g_xy(batch["x"])),
+            "mask": batch["mask"][:, 0].numpy().astype(bool),
+            "real_histology": network_to_histology(batch["y"]),
+        }
+        if "histology_to_ct" in torch.load(checkpoint_path, map_location="cpu", weights_only=True)["directions"]:
+            g_yx, _ = load_generator(checkpoint_path, "histology_to_ct")
+            panels["generated_ct"] = network_to_ct(g_yx(batch["y"]), invert=invert).astype(np.float32) / 65535.0
+    return panels
 
 
 # --------------------------------------------------------------------------- CLI
