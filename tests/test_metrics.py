@@ -186,9 +186,21 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
     (root / "dataset" / "split.csv").write_text(
         "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,validation\n"
         "p2,toluidine_blue,Mg,test\n")
+    from vstain import train
+    from vstain.pairs import read_registered_pair
+
+    def ensure_trained(profile, model, fold, stain="toluidine_blue", **kwargs):
+        # isolated from the real pipeline: one epoch on the written training pair only
+        out = tmp_path / "models" / model
+        if not (out / "last.pt").is_file():
+            train.train_model(profile, model, fold, pairs=[read_registered_pair(root / "registered" / "p0")],
+                              out_dir=out, epochs=1, progress=False)
+        return out
+
+    monkeypatch.setattr(train, "ensure_trained", ensure_trained)
     path = metrics.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                             progress=False)
-    assert capsys.readouterr().out.count("LPIPS unavailable") == 1
+    assert capsys.readouterr().err.count("LPIPS unavailable") == 1
     table = pd.read_csv(path)
     assert set(table.model) == {"mod_cyclegan", "pix2pix", "raw_ct"}
     assert set(table.role) == {"train", "validation", "test"}
