@@ -1,13 +1,17 @@
 """Where artefacts live: ``results/<profile>/<stage>/``.
 
-The results root is ``results`` under the current directory unless the
-environment variable ``VSTAIN_RESULTS`` names another one. Every stage reads only
-what earlier stages wrote there, so any stage can be re-run alone.
+The results root is ``$VSTAIN_RESULTS`` when set; otherwise ``results/`` of the project
+checkout this package was installed from (so a notebook run from ``notebooks/`` and a
+command run from the top level share one results tree), or ``./results`` for an
+installed package. Every stage reads only what earlier stages wrote there, so any stage
+can be re-run alone. :func:`default_manifest_path` finds ``data_manifest.yaml`` the same way.
 
 Examples
 --------
 >>> stage_dir("smoke", "registered", root="results").as_posix()
 'results/smoke/registered'
+>>> default_manifest_path().name
+'data_manifest.yaml'
 """
 
 from __future__ import annotations
@@ -28,11 +32,27 @@ STAGES = (
 )
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _in_checkout() -> bool:
+    return (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "config").is_dir()
+
+
 def results_root(root: str | Path | None = None) -> Path:
-    """The results root: ``root`` if given, else ``$VSTAIN_RESULTS``, else ``./results``."""
+    """The results root: ``root`` if given, else ``$VSTAIN_RESULTS``, else the checkout's ``results/``."""
     if root is not None:
         return Path(root)
-    return Path(os.environ.get("VSTAIN_RESULTS", "results"))
+    if os.environ.get("VSTAIN_RESULTS"):
+        return Path(os.environ["VSTAIN_RESULTS"])
+    return PROJECT_ROOT / "results" if _in_checkout() else Path("results")
+
+
+def default_manifest_path() -> Path:
+    """The data manifest: ``$VSTAIN_MANIFEST``, else ``data_manifest.yaml`` of the checkout (or of ``.``)."""
+    if os.environ.get("VSTAIN_MANIFEST"):
+        return Path(os.environ["VSTAIN_MANIFEST"])
+    return PROJECT_ROOT / "data_manifest.yaml" if _in_checkout() else Path("data_manifest.yaml")
 
 
 def stage_dir(profile: str, stage: str, root: str | Path | None = None) -> Path:

@@ -501,14 +501,17 @@ def check_manifest(manifest_path: str | Path, profile: Any, split_path: str | Pa
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain check-manifest``."""
-    parser.add_argument("--manifest", default="data_manifest.yaml", help="manifest YAML (default: %(default)s)")
+    parser.add_argument("--manifest", default=None, help="manifest YAML (default: data_manifest.yaml of the project)")
     parser.add_argument("--profile", default="quick", help="profile name or YAML (default: %(default)s)")
     parser.add_argument("--split", default=None, help="where to write split.csv (default: beside the dataset)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Validate the manifest, write the split, print a summary."""
-    manifest, split, split_path = check_manifest(args.manifest, args.profile, args.split)
+    from vstain.layout import default_manifest_path
+
+    manifest_path = args.manifest if args.manifest is not None else default_manifest_path()
+    manifest, split, split_path = check_manifest(manifest_path, args.profile, args.split)
     counts = split.groupby(["stain", "material"]).size()
     print(f"{manifest.path}: {len(manifest.pairs)} pairs valid (files present, checksums match)")
     for (stain, material), n in counts.items():

@@ -248,8 +248,9 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
     progress : bool
         Show a tqdm progress bar.
     manifest_path : path, optional
-        A manifest of real data; default: the synthetic dataset of the profile
-        (generated if missing, :func:`vstain.phantom.ensure_dataset`).
+        The data manifest; default :func:`vstain.layout.default_manifest_path`
+        (``data_manifest.yaml``). ``source: synthetic`` means the profile's phantom
+        dataset (generated if missing, :func:`vstain.phantom.ensure_dataset`).
 
     Returns
     -------
@@ -260,17 +261,17 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
     from tqdm.auto import tqdm
 
     from vstain.config import load_profile
-    from vstain.manifest import load_manifest
+    from vstain.layout import default_manifest_path
+    from vstain.manifest import load_manifest, resolve_manifest
 
     if isinstance(profile, (str, Path)):
         profile = load_profile(profile)
     if stain not in (None, "toluidine_blue", "he"):
         raise ValueError(f"stain must be toluidine_blue, he or None, got {stain!r}")
     if manifest_path is None:
-        from vstain.phantom import ensure_dataset
-
-        manifest_path = ensure_dataset(profile, progress=progress)
-    manifest = load_manifest(manifest_path)
+        manifest_path = default_manifest_path()
+    # `source: synthetic` resolves to the generated dataset (generated if missing)
+    manifest = load_manifest(resolve_manifest(manifest_path, profile))
     synthetic = manifest.source == "synthetic"
     out_dir = stage_dir(profile.name, "registered")
     entries = [e for e in manifest.pairs if stain is None or e.stain == stain]

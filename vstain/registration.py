@@ -809,20 +809,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
     parser.add_argument("--stain", choices=["toluidine_blue", "he"], default=None,
                         help="only this stain (default: both)")
+    parser.add_argument("--manifest", default=None,
+                        help="data manifest (default: data_manifest.yaml of the project)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when any pair fails (default: report failures, carry on)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run ``vstain register``: register, normalise and mask every pair of the profile's dataset."""
+    """Run ``vstain register``: register, normalise and mask every pair of the profile's dataset.
+
+    Failed pairs are listed by id (and in ``registration.csv``) and left out of later stages;
+    with ``--strict`` any failure makes the command fail.
+    """
+    import sys
+
     from vstain.config import load_profile
     from vstain.prepare import prepare_registered_pairs
 
     profile = load_profile(args.profile)
-    table = prepare_registered_pairs(profile, stain=args.stain, progress=not args.no_progress)
+    table = prepare_registered_pairs(profile, stain=args.stain, progress=not args.no_progress,
+                                     manifest_path=args.manifest)
     failed = table[table["status"] != "ok"]
     print(f"registered {int((table['status'] == 'ok').sum())} of {len(table)} pairs")
-    if len(failed):
-        for _, row in failed.iterrows():
-            print(f"  {row['pair_id']}: {row['status']}")
-        return 1
-    return 0
+    for _, row in failed.iterrows():
+        print(f"  registration failed for {row['pair_id']}: {row['status']}", file=sys.stderr)
+    return 1 if (args.strict and len(failed)) else 0
