@@ -298,3 +298,19 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(stage, capsys):
     code = main(["infer", "--profile", "smoke", "--model", "mod_cyclegan", "--checkpoint", str(stage.tmp / "x.pt")])
     assert code == 2
     assert "x.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_changed_registered_pairs_are_stained_again(stage):
+    out = infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+    before = json.loads((out / "done.json").read_text())["inputs"]
+    pair_folder = stage.root / "smoke" / "registered" / "p1"
+    mask, size, _ = read_tiff(pair_folder / "mask.tif")
+    from vstain.io import write_tiff
+
+    write_tiff(pair_folder / "mask.tif", np.ones_like(mask), size)
+    n_calls = len(stage.calls)
+    infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+    after = json.loads((out / "done.json").read_text())["inputs"]
+    assert after["p0"] == before["p0"] and after["p1"] != before["p1"]
+    assert len(stage.calls) > n_calls
+    assert json.loads((out / "p1" / "inference.json").read_text())["input"] == after["p1"]

@@ -781,11 +781,15 @@ def run_inference(
         "model": model, "fold": fold, "blend": blend, "patch_size": cfg.patch_size, "step": cfg.step,
         "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
     }
+    from vstain.layout import stage_dir
+
+    registered = stage_dir(profile.name, "registered")
+    inputs = {pid: registered_fingerprint(registered / pid) for pid in ids}
     done_path = out / "done.json"
     if not force and done_path.is_file():
         done = json.loads(done_path.read_text())
-        if done.get("settings") == settings and done.get("pairs") == ids and all(
-            _pair_up_to_date(out / pid, settings) for pid in ids
+        if done.get("settings") == settings and done.get("inputs") == inputs and all(
+            _pair_up_to_date(out / pid, settings, inputs[pid]) for pid in ids
         ):
             return out
 
@@ -794,12 +798,9 @@ def run_inference(
     generators = load_generators(checkpoint, model)
     for generator, _ in generators.values():
         generator.to(device)
-    from vstain.layout import stage_dir
-
-    registered = stage_dir(profile.name, "registered")
     for pair_id in tqdm(ids, desc=f"infer {model} fold{fold}", unit="pair", disable=not progress):
         folder = out / pair_id
-        if not force and _pair_up_to_date(folder, settings):
+        if not force and _pair_up_to_date(folder, settings, inputs[pair_id]):
             continue
         pair = read_registered_pair(registered / pair_id)
         tiling = dict(patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size, blend=blend, device=device)
@@ -829,19 +830,34 @@ def run_inference(
                        metadata=record)
             files += ["ct.tif", "ct_masked.tif"]
         write_json(folder / "inference.json", {
-            **record, "settings": settings, "files": files,
+            **record, "settings": settings, "input": inputs[pair_id], "files": files,
             "histology_fill": np.asarray(histology_fill).tolist(), "ct_fill": float(np.asarray(ct_fill)),
         })
-    write_json(done_path, {"settings": settings, "pairs": ids, "provenance": provenance(profile, **settings)})
+    write_json(done_path, {"settings": settings, "pairs": ids, "inputs": inputs,
+                           "provenance": provenance(profile, **settings)})
     return out
 
 
-def _pair_up_to_date(folder: Path, settings: dict[str, Any]) -> bool:
+def registered_fingerprint(folder: str | Path) -> str:
+    """SHA-256 over a registered pair's files: inference is redone when registration changes them."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in ("pair.json", "ct.tif", "histology.tif", "mask.tif"):
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: registered pair file not found (re-run the registration stage)")
+        digest.update(name.encode())
+        digest.update(bytes.fromhex(file_sha256(path)))
+    return digest.hexdigest()
+
+
+def _pair_up_to_date(folder: Path, settings: dict[str, Any], fingerprint: str) -> bool:
     meta = folder / "inference.json"
     if not meta.is_file():
         return False
     record = json.loads(meta.read_text())
-    return record.get("settings") == settings and all((folder / f).is_file() for f in record.get("files", []))
+    return (record.get("settings") == settings and record.get("input") == fingerprint
+            and all((folder / f).is_file() for f in record.get("files", [])))
 
 
 def read_inference(folder: str | Path) -> dict[str, Any]:
