@@ -52,11 +52,11 @@ workflow: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --config profile=$(PROFILE) --keep-going
 
 book: venv
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --config profile=$(PROFILE) book
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile book --cores $(CORES) --config profile=$(PROFILE)
 	@echo "Book: $(abspath book/_build/html/index.html)"
 
 dryrun-paper: venv
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --dry-run --config profile=paper all
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile all --dry-run --config profile=paper
 
 clean-results:
 	rm -rf results/$(PROFILE) book/_build book/chapters

@@ -31,8 +31,8 @@ def _toc_files():
 def test_smoke_book_builds_with_every_chapter_and_figure():
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    cmd = [str(bin_dir / "snakemake"), "-s", "workflow/Snakefile", "--cores", str(os.cpu_count() or 1),
-           "--config", "profile=smoke", "book"]
+    cmd = [str(bin_dir / "snakemake"), "-s", "workflow/Snakefile", "book", "--cores", str(os.cpu_count() or 1),
+           "--config", "profile=smoke"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
