@@ -58,3 +58,20 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_rewriting_identical_text_keeps_the_file_time(tmp_path):
+    import os
+
+    import pandas as pd
+
+    from vstain.io import write_csv
+
+    target = tmp_path / "table.csv"
+    write_csv(target, pd.DataFrame({"a": [1, 2]}))
+    os.utime(target, (1_000_000, 1_000_000))
+    write_csv(target, pd.DataFrame({"a": [1, 2]}))
+    assert target.stat().st_mtime == 1_000_000
+    write_csv(target, pd.DataFrame({"a": [1, 3]}))
+    assert target.stat().st_mtime > 1_000_000
+    assert target.read_text().splitlines() == ["a", "1", "3"]

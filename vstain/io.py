@@ -71,7 +71,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically; a file that already holds ``text`` is left untouched.
+
+    Leaving identical files alone keeps their modification times, so a workflow that
+    compares times does not re-run later stages when an idempotent stage re-writes
+    the same table.
+    """
+    path = Path(path)
+    if path.is_file() and path.read_text() == text:
+        return
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
@@ -92,10 +100,9 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def write_csv(path: str | Path, frame: Any, **kwargs: Any) -> None:
-    """Write a pandas DataFrame as CSV, atomically (index off unless asked)."""
+    """Write a pandas DataFrame as CSV, atomically (index off unless asked); unchanged files are kept."""
     kwargs.setdefault("index", False)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, **kwargs)
+    write_text(path, frame.to_csv(**kwargs))
 
 
 def code_version() -> str:
