@@ -8,7 +8,8 @@ fp32 matmul peak is measured in the same run with the same thread count. Variant
 thread count, channels_last memory format, bf16 autocast, torch.compile. The patch
 sampler's time per batch is measured against the step time.
 
-Run: ``.venv/bin/python benchmarks/train_speed.py [--paper-iters 2] [--skip-paper] [--compile]``.
+Run: ``.venv/bin/python benchmarks/train_speed.py [--skip-paper] [--paper-fp32] [--compile]``.
+At paper size one iteration per model is timed (a CycleGAN iteration is several TFLOP).
 On a shared machine every figure is noisy: run it when the CPU is otherwise idle.
 """
 
@@ -26,7 +27,7 @@ from vstain.config import load_profile
 from vstain.data import PatchSampler
 from vstain.models import MODEL_NAMES
 from vstain.pairs import RegisteredPair
-from vstain.train import Trainer
+from vstain.train import Trainer, cpu_has_native_bf16
 
 
 def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
@@ -56,20 +57,39 @@ def flops_per_iteration(model: str, training, patch_size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def seconds_per_iteration(model: str, training, patch_size: int, iterations: int, threads: int,
-                          channels_last: bool = False, bf16: bool = False, compile_: bool = False) -> float:
+def make_trainer(model: str, training, threads: int, channels_last: bool = False, bf16: bool = False,
+                 compile_: bool = False) -> Trainer:
     torch.set_num_threads(threads)
     trainer = Trainer(model, training, 0, channels_last=channels_last, cpu_bf16=bf16)
     if compile_:
         trainer.nets = {k: torch.compile(v) for k, v in trainer.nets.items()}
+    return trainer
+
+
+def seconds_per_iteration(model: str, training, patch_size: int, iterations: int, threads: int,
+                          warmup: bool = True, **options) -> float:
+    """Median seconds of ``iterations`` training iterations (after one warm-up iteration)."""
+    trainer = make_trainer(model, training, threads, **options)
     batch = batch_for(patch_size, training.batch_size)
-    trainer.step(batch)  # warm-up (oneDNN primitive creation, compilation)
+    if warmup:
+        trainer.step(batch)  # oneDNN primitive creation, compilation
     times = []
     for _ in range(iterations):
         start = time.perf_counter()
         trainer.step(batch)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def counted_iteration(model: str, training, threads: int, **options) -> tuple[float, float]:
+    """(seconds, FLOPs) of one iteration, timed while counting (paper size: no time for more)."""
+    trainer = make_trainer(model, training, threads, **options)
+    batch = batch_for(training.patch_size, training.batch_size)
+    with FlopCounterMode(display=False) as counter:
+        start = time.perf_counter()
+        trainer.step(batch)
+        seconds = time.perf_counter() - start
+    return seconds, float(counter.get_total_flops())
 
 
 def sampler_seconds_per_batch(training, pair_side: int) -> float:
@@ -85,43 +105,56 @@ def sampler_seconds_per_batch(training, pair_side: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paper-iters", type=int, default=1)
     parser.add_argument("--quick-iters", type=int, default=5)
     parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--paper-fp32", action="store_true", help="also time plain fp32 at paper size (slow)")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile (slow to compile)")
     parser.add_argument("--models", nargs="*", default=list(MODEL_NAMES))
     args = parser.parse_args()
     cores = torch.get_num_threads()
     quick, paper = load_profile("quick").training, load_profile("paper").training
-    print(f"torch {torch.__version__}, {cores} threads available")
+    print(f"torch {torch.__version__}, {cores} threads available, native bf16: {cpu_has_native_bf16()}")
     peaks = {t: matmul_peak_gflops(t) for t in sorted({1, cores})}
     for t, peak in peaks.items():
         print(f"fp32 matmul peak, {t} thread(s): {peak:.1f} GFLOP/s")
 
-    print("\nsampler vs step (quick size, 1 thread)")
-    sampler_s = sampler_seconds_per_batch(quick, 192)
-    print(f"  sampler: {sampler_s * 1e3:.1f} ms/batch of {quick.batch_size} x {quick.patch_size} px")
+    torch.set_num_threads(1)
+    print("\nsampler (1 thread)")
+    sampler_quick = sampler_seconds_per_batch(quick, 192)
     sampler_paper = sampler_seconds_per_batch(paper, 600)
-    print(f"  sampler: {sampler_paper * 1e3:.1f} ms/batch of {paper.batch_size} x {paper.patch_size} px")
+    print(f"  {sampler_quick * 1e3:.1f} ms/batch of {quick.batch_size} x {quick.patch_size} px, "
+          f"{sampler_paper * 1e3:.1f} ms/batch of {paper.batch_size} x {paper.patch_size} px")
 
-    sizes = [("quick", quick, args.quick_iters)] + ([] if args.skip_paper else [("paper", paper, args.paper_iters)])
-    print("\nmodel           size   threads variant        s/iter   GFLOP/iter  GFLOP/s  % of peak")
+    header = "model           size   threads variant            s/iter  GFLOP/iter  GFLOP/s  % of fp32 peak"
+    print("\n" + header)
+
+    def line(model, size, threads, label, seconds, flops):
+        rate = flops / seconds / 1e9
+        print(f"{model:15s} {size:6s} {threads:7d} {label:18s} {seconds:7.3f} {flops / 1e9:11.1f} {rate:8.1f}"
+              f" {100 * rate / peaks[threads]:9.1f}", flush=True)
+
+    fast = {"channels_last": True, "bf16": True}
     for model in args.models:
-        for size_name, training, iters in sizes:
-            flops = flops_per_iteration(model, training, training.patch_size)
-            variants = [(t, "fp32", {}) for t in sorted(peaks)]
-            if size_name == "quick":
-                variants += [(1, "channels_last", {"channels_last": True}), (1, "bf16 autocast", {"bf16": True})]
-                if args.compile:
-                    variants.append((1, "torch.compile", {"compile_": True}))
-            for threads, label, options in variants:
-                seconds = seconds_per_iteration(model, training, training.patch_size, iters, threads, **options)
-                rate = flops / seconds / 1e9
-                print(f"{model:15s} {size_name:6s} {threads:7d} {label:14s} {seconds:7.3f} {flops / 1e9:11.2f}"
-                      f" {rate:8.1f} {100 * rate / peaks[threads]:9.1f}", flush=True)
-            if size_name == "quick":
-                step = seconds_per_iteration(model, training, training.patch_size, iters, 1)
-                print(f"{'':15s} sampler share of a quick step: {100 * sampler_s / (step + sampler_s):.1f} %")
+        flops = flops_per_iteration(model, quick, quick.patch_size)
+        variants = [(t, "fp32", {}) for t in sorted(peaks)] + [
+            (1, "channels_last", {"channels_last": True}), (1, "bf16 autocast", {"bf16": True}),
+            (1, "channels_last+bf16", fast), (cores, "channels_last+bf16", fast)]
+        if args.compile:
+            variants.append((1, "compile+CL+bf16", {**fast, "compile_": True}))
+        step_fast = None
+        for threads, label, options in variants:
+            seconds = seconds_per_iteration(model, quick, quick.patch_size, args.quick_iters, threads, **options)
+            line(model, "quick", threads, label, seconds, flops)
+            if threads == 1 and label == "channels_last+bf16":
+                step_fast = seconds
+        print(f"{'':15s} sampler / (sampler + step), quick, fastest variant: "
+              f"{100 * sampler_quick / (sampler_quick + step_fast):.1f} %")
+        if args.skip_paper:
+            continue
+        paper_variants = [(1, "channels_last+bf16", fast)] + ([(1, "fp32", {})] if args.paper_fp32 else [])
+        for threads, label, options in paper_variants:
+            seconds, paper_flops = counted_iteration(model, paper, threads, **options)
+            line(model, "paper", threads, label, seconds, paper_flops)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,8 @@ class TrainingConfig:
     rescale_range: list[float]  # augmentation rescale (paper: 0.9-1.1)
     jitter: float  # brightness/contrast jitter (paper: 0.1)
     threads: int  # CPU threads of a training run (0: torch's default); see benchmarks/train_speed.py
+    channels_last: bool  # NHWC memory format for the networks (faster oneDNN convolutions on CPU)
+    cpu_bf16: Literal["off", "on", "auto"]  # bf16 autocast on CPU; auto: when the CPU has native bf16 (CUDA: always)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -129,6 +129,30 @@ def _threads(count: int):
         torch.set_num_threads(before)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from ``/proc/cpuinfo`` (Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_cpu_bf16(setting: str) -> bool:
+    """Resolve ``profile.training.cpu_bf16`` (``off``, ``on``, ``auto``) on this machine.
+
+    Without native bf16 the autocast is emulated and slower than fp32, hence ``auto``.
+
+    Examples
+    --------
+    >>> use_cpu_bf16("off"), use_cpu_bf16("on")
+    (False, True)
+    """
+    if setting not in ("off", "on", "auto"):
+        raise ValueError(f"training.cpu_bf16 must be off, on or auto, got {setting!r}")
+    return setting == "on" or (setting == "auto" and cpu_has_native_bf16())
+
+
 def _save(obj: dict[str, Any], path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -437,7 +461,8 @@ def train_model(profile: Profile | str, model: str, fold: int = 0, *, stain: str
     with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []), \
             _threads(training.threads):
         torch.manual_seed(seed)
-        trainer = Trainer(model, training, seed, torch_device)
+        trainer = Trainer(model, training, seed, torch_device, channels_last=training.channels_last,
+                          cpu_bf16=use_cpu_bf16(training.cpu_bf16))
         history: list[dict[str, Any]] = []
         best: dict[str, float] = {}
         start_epoch = 1
