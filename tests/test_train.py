@@ -188,3 +188,23 @@ def test_cli_trains_and_reports_bad_input(tmp_path, capsys):
     assert main(["train", "--profile", "smoke", "--model", "pix2pix", "--fold", "0",
                  "--results", str(tmp_path / "empty")]) == 2
     assert "split.csv" in capsys.readouterr().err
+
+
+def test_cpu_bf16_and_channels_last_variants_train(tmp_path):
+    from vstain.train import use_cpu_bf16
+
+    assert use_cpu_bf16("on") and not use_cpu_bf16("off")
+    with pytest.raises(ValueError, match="cpu_bf16"):
+        use_cpu_bf16("maybe")
+    fast = dataclasses.replace(SMOKE, training=dataclasses.replace(SMOKE.training, cpu_bf16="on",
+                                                                   channels_last=True))
+    plain = dataclasses.replace(SMOKE, training=dataclasses.replace(SMOKE.training, cpu_bf16="off",
+                                                                    channels_last=False))
+    a = train_model(fast, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "fast", progress=False)
+    b = train_model(plain, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "plain", progress=False)
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    assert np.isfinite(ha.drop(columns="seconds").to_numpy()).all()
+    # bf16 changes the numbers a little, not the training
+    assert abs(ha["total"][0] - hb["total"][0]) < 0.1 * hb["total"][0]
+    generator, _ = load_generator(a / "last.pt")
+    assert generator(torch.zeros(1, 3, 32, 32)).dtype == torch.float32
