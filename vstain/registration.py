@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import time
@@ -596,12 +597,30 @@ def register_section_to_volume(
     >>> registration_errors(result, sample)["tre_median_px"] < 2                 # doctest: +SKIP
     True
     """
-    started = time.perf_counter()
-    check_registration_inputs(ct_volume, histology, ct_voxel_um, histology_pixel_um, pair_id=pair_id)
     if config is None:
         from vstain.config import load_profile
 
         config = load_profile("quick").registration
+    # ITK splits every filter and metric over its threads and the optimiser path depends on the
+    # summation order: a fixed thread count gives the same fit on any machine, under any scheduler.
+    with _sitk_threads(config.threads):
+        return _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pixel_um,
+                                           config, fov_mask, pair_id)
+
+
+@contextlib.contextmanager
+def _sitk_threads(threads: int):
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
+def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pixel_um, config, fov_mask, pair_id):
+    started = time.perf_counter()
+    check_registration_inputs(ct_volume, histology, ct_voxel_um, histology_pixel_um, pair_id=pair_id)
     ct_voxel_um = float(ct_voxel_um)
     histology_pixel_um = float(histology_pixel_um)
     if histology_pixel_um > ct_voxel_um * 1.001:
