@@ -1,7 +1,7 @@
 """Training of the four models (paper 2.6), resumable and deterministic on CPU.
 
 One run trains one model on one fold's training pairs and writes, atomically, under
-``results/<profile>/models/<model>/fold<k>/`` (H&E: ``fold<k>_he``)::
+``results/<profile>/models/<model>/fold<k>/`` (H&E: ``results/<profile>/he/models/<model>/``)::
 
     history.csv           one row per epoch: every generator loss component, the total,
                           the discriminator losses, seconds
@@ -80,16 +80,23 @@ def _check_stain(stain: str) -> str:
 
 def model_dir(profile_name: str, model: str, fold: int, stain: str = "toluidine_blue",
               root: str | Path | None = None) -> Path:
-    """``results/<profile>/models/<model>/fold<k>/`` (``fold<k>_he`` for H&E).
+    """``results/<profile>/models/<model>/fold<k>/``; H&E: ``results/<profile>/he/models/<model>/`` (S2).
+
+    The H&E study (``vstain.he_study``) has one split; other H&E folds get a ``fold<k>``
+    sub-folder.
 
     Examples
     --------
     >>> model_dir("quick", "pix2pix", 2, root="results").as_posix()
     'results/quick/models/pix2pix/fold2'
+    >>> model_dir("quick", "pix2pix", 0, "he", root="results").as_posix()
+    'results/quick/he/models/pix2pix'
     """
     model_spec(model)
-    suffix = "" if _check_stain(stain) == "toluidine_blue" else "_he"
-    return stage_dir(profile_name, "models", root) / model / f"fold{int(fold)}{suffix}"
+    if _check_stain(stain) == "he":
+        base = stage_dir(profile_name, "he", root) / "models" / model
+        return base if int(fold) == 0 else base / f"fold{int(fold)}"
+    return stage_dir(profile_name, "models", root) / model / f"fold{int(fold)}"
 
 
 def run_seed(seed: int, model: str, fold: int, stain: str = "toluidine_blue") -> int:
