@@ -281,6 +281,9 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
         meta_path = folder / "pair.json"
         if meta_path.is_file() and json.loads(meta_path.read_text()).get("provenance", {}).get("config_key") == key:
             continue
+        failed_path = out_dir / f".{entry.pair_id}.failed.json"
+        if failed_path.is_file() and json.loads(failed_path.read_text()).get("config_key") == key:
+            continue  # registration is deterministic: the same inputs and settings fail the same way
         sample = None
         if synthetic:
             from vstain.phantom import load_sample
@@ -290,7 +293,7 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
         try:
             pair, row, raw = prepare_pair(entry, profile, sample)
         except RegistrationFailed as err:
-            _record_failure(out_dir, entry, str(err), time.perf_counter() - started)
+            _record_failure(out_dir, entry, str(err), time.perf_counter() - started, key)
             continue
         record = provenance(profile, stage="registered", config_key=key, pair_id=entry.pair_id)
         _write_pair_folder(folder, pair, raw, record)
@@ -303,14 +306,14 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
     return table
 
 
-def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float) -> None:
+def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key: str) -> None:
     from vstain.io import write_json
 
     row = {c: None for c in TABLE_COLUMNS}
     row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
                beamtime=getattr(entry, "beamtime", None), session=getattr(entry, "session", None),
                seconds=seconds, status=f"failed: {reason}")
-    write_json(out_dir / f".{entry.pair_id}.failed.json", row)
+    write_json(out_dir / f".{entry.pair_id}.failed.json", {**row, "config_key": key})
     folder = out_dir / entry.pair_id
     if folder.exists():  # an older result of different inputs or settings: no longer valid
         shutil.rmtree(folder)
@@ -325,7 +328,8 @@ def _pair_records(profile_name: str, pair_ids: list[str]) -> list[dict]:
         if meta.is_file():
             records.append(json.loads(meta.read_text()))
         elif failed.is_file():
-            records.append({"extras": {"table_row": json.loads(failed.read_text())}})
+            row = {c: v for c, v in json.loads(failed.read_text()).items() if c in TABLE_COLUMNS}
+            records.append({"extras": {"table_row": row}})
     return records
 
 
