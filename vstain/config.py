@@ -74,7 +74,7 @@ class RegistrationConfig:
     refinement_rounds: int  # plane refits on the section undistorted by the fitted affine
     refinement_levels: int  # finest pyramid levels used by each refit
     min_inside_fraction: float  # less of the section than this inside the volume is a failure
-    threads: int  # SimpleITK threads of the metric: fixed, so the fit is the same on any machine
+    threads: int  # SimpleITK threads; 1 makes every fit bit-for-bit reproducible (ITK reductions vary with threads)
 
 
 @dataclasses.dataclass(frozen=True)

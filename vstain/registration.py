@@ -601,8 +601,8 @@ def register_section_to_volume(
         from vstain.config import load_profile
 
         config = load_profile("quick").registration
-    # ITK splits every filter and metric over its threads and the optimiser path depends on the
-    # summation order: a fixed thread count gives the same fit on any machine, under any scheduler.
+    # ITK splits every filter and metric over threads and sums their parts in varying order, which the
+    # optimiser amplifies: the profile fixes the count (1: bit-for-bit the same fit on any machine).
     with _sitk_threads(config.threads):
         return _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pixel_um,
                                            config, fov_mask, pair_id)
