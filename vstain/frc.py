@@ -572,7 +572,7 @@ def measure_resolution(profile: Any, model: str, fold: int, *, force: bool = Fal
     import json
 
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
     from vstain.config import load_profile
     from vstain.infer import inference_dir, read_inference, registered_pair_ids, run_inference, split_roles

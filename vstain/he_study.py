@@ -44,7 +44,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain.config import Profile, load_profile
 from vstain.io import provenance, write_csv, write_json

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 Blend = Literal["mean", "window"]
 BLENDS = ("mean", "window")

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 from skimage.metrics import structural_similarity
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 log = logging.getLogger(__name__)
 

@@ -258,7 +258,7 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
         The registration table (also written to ``registered/registration.csv``);
         ``status`` is ``ok`` or ``failed: <reason>``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
     from vstain.config import load_profile
     from vstain.layout import default_manifest_path

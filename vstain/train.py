@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain import losses
 from vstain.config import Profile, load_profile

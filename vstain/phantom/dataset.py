@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain.io import atomic_path, provenance, read_tiff, write_json, write_tiff
 from vstain.layout import stage_dir
