@@ -186,6 +186,26 @@ def test_compare_volumes_and_views():
     assert np.array_equal(views["xz"], a[:, 2]) and np.array_equal(views["yz"], a[:, :, 3])
 
 
+def test_compare_volumes_inside_a_mask_ignores_the_outside():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 256, (12, 14, 16, 3), dtype=np.uint8)
+    inside = np.zeros(truth.shape[:3], bool)
+    inside[3:9, 4:10, 2:12] = True
+    prediction = truth.copy()
+    prediction[~inside] = rng.integers(0, 256, (int((~inside).sum()), 3), dtype=np.uint8)  # garbage outside
+    whole = vol.compare_volumes(prediction, truth)
+    sample = vol.compare_volumes(prediction, truth, mask=inside)
+    assert whole["ssim"] < 0.8 and whole["psnr"] < 15
+    assert sample == {"ssim": 1.0, "psnr": float("inf")}
+    # An error inside is seen inside, and PSNR is that of the masked voxels alone.
+    prediction[inside] = np.clip(truth[inside].astype(int) + 10, 0, 255)
+    sample = vol.compare_volumes(prediction, truth, mask=inside)
+    mse = ((prediction[inside].astype(float) - truth[inside]) ** 2).mean()
+    assert sample["ssim"] < 1.0 and sample["psnr"] == pytest.approx(10 * np.log10(255**2 / mse))
+    with pytest.raises(ValueError, match="mask"):
+        vol.compare_volumes(prediction, truth, mask=inside[:-1])
+
+
 def test_rgba_volume_rendering_or_a_clear_reason():
     rgb = np.zeros((10, 12, 14, 3), np.uint8)
     rgb[3:7, 4:8, 4:10] = (200, 60, 40)

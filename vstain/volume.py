@@ -57,6 +57,8 @@ SliceStainer = Callable[[np.ndarray], np.ndarray]
 Fusion = Literal["od", "rgb"]
 AXES = ("z", "zyx")
 TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default kernel half-width, in sigmas
+# Version of the phantom stage's metrics.csv columns: a change re-runs the stage (2: scores inside the sample).
+METRICS_VERSION = 2
 
 
 # --------------------------------------------------------------------------- sources
@@ -797,22 +799,64 @@ def stripe_score(volume: np.ndarray, axis: int = 0, mask: np.ndarray | None = No
     return float(mean_difference(axis) / in_plane) if in_plane > 0 else float("nan")
 
 
-def compare_volumes(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def compare_volumes(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
     """3D SSIM (scikit-image, 7-voxel window, paper 2.10 Eq. of Wang et al.) and PSNR (L = 255) of two RGB volumes.
+
+    Parameters
+    ----------
+    prediction, truth : ndarray
+        ``(Z, Y, X, 3)`` RGB volumes of one shape (uint8 range).
+    mask : ndarray of bool, optional
+        ``(Z, Y, X)``: score only these voxels, e.g. the sample without background
+        and holder, where the network was trained. SSIM is then the mean of the
+        scikit-image SSIM map (``full=True``) over the masked voxels and channels,
+        and PSNR uses the mean squared error of the masked voxels. For the SSIM map
+        the prediction outside the mask is replaced by the truth, so that windows
+        straddling the mask edge judge the prediction inside only (its colour for
+        the background must not leak in). Without a mask, SSIM is scikit-image's
+        mean SSIM (which leaves out a half-window border) and PSNR covers every
+        voxel.
+
+    Returns
+    -------
+    dict
+        ``{"ssim": float, "psnr": float}``; PSNR is ``inf`` where the volumes agree
+        exactly, both are NaN for an empty mask.
 
     Examples
     --------
     >>> a = np.random.default_rng(0).integers(0, 255, (8, 8, 8, 3), dtype=np.uint8)
     >>> compare_volumes(a, a)["ssim"]
     1.0
+    >>> inside = np.zeros((8, 8, 8), bool); inside[2:6] = True
+    >>> b = a.copy(); b[~inside] = 255 - b[~inside]  # wrong only outside the mask
+    >>> compare_volumes(b, a)["psnr"] < 10, compare_volumes(b, a, mask=inside)
+    (True, {'ssim': 1.0, 'psnr': inf})
     """
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from skimage.metrics import structural_similarity
 
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     if prediction.shape != truth.shape or prediction.ndim != 4 or prediction.shape[-1] != 3:
         raise ValueError(f"expected two (Z, Y, X, 3) volumes of one shape, got {prediction.shape} and {truth.shape}")
-    ssim = structural_similarity(prediction, truth, channel_axis=-1, data_range=255)
-    psnr = peak_signal_noise_ratio(truth, prediction, data_range=255)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != truth.shape[:3] or mask.dtype != bool:
+            raise ValueError(
+                f"mask must be a boolean (Z, Y, X) = {truth.shape[:3]} array, got {mask.dtype} {mask.shape}"
+            )
+        if not mask.any():
+            return {"ssim": float("nan"), "psnr": float("nan")}
+    prediction_f, truth_f = prediction.astype(np.float64), truth.astype(np.float64)
+    if mask is None:
+        ssim = structural_similarity(prediction_f, truth_f, channel_axis=-1, data_range=255)
+        squared_error = (prediction_f - truth_f) ** 2
+    else:
+        prediction_f[~mask] = truth_f[~mask]
+        _, ssim_map = structural_similarity(prediction_f, truth_f, channel_axis=-1, data_range=255, full=True)
+        ssim = ssim_map[mask].mean()
+        squared_error = (prediction_f[mask] - truth_f[mask]) ** 2
+    mse = float(squared_error.mean())
+    psnr = 10 * math.log10(255.0**2 / mse) if mse > 0 else float("inf")
     return {"ssim": float(round(ssim, 12)), "psnr": float(psnr)}
 
 
@@ -1015,8 +1059,14 @@ def stain_phantom_volume(profile: Any, *, force: bool = False, progress: bool = 
     The true stained volume is the phantom's stain model applied to the label volume.
     Writes into ``results/<profile>/volume/``: ``ct.tif`` (normalised input),
     ``stained_z.tif``, ``stained_zyx.tif``, ``truth.tif``, ``metrics.csv`` (per variant:
-    stripe score along z, y, x; SSIM and PSNR against the truth), ``rendering_*.png``
+    stripe score along z, y, x; SSIM and PSNR against the truth; each over the whole
+    volume and, with the suffix ``_sample``, inside the sample only), ``rendering_*.png``
     when off-screen rendering works, and ``done.json`` last. Idempotent.
+
+    The sample mask leaves out the background and the sample-holder wall: training
+    never saw them (the correspondence mask excluded them, paper 2.6), and there the
+    true stain is plain white, so whole-volume scores mostly measure the colour the
+    network happens to give to air and holder.
     """
     import pandas as pd
 
@@ -1024,7 +1074,7 @@ def stain_phantom_volume(profile: Any, *, force: bool = False, progress: bool = 
     from vstain.infer import split_roles
     from vstain.io import provenance, read_tiff, write_csv, write_json, write_tiff
     from vstain.layout import stage_dir
-    from vstain.phantom import ensure_dataset, load_sample, stain_labels
+    from vstain.phantom import LABELS, ensure_dataset, load_sample, stain_labels
     from vstain.train import ensure_trained, model_dir
 
     profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
@@ -1033,7 +1083,7 @@ def stain_phantom_volume(profile: Any, *, force: bool = False, progress: bool = 
     done = out / "done.json"
     settings = {"model": cfg.model, "fold": cfg.fold, "sigma_voxels": cfg.sigma_voxels, "axes": list(cfg.axes),
                 "patch_size": profile.inference.patch_size, "step": profile.inference.step,
-                "blend": profile.inference.blend}
+                "blend": profile.inference.blend, "metrics_version": METRICS_VERSION}
     if not force and done.is_file() and json.loads(done.read_text()).get("settings") == settings:
         return done
     ensure_dataset(profile)
@@ -1057,14 +1107,18 @@ def stain_phantom_volume(profile: Any, *, force: bool = False, progress: bool = 
                                          step=profile.inference.step, batch_size=profile.inference.batch_size,
                                          blend=profile.inference.blend)
     source = ArrayVolume(ct, voxel, name=f"{sample.pair_id} ct")
-    rows = [{"variant": "truth", **_stripes(truth), "ssim": 1.0, "psnr": float("inf")}]
+    inside = ~np.isin(sample.labels_volume, [LABELS["background"], LABELS["holder_wall"]])
+    rows = [{"variant": "truth", **_stripes(truth), "ssim": 1.0, "psnr": float("inf"),
+             **_stripes(truth, inside, "_sample"), "ssim_sample": 1.0, "psnr_sample": float("inf")}]
     status = {}
     for axes in ("z", "zyx"):
         path = stain_volume(source, stainer, out / f"stained_{axes}.tif", sigma_voxels=cfg.sigma_voxels, axes=axes,
                             metadata={**meta, "checkpoint": str(checkpoint)}, overwrite=True, progress=progress)
         stained = read_tiff(path)[0]
+        inside_scores = compare_volumes(stained, truth, mask=inside)
         rows.append({"variant": "single-axis (z)" if axes == "z" else "fused (zyx, OD mean)", **_stripes(stained),
-                     **compare_volumes(stained, truth)})
+                     **compare_volumes(stained, truth), **_stripes(stained, inside, "_sample"),
+                     "ssim_sample": inside_scores["ssim"], "psnr_sample": inside_scores["psnr"]})
         try:
             image = render_rgba(stained, voxel)
             write_png(out / f"rendering_{axes}.png", image)
@@ -1073,12 +1127,13 @@ def stain_phantom_volume(profile: Any, *, force: bool = False, progress: bool = 
             status[axes] = f"skipped: {err}"
     write_csv(out / "metrics.csv", pd.DataFrame(rows))
     write_json(done, {"settings": settings, "pair_id": sample.pair_id, "material": sample.material,
+                      "sample_fraction": float(inside.mean()),
                       "rendering": status, "checkpoint": str(checkpoint), "provenance": meta})
     return done
 
 
-def _stripes(volume: np.ndarray) -> dict[str, float]:
-    return {f"stripe_{name}": stripe_score(volume, axis=axis) for axis, name in enumerate("zyx")}
+def _stripes(volume: np.ndarray, mask: np.ndarray | None = None, suffix: str = "") -> dict[str, float]:
+    return {f"stripe_{name}{suffix}": stripe_score(volume, axis=axis, mask=mask) for axis, name in enumerate("zyx")}
 
 
 def _device(profile: Any) -> str:
