@@ -86,7 +86,8 @@ def _volume(root: Any, profile: str) -> dict[str, Any]:
     out = {}
     for _, row in metrics.iterrows():
         key = "truth" if row["variant"] == "truth" else ("fused" if "fused" in row["variant"] else "single")
-        for column in ("stripe_z", "stripe_y", "stripe_x", "ssim", "psnr"):
+        for column in ("stripe_z", "stripe_y", "stripe_x", "ssim", "psnr",
+                       "stripe_z_sample", "stripe_y_sample", "stripe_x_sample", "ssim_sample", "psnr_sample"):
             if column in metrics.columns:
                 out[f"volume_{key}_{column}"] = float(row[column])
     return out
