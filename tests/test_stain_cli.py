@@ -140,3 +140,31 @@ def test_help_lists_stain(capsys):
     with pytest.raises(SystemExit):
         cli.main(["stain", "--help"])
     assert "--voxel-size" in capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_command_with_its_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    listing = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in listing
+        configure, run_command = cli.command_functions(name)
+        assert callable(configure) and callable(run_command)
+    with pytest.raises(SystemExit):
+        cli.main(["volume", "--help"])
+    assert "--profile" in capsys.readouterr().out
+
+
+def test_volume_stage_command_runs_the_phantom_stage(monkeypatch, tmp_path, capsys):
+    from vstain import volume
+
+    calls = []
+
+    def fake_stage(profile, *, force, progress):
+        calls.append((profile, force, progress))
+        return tmp_path / "done.json"
+
+    monkeypatch.setattr(volume, "stain_phantom_volume", fake_stage)
+    assert cli.main(["volume", "--profile", "smoke", "--force", "--no-progress"]) == 0
+    assert calls == [("smoke", True, False)]
+    assert str(tmp_path) in capsys.readouterr().out

@@ -6,6 +6,9 @@ module of its stage, which provides two functions::
     configure_parser(parser: argparse.ArgumentParser) -> None
     run_cli(args: argparse.Namespace) -> int
 
+A module that serves two commands names the second pair with a prefix, e.g.
+``configure_stage_parser`` / ``run_stage_cli`` for ``"vstain.volume:stage"``.
+
 The stage module is imported only when its command runs, so ``vstain --help`` is fast
 and a command does not pay for the imports of the others.
 """
@@ -16,7 +19,7 @@ import argparse
 import importlib
 import sys
 
-# name -> (module providing configure_parser/run_cli, one-line help)
+# name -> ("module" or "module:prefix" providing [prefix_]configure_parser/run_cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("vstain.phantom.cli", "generate the synthetic bone-implant dataset and its manifest"),
     "check-manifest": ("vstain.manifest", "validate a data manifest (files, checksums, fields) and write the split"),
@@ -27,8 +30,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("vstain.metrics", "SSIM / PSNR / LPIPS per patch and Table 1"),
     "frc": ("vstain.frc", "Fourier ring correlation resolution of CT, histology and generated histology"),
     "stain": ("vstain.volume", "virtually stain a CT volume with a trained generator"),
+    "volume": ("vstain.volume:stage", "the study's 3D stage: stain the phantom test volume, single-axis and fused"),
     "he": ("vstain.he_study", "the H&E secondary study: train, infer and measure on the H&E pairs"),
 }
+
+
+def command_functions(name: str):
+    """``(configure_parser, run_cli)`` of command ``name``, importing only its module."""
+    module_name, _, prefix = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    configure = f"configure_{prefix}_parser" if prefix else "configure_parser"
+    run = f"run_{prefix}_cli" if prefix else "run_cli"
+    return getattr(module, configure), getattr(module, run)
 
 
 class VstainError(Exception):
@@ -45,10 +58,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"vstain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_line) in COMMANDS.items():
+    for name, (_, help_line) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_line, description=help_line)
         if name == command:
-            importlib.import_module(module_name).configure_parser(sp)
+            command_functions(name)[0](sp)
     return parser
 
 
@@ -58,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    run = command_functions(args.command)[1]
     try:
-        return int(module.run_cli(args) or 0)
+        return int(run(args) or 0)
     except (VstainError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"vstain {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1029,6 +1029,21 @@ def run_cli(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- the phantom stage
 
 
+def configure_stage_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``vstain volume`` (the study's 3D stage on the phantom)."""
+    parser.add_argument("--profile", default="quick", help="profile name or YAML path")
+    parser.add_argument("--force", action="store_true", help="recompute even if the results exist")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_stage_cli(args: argparse.Namespace) -> int:
+    """``vstain volume``: :func:`stain_phantom_volume`, then print where its results are."""
+    done = stain_phantom_volume(args.profile, force=args.force, progress=not args.no_progress)
+    print(f"wrote {done.parent} (metrics.csv, stained volumes, renderings; done.json last)")
+    return 0
+
+
+
 def normalised_ct_volume(ct_volume: np.ndarray, labels_volume: np.ndarray, profile: Any, pair_id: str = "?"
                          ) -> tuple[np.ndarray, dict]:
     """The CT volume scaled like the training slices (paper 2.5): bone 30000, background 10000.
