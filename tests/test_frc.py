@@ -155,3 +155,31 @@ def test_per_patch_resolution_orders_ct_generated_histology_and_respects_the_mas
 
     summary = frc.summarise_resolution(pd.DataFrame([{**r, "role": "train"} for r in rows]))
     assert summary.loc["train", "n_patches"] == 2 and summary.loc["train", "ct_crossed"] == 1.0
+
+
+def test_statements_count_missing_crossings_and_never_give_them_a_number():
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "histology_px": [np.nan, np.nan, np.nan], "histology_status": ["not_reached", "not_reached", "no_signal"],
+        "generated_over_histology": [np.nan, np.nan, np.nan]})
+    text = frc.resolution_statement(frame, "histology")
+    assert text.startswith("not measurable") and "2 of 3 sharper" in text and "1 of 3 without signal" in text
+    assert "nan" not in text.lower()
+    assert "2.83 px" in text and "2.00 px" in frc.resolution_statement(frame, "histology", "binomial")
+    assert frc.ratio_statement(frame, "generated_over_histology").startswith("not measurable")
+    with pytest.raises(ValueError, match="modality"):
+        frc.resolution_statement(frame, "mri")
+    with pytest.raises(ValueError, match="split"):
+        frc.finest_measurable_px("random")
+
+
+def test_interpolation_makes_noise_look_like_signal():
+    rng = np.random.default_rng(3)
+    signal = ndimage.gaussian_filter(rng.normal(size=(96, 96)), 2.0)
+    image = signal / signal.std() + 0.3 * rng.normal(size=signal.shape)
+    as_is, shifted = frc.interpolation_effect(image)
+    assert as_is.crossed
+    assert not shifted.crossed or shifted.resolution_px < as_is.resolution_px - 0.5
+    with pytest.raises(ValueError, match="2D"):
+        frc.interpolation_effect(np.zeros((4, 8, 8)))
