@@ -126,6 +126,16 @@ class FRCResult:
         """True when the curve crossed the threshold below Nyquist."""
         return self.status == "crossed"
 
+    def describe(self) -> str:
+        """The resolution as text: ``"4.20 px"``, or the status (``"not reached"``, ``"no signal"``), never NaN.
+
+        Examples
+        --------
+        >>> single_image_frc(np.random.default_rng(0).normal(size=(64, 64))).describe()
+        'no signal'
+        """
+        return f"{self.resolution_px:.2f} px" if self.crossed else self.status.replace("_", " ")
+
 
 # --------------------------------------------------------------------------- helpers
 
