@@ -1043,7 +1043,6 @@ def run_stage_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def normalised_ct_volume(ct_volume: np.ndarray, labels_volume: np.ndarray, profile: Any, pair_id: str = "?"
                          ) -> tuple[np.ndarray, dict]:
     """The CT volume scaled like the training slices (paper 2.5): bone 30000, background 10000.
