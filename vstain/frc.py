@@ -67,6 +67,9 @@ Threshold = Literal["1/7", "half-bit"]
 Split = Literal["checkerboard", "binomial"]
 THRESHOLDS = ("1/7", "half-bit")
 SPLITS = ("checkerboard", "binomial")
+# Pixel pitch of each split's halves: the checkerboard halves are a diagonal sub-lattice
+# (frequency axis rescaled by 1/sqrt 2, Nyquist at 2 sqrt 2 px); binomial halves keep the grid.
+SPLIT_PITCH_PX = {"checkerboard": math.sqrt(2.0), "binomial": 1.0}
 MODALITIES = ("ct", "histology", "generated")
 
 # A crossing counts only if the correlation over all frequencies below it is this many
@@ -426,7 +429,7 @@ def single_image_frc_curve(
         k = np.fft.fftfreq(m) * m  # signed integer frequencies
         # The odd half is the even one shifted by (+1/2, -1/2) sub-lattice steps: undo it.
         phase = np.exp(-1j * np.pi * (k[:, None] - k[None, :]) / m)
-        return _curve_from_spectra(s_even, s_odd * phase, 1.0 / math.sqrt(2.0))
+        return _curve_from_spectra(s_even, s_odd * phase, 1.0 / SPLIT_PITCH_PX["checkerboard"])
     if split == "binomial":
         counts = _as_channels(image, "image", channel_axis)
         if np.any(counts < 0) or not np.all(counts == np.round(counts)):
@@ -660,7 +663,7 @@ def finest_measurable_px(split: Split = "checkerboard") -> float:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    return 2.0 * math.sqrt(2.0) if split == "checkerboard" else 2.0
+    return 2.0 * SPLIT_PITCH_PX[split]
 
 
 def resolution_statement(frame: Any, modality: str, split: Split = "checkerboard") -> str:
