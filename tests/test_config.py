@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vstain.config import PROFILE_DIR, PROFILE_NAMES, ProfileError, load_profile
+from vstain.config import PROFILE_NAMES, ProfileError, load_profile, resolve_profile_path
 
 
 @pytest.mark.parametrize("name", PROFILE_NAMES)
@@ -27,7 +27,7 @@ def test_paper_profile_has_the_papers_settings():
 
 
 def _write_variant(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text())
+    data = yaml.safe_load(resolve_profile_path("smoke").read_text())
     edit(data)
     path = tmp_path / "variant.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -1,7 +1,9 @@
 """Profiles: the only place where the study's numbers live.
 
-A profile is a YAML file in ``config/`` (``smoke``, ``quick``, ``paper``) with one
-section per stage. :func:`load_profile` reads it and validates it against the
+A profile is a YAML file with one section per stage. The three profiles of the study
+(``smoke``, ``quick``, ``paper``) live inside the package (``vstain/profiles/``, read with
+:mod:`importlib.resources`, so an installed package has them); ``vstain profile quick > my.yaml``
+prints one to copy and edit, and any YAML path is accepted wherever a profile name is. :func:`load_profile` reads it and validates it against the
 schema below: an unknown key, a value of the wrong type or a missing value stops
 with a :class:`ProfileError` that names the file and the dotted key.
 
@@ -22,14 +24,15 @@ True
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "config"
 PROFILE_NAMES = ("smoke", "quick", "paper")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 class ProfileError(ValueError):
@@ -249,11 +252,75 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
 
 
 def resolve_profile_path(profile: str | Path) -> Path:
-    """Map a profile name (``smoke``, ``quick``, ``paper``) or a YAML path to a file path."""
+    """Map a profile name (``smoke``, ``quick``, ``paper``) or a YAML path to a file path.
+
+    Examples
+    --------
+    >>> resolve_profile_path("smoke").name
+    'smoke.yaml'
+    >>> resolve_profile_path("my.yaml").as_posix()
+    'my.yaml'
+    """
     path = Path(profile)
     if path.suffix in (".yaml", ".yml"):
         return path
-    return PROFILE_DIR / f"{profile}.yaml"
+    return Path(str(importlib.resources.files("vstain") / "profiles" / f"{profile}.yaml"))
+
+
+def profile_text(name: str) -> str:
+    """The YAML text of one of the study's profiles, with its comments (to copy and edit).
+
+    Examples
+    --------
+    >>> "name: smoke" in profile_text("smoke")
+    True
+    """
+    if name not in PROFILE_NAMES:
+        raise ProfileError(f"unknown profile {name!r} (known profiles: {', '.join(PROFILE_NAMES)})")
+    return resolve_profile_path(name).read_text()
+
+
+def as_profile(profile: "Profile | str | Path") -> "Profile":
+    """``profile`` itself if it is a :class:`Profile`, else the profile it names (loaded and validated).
+
+    Examples
+    --------
+    >>> as_profile("smoke") is not None and as_profile(as_profile("smoke")).name
+    'smoke'
+    """
+    return profile if isinstance(profile, Profile) else load_profile(profile)
+
+
+def resolve_device(device: str, *, source: str = "device") -> str:
+    """The torch device name of a ``device`` setting: ``auto`` is CUDA when present, else CPU.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda", "auto"}
+    source : str
+        Where the setting came from, named in errors (a profile file and key, or an option).
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is unknown, or ``cuda`` while no CUDA device is available.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    if device not in DEVICES:
+        raise ValueError(f"{source} must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch  # heavy; only needed to look for a GPU
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError(f"{source} is 'cuda' but no CUDA device is available (set device: cpu or auto)")
+    return "cuda"
 
 
 def load_profile(profile: str | Path) -> Profile:

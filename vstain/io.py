@@ -21,8 +21,10 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import tifffile
+from PIL import Image
 
 from vstain import __version__
 
@@ -68,6 +71,78 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_path(path: str | Path) -> None:
+    """Remove a file, link or whole folder; nothing happens if ``path`` does not exist."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` that the body fills as a file *or a folder*; on success
+    it replaces ``path``, on failure it is removed.
+
+    Use it for outputs that are folders (an OME-Zarr store) or that a library writes by name
+    (a memory-mapped TIFF stack). The temporary name, ``.NAME.PID.part``, names the process that
+    owns it.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "store.zarr"
+    >>> with atomic_target(target) as tmp:
+    ...     tmp.mkdir()
+    ...     _ = (tmp / "zarr.json").write_text("{}")
+    >>> sorted(p.name for p in target.iterdir())
+    ['zarr.json']
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: output exists; choose another path or pass --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.part"
+    remove_path(tmp)
+    try:
+        yield tmp
+        remove_path(path)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """The sha256 hex digest of a file, read in chunks.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> empty = pathlib.Path(tempfile.mkdtemp()) / "empty"
+    >>> _ = empty.write_bytes(b"")
+    >>> sha256_file(empty)[:12]
+    'e3b0c44298fc'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write a uint8 greyscale, RGB or RGBA image as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(np.asarray(image, np.uint8))).save(tmp, format="PNG")
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -12,12 +12,18 @@ Examples
 'results/smoke/registered'
 >>> default_manifest_path().name
 'data_manifest.yaml'
+>>> model_dir("quick", "pix2pix", 2, root="results").as_posix()
+'results/quick/models/pix2pix/fold2'
+>>> model_dir("quick", "pix2pix", 0, "he", root="results").as_posix()
+'results/quick/he/models/pix2pix'
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from vstain.vocabulary import MODEL_NAMES, STAINS, check_word
 
 STAGES = (
     "dataset",      # vstain.phantom / vstain.manifest: images, ground truth, manifest, split
@@ -60,3 +66,54 @@ def stage_dir(profile: str, stage: str, root: str | Path | None = None) -> Path:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
     return results_root(root) / profile / stage
+
+
+def split_path(profile: str, root: str | Path | None = None) -> Path:
+    """``results/<profile>/dataset/split.csv``: the roles of every pair in every fold."""
+    return stage_dir(profile, "dataset", root) / "split.csv"
+
+
+def registered_dir(profile: str, root: str | Path | None = None) -> Path:
+    """``results/<profile>/registered/``: one folder per registered pair, ``registration.csv``."""
+    return stage_dir(profile, "registered", root)
+
+
+def model_dir(profile: str, model: str, fold: int, stain: str = "toluidine_blue",
+              root: str | Path | None = None) -> Path:
+    """The run folder of one model on one fold.
+
+    Toluidine blue: ``results/<profile>/models/<model>/fold<k>/``. H&E (the secondary study, S2,
+    has one split recorded as fold 0): ``results/<profile>/he/models/<model>/``; other H&E folds
+    get a ``fold<k>`` sub-folder.
+    """
+    check_word(model, MODEL_NAMES, "model")
+    if check_word(stain, STAINS, "stain") == "he":
+        base = stage_dir(profile, "he", root) / "models" / model
+        return base if int(fold) == 0 else base / f"fold{int(fold)}"
+    return stage_dir(profile, "models", root) / model / f"fold{int(fold)}"
+
+
+def inference_dir(profile: str, model: str, fold: int, stain: str = "toluidine_blue",
+                  root: str | Path | None = None) -> Path:
+    """Whole-slide outputs of one model and fold: ``results/<profile>/inference/<model>/fold<k>/``;
+    H&E: ``results/<profile>/he/inference/<model>/``."""
+    check_word(model, MODEL_NAMES, "model")
+    if check_word(stain, STAINS, "stain") == "he":
+        base = stage_dir(profile, "he", root) / "inference" / model
+        return base if int(fold) == 0 else base / f"fold{int(fold)}"
+    return stage_dir(profile, "inference", root) / model / f"fold{int(fold)}"
+
+
+def evaluation_dir(profile: str, root: str | Path | None = None) -> Path:
+    """``results/<profile>/evaluation/``: per-patch metrics and Table 1."""
+    return stage_dir(profile, "evaluation", root)
+
+
+def frc_dir(profile: str, model: str, fold: int, root: str | Path | None = None) -> Path:
+    """``results/<profile>/frc/<model>/fold<k>/``: per-patch FRC resolutions."""
+    return stage_dir(profile, "frc", root) / model / f"fold{int(fold)}"
+
+
+def volume_dir(profile: str, root: str | Path | None = None) -> Path:
+    """``results/<profile>/volume/``: the stained phantom volume, its scores and renderings."""
+    return stage_dir(profile, "volume", root)

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import math
 import re
 from pathlib import Path
@@ -62,9 +61,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from vstain.phantom.labels import MATERIALS, STAINS
+from vstain.io import sha256_file, write_csv, write_text
+from vstain.vocabulary import MATERIALS, ROLES, STAINS
 
-ROLES = ("train", "validation", "test")
 SOURCES = ("synthetic", "files")
 _TOP_KEYS = {"version", "source", "description", "profile", "seed", "counts", "pairs"}
 _REQUIRED = ("id", "material", "stain", "ct_path", "ct_voxel_um", "ct_sha256",
@@ -138,15 +137,6 @@ class Manifest:
             if entry.pair_id == pair_id:
                 return entry
         raise KeyError(f"{self.path}: no pair {pair_id!r}")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """The sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _positive(value: Any, where: str) -> float:
@@ -281,8 +271,6 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
 def write_manifest(path: str | Path, pairs: Iterable[PairEntry], *, source: str = "files",
                    header: str = "", **fields: Any) -> Path:
     """Write a manifest atomically; file paths inside the manifest's folder are stored relative."""
-    from vstain.io import write_text
-
     path = Path(path)
     base = path.resolve().parent
     data: dict[str, Any] = {"version": 1, "source": source}
@@ -420,8 +408,6 @@ def validate_split(split: pd.DataFrame, source: str | Path = "split",
 
 def write_split(path: str | Path, split: pd.DataFrame) -> Path:
     """Validate and write ``split.csv`` atomically."""
-    from vstain.io import write_csv
-
     validate_split(split, path)
     write_csv(path, split)
     return Path(path)

@@ -1,5 +1,10 @@
 """Registered image pairs: the contract between registration and everything after it.
 
+This module also answers the questions every later stage asks of the split and of the
+registered folder: which role a pair has in a fold (:func:`split_roles`), which pairs are
+registered (:func:`registered_pair_ids`), the pairs of one fold and role
+(:func:`load_fold_pairs`), and a table of all of them (:func:`pair_catalogue`).
+
 A registered pair is a CT slice and a histology image at the same (CT) pixel size,
 cropped to their common field of view, with the sample-correspondence mask. On disk
 one pair is one folder::
@@ -23,13 +28,20 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from vstain.io import read_tiff, write_json, write_tiff
+from vstain.io import read_tiff, sha256_file, write_json, write_tiff
+from vstain.layout import registered_dir, split_path
+from vstain.manifest import pairs_in_role, read_split
+from vstain.vocabulary import ROLES, STAINS, check_word
+
+PAIR_FILES = ("pair.json", "ct.tif", "histology.tif", "mask.tif")
 
 
 @dataclasses.dataclass
@@ -82,3 +94,101 @@ def read_registered_pair(folder: str | Path) -> RegisteredPair:
     mask, _, _ = read_tiff(folder / "mask.tif")
     return RegisteredPair(meta["pair_id"], meta["material"], meta["stain"], ct, histology,
                           mask.astype(bool), float(size[-1]), meta.get("extras", {}))
+
+
+def registered_fingerprint(folder: str | Path) -> str:
+    """SHA-256 over a registered pair's files: later stages redo their work when registration changes them."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in PAIR_FILES:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: registered pair file not found (re-run the registration stage)")
+        digest.update(name.encode())
+        digest.update(bytes.fromhex(sha256_file(path)))
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- the split and the registered folder
+
+
+def read_profile_split(profile_name: str, root: str | Path | None = None) -> pd.DataFrame:
+    """``results/<profile>/dataset/split.csv``, read and validated (:func:`vstain.manifest.read_split`)."""
+    path = split_path(profile_name, root)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split not found; generate or check the dataset first "
+                                f"(vstain check-manifest --profile {profile_name})")
+    return read_split(path)
+
+
+def split_roles(profile_name: str, fold: int, stain: str | None = None,
+                root: str | Path | None = None) -> dict[str, str]:
+    """``pair_id -> role`` (train / validation / test) of one fold, optionally of one stain only."""
+    split = read_profile_split(profile_name, root)
+    column = f"fold{int(fold)}"
+    if column not in split.columns:
+        folds = [c for c in split.columns if c.startswith("fold")]
+        raise ValueError(f"{split_path(profile_name, root)}: no column {column!r} (the split has {folds})")
+    if stain is not None:
+        split = split[split["stain"] == check_word(stain, STAINS, "stain")]
+    return dict(zip(split["pair_id"].astype(str), split[column].astype(str)))
+
+
+def fold_pair_ids(profile_name: str, fold: int, role: str, stain: str = "toluidine_blue",
+                  root: str | Path | None = None) -> list[str]:
+    """The pair ids of one fold and role (train / validation / test) for ``stain``, in split order."""
+    check_word(role, ROLES, "role")
+    return pairs_in_role(read_profile_split(profile_name, root), fold, role, stain=check_word(stain, STAINS, "stain"))
+
+
+def registered_pair_ids(profile_name: str, stain: str | None = "toluidine_blue",
+                        root: str | Path | None = None) -> list[str]:
+    """The complete registered pairs of a profile (``pair.json`` present), optionally of one stain."""
+    folder = registered_dir(profile_name, root)
+    ids = []
+    for meta in sorted(folder.glob("*/pair.json")):
+        if stain is None or json.loads(meta.read_text()).get("stain") == stain:
+            ids.append(meta.parent.name)
+    return ids
+
+
+def load_fold_pairs(profile_name: str, fold: int, role: str = "train", stain: str = "toluidine_blue",
+                    root: str | Path | None = None) -> list[RegisteredPair]:
+    """The registered pairs of one fold and role, read from ``results/<profile>/registered/``.
+
+    Raises
+    ------
+    ValueError
+        If the split has no pair of that stain and role in the fold.
+    FileNotFoundError
+        If a pair of the split is not registered (its folder names the first missing one).
+    """
+    ids = fold_pair_ids(profile_name, fold, role, stain, root)
+    if not ids:
+        raise ValueError(f"{split_path(profile_name, root)}: no {stain} pairs with role {role!r} in fold {fold}")
+    registered = registered_dir(profile_name, root)
+    missing = [pid for pid in ids if not (registered / pid / "pair.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{registered / missing[0] / 'pair.json'}: registered pair missing "
+                                f"({len(missing)} of {len(ids)}); run vstain register --profile {profile_name}")
+    return [read_registered_pair(registered / pid) for pid in ids]
+
+
+def pair_catalogue(profile_name: str, fold: int, stain: str = "toluidine_blue",
+                   root: str | Path | None = None) -> pd.DataFrame:
+    """The registered pairs of a profile with their material and split role in ``fold``.
+
+    Returns a DataFrame ``pair_id, material, stain, role`` ordered by role (train, validation,
+    test) and pair id; a registered pair missing from the split has role ``unknown``.
+    """
+    roles = split_roles(profile_name, fold, root=root)
+    registered = registered_dir(profile_name, root)
+    rows = []
+    for pair_id in registered_pair_ids(profile_name, stain, root):
+        meta = json.loads((registered / pair_id / "pair.json").read_text())
+        rows.append({"pair_id": pair_id, "material": meta.get("material"), "stain": meta.get("stain"),
+                     "role": roles.get(pair_id, "unknown")})
+    table = pd.DataFrame(rows, columns=["pair_id", "material", "stain", "role"])
+    order = {role: i for i, role in enumerate(ROLES)}
+    table["_r"] = table["role"].map(lambda r: order.get(r, len(ROLES)))
+    return table.sort_values(["_r", "pair_id"]).drop(columns="_r").reset_index(drop=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vstain.vocabulary import MATERIALS, STAINS  # noqa: F401  (re-exported for the phantom's modules)
+
 #: Tissue classes of the bone-implant block (uint8 codes). ``holder_wall`` (the
 #: sample tube) is seen by the CT only; histology-only artefacts (cracks, saw
 #: marks, stain droplets) are not labels of the volume.
@@ -30,8 +32,6 @@ LABELS: dict[str, int] = {
     "holder_wall": 8,
 }
 
-MATERIALS: tuple[str, ...] = ("Mg", "Ti", "PEEK")
-STAINS: tuple[str, ...] = ("toluidine_blue", "he")
 
 #: Labels that are part of the rigid sample (bone and implant), used for masks.
 RIGID_LABELS: tuple[int, ...] = (
