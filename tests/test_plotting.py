@@ -1,4 +1,4 @@
-"""Figure helpers (vstain.plotting)."""
+"""Figure helpers (vstain.figures.plotting)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from vstain.plotting import add_scale_bar, draw_roi, nice_scale_length, show_image  # noqa: E402
+from vstain.figures.plotting import add_scale_bar, draw_roi, nice_scale_length, show_image  # noqa: E402
 
 
 @pytest.mark.parametrize("width, pixel, expected", [(1000, 5.0, 1000.0), (190, 5.0, 200.0), (958, 0.44, 100.0),

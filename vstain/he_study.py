@@ -500,7 +500,7 @@ def plot_he_pairs(profile: Profile | str, pair_ids: Sequence[str] | None = None)
         One column per pair, rows: CT, histology with the mask outline.
     """
     from vstain.pairs import read_registered_pair
-    from vstain.plotting import image_grid, show_image
+    from vstain.figures.plotting import image_grid, show_image
 
     profile = _profile(profile)
     ids = list(registered_he_ids(profile) if pair_ids is None else pair_ids)
@@ -541,7 +541,7 @@ def plot_he_examples(profile: Profile | str, model: str, pairs_by_role: dict[str
         Columns: real µCT, generated histology, real histology, and generated µCT when the
         model has a reverse generator (not Pix2Pix).
     """
-    from vstain.plotting import image_grid, show_image
+    from vstain.figures.plotting import image_grid, show_image
 
     profile = _profile(profile)
     rows = [(role, pid) for role, ids in pairs_by_role.items() for pid in ids]
@@ -580,7 +580,7 @@ def plot_model_comparison(profile: Profile | str, models: Sequence[str], pair_id
         Top row: whole slides; bottom row: the ROI.
     """
     from vstain.metrics import MODEL_LABELS
-    from vstain.plotting import crop, draw_roi, image_grid, show_image
+    from vstain.figures.plotting import crop, draw_roi, image_grid, show_image
 
     profile = _profile(profile)
     models = _check_models(profile, models)

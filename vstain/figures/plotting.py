@@ -183,11 +183,3 @@ def image_grid(n_rows: int, n_cols: int, *, panel_size: float = 2.4, squeeze: bo
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * n_rows), squeeze=squeeze,
                              constrained_layout=True)
     return fig, axes
-
-
-def label_panels(axes: Sequence[Any], labels: Sequence[str] | None = None) -> None:
-    """Panel letters (a), (b), ... in the top-left corners."""
-    for i, ax in enumerate(axes):
-        text = labels[i] if labels is not None else f"({chr(ord('a') + i)})"
-        ax.text(0.02, 0.98, text, transform=ax.transAxes, ha="left", va="top", fontsize=9, fontweight="bold",
-                color="black", bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))

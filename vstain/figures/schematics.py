@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from vstain.io import atomic_path
+
 # (row, column, title, detail, module) of each box; rows are the two halves of Figure 2:
 # acquisition and pairing on top, learning and application below.
 PIPELINE_STEPS = (
@@ -70,11 +72,9 @@ def draw_pipeline(figsize: tuple[float, float] = (11.0, 4.2)) -> Figure:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the pipeline figure to the PNG path given as the only argument."""
-    from vstain.io import atomic_path
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m vstain.schematics OUTPUT.png", file=sys.stderr)
+        print("usage: python -m vstain.figures.schematics OUTPUT.png", file=sys.stderr)
         return 2
     fig = draw_pipeline()
     out = Path(args[0])
