@@ -1,16 +1,17 @@
-"""The ``vstain`` command line.
+"""The ``vstain`` command line: a table of commands, each pointing at the stage that runs it.
 
-``vstain --help`` lists every command with one line each. Each command lives in the
-module of its stage, which provides two functions::
+``vstain --help`` lists every command with one line each. Each command lives in its stage
+module (:mod:`vstain.stages`), which provides two functions::
 
     configure_parser(parser: argparse.ArgumentParser) -> None
     run_cli(args: argparse.Namespace) -> int
 
 A module that serves two commands names the second pair with a prefix, e.g.
-``configure_stage_parser`` / ``run_stage_cli`` for ``"vstain.volume:stage"``.
+``configure_phantom_parser`` / ``run_phantom_cli`` for ``"vstain.stages.dataset:phantom"``.
 
 The stage module is imported only when its command runs, so ``vstain --help`` is fast
-and a command does not pay for the imports of the others.
+and a command does not pay for the imports of the others. ``python -m vstain`` is the same
+command line.
 """
 
 from __future__ import annotations
@@ -19,19 +20,24 @@ import argparse
 import importlib
 import sys
 
+from vstain import __version__
+
 # name -> ("module" or "module:prefix" providing [prefix_]configure_parser/run_cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "phantom": ("vstain.phantom.cli", "generate the synthetic bone-implant dataset and its manifest"),
-    "check-manifest": ("vstain.manifest", "validate a data manifest (files, checksums, fields) and write the split"),
-    "register": ("vstain.registration", "register histology sections to CT volumes (2D-3D, mutual information)"),
-    "normalise": ("vstain.normalise", "normalise registered pairs and build sample-correspondence masks"),
-    "train": ("vstain.train", "train one model on one fold"),
-    "infer": ("vstain.infer", "whole-slide overlapping patch inference of a trained model"),
-    "evaluate": ("vstain.metrics", "SSIM / PSNR / LPIPS per patch and Table 1"),
-    "frc": ("vstain.frc", "Fourier ring correlation resolution of CT, histology and generated histology"),
-    "stain": ("vstain.volume", "virtually stain a CT volume with a trained generator"),
-    "volume": ("vstain.volume:stage", "the study's 3D stage: stain the phantom test volume, single-axis and fused"),
-    "he": ("vstain.he_study", "the H&E secondary study: train, infer and measure on the H&E pairs"),
+    "profile": ("vstain.stages.profile", "print one of the study's profiles (smoke, quick, paper) to copy and edit"),
+    "phantom": ("vstain.stages.dataset:phantom", "generate the synthetic bone-implant dataset and its manifest"),
+    "check-manifest": ("vstain.stages.dataset",
+                       "validate a data manifest (files, checksums, fields) and write the split"),
+    "register": ("vstain.stages.register", "register histology sections to CT volumes (2D-3D, mutual information)"),
+    "normalise": ("vstain.stages.register:normalise",
+                  "normalise registered pairs and build sample-correspondence masks"),
+    "train": ("vstain.stages.train", "train one model on one fold"),
+    "infer": ("vstain.stages.infer", "whole-slide overlapping patch inference of a trained model"),
+    "evaluate": ("vstain.stages.evaluate", "SSIM / PSNR / LPIPS per patch and Table 1"),
+    "frc": ("vstain.stages.frc", "Fourier ring correlation resolution of CT, histology and generated histology"),
+    "stain": ("vstain.stages.stain", "virtually stain a CT volume with a trained generator"),
+    "volume": ("vstain.stages.volume", "the study's 3D stage: stain the phantom test volume, single-axis and fused"),
+    "he": ("vstain.stages.he", "the H&E secondary study: train, infer and measure on the H&E pairs"),
 }
 
 
@@ -54,8 +60,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="vstain",
         description="Virtual staining of X-ray micro-CT of bone implants (Irvine et al.).",
     )
-    from vstain import __version__
-
     parser.add_argument("--version", action="version", version=f"vstain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_line) in COMMANDS.items():
