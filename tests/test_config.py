@@ -65,3 +65,44 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_profile(bad)
     with pytest.raises(ProfileError, match="profile file not found"):
         load_profile("nonexistent_profile")
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("registration", "threads", -2),
+    ("dataset", "n_folds", 1),
+    ("training", "patch_size", 33),
+    ("training", "lr", -0.0002),
+    ("training", "min_mask_fraction", 1.5),
+    ("training", "epochs", -3),
+    ("training", "models", ["mod_cyclegan", "stargan"]),
+    ("training", "folds", [0, 7]),
+    ("training", "threads", -1),
+    ("inference", "step", 0),
+    ("inference", "patch_size", 30),
+    ("evaluation", "min_mask_fraction", -0.1),
+    ("volume", "model", "stargan"),
+    ("volume", "axes", ["w"]),
+    ("he", "models", ["stargan"]),
+    ("he", "epochs", 0),
+])
+def test_values_out_of_range_stop_at_load_naming_file_and_key(tmp_path, section, key, value):
+    path = _write_variant(tmp_path, lambda d: d[section].update({key: value}))
+    with pytest.raises(ProfileError, match=rf"variant\.yaml: {section}\.{key} must be .*got"):
+        load_profile(path)
+
+
+def test_unet_depth_must_suit_the_patch_size(tmp_path):
+    # 40 px is a multiple of 8 but not of 2 ** 5: the U-Net's innermost block would see a fraction of a pixel
+    path = _write_variant(tmp_path, lambda d: d["training"].update(patch_size=40))
+    with pytest.raises(ProfileError, match=r"training\.unet_num_downs"):
+        load_profile(path)
+
+
+def test_profile_text_is_the_packaged_file_and_loads_back(tmp_path):
+    from vstain.config import profile_text
+
+    copy = tmp_path / "mine.yaml"
+    copy.write_text(profile_text("quick"))
+    assert load_profile(copy) == load_profile("quick")
+    with pytest.raises(ProfileError, match="unknown profile"):
+        profile_text("huge")

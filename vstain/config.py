@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import yaml
 
+from vstain.vocabulary import MODEL_NAMES
+
 PROFILE_NAMES = ("smoke", "quick", "paper")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -356,4 +358,114 @@ def load_profile(profile: str | Path) -> Profile:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ProfileError(f"{path}: malformed YAML: {err}") from err
-    return _build(Profile, data, "", str(path))
+    profile = _build(Profile, data, "", str(path))
+    check_ranges(profile, str(path))
+    return profile
+
+
+# --------------------------------------------------------------------------- ranges
+
+#: The networks' down-sampling: a patch side must be a multiple of it (ResNet generator: two stride-2
+#: convolutions; PatchGAN: three), or the up-sampled output does not match the input.
+PATCH_MULTIPLE = 8
+VOLUME_AXES = ("z", "y", "x", "zyx")
+
+
+def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
+    """``(dotted key, value, valid, what a valid value is)`` for every number with a range."""
+    d, r, t, i, e, f, v = p.dataset, p.registration, p.training, p.inference, p.evaluation, p.frc, p.volume
+    fraction = "a fraction between 0 and 1"
+    positive = "a positive number"
+    at_least_one = "an integer of at least 1"
+    checks = [("seed", p.seed, p.seed >= 0, "a non-negative integer")]
+    for name, counts in (("tb_counts", d.tb_counts), ("tb_test_counts", d.tb_test_counts),
+                         ("he_counts", d.he_counts), ("he_test_counts", d.he_test_counts)):
+        for material, n in counts.items():
+            checks.append((f"dataset.{name}.{material}", n, n >= 0, "a non-negative count"))
+    checks += [
+        ("dataset.n_folds", d.n_folds, d.n_folds >= 2, "at least 2 (cross-validation needs a validation fold)"),
+        ("dataset.ct_shape", d.ct_shape, len(d.ct_shape) == 3 and min(d.ct_shape) >= 8,
+         "three sizes (z, y, x) of at least 8 voxels"),
+        ("dataset.ct_voxel_um", d.ct_voxel_um, d.ct_voxel_um > 0, positive),
+        ("dataset.histology_pixel_um", d.histology_pixel_um, d.histology_pixel_um > 0, positive),
+        ("dataset.n_beamtimes", d.n_beamtimes, d.n_beamtimes >= 1, at_least_one),
+        ("dataset.n_staining_sessions", d.n_staining_sessions, d.n_staining_sessions >= 1, at_least_one),
+        ("registration.pyramid_levels", r.pyramid_levels, r.pyramid_levels >= 1, at_least_one),
+        ("registration.histology_downsample_um", r.histology_downsample_um, r.histology_downsample_um > 0, positive),
+        ("registration.max_tilt_deg", r.max_tilt_deg, 0 < r.max_tilt_deg <= 90, "an angle in (0, 90] degrees"),
+        ("registration.mi_bins", r.mi_bins, r.mi_bins >= 4, "at least 4 bins"),
+        ("registration.affine_iterations", r.affine_iterations, r.affine_iterations >= 1, at_least_one),
+        ("registration.plane_iterations", r.plane_iterations, r.plane_iterations >= 1, at_least_one),
+        ("registration.max_inplane_rotation_deg", r.max_inplane_rotation_deg,
+         0 <= r.max_inplane_rotation_deg <= 180, "an angle in [0, 180] degrees"),
+        ("registration.inplane_step_deg", r.inplane_step_deg, r.inplane_step_deg > 0, positive),
+        ("registration.max_shift_fraction", r.max_shift_fraction, 0 <= r.max_shift_fraction <= 1, fraction),
+        ("registration.shift_step_fraction", r.shift_step_fraction, 0 < r.shift_step_fraction <= 1, fraction),
+        ("registration.depth_margin_voxels", r.depth_margin_voxels, r.depth_margin_voxels >= 0, "non-negative"),
+        ("registration.n_starts", r.n_starts, r.n_starts >= 1, at_least_one),
+        ("registration.refinement_rounds", r.refinement_rounds, r.refinement_rounds >= 0, "non-negative"),
+        ("registration.refinement_levels", r.refinement_levels, 1 <= r.refinement_levels <= r.pyramid_levels,
+         "between 1 and registration.pyramid_levels"),
+        ("registration.min_inside_fraction", r.min_inside_fraction, 0 < r.min_inside_fraction <= 1, fraction),
+        ("registration.threads", r.threads, r.threads >= 1, at_least_one),
+        ("training.models", t.models, bool(t.models) and len(set(t.models)) == len(t.models)
+         and set(t.models) <= set(MODEL_NAMES), f"a list of distinct model names from {list(MODEL_NAMES)}"),
+        ("training.folds", t.folds, bool(t.folds) and all(0 <= k < d.n_folds for k in t.folds)
+         and len(set(t.folds)) == len(t.folds), f"distinct folds between 0 and dataset.n_folds - 1 ({d.n_folds - 1})"),
+        ("training.patch_size", t.patch_size, t.patch_size >= 16 and t.patch_size % PATCH_MULTIPLE == 0,
+         f"a multiple of {PATCH_MULTIPLE} of at least 16 px (the networks down-sample by {PATCH_MULTIPLE})"),
+        ("training.unet_num_downs", t.unet_num_downs,
+         t.unet_num_downs >= 1 and t.patch_size % (2 ** t.unet_num_downs) == 0,
+         "at least 1, with training.patch_size a multiple of 2 ** unet_num_downs"),
+        ("training.patches_per_pair", t.patches_per_pair, t.patches_per_pair >= 1, at_least_one),
+        ("training.batch_size", t.batch_size, t.batch_size >= 1, at_least_one),
+        ("training.epochs", t.epochs, t.epochs >= 1, at_least_one),
+        ("training.ngf", t.ngf, t.ngf >= 1, at_least_one),
+        ("training.ndf", t.ndf, t.ndf >= 1, at_least_one),
+        ("training.n_blocks", t.n_blocks, t.n_blocks >= 0, "non-negative"),
+        ("training.n_layers_d", t.n_layers_d, t.n_layers_d >= 1, at_least_one),
+        ("training.lr", t.lr, t.lr > 0, positive),
+        ("training.beta1", t.beta1, 0 <= t.beta1 < 1, "in [0, 1)"),
+        ("training.beta2", t.beta2, 0 <= t.beta2 < 1, "in [0, 1)"),
+        ("training.pool_size", t.pool_size, t.pool_size >= 0, "non-negative"),
+        ("training.min_mask_fraction", t.min_mask_fraction, 0 <= t.min_mask_fraction <= 1, fraction),
+        ("training.rescale_range", t.rescale_range, len(t.rescale_range) == 2
+         and 0 < t.rescale_range[0] <= t.rescale_range[1], "two factors [low, high] with 0 < low <= high"),
+        ("training.jitter", t.jitter, 0 <= t.jitter < 1, "in [0, 1)"),
+        ("training.threads", t.threads, t.threads >= 0, "non-negative (0: torch's default)"),
+        ("inference.patch_size", i.patch_size, i.patch_size >= 16 and i.patch_size % PATCH_MULTIPLE == 0,
+         f"a multiple of {PATCH_MULTIPLE} of at least 16 px"),
+        ("inference.step", i.step, 1 <= i.step <= i.patch_size, "between 1 and inference.patch_size"),
+        ("inference.batch_size", i.batch_size, i.batch_size >= 1, at_least_one),
+        ("evaluation.patch_size", e.patch_size, e.patch_size >= 8, "at least 8 px"),
+        ("evaluation.patch_step", e.patch_step, e.patch_step >= 1, at_least_one),
+        ("evaluation.min_mask_fraction", e.min_mask_fraction, 0 <= e.min_mask_fraction <= 1, fraction),
+        ("frc.patch_size", f.patch_size, f.patch_size >= 8, "at least 8 px"),
+        ("frc.min_mask_fraction", f.min_mask_fraction, 0 <= f.min_mask_fraction <= 1, fraction),
+        ("volume.sigma_voxels", v.sigma_voxels, v.sigma_voxels >= 0, "non-negative"),
+        ("volume.axes", v.axes, bool(v.axes) and set(v.axes) <= set(VOLUME_AXES), f"a list from {list(VOLUME_AXES)}"),
+        ("volume.model", v.model, v.model in MODEL_NAMES, f"one of {list(MODEL_NAMES)}"),
+        ("volume.fold", v.fold, 0 <= v.fold < d.n_folds, f"between 0 and dataset.n_folds - 1 ({d.n_folds - 1})"),
+        ("he.models", p.he.models, bool(p.he.models) and set(p.he.models) <= set(MODEL_NAMES),
+         f"a list of model names from {list(MODEL_NAMES)}"),
+        ("he.epochs", p.he.epochs, p.he.epochs >= 1, at_least_one),
+    ]
+    return checks
+
+
+def check_ranges(profile: Profile, source: str = "profile") -> None:
+    """Stop with a :class:`ProfileError` naming ``source`` and the dotted key of the first value out of range.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> smoke = load_profile("smoke")
+    >>> bad = dataclasses.replace(smoke, training=dataclasses.replace(smoke.training, lr=-2e-4))
+    >>> check_ranges(bad, "my.yaml")
+    Traceback (most recent call last):
+    ...
+    vstain.config.ProfileError: my.yaml: training.lr must be a positive number, got -0.0002
+    """
+    for key, value, valid, what in _range_checks(profile):
+        if not valid:
+            raise ProfileError(f"{source}: {key} must be {what}, got {value!r}")
