@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import tempfile
+import traceback
 
 from vstain import __version__
 
@@ -69,21 +73,51 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler or ``kill``): unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001  (signal handler signature)
+    raise Terminated()
+
+
+#: Errors a user can cause and fix (bad input, missing or unwritable files): one line, exit code 2.
+EXPECTED_ERRORS = (VstainError, ValueError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vstain`` console script."""
+    """Entry point of the ``vstain`` console script.
+
+    Exit codes: 0 success, 2 an error in the input or the files (one line naming the file and field),
+    1 an unexpected error (one line, the full traceback written to a file named in it), 130 Ctrl-C,
+    143 SIGTERM. Interrupted commands leave no half-written output behind.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     run = command_functions(args.command)[1]
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(run(args) or 0)
-    except (VstainError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except EXPECTED_ERRORS as err:
         print(f"vstain {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vstain {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"vstain {args.command}: terminated", file=sys.stderr)
+        return 143
+    except Exception as err:  # noqa: BLE001  (anything else is a bug: keep its traceback, say where)
+        fd, log = tempfile.mkstemp(prefix=f"vstain-{args.command}-", suffix=".traceback")
+        with os.fdopen(fd, "w") as handle:
+            traceback.print_exc(file=handle)
+        print(f"vstain {args.command}: unexpected error: {type(err).__name__}: {err} "
+              f"(full traceback in {log}; please report it)", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

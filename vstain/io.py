@@ -110,6 +110,7 @@ def atomic_target(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output exists; choose another path or pass --overwrite")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.part"
     remove_path(tmp)
     try:
@@ -119,6 +120,39 @@ def atomic_target(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         remove_path(tmp)
         raise
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_stale_parts(path: str | Path) -> list[Path]:
+    """Remove the temporary siblings ``.NAME.PID.part`` of ``path`` left by processes that died (SIGKILL).
+
+    A part file of a live process (a concurrent run) is left alone. Returns the removed paths.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".out.tif.999999999.part").write_text("half")
+    >>> [p.name for p in remove_stale_parts(folder / "out.tif")]
+    ['.out.tif.999999999.part']
+    """
+    path = Path(path)
+    removed = []
+    for part in path.parent.glob(f".{path.name}.*.part"):
+        pid = part.name[len(path.name) + 2: -len(".part")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            remove_path(part)
+            removed.append(part)
+    return removed
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:

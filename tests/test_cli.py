@@ -1,0 +1,66 @@
+"""The command line's error contract: exit codes, one-line messages, tracebacks kept in a file."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from vstain import cli
+
+
+def _run_with(monkeypatch, body):
+    """Run ``vstain profile smoke`` with its run function replaced by ``body``."""
+    configure, _ = cli.command_functions("profile")
+    monkeypatch.setattr(cli, "command_functions", lambda name: (configure, lambda args: body()))
+    return cli.main(["profile", "smoke"])
+
+
+def test_expected_errors_are_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path):
+    def unwritable():
+        raise PermissionError(13, "Permission denied", str(tmp_path / "results"))
+
+    assert _run_with(monkeypatch, unwritable) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "results") in err and "Traceback" not in err
+
+
+def test_unexpected_errors_keep_their_traceback_in_a_file(monkeypatch, capsys):
+    def bug():
+        raise RuntimeError("index out of step")
+
+    assert _run_with(monkeypatch, bug) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: index out of step" in err and "Traceback" not in err
+    log = Path(re.search(r"full traceback in (\S+?);", err).group(1))
+    try:
+        assert "Traceback" in log.read_text() and "def bug" not in err
+    finally:
+        log.unlink()
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_exits_143(monkeypatch, capsys, tmp_path):
+    from vstain.io import atomic_target
+
+    target = tmp_path / "stained.tif"
+
+    def killed_midway():
+        with atomic_target(target) as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM did not interrupt")
+
+    assert _run_with(monkeypatch, killed_midway) == 143
+    assert "terminated" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary part
+    assert signal.getsignal(signal.SIGTERM) is not cli._raise_terminated  # handler restored
+
+
+def test_unknown_command_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["dance"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
