@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from vstain.config import load_profile
-from vstain.phantom import dataset_summary, generate_dataset
+from vstain.stages.dataset import dataset_summary, generate_dataset
 
 
 def main(profiles: list[str]) -> None:

@@ -19,7 +19,8 @@ import SimpleITK as sitk
 from vstain.config import load_profile
 from vstain.manifest import load_manifest
 from vstain.masks import field_of_view_mask
-from vstain.phantom import ensure_dataset, load_sample
+from vstain.phantom import load_sample
+from vstain.stages.dataset import ensure_dataset
 from vstain.registration import RegistrationFailed, register_section_to_volume, registration_errors
 
 

@@ -33,7 +33,8 @@ def one_case(depth: int, size: int, axes: str, patch: int, step: int, folder: st
     from vstain.config import load_profile
     from vstain.io import write_tiff
     from vstain.models import architecture, build_generator
-    from vstain.volume import make_slice_stainer, open_volume, stain_volume
+    from vstain.volume import make_slice_stainer, stain_volume
+    from vstain.volume_io import open_volume
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

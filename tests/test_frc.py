@@ -1,12 +1,23 @@
 """Fourier ring correlation: known blurs, pure noise, splits, bad input."""
 
+import argparse
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
+from skimage import data
 
 from vstain import frc
+from vstain.config import load_profile
+from vstain.io import read_tiff
+from vstain.layout import frc_dir
+from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
+from vstain.stages import frc as frc_stage
+from vstain.stages import infer as infer_stage
+from vstain.train import train_model
 
 
 def blurred_texture(sigma, size=256, snr=100.0, seed=0):
@@ -62,8 +73,6 @@ def test_binomial_split_follows_blur_on_photon_counts():
 
 
 def test_natural_image_resolution_worsens_monotonically_with_blur():
-    from skimage import data
-
     image = data.camera()[:256, 128:384].astype(float) / 255.0
     rng = np.random.default_rng(0)
     values = []
@@ -151,15 +160,11 @@ def test_per_patch_resolution_orders_ct_generated_histology_and_respects_the_mas
     for row in rows:
         assert row["ct_px"] > row["generated_px"] > row["histology_px"]
         assert 0 < row["generated_over_ct"] < 1 < row["generated_over_histology"]
-    import pandas as pd
-
     summary = frc.summarise_resolution(pd.DataFrame([{**r, "role": "train"} for r in rows]))
     assert summary.loc["train", "n_patches"] == 2 and summary.loc["train", "ct_crossed"] == 1.0
 
 
 def test_statements_count_missing_crossings_and_never_give_them_a_number():
-    import pandas as pd
-
     frame = pd.DataFrame({
         "histology_px": [np.nan, np.nan, np.nan], "histology_status": ["not_reached", "not_reached", "no_signal"],
         "generated_over_histology": [np.nan, np.nan, np.nan]})
@@ -183,3 +188,63 @@ def test_interpolation_makes_noise_look_like_signal():
     assert not shifted.crossed or shifted.resolution_px < as_is.resolution_px - 0.5
     with pytest.raises(ValueError, match="2D"):
         frc.interpolation_effect(np.zeros((4, 8, 8)))
+
+
+def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(tmp_path, monkeypatch, capsys):
+    """Stain two written pairs with a one-epoch smoke model, then measure every patch inside the masks."""
+    smoke = load_profile("smoke")
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(infer_stage, "ensure_registered", lambda *a, **k: None)
+    root = tmp_path / "results" / "smoke"
+    rng = np.random.default_rng(0)
+    for pair_id in ("p0", "p1"):
+        base = ndimage.gaussian_filter(rng.normal(size=(64, 96)), 2)
+        ct = (20000 + 8000 * base / base.std() + rng.normal(0, 300, base.shape)).astype(np.uint16)
+        histology = np.repeat((255 - ct // 160).astype(np.uint8)[..., None], 3, axis=-1)
+        mask = np.zeros((64, 96), bool)
+        mask[:, :70] = True  # patches at x = 0, 32 inside; x = 64 only 6 of 32 columns
+        write_registered_pair(root / "registered" / pair_id,
+                              RegisteredPair(pair_id, "Mg", "toluidine_blue", ct, histology, mask, 5.0))
+    (root / "dataset").mkdir(parents=True)
+    (root / "dataset" / "split.csv").write_text(
+        "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,test\n")
+
+    def ensure_trained(profile, model, fold, stain="toluidine_blue", **kwargs):
+        out = tmp_path / "models" / model
+        if not (out / "last.pt").is_file():
+            train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
+                        seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
+        return out
+
+    monkeypatch.setattr(infer_stage, "ensure_trained", ensure_trained)
+    csv_path = frc_stage.measure_resolution("smoke", "mod_cyclegan", 0, progress=False)
+    assert csv_path == frc_dir("smoke", "mod_cyclegan", 0) / "resolution.csv"
+    table = pd.read_csv(csv_path)
+    assert table[["pair_id", "role", "y", "x"]].values.tolist() == [
+        ["p0", "train", 0, 0], ["p0", "train", 0, 32], ["p0", "train", 32, 0], ["p0", "train", 32, 32],
+        ["p1", "test", 0, 0], ["p1", "test", 0, 32], ["p1", "test", 32, 0], ["p1", "test", 32, 32]]
+    assert set(table.ct_status) <= {"crossed", "no_signal", "not_reached"}
+    # the numbers are those of vstain.frc on the registered and generated images
+    pair = read_registered_pair(root / "registered" / "p1")
+    generated, _, _ = read_tiff(root / "inference" / "mod_cyclegan" / "fold0" / "p1" / "histology.tif")
+    rows = frc.pair_resolution(pair.ct.astype(np.float32), pair.histology, generated, pair.mask,
+                               patch_size=smoke.frc.patch_size, min_mask_fraction=smoke.frc.min_mask_fraction,
+                               split=smoke.frc.split, threshold=smoke.frc.threshold)
+    ours = table[table.pair_id == "p1"].reset_index(drop=True)
+    np.testing.assert_array_equal(ours["ct_px"], [r["ct_px"] for r in rows])
+    np.testing.assert_array_equal(ours["generated_px"], [r["generated_px"] for r in rows])
+    record = json.loads((csv_path.parent / "frc.json").read_text())
+    assert record["n_patches"] == 8 and record["settings"]["patch_size"] == smoke.frc.patch_size
+    # idempotent (a marked file is left alone), and recomputed on request
+    computed = csv_path.read_text()
+    csv_path.write_text(computed + "marked\n")
+    assert frc_stage.measure_resolution("smoke", "mod_cyclegan", 0, progress=False) == csv_path
+    assert csv_path.read_text().endswith("marked\n")
+    frc_stage.measure_resolution("smoke", "mod_cyclegan", 0, force=True, progress=False)
+    assert csv_path.read_text() == computed
+    # the command writes the table and its summary per role
+    args = argparse.Namespace(profile="smoke", model="mod_cyclegan", fold=None, force=False)
+    assert frc_stage.run_cli(args) == 0
+    summary = pd.read_csv(root / "frc" / "summary.csv", index_col=0)
+    assert summary.index.tolist() == ["train", "test"] and summary["n_patches"].tolist() == [4, 4]
+    assert "resolution.csv (8 patches)" in capsys.readouterr().out

@@ -6,15 +6,19 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from vstain import he_study
+from vstain.cli import main
 from vstain.config import load_profile
+from vstain.figures import he as he_figures
+from vstain.io import read_tiff
+from vstain.manifest import read_split
+from vstain.pairs import read_registered_pair
+from vstain.stages import he as he_stage
 
 @pytest.fixture(scope="module")
 def he_run(tmp_path_factory):
     """The whole H&E study on the smoke profile (1 H&E epoch) in a fresh results root."""
-    import torch
-
     root = tmp_path_factory.mktemp("he_results")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -22,14 +26,12 @@ def he_run(tmp_path_factory):
         patch.setenv("VSTAIN_RESULTS", str(root))
         profile = load_profile("smoke")
         assert profile.he.epochs == 1  # the test's budget relies on it
-        outputs = he_study.run_he_study(profile, progress=False)
+        outputs = he_stage.run_he_study(profile, progress=False)
         yield profile, root / profile.name, outputs
     torch.set_num_threads(threads)
 
 
 def _split(results):
-    from vstain.manifest import read_split
-
     return read_split(results / "dataset" / "split.csv")
 
 
@@ -40,7 +42,7 @@ def test_driver_writes_models_inference_and_metrics_from_he_pairs_only(he_run):
     he = split[split["stain"] == "he"]
     he_ids = set(he["pair_id"])
     train_ids = he.loc[he["fold0"] == "train", "pair_id"].tolist()
-    registered = he_study.registered_he_ids(profile)
+    registered = he_stage.registered_he_ids(profile)
     assert set(registered) <= he_ids and any(r == "test" for r in he.set_index("pair_id").loc[registered, "fold0"])
     assert sorted(outputs) == sorted(profile.he.models)
     for model in profile.he.models:
@@ -71,22 +73,19 @@ def test_driver_writes_models_inference_and_metrics_from_he_pairs_only(he_run):
     assert set(table["role"]) <= {"train", "test"} and len(table)
     assert table["ssim"].between(-1, 1).all() and np.isfinite(table["psnr"]).all()
     assert (table["mask_fraction"] >= profile.evaluation.min_mask_fraction).all()
-    compared, scope = he_study.comparison_patches(table)
+    compared, scope = he_stage.comparison_patches(table)
     assert set(compared["role"]) == ({"test"} if "test" in set(table["role"]) else set(table["role"]))
     assert scope.startswith("the validation/testing") == ("test" in set(table["role"]))
-    summary = he_study.summarise_metrics(compared, role=None)
+    summary = he_stage.summarise_metrics(compared, role=None)
     assert sorted(summary.index) == sorted(profile.he.models)
-    assert he_study.better_model(summary, "ssim") == summary["ssim"].idxmax()
+    assert he_stage.better_model(summary, "ssim") == summary["ssim"].idxmax()
 
 
 @pytest.mark.slow
 def test_masks_follow_the_stitched_field_of_view(he_run):
-    from vstain.io import read_tiff
-    from vstain.pairs import read_registered_pair
-
     profile, results, _ = he_run
     partial_somewhere = False
-    for pid in he_study.registered_he_ids(profile):
+    for pid in he_stage.registered_he_ids(profile):
         folder = results / "registered" / pid
         pair = read_registered_pair(folder)
         # The registration stage records where each image has data: 1 CT, 2 histology, 3 both.
@@ -96,7 +95,7 @@ def test_masks_follow_the_stitched_field_of_view(he_run):
         assert not (pair.mask & ~histology_fov).any(), f"{pid}: mask reaches outside the stitched field of view"
         partial_somewhere |= bool((~histology_fov).any())
         # Generated images shown masked carry one fill value outside the mask.
-        generated = he_study.he_views(profile, "mod_cyclegan", pid)
+        generated = he_stage.he_views(profile, "mod_cyclegan", pid)
         outside = generated["generated_histology_masked"][~pair.mask]
         assert len(outside) and (outside == outside[0]).all()
     assert partial_somewhere, "no registered H&E pair shows a partial field of view"
@@ -109,14 +108,12 @@ def test_study_is_idempotent(he_run):
         results / "he" / kind / m / name
         for m in profile.he.models for kind, name in (("models", "last.pt"), ("inference", "done.json"))]
     before = {f: os.stat(f).st_mtime_ns for f in files}
-    he_study.run_he_study(profile, progress=False)
+    he_stage.run_he_study(profile, progress=False)
     assert {f: os.stat(f).st_mtime_ns for f in files} == before
 
 
 @pytest.mark.slow
 def test_cli_runs_a_stage_and_reports_bad_models(he_run, capsys):
-    from vstain.cli import main
-
     profile, results, _ = he_run
     assert main(["he", "--profile", "smoke", "--stage", "train", "--model", "pix2pix", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == str(results / "he" / "models" / "pix2pix")
@@ -132,18 +129,22 @@ def test_figures_have_the_papers_panels(he_run):
     import matplotlib.pyplot as plt
 
     profile, _, _ = he_run
-    shown = {"train": he_study.figure_pairs(profile, "train"), "test": he_study.figure_pairs(profile, "test")}
+    shown = {"train": he_stage.figure_pairs(profile, "train"), "test": he_stage.figure_pairs(profile, "test")}
     n_rows = len(shown["train"]) + len(shown["test"])
     for model, n_cols in (("mod_cyclegan", 4), ("pix2pix", 3)):
-        fig = he_study.plot_he_examples(profile, model, shown, masked=False)
+        fig = he_figures.plot_he_examples(he_stage.example_views(profile, model, shown), masked=False)
         assert len(fig.axes) == n_rows * n_cols
         assert all(any(t.get_text().endswith(("µm", "mm")) for t in ax.texts) for ax in fig.axes)
         plt.close(fig)
-    fig = he_study.plot_model_comparison(profile, profile.he.models, shown["test"][0],
-                                         profile.evaluation.patch_size)
+    views = he_stage.comparison_views(profile, profile.he.models, shown["test"][0])
+    fig = he_figures.plot_model_comparison(views, shown["test"][0], profile.evaluation.patch_size)
     assert len(fig.axes) == 2 * (1 + len(profile.he.models))
     plt.close(fig)
-    assert he_study.sample_materials(profile, shown["test"]).startswith("Sample 1 = ")
+    assert he_stage.sample_materials(profile, shown["test"]).startswith("Sample 1 = ")
+    pairs = he_stage.load_he_pairs(profile)
+    fig = he_figures.plot_he_pairs(pairs, he_stage.he_roles(profile))
+    assert len(fig.axes) == 2 * len(pairs) and fig.axes[0].get_title().startswith(pairs[0].pair_id)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -156,16 +157,16 @@ def test_roi_origin_is_the_window_the_mask_covers_most():
     size = 8
     cover = np.array([[mask[y:y + size, x:x + size].sum() for x in range(31 - size + 1)]
                       for y in range(23 - size + 1)])
-    y, x = he_study.roi_origin(mask, size)
+    y, x = he_figures.roi_origin(mask, size)
     assert cover[y, x] == cover.max()
     with pytest.raises(ValueError, match="does not fit"):
-        he_study.roi_origin(mask, 24)
+        he_figures.roi_origin(mask, 24)
 
 
 def test_figure_order_puts_one_peek_ti_mg_first():
     materials = {"a": "Mg", "b": "Mg", "c": "Ti", "d": "PEEK", "e": "PEEK"}
-    assert he_study.order_for_figure(materials) == ["d", "c", "a", "e", "b"]
-    assert he_study.order_for_figure(materials, 3) == ["d", "c", "a"]
+    assert he_figures.order_for_figure(materials) == ["d", "c", "a", "e", "b"]
+    assert he_figures.order_for_figure(materials, 3) == ["d", "c", "a"]
 
 
 def test_a_split_without_he_pairs_is_refused(tmp_path, monkeypatch):
@@ -175,11 +176,11 @@ def test_a_split_without_he_pairs_is_refused(tmp_path, monkeypatch):
     pd.DataFrame({"pair_id": ["tb_1", "tb_2"], "stain": ["toluidine_blue"] * 2, "material": ["Mg", "Ti"],
                   "fold0": ["train", "test"], "fold1": ["validation", "test"]}).to_csv(split, index=False)
     with pytest.raises(ValueError, match="no pair with stain 'he'"):
-        he_study.he_roles("smoke")
+        he_stage.he_roles("smoke")
 
 
 def test_unknown_model_and_stage_are_refused():
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
-        he_study.run_he_study("smoke", ["resnet"])
+        he_stage.run_he_study("smoke", ["resnet"])
     with pytest.raises(ValueError, match="unknown H&E stage"):
-        he_study.run_he_study("smoke", stage="everything")
+        he_stage.run_he_study("smoke", stage="everything")

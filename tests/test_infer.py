@@ -1,19 +1,19 @@
-"""Whole-slide overlapping patch inference (vstain.infer)."""
+"""Whole-slide overlapping patch inference (vstain.infer) and the inference stage (vstain.stages.infer)."""
 
 from __future__ import annotations
 
 import json
-import sys
+import tracemalloc
 import types
 
 import numpy as np
 import pytest
 import torch
 
-from vstain import infer
+from vstain.cli import main
+from vstain.config import load_profile
 from vstain.infer import (
     BLENDS,
-    apply_mask,
     blend_weights,
     ct_to_histology_slide,
     histology_to_ct_slide,
@@ -21,8 +21,12 @@ from vstain.infer import (
     seam_score,
     tile_grid,
 )
-from vstain.io import read_tiff
+from vstain.io import read_tiff, write_tiff
+from vstain.masks import apply_mask
+from vstain.models import checkpoint as checkpoint_module
 from vstain.pairs import RegisteredPair, write_registered_pair
+from vstain.stages import infer as infer_stage
+from vstain.train import train_model
 
 torch.set_num_threads(1)
 
@@ -89,6 +93,29 @@ def test_patches_are_fed_in_batches_and_memory_does_not_hold_all_patches():
     assert max(recorder.batch_sizes) == 6
     assert sum(recorder.batch_sizes) == grid.n_patches
     assert isinstance(grid.origins(), types.GeneratorType)
+
+
+def _peak_bytes(image: np.ndarray, patch_size: int, step: int) -> int:
+    tracemalloc.start()
+    try:
+        infer_slide(torch.nn.Identity(), image, patch_size=patch_size, step=step, batch_size=16)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_tiled_inference_holds_memory_of_the_slide_not_of_its_patches():
+    # 32 px patches every 8 px: every pixel lies in 16 patches, so keeping the patch outputs would take
+    # over 15 times the slide (and a slide-sized array per patch thousands of times)
+    small = np.zeros((256, 256, 3), np.float32)
+    large = np.zeros((512, 512, 3), np.float32)
+    peak_small, peak_large = _peak_bytes(small, 32, 8), _peak_bytes(large, 32, 8)
+    grid = tile_grid(large.shape[:2], 32, 8)
+    assert grid.n_patches * 32 * 32 * 3 * 4 > 15 * large.nbytes
+    # float64 accumulators and the padded input (a little larger than the slide), the output, one batch
+    assert peak_large < 8 * large.nbytes
+    # it grows like the slide: 4x the pixels, about 4x the memory (not 4x the patches times 4x the slide)
+    assert peak_large < 4.5 * peak_small
 
 
 def test_single_channel_is_repeated_to_the_generator_channels():
@@ -190,19 +217,29 @@ def test_apply_mask_fills_outside_only():
 # --------------------------------------------------------------------------- the stage
 
 
-class TinyGenerator(torch.nn.Module):
-    def __init__(self, seed: int):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+SMOKE = load_profile("smoke")
 
-    def forward(self, x):
-        return torch.tanh(self.conv(x))
+
+def _training_pair(pair_id: str, seed: int) -> RegisteredPair:
+    rng = np.random.default_rng(seed)
+    ct = rng.integers(5000, 40000, (48, 48)).astype(np.uint16)
+    histology = np.repeat((255 - ct // 160).astype(np.uint8)[..., None], 3, axis=-1)
+    return RegisteredPair(pair_id, "Mg", "toluidine_blue", ct, histology, np.ones((48, 48), bool), 5.0)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """``last.pt`` of a modified CycleGAN and of a Pix2Pix, trained for one smoke epoch."""
+    folder = tmp_path_factory.mktemp("models")
+    pairs = [_training_pair("t0", 0), _training_pair("t1", 1)]
+    return {model: train_model(pairs, folder / model, model, SMOKE.training, epochs=1, seed=SMOKE.seed,
+                               profile_name="smoke", progress=False) / "last.pt"
+            for model in ("mod_cyclegan", "pix2pix")}
 
 
 @pytest.fixture
-def stage(tmp_path, monkeypatch):
-    """Two registered pairs, a split and a fake training module under a temporary results root."""
+def stage(tmp_path, monkeypatch, checkpoints):
+    """Two registered pairs and a split under a temporary results root; generator loads are recorded."""
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
     rng = np.random.default_rng(5)
     registered = tmp_path / "results" / "smoke" / "registered"
@@ -216,21 +253,20 @@ def stage(tmp_path, monkeypatch):
     dataset.mkdir(parents=True)
     (dataset / "split.csv").write_text("pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\n"
                                        "p1,toluidine_blue,Mg,test\n")
-    checkpoint = tmp_path / "model.pt"
-    checkpoint.write_bytes(b"weights")
     calls = []
+    real = checkpoint_module.load_generator
 
-    def load_generator(path, direction="ct_to_histology"):
+    def recording(path, direction="ct_to_histology"):
         calls.append(direction)
-        info = json.loads(open(path).read()) if str(path).endswith(".json") else {"model": "mod_cyclegan"}
-        return TinyGenerator(0 if direction == "ct_to_histology" else 1), info
+        return real(path, direction)
 
-    monkeypatch.setitem(sys.modules, "vstain.train", types.SimpleNamespace(load_generator=load_generator))
-    return types.SimpleNamespace(root=tmp_path / "results", checkpoint=checkpoint, calls=calls, tmp=tmp_path)
+    monkeypatch.setattr(checkpoint_module, "load_generator", recording)
+    return types.SimpleNamespace(root=tmp_path / "results", checkpoint=checkpoints["mod_cyclegan"],
+                                 pix2pix=checkpoints["pix2pix"], calls=calls, tmp=tmp_path)
 
 
 def test_run_inference_writes_every_pair_once(stage):
-    out = infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+    out = infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
     assert out == stage.root / "smoke" / "inference" / "mod_cyclegan" / "fold0"
     done = json.loads((out / "done.json").read_text())
     assert done["pairs"] == ["p0", "p1"]
@@ -240,24 +276,29 @@ def test_run_inference_writes_every_pair_once(stage):
     ct, _, _ = read_tiff(out / "p1" / "ct.tif")
     assert ct.shape == (36, 36) and ct.dtype == np.uint16
     masked, _, _ = read_tiff(out / "p0" / "histology_masked.tif")
-    record = infer.read_inference(out / "p0")["record"]
+    record = infer_stage.read_inference(out / "p0")["record"]
     assert (masked[0, 0] == np.round(record["histology_fill"]).astype(np.uint8)).all()
     assert np.array_equal(masked[20, 25], histology[20, 25])
+    # the stage's output is the science function's on the registered pair
+    generator, info = checkpoint_module.load_generator(stage.checkpoint)
+    pair_ct, _, _ = read_tiff(stage.root / "smoke" / "registered" / "p0" / "ct.tif")
+    expected = ct_to_histology_slide(generator, pair_ct, patch_size=SMOKE.inference.patch_size,
+                                     step=SMOKE.inference.step, batch_size=SMOKE.inference.batch_size, info=info)
+    assert np.array_equal(histology, expected)
     # idempotent: nothing is recomputed the second time
     stamp = (out / "p0" / "histology.tif").stat().st_mtime_ns
     n_calls = len(stage.calls)
-    infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+    infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
     assert len(stage.calls) == n_calls and (out / "p0" / "histology.tif").stat().st_mtime_ns == stamp
     # a new blend is a new result
-    infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, blend="window", progress=False)
+    infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, blend="window",
+                              progress=False)
     assert json.loads((out / "done.json").read_text())["settings"]["blend"] == "window"
 
 
 def test_pix2pix_has_no_generated_ct(stage):
-    checkpoint = stage.tmp / "pix2pix.json"
-    checkpoint.write_text(json.dumps({"model": "pix2pix"}))
-    out = infer.run_inference("smoke", "pix2pix", 0, checkpoint=checkpoint, progress=False,
-                              out_dir=stage.tmp / "p2p")
+    out = infer_stage.run_inference("smoke", "pix2pix", 0, checkpoint=stage.pix2pix, progress=False,
+                                    out_dir=stage.tmp / "p2p")
     assert stage.calls == ["ct_to_histology"]
     assert (out / "p0" / "histology.tif").is_file() and not (out / "p0" / "ct.tif").exists()
 
@@ -265,17 +306,15 @@ def test_pix2pix_has_no_generated_ct(stage):
 def test_missing_and_mismatched_checkpoints_are_named(stage):
     missing = stage.tmp / "nope.pt"
     with pytest.raises(FileNotFoundError, match="nope.pt"):
-        infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=missing, progress=False)
-    other = stage.tmp / "other.json"
-    other.write_text(json.dumps({"model": "pix2pix"}))
-    with pytest.raises(ValueError, match=r"other\.json.*pix2pix.*mod_cyclegan"):
-        infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=other, progress=False)
+        infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=missing, progress=False)
+    with pytest.raises(ValueError, match=r"last\.pt: checkpoint of model 'pix2pix', expected 'mod_cyclegan'"):
+        infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.pix2pix, progress=False)
     assert not (stage.root / "smoke" / "inference").exists()
 
 
 def test_a_failure_leaves_no_complete_looking_output(stage, monkeypatch):
     calls = {"n": 0}
-    real = infer.histology_to_ct_slide
+    real = infer_stage.histology_to_ct_slide
 
     def fail_second(*args, **kwargs):
         calls["n"] += 1
@@ -283,9 +322,9 @@ def test_a_failure_leaves_no_complete_looking_output(stage, monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(infer, "histology_to_ct_slide", fail_second)
+    monkeypatch.setattr(infer_stage, "histology_to_ct_slide", fail_second)
     with pytest.raises(RuntimeError):
-        infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+        infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
     out = stage.root / "smoke" / "inference" / "mod_cyclegan" / "fold0"
     assert (out / "p0" / "inference.json").is_file()
     assert not (out / "p1" / "inference.json").exists() and not (out / "done.json").exists()
@@ -293,24 +332,37 @@ def test_a_failure_leaves_no_complete_looking_output(stage, monkeypatch):
 
 
 def test_cli_reports_a_missing_checkpoint_in_one_line(stage, capsys):
-    from vstain.cli import main
-
     code = main(["infer", "--profile", "smoke", "--model", "mod_cyclegan", "--checkpoint", str(stage.tmp / "x.pt")])
     assert code == 2
     assert "x.pt: checkpoint not found" in capsys.readouterr().err
 
 
 def test_changed_registered_pairs_are_stained_again(stage):
-    out = infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+    out = infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
     before = json.loads((out / "done.json").read_text())["inputs"]
     pair_folder = stage.root / "smoke" / "registered" / "p1"
     mask, size, _ = read_tiff(pair_folder / "mask.tif")
-    from vstain.io import write_tiff
-
     write_tiff(pair_folder / "mask.tif", np.ones_like(mask), size)
     n_calls = len(stage.calls)
-    infer.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+    infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
     after = json.loads((out / "done.json").read_text())["inputs"]
     assert after["p0"] == before["p0"] and after["p1"] != before["p1"]
     assert len(stage.calls) > n_calls
     assert json.loads((out / "p1" / "inference.json").read_text())["input"] == after["p1"]
+
+
+def test_compare_blends_stains_one_pair_with_both_blends_and_scores_the_seams(stage):
+    result = infer_stage.compare_blends("smoke", "mod_cyclegan", 0, "p0", checkpoint=stage.checkpoint)
+    assert result["pair"].pair_id == "p0"
+    assert result["grid"] == tile_grid((40, 50), SMOKE.inference.patch_size, SMOKE.inference.step)
+    for blend in BLENDS:
+        assert result[blend].shape == (40, 50, 3) and result[blend].dtype == np.uint8
+    assert not np.array_equal(result["mean"], result["window"])
+    scores = result["scores"]
+    assert scores.columns.tolist() == ["blend", "region", "seam_score"]
+    assert sorted(zip(scores.blend, scores.region)) == sorted(
+        (b, r) for b in BLENDS for r in ("whole slide", "inside mask", "background"))
+    assert np.isfinite(scores.loc[scores.region == "whole slide", "seam_score"]).all()
+    # the mean blend is what the stage writes with the profile's (mean) blend
+    out = infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
+    assert np.array_equal(result["mean"], read_tiff(out / "p0" / "histology.tif")[0])

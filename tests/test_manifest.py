@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from vstain.manifest import (ManifestError, PairEntry, check_manifest, load_manifest, make_split, pairs_in_role,
-                             read_split, sha256_file, validate_split, write_manifest, write_split)
+from vstain.manifest import (ManifestError, PairEntry, load_manifest, make_split, pairs_in_role, read_split,
+                             sha256_file, validate_split, write_manifest, write_split)
+from vstain.stages.dataset import check_manifest
 
 
 def _pair_files(folder: Path, pid: str) -> dict:

@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from vstain import metrics
+from vstain.config import load_profile
+from vstain.frc import patch_origins
 from vstain.metrics import (
     PAPER_TABLE1,
     compare_with_paper,
     load_lpips,
     lpips_distances,
+    patch_grid,
     patch_metrics,
     psnr,
     sample_patches,
@@ -22,6 +25,11 @@ from vstain.metrics import (
     ssim,
     table1,
 )
+from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
+from vstain.stages import evaluate as evaluate_stage
+from vstain.stages import infer as infer_stage
+from vstain.train import train_model
+from vstain.vocabulary import BASELINE
 
 torch.set_num_threads(1)
 
@@ -168,11 +176,8 @@ def test_raw_ct_baseline_is_greyscale():
 
 def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
     """Train two smoke models on two written pairs, stain them, and write Table 1 without LPIPS."""
-    from vstain import infer
-    from vstain.pairs import RegisteredPair, write_registered_pair
-
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setattr(infer, "_prepare_registered_pairs", lambda *a, **k: None)
+    monkeypatch.setattr(infer_stage, "ensure_registered", lambda *a, **k: None)
     rng = np.random.default_rng(3)
     root = tmp_path / "results" / "smoke"
     for pair_id in ("p0", "p1", "p2"):
@@ -186,23 +191,22 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
     (root / "dataset" / "split.csv").write_text(
         "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,validation\n"
         "p2,toluidine_blue,Mg,test\n")
-    from vstain import train
-    from vstain.pairs import read_registered_pair
+    smoke = load_profile("smoke")
 
     def ensure_trained(profile, model, fold, stain="toluidine_blue", **kwargs):
         # isolated from the real pipeline: one epoch on the written training pair only
         out = tmp_path / "models" / model
         if not (out / "last.pt").is_file():
-            train.train_model(profile, model, fold, pairs=[read_registered_pair(root / "registered" / "p0")],
-                              out_dir=out, epochs=1, progress=False)
+            train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
+                        seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
         return out
 
-    monkeypatch.setattr(train, "ensure_trained", ensure_trained)
-    path = metrics.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
+    monkeypatch.setattr(infer_stage, "ensure_trained", ensure_trained)
+    path = evaluate_stage.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                             progress=False)
     assert capsys.readouterr().err.count("LPIPS unavailable") == 1
     table = pd.read_csv(path)
-    assert set(table.model) == {"mod_cyclegan", "pix2pix", "raw_ct"}
+    assert set(table.model) == {"mod_cyclegan", "pix2pix", BASELINE}
     assert set(table.role) == {"train", "validation", "test"}
     assert table.lpips.isna().all() and not table.lpips_available.any()
     assert table.ssim.between(-1, 1).all() and np.isfinite(table.psnr).all()
@@ -216,7 +220,7 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
     assert compared.loc[compared.model == "mod_cyclegan", "ssim_paper"].tolist() == [0.63, 0.60, 0.59]
     # cached: a second run reads the per-patch CSVs back
     stamp = (root / "evaluation" / "per_patch" / "mod_cyclegan_fold0.csv").stat().st_mtime_ns
-    metrics.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
+    evaluate_stage.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                      progress=False)
     assert (root / "evaluation" / "per_patch" / "mod_cyclegan_fold0.csv").stat().st_mtime_ns == stamp
 
@@ -241,3 +245,39 @@ def test_roi_prefers_full_mask_and_structure():
     y, x = metrics.choose_roi(mask, 16, image)
     assert (y, x) == (40, 8)
     assert metrics.choose_roi(np.ones((10, 12), bool), 16) == (0, 0)
+
+
+def _old_evaluation_patches(mask, patch_size, step, min_mask_fraction):
+    """The evaluation's patch placement written out patch by patch (the reference)."""
+    def starts(size):
+        s = list(range(0, size - patch_size + 1, step))
+        return s if s[-1] == size - patch_size else s + [size - patch_size]
+
+    return [[y, x] for y in starts(mask.shape[0]) for x in starts(mask.shape[1])
+            if mask[y:y + patch_size, x:x + patch_size].sum() >= min_mask_fraction * patch_size ** 2 - 1e-9]
+
+
+def _old_frc_patches(mask, patch_size, min_mask_fraction):
+    """The FRC's patch placement written out patch by patch (the reference)."""
+    return [(y, x) for y in range(0, mask.shape[0] - patch_size + 1, patch_size)
+            for x in range(0, mask.shape[1] - patch_size + 1, patch_size)
+            if mask[y:y + patch_size, x:x + patch_size].mean() >= min_mask_fraction]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_patch_grid_places_evaluation_frc_and_roi_patches(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(20, 90, 2))
+    mask = np.zeros(shape, bool)
+    y0, x0 = rng.integers(0, 15, 2)
+    mask[y0:y0 + rng.integers(5, 70), x0:x0 + rng.integers(5, 70)] = True
+    mask ^= rng.random(shape) < 0.05
+    for size, step, fraction in ((16, 8, 0.5), (16, 5, 0.75), (8, 8, 0.0), (12, 7, 1.0)):
+        assert sample_patches(mask, patch_size=size, step=step, min_mask_fraction=fraction).tolist() == \
+            _old_evaluation_patches(mask, size, step, fraction)
+        assert patch_origins(mask, size, fraction) == _old_frc_patches(mask, size, fraction)
+    origins, covered = patch_grid(mask, 16, 4)
+    assert [covered[i] for i in range(len(origins))] == [mask[y:y + 16, x:x + 16].sum() for y, x in origins]
+    # the ROI is a candidate of the grid of step size // 4 with the largest mask fraction
+    y, x = metrics.choose_roi(mask, 16)
+    assert mask[y:y + 16, x:x + 16].mean() == max(mask[a:a + 16, b:b + 16].mean() for a, b in origins)

@@ -8,9 +8,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from vstain.config import load_profile
-from vstain.phantom import (LABELS, beamtime_params, ensure_dataset, ground_truth_pair, load_sample, make_sample,
-                            plane_grid, session_params, simulate_ct, stain_labels)
+from vstain.phantom import (LABELS, beamtime_params, ground_truth_pair, load_sample, make_sample, plane_grid,
+                            session_params, simulate_ct, stain_labels)
 from vstain.phantom.section import histology_to_plane, plane_to_volume
+from vstain.stages.dataset import ensure_dataset
 
 CFG = load_profile("smoke").dataset
 

@@ -4,10 +4,10 @@ import os
 
 import pandas as pd
 
-from vstain import prepare
 from vstain.config import load_profile
 from vstain.layout import stage_dir
 from vstain.registration import RegistrationFailed
+from vstain.stages import register
 
 
 def test_failed_pairs_are_recorded_once_and_tables_not_rewritten(smoke_dataset, tmp_path, monkeypatch):
@@ -19,15 +19,15 @@ def test_failed_pairs_are_recorded_once_and_tables_not_rewritten(smoke_dataset, 
         calls.append(entry.pair_id)
         raise RegistrationFailed(f"pair {entry.pair_id}: mutual information did not improve")
 
-    monkeypatch.setattr(prepare, "prepare_pair", failing_pair)
-    table = prepare.prepare_registered_pairs(profile, stain="he", progress=False, manifest_path=smoke_dataset)
+    monkeypatch.setattr(register, "prepare_pair", failing_pair)
+    table = register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
     he_ids = sorted(table["pair_id"])
     assert sorted(calls) == he_ids and len(he_ids) > 0
     assert table["status"].str.startswith("failed: pair").all()
     csv = stage_dir("smoke", "registered") / "registration.csv"
     os.utime(csv, (1_000_000, 1_000_000))
 
-    again = prepare.prepare_registered_pairs(profile, stain="he", progress=False, manifest_path=smoke_dataset)
+    again = register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
     assert sorted(calls) == he_ids, "a deterministic failure was retried"
     assert csv.stat().st_mtime == 1_000_000, "an unchanged table was rewritten"
     pd.testing.assert_frame_equal(again, table)

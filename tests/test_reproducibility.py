@@ -7,8 +7,9 @@ separate results trees; the two Table 1 files must be identical to the last digi
 import pandas as pd
 import pytest
 
-from vstain import metrics
 from vstain.config import load_profile
+from vstain.stages.evaluate import evaluate
+from vstain.vocabulary import BASELINE
 
 
 @pytest.mark.slow
@@ -17,9 +18,9 @@ def test_same_seed_same_table1(tmp_path, monkeypatch):
     tables = []
     for run in ("first", "second"):
         monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / run))
-        path = metrics.evaluate(profile, profile.training.models, profile.training.folds, progress=False)
+        path = evaluate(profile, profile.training.models, profile.training.folds, progress=False)
         tables.append(pd.read_csv(path))
     first, second = tables
-    assert set(first["model"]) >= set(profile.training.models) | {metrics.BASELINE}
+    assert set(first["model"]) >= set(profile.training.models) | {BASELINE}
     assert first[["ssim", "psnr"]].notna().all().all()
     pd.testing.assert_frame_equal(first, second, check_exact=True)

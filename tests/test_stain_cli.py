@@ -1,15 +1,24 @@
 """`vstain stain`: a user's own CT volume through a trained checkpoint, and every bad input."""
 
+import json
+import os
+import shutil
+
 import numpy as np
+import pandas as pd
 import pytest
+import tifffile
 import torch
 import zarr
 
 from vstain import cli
 from vstain.config import load_profile
 from vstain.io import read_tiff, write_tiff
+from vstain.layout import model_dir, stage_dir, volume_dir
 from vstain.models import architecture, build_generator
-from vstain.train import CHECKPOINT_FORMAT
+from vstain.models.checkpoint import CHECKPOINT_FORMAT
+from vstain.stages import stain as stain_stage
+from vstain.stages import volume as volume_stage
 
 
 def make_checkpoint(path, *, directions=None, ngf=4, weights_ngf=None):
@@ -67,8 +76,6 @@ def test_a_2d_image_is_refused(tmp_path, capsys):
 
 
 def test_a_volume_without_voxel_size_says_use_voxel_size(tmp_path, capsys):
-    import tifffile
-
     tifffile.imwrite(tmp_path / "bare.tif", np.zeros((4, 20, 20), np.uint16), photometric="minisblack")
     ckpt = make_checkpoint(tmp_path / "c.pt")
     code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "bare.tif", "--output", tmp_path / "o.tif"], capsys)
@@ -113,9 +120,7 @@ def test_zarr_with_wrong_number_of_dimensions(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_no_output(tmp_path, ct_stack, capsys, monkeypatch):
-    from vstain import volume
-
-    original = volume.make_slice_stainer
+    original = stain_stage.make_slice_stainer
 
     def interrupting(*args, **kwargs):
         stainer, calls = original(*args, **kwargs), []
@@ -127,7 +132,7 @@ def test_interrupted_run_leaves_no_output(tmp_path, ct_stack, capsys, monkeypatc
             return stainer(ct)
         return stain
 
-    monkeypatch.setattr(volume, "make_slice_stainer", interrupting)
+    monkeypatch.setattr(stain_stage, "make_slice_stainer", interrupting)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", ct_stack,
@@ -156,15 +161,54 @@ def test_top_level_help_lists_every_command_with_its_options(capsys):
 
 
 def test_volume_stage_command_runs_the_phantom_stage(monkeypatch, tmp_path, capsys):
-    from vstain import volume
-
     calls = []
 
     def fake_stage(profile, *, force, progress):
         calls.append((profile, force, progress))
         return tmp_path / "done.json"
 
-    monkeypatch.setattr(volume, "stain_phantom_volume", fake_stage)
+    monkeypatch.setattr(volume_stage, "stain_phantom_volume", fake_stage)
     assert cli.main(["volume", "--profile", "smoke", "--force", "--no-progress"]) == 0
     assert calls == [("smoke", True, False)]
     assert str(tmp_path) in capsys.readouterr().out
+
+
+def test_phantom_volume_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
+    """The stage on the smoke phantom, with an untrained generator in place of the training stage."""
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
+    profile = load_profile("smoke")
+    shutil.copytree(smoke_dataset.parent, stage_dir(profile.name, "dataset"))
+    trained = []
+
+    def untrained(profile, model, fold, *, progress):
+        trained.append((model, fold))
+        run = model_dir(profile.name, model, fold)
+        run.mkdir(parents=True, exist_ok=True)
+        make_checkpoint(run / "last.pt")
+        return run
+
+    def no_rendering(*args, **kwargs):
+        # an off-screen VTK context left in the process breaks later torch imports (triton): stay clear of it
+        raise volume_stage.RenderingUnavailable("not in this test")
+
+    monkeypatch.setattr(volume_stage, "ensure_trained", untrained)
+    monkeypatch.setattr(volume_stage, "render_rgba", no_rendering)
+    done = volume_stage.stain_phantom_volume(profile, progress=False)
+    out = volume_dir(profile.name)
+    assert done == out / "done.json" and trained == [(profile.volume.model, profile.volume.fold)]
+    record = json.loads(done.read_text())
+    assert record["settings"]["metrics_version"] == volume_stage.METRICS_VERSION
+    assert record["rendering"] == {"z": "skipped: not in this test", "zyx": "skipped: not in this test"}
+    assert 0 < record["sample_fraction"] < 1 and not list(out.glob("rendering_*.png"))
+    ct, voxel, _ = read_tiff(out / "ct.tif")
+    assert ct.shape == tuple(profile.dataset.ct_shape) and voxel == (profile.dataset.ct_voxel_um,) * 3
+    for name in ("stained_z", "stained_zyx", "truth"):
+        image, spacing, _ = read_tiff(out / f"{name}.tif")
+        assert image.shape == ct.shape + (3,) and image.dtype == np.uint8 and spacing == voxel, name
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["variant"]) == ["truth", "single-axis (z)", "fused (zyx, OD mean)"]
+    assert metrics.loc[0, "ssim"] == 1.0 and metrics.loc[0, "ssim_sample"] == 1.0
+    assert metrics.loc[1:, ["stripe_z", "ssim", "psnr", "stripe_z_sample", "ssim_sample"]].notna().all().all()
+    before = os.stat(done).st_mtime_ns
+    assert volume_stage.stain_phantom_volume(profile, progress=False) == done  # idempotent
+    assert os.stat(done).st_mtime_ns == before and len(trained) == 1

@@ -1,4 +1,4 @@
-"""Training: outputs, determinism, exact resumption, bad input, loading generators, CLI."""
+"""Training: outputs, determinism, exact resumption, bad input, loading generators, the stage, CLI."""
 
 import dataclasses
 
@@ -8,9 +8,17 @@ import pytest
 import torch
 
 from vstain import losses
+from vstain.cli import main
 from vstain.config import load_profile
-from vstain.pairs import RegisteredPair, write_registered_pair
-from vstain.train import (NonFiniteLossError, ensure_trained, is_trained, load_generator, model_dir, train_model)
+from vstain.layout import model_dir
+from vstain.masks import apply_mask, background_fill
+from vstain.metrics import psnr, raw_ct_as_rgb, ssim
+from vstain.models.checkpoint import load_generator
+from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
+from vstain.stages import train as train_stage
+from vstain.stages.train import ensure_trained, is_trained, train_fold
+from vstain.train import (NonFiniteLossError, stain_pair, train_model, use_cpu_bf16, validation_medians,
+                          validation_scores)
 
 torch.set_num_threads(1)
 SMOKE = load_profile("smoke")
@@ -29,6 +37,13 @@ def make_pair(pair_id="p0", shape=(48, 48), seed=0):
 PAIRS = [make_pair("a", seed=0), make_pair("b", seed=1)]
 
 
+def train(profile, model, fold, *, pairs=PAIRS, epochs=None, out_dir):
+    """One run of :func:`vstain.train.train_model` with the settings of ``profile``."""
+    epochs = profile.training.epochs if epochs is None else epochs
+    return train_model(pairs, out_dir, model, profile.training, epochs=epochs, seed=profile.seed, fold=fold,
+                       profile_name=profile.name)
+
+
 def weights(folder):
     return torch.load(folder / "last.pt", weights_only=True)["state"]["networks"]
 
@@ -39,10 +54,10 @@ def same_weights(a, b):
 
 @pytest.mark.parametrize("model", ["mod_cyclegan", "cyclegan", "cyclegan_invct", "pix2pix"])
 def test_resume_from_last_equals_uninterrupted_run(tmp_path, model):
-    straight = train_model(SMOKE, model, 0, pairs=PAIRS, epochs=2, out_dir=tmp_path / "straight", progress=False)
-    train_model(SMOKE, model, 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "resumed", progress=False)
+    straight = train(SMOKE, model, 0, pairs=PAIRS, epochs=2, out_dir=tmp_path / "straight")
+    train(SMOKE, model, 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["epoch"] == 1
-    resumed = train_model(SMOKE, model, 0, pairs=PAIRS, epochs=2, out_dir=tmp_path / "resumed", progress=False)
+    resumed = train(SMOKE, model, 0, pairs=PAIRS, epochs=2, out_dir=tmp_path / "resumed")
     assert same_weights(weights(straight), weights(resumed))
     a = pd.read_csv(straight / "history.csv").drop(columns="seconds")
     b = pd.read_csv(resumed / "history.csv").drop(columns="seconds")
@@ -50,7 +65,7 @@ def test_resume_from_last_equals_uninterrupted_run(tmp_path, model):
 
 
 def test_outputs_history_checkpoints_and_loading(tmp_path):
-    out = train_model(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=2, out_dir=tmp_path, progress=False)
+    out = train(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=2, out_dir=tmp_path)
     history = pd.read_csv(out / "history.csv")
     assert list(history["epoch"]) == [1, 2]
     for column in ["gan", "cyc", "id", "px", "gs", "total", "D_X", "D_Y", "seconds"]:
@@ -73,9 +88,9 @@ def test_outputs_history_checkpoints_and_loading(tmp_path):
 
 
 def test_invct_and_pix2pix_checkpoint_info(tmp_path):
-    out = train_model(SMOKE, "cyclegan_invct", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "i", progress=False)
+    out = train(SMOKE, "cyclegan_invct", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "i")
     assert load_generator(out / "last.pt")[1]["invert_ct"] is True
-    out = train_model(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "p", progress=False)
+    out = train(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "p")
     generator, info = load_generator(out / "best_l1.pt")
     assert type(generator).__name__ == "UnetGenerator" and info["invert_ct"] is False
     with pytest.raises(ValueError, match="no histology_to_ct generator"):
@@ -90,9 +105,9 @@ def test_invct_and_pix2pix_checkpoint_info(tmp_path):
 
 
 def test_deterministic_and_seed_dependent(tmp_path):
-    a = train_model(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "a", progress=False)
-    b = train_model(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "b", progress=False)
-    c = train_model(SMOKE, "pix2pix", 1, pairs=PAIRS, epochs=1, out_dir=tmp_path / "c", progress=False)
+    a = train(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "a")
+    b = train(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "b")
+    c = train(SMOKE, "pix2pix", 1, pairs=PAIRS, epochs=1, out_dir=tmp_path / "c")
     assert same_weights(weights(a), weights(b))
     assert not same_weights(weights(a), weights(c))
 
@@ -101,20 +116,20 @@ def test_global_random_state_untouched(tmp_path):
     torch.manual_seed(11)
     expected = torch.rand(3)
     torch.manual_seed(11)
-    train_model(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path, progress=False)
+    train(SMOKE, "pix2pix", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_resume_refuses_checkpoint_of_another_model_or_shape(tmp_path):
-    train_model(SMOKE, "cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path, progress=False)
+    train(SMOKE, "cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path)
     before = (tmp_path / "last.pt").read_bytes()
     with pytest.raises(ValueError, match=r"last.pt: field model is 'cyclegan' .* but 'mod_cyclegan'"):
-        train_model(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=2, out_dir=tmp_path, progress=False)
+        train(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=2, out_dir=tmp_path)
     wider = dataclasses.replace(SMOKE, training=dataclasses.replace(SMOKE.training, ngf=8))
     with pytest.raises(ValueError, match="field architecture.generator.ngf is 4"):
-        train_model(wider, "cyclegan", 0, pairs=PAIRS, epochs=2, out_dir=tmp_path, progress=False)
+        train(wider, "cyclegan", 0, pairs=PAIRS, epochs=2, out_dir=tmp_path)
     with pytest.raises(ValueError, match="field pair_ids"):
-        train_model(SMOKE, "cyclegan", 0, pairs=PAIRS[:1] * 2, epochs=2, out_dir=tmp_path, progress=False)
+        train(SMOKE, "cyclegan", 0, pairs=PAIRS[:1] * 2, epochs=2, out_dir=tmp_path)
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
@@ -129,28 +144,33 @@ def test_nan_loss_stops_with_epoch_and_component(tmp_path, monkeypatch):
 
     monkeypatch.setattr(losses, "greyscale_loss", nan_in_epoch_2)
     with pytest.raises(NonFiniteLossError, match="loss component gs is nan at epoch 2, step 0"):
-        train_model(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=3, out_dir=tmp_path / "late", progress=False)
+        train(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=3, out_dir=tmp_path / "late")
     kept = torch.load(tmp_path / "late" / "last.pt", weights_only=True)
     assert kept["epoch"] == 1  # epoch 1's checkpoint, nothing of epoch 2
     assert len(pd.read_csv(tmp_path / "late" / "history.csv")) == 1
     assert not list((tmp_path / "late").glob("*.part"))
     calls["n"] = 4
     with pytest.raises(NonFiniteLossError, match="epoch 1"):
-        train_model(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "early", progress=False)
-    assert not list((tmp_path / "early").glob("*.pt")) if (tmp_path / "early").exists() else True
+        train(SMOKE, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "early")
+    assert not (tmp_path / "early").exists()  # nothing is written before the first epoch ends
 
 
 def test_bad_pairs_leave_nothing_behind(tmp_path):
     bad = make_pair("bad")
     bad.mask = np.zeros_like(bad.mask)
     with pytest.raises(ValueError, match="pair bad: field mask is all zero"):
-        train_model(SMOKE, "cyclegan", 0, pairs=[bad], out_dir=tmp_path / "run", progress=False)
+        train(SMOKE, "cyclegan", 0, pairs=[bad], out_dir=tmp_path / "run")
     small = make_pair("small", shape=(20, 20))
     with pytest.raises(ValueError, match="pair small: image shape"):
-        train_model(SMOKE, "cyclegan", 0, pairs=[small], out_dir=tmp_path / "run", progress=False)
+        train(SMOKE, "cyclegan", 0, pairs=[small], out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="unknown model 'cycle'"):
-        train_model(SMOKE, "cycle", 0, pairs=PAIRS, out_dir=tmp_path / "run", progress=False)
+        train(SMOKE, "cycle", 0, pairs=PAIRS, out_dir=tmp_path / "run")
+
+
+def _registered(root, pair_id):
+    from_disk = root / "smoke" / "registered" / pair_id
+    return read_registered_pair(from_disk)
 
 
 def _write_registered_dataset(root):
@@ -177,9 +197,22 @@ def test_ensure_trained_reads_registered_pairs_and_is_idempotent(tmp_path):
     assert (out / "last.pt").stat().st_mtime_ns == stamp
 
 
-def test_cli_trains_and_reports_bad_input(tmp_path, capsys):
-    from vstain.cli import main
+def test_train_fold_takes_the_profile_epochs_seed_and_fold_pairs(tmp_path):
+    _write_registered_dataset(tmp_path)
+    out = train_fold(SMOKE, "cyclegan", 1, progress=False, root=tmp_path)
+    assert out == model_dir("smoke", "cyclegan", 1, root=tmp_path)
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == SMOKE.training.epochs and last["pair_ids"] == ["p1", "p2"]
+    assert last["provenance"]["profile"] == "smoke" and last["provenance"]["seed"] == SMOKE.seed
+    # the stage is the science run with the profile's numbers: the same weights
+    same = train(SMOKE, "cyclegan", 1, pairs=[_registered(tmp_path, "p1"), _registered(tmp_path, "p2")],
+                 out_dir=tmp_path / "science")
+    assert same_weights(weights(out), weights(same))
+    with pytest.raises(ValueError, match="unknown stain 'eosin'"):
+        train_fold(SMOKE, "cyclegan", 1, stain="eosin", root=tmp_path)
 
+
+def test_cli_trains_and_reports_bad_input(tmp_path, capsys):
     _write_registered_dataset(tmp_path)
     code = main(["train", "--profile", "smoke", "--model", "cyclegan", "--fold", "1", "--epochs", "1",
                  "--results", str(tmp_path)])
@@ -191,8 +224,6 @@ def test_cli_trains_and_reports_bad_input(tmp_path, capsys):
 
 
 def test_cpu_bf16_and_channels_last_variants_train(tmp_path):
-    from vstain.train import use_cpu_bf16
-
     assert use_cpu_bf16("on") and not use_cpu_bf16("off")
     with pytest.raises(ValueError, match="cpu_bf16"):
         use_cpu_bf16("maybe")
@@ -200,11 +231,46 @@ def test_cpu_bf16_and_channels_last_variants_train(tmp_path):
                                                                    channels_last=True))
     plain = dataclasses.replace(SMOKE, training=dataclasses.replace(SMOKE.training, cpu_bf16="off",
                                                                     channels_last=False))
-    a = train_model(fast, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "fast", progress=False)
-    b = train_model(plain, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "plain", progress=False)
+    a = train(fast, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "fast")
+    b = train(plain, "mod_cyclegan", 0, pairs=PAIRS, epochs=1, out_dir=tmp_path / "plain")
     ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
     assert np.isfinite(ha.drop(columns="seconds").to_numpy()).all()
     # bf16 changes the numbers a little, not the training
     assert abs(ha["total"][0] - hb["total"][0]) < 0.1 * hb["total"][0]
     generator, _ = load_generator(a / "last.pt")
     assert generator(torch.zeros(1, 3, 32, 32)).dtype == torch.float32
+
+
+def test_validation_scores_are_the_masked_scores_on_the_mask_box(tmp_path):
+    out = train(SMOKE, "pix2pix", 0, epochs=1, out_dir=tmp_path)
+    pair = make_pair("v", seed=3)
+    pair.mask = np.zeros_like(pair.mask)
+    pair.mask[8:40, 4:44] = True
+    scores = validation_scores(out / "last.pt", [pair], patch_size=32, step=16)
+    assert scores.columns.tolist() == ["pair_id", "material", "ssim", "psnr", "ssim_baseline", "psnr_baseline"]
+    generated = stain_pair(out / "last.pt", pair, 32, 16)
+    box = np.s_[8:40, 4:44]
+    fill = background_fill(pair.histology, pair.mask)
+    real = apply_mask(pair.histology, pair.mask, fill)[box]
+    row = scores.iloc[0]
+    assert row.pair_id == "v" and row.ssim == ssim(real, generated[box]) and row.psnr == psnr(real, generated[box])
+    assert row.ssim_baseline == ssim(real, raw_ct_as_rgb(pair.ct)[box])
+    # what lies outside the mask does not count
+    changed = dataclasses.replace(pair, histology=pair.histology.copy())
+    changed.histology[~pair.mask] = 0
+    changed_scores = validation_scores(out / "last.pt", [changed], patch_size=32, step=16)
+    assert changed_scores[["ssim", "psnr", "ssim_baseline"]].equals(scores[["ssim", "psnr", "ssim_baseline"]])
+
+
+def test_training_report_trains_then_reads_history_patches_and_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
+    monkeypatch.setattr(train_stage, "ensure_registered", lambda *a, **k: None)  # the pairs are written below
+    _write_registered_dataset(tmp_path)
+    validation = [_registered(tmp_path, "p2")]
+    report = train_stage.training_report(SMOKE, "pix2pix", 0, validation, n_patches=2, progress=False)
+    assert report.run == model_dir("smoke", "pix2pix", 0, root=tmp_path)
+    assert report.history["epoch"].tolist() == list(range(1, SMOKE.training.epochs + 1))
+    assert report.panels["real_histology"].shape == (2, 32, 32, 3) and "generated_ct" not in report.panels
+    assert report.scores.pair_id.tolist() == ["p2"]
+    medians = validation_medians({"pix2pix": report.scores})
+    assert medians.loc["pix2pix", "ssim"] == report.scores.ssim.iloc[0]

@@ -1,13 +1,17 @@
 """3D staining: streaming filter, bounded memory, writers, fusion, stripe score."""
 
+import tempfile
 import weakref
 
 import numpy as np
 import pytest
+import tifffile
+import torch._dynamo  # noqa: F401  (loads triton now: importing it after a VTK off-screen render crashes the process)
 import zarr
 from scipy import ndimage
 
 from vstain import volume as vol
+from vstain import volume_io as vio
 from vstain.io import read_tiff, write_tiff
 
 
@@ -21,7 +25,7 @@ def random_volume(shape=(12, 16, 20), seed=0):
     return (np.random.default_rng(seed).uniform(0, 100, shape)).astype(np.float32)
 
 
-class CountingVolume(vol.ArrayVolume):
+class CountingVolume(vio.ArrayVolume):
     """A source that counts how many slices it handed out are still alive (held by the pipeline)."""
 
     def __init__(self, array):
@@ -46,7 +50,7 @@ class CountingVolume(vol.ArrayVolume):
 @pytest.mark.parametrize("sigma", [1.0, 2.0])
 def test_streaming_filter_equals_scipy_3d_gaussian(shape, sigma):
     data = random_volume(shape)
-    streamed = np.stack(list(vol.filtered_slices(vol.ArrayVolume(data, (1, 1, 1)), sigma)))
+    streamed = np.stack(list(vol.filtered_slices(vio.ArrayVolume(data, (1, 1, 1)), sigma)))
     expected = ndimage.gaussian_filter(data.astype(np.float64), sigma, mode="reflect")
     np.testing.assert_allclose(streamed, expected, atol=1e-4)
 
@@ -66,7 +70,7 @@ def test_memory_is_bounded_by_a_few_slices_not_by_depth(tmp_path, axes):
 def test_tiff_stack_in_rgb_stack_out_with_voxel_size(tmp_path):
     data = random_volume()
     write_tiff(tmp_path / "ct.tif", data, (3.0, 1.5, 1.5))
-    source = vol.open_volume(tmp_path / "ct.tif")
+    source = vio.open_volume(tmp_path / "ct.tif")
     assert source.voxel_size_um == (3.0, 1.5, 1.5)
     vol.stain_volume(source, colour_map, tmp_path / "out.tif", sigma_voxels=1.0, metadata={"model": "test"})
     source.close()
@@ -78,7 +82,7 @@ def test_tiff_stack_in_rgb_stack_out_with_voxel_size(tmp_path):
 
 def write_ome_zarr_ct(path, data, voxel, chunk_depth=4):
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    group.attrs.update(vol.ngff_metadata(voxel, rgb=False))
+    group.attrs.update(vio.ngff_metadata(voxel, rgb=False))
     array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(chunk_depth,) + data.shape[1:])
     array[:] = data
 
@@ -86,7 +90,7 @@ def write_ome_zarr_ct(path, data, voxel, chunk_depth=4):
 def test_ome_zarr_input_read_chunk_by_chunk_and_ome_zarr_output(tmp_path):
     data = random_volume((10, 12, 14))
     write_ome_zarr_ct(tmp_path / "ct.zarr", data, (4.0, 2.0, 2.0))
-    source = vol.open_volume(tmp_path / "ct.zarr")
+    source = vio.open_volume(tmp_path / "ct.zarr")
     assert source.voxel_size_um == (4.0, 2.0, 2.0)
     decoded = []
     original = source.array.__getitem__
@@ -106,16 +110,14 @@ def test_ome_zarr_input_read_chunk_by_chunk_and_ome_zarr_output(tmp_path):
 def test_zarr_with_wrong_dimensions_is_refused(tmp_path):
     zarr.create_array(str(tmp_path / "flat.zarr"), shape=(8, 8), dtype=np.uint16)
     with pytest.raises(ValueError, match="2 dimensions.*expected 3"):
-        vol.open_volume(tmp_path / "flat.zarr", (1, 1, 1))
+        vio.open_volume(tmp_path / "flat.zarr", (1, 1, 1))
 
 
 def test_fusing_identical_predictions_changes_nothing():
     data = random_volume((8, 10, 12))
-    single = np.stack(list(vol.stain_slices(vol.ArrayVolume(data, (1, 1, 1)), colour_map, sigma_voxels=1.0)))
-    import tempfile
-
+    single = np.stack(list(vol.stain_slices(vio.ArrayVolume(data, (1, 1, 1)), colour_map, sigma_voxels=1.0)))
     with tempfile.TemporaryDirectory() as scratch:
-        fused = np.stack(list(vol.fused_slices(vol.ArrayVolume(data, (1, 1, 1)), colour_map, sigma_voxels=1.0,
+        fused = np.stack(list(vol.fused_slices(vio.ArrayVolume(data, (1, 1, 1)), colour_map, sigma_voxels=1.0,
                                                scratch_dir=scratch)))
     assert np.abs(fused.astype(int) - single.astype(int)).max() <= 1
 
@@ -129,7 +131,7 @@ def test_fusion_reduces_stripes_of_an_inconsistent_slice_stainer(tmp_path):
     def flickering(ct):
         return np.clip(colour_map(ct).astype(int) + int(drift.integers(-12, 13)), 0, 255).astype(np.uint8)
 
-    source = vol.ArrayVolume(smooth, (1, 1, 1))
+    source = vio.ArrayVolume(smooth, (1, 1, 1))
     single = np.stack(list(vol.stain_slices(source, flickering, sigma_voxels=1.0)))
     fused = np.stack(list(vol.fused_slices(source, flickering, sigma_voxels=1.0, scratch_dir=tmp_path)))
     assert vol.stripe_score(single, axis=0) > 2.0
@@ -149,7 +151,7 @@ def test_interrupted_run_leaves_no_file_that_looks_complete(tmp_path):
     for axes, name in [("z", "out.tif"), ("zyx", "out.tif"), ("z", "out.zarr")]:
         calls.clear()
         with pytest.raises(KeyboardInterrupt):
-            vol.stain_volume(vol.ArrayVolume(random_volume(), (1, 1, 1)), failing, tmp_path / name,
+            vol.stain_volume(vio.ArrayVolume(random_volume(), (1, 1, 1)), failing, tmp_path / name,
                              sigma_voxels=1.0, axes=axes)
         assert list(tmp_path.iterdir()) == [], axes
 
@@ -157,7 +159,7 @@ def test_interrupted_run_leaves_no_file_that_looks_complete(tmp_path):
 def test_existing_output_is_refused_unless_overwrite(tmp_path):
     target = tmp_path / "out.tif"
     target.write_bytes(b"precious")
-    source = vol.ArrayVolume(random_volume((3, 8, 8)), (1, 1, 1))
+    source = vio.ArrayVolume(random_volume((3, 8, 8)), (1, 1, 1))
     with pytest.raises(FileExistsError, match="--overwrite"):
         vol.stain_volume(source, colour_map, target, sigma_voxels=1.0)
     assert target.read_bytes() == b"precious"
@@ -218,9 +220,7 @@ def test_rgba_volume_rendering_or_a_clear_reason():
 
 
 def test_stack_without_voxel_size_says_how_to_give_it(tmp_path):
-    import tifffile
-
     tifffile.imwrite(tmp_path / "bare.tif", np.zeros((4, 8, 8), np.uint16), photometric="minisblack")
     with pytest.raises(ValueError, match="--voxel-size"):
-        vol.open_volume(tmp_path / "bare.tif")
-    assert vol.open_volume(tmp_path / "bare.tif", (1, 2, 2)).voxel_size_um == (1.0, 2.0, 2.0)
+        vio.open_volume(tmp_path / "bare.tif")
+    assert vio.open_volume(tmp_path / "bare.tif", (1, 2, 2)).voxel_size_um == (1.0, 2.0, 2.0)

@@ -55,13 +55,15 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
+from scipy import ndimage as ndi
+from scipy.signal.windows import tukey
+
+from vstain.metrics import patch_grid
 
 Threshold = Literal["1/7", "half-bit"]
 Split = Literal["checkerboard", "binomial"]
@@ -174,8 +176,6 @@ def tukey_window(shape: Sequence[int], alpha: float = 0.5) -> np.ndarray:
     >>> float(w[8, 8]), float(w[0, 0])
     (1.0, 0.0)
     """
-    from scipy.signal.windows import tukey
-
     return np.outer(tukey(int(shape[0]), alpha), tukey(int(shape[1]), alpha))
 
 
@@ -496,19 +496,19 @@ def single_image_frc(
 def patch_origins(mask: np.ndarray, patch_size: int, min_mask_fraction: float) -> list[tuple[int, int]]:
     """Origins ``(y, x)`` of a non-overlapping patch grid whose patches are mostly inside ``mask``.
 
+    The grid starts at 0 and steps by ``patch_size`` without a last patch flush with the far
+    edge (:func:`vstain.metrics.patch_grid`); a patch is kept when the mask covers at least
+    ``min_mask_fraction`` of it.
+
     Examples
     --------
     >>> mask = np.zeros((64, 64), bool); mask[:40, :] = True
     >>> patch_origins(mask, 32, 0.9)
     [(0, 0), (0, 32)]
     """
-    mask = np.asarray(mask, bool)
-    origins = []
-    for y in range(0, mask.shape[0] - patch_size + 1, patch_size):
-        for x in range(0, mask.shape[1] - patch_size + 1, patch_size):
-            if mask[y : y + patch_size, x : x + patch_size].mean() >= min_mask_fraction:
-                origins.append((y, x))
-    return origins
+    origins, covered = patch_grid(mask, patch_size, patch_size, flush=False)
+    keep = covered / (patch_size * patch_size) >= min_mask_fraction  # the mean of the mask over each patch
+    return [(int(y), int(x)) for y, x in origins[keep]]
 
 
 def pair_resolution(
@@ -560,71 +560,6 @@ def pair_resolution(
     return rows
 
 
-def frc_dir(profile_name: str, model: str, fold: int, root: str | Path | None = None) -> Path:
-    """``results/<profile>/frc/<model>/fold<k>/``."""
-    from vstain.layout import stage_dir
-
-    return stage_dir(profile_name, "frc", root) / model / f"fold{int(fold)}"
-
-
-def measure_resolution(profile: Any, model: str, fold: int, *, force: bool = False, progress: bool = True) -> Path:
-    """Stage driver: FRC resolution per patch of every registered pair of one model and fold (Fig. S5).
-
-    Reads the registered pairs (``results/<profile>/registered/``), the generated
-    histology of :func:`vstain.infer.run_inference` (run first when missing) and the
-    split roles; writes ``results/<profile>/frc/<model>/fold<k>/resolution.csv`` (one
-    row per patch: pair, role, absolute resolutions and statuses, relative ratios) and
-    ``frc.json`` (settings, provenance), written last. Idempotent: a folder whose
-    ``frc.json`` records the same settings is not recomputed.
-
-    Returns
-    -------
-    Path
-        The ``resolution.csv``.
-    """
-    import json
-
-    import pandas as pd
-    from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
-
-    from vstain.config import load_profile
-    from vstain.infer import inference_dir, read_inference, registered_pair_ids, run_inference, split_roles
-    from vstain.io import provenance, write_csv, write_json
-    from vstain.layout import stage_dir
-    from vstain.pairs import read_registered_pair
-
-    profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
-    cfg = profile.frc
-    out = frc_dir(profile.name, model, fold)
-    settings = {"model": model, "fold": int(fold), "patch_size": cfg.patch_size, "split": cfg.split,
-                "threshold": cfg.threshold, "min_mask_fraction": cfg.min_mask_fraction}
-    record_path, csv_path = out / "frc.json", out / "resolution.csv"
-    if not force and record_path.is_file() and csv_path.is_file():
-        if json.loads(record_path.read_text()).get("settings") == settings:
-            return csv_path
-    generated_dir = inference_dir(profile.name, model, fold)
-    if not (generated_dir / "done.json").is_file():
-        run_inference(profile, model, fold, progress=progress)
-    roles = split_roles(profile.name, fold)
-    registered = stage_dir(profile.name, "registered")
-    rows = []
-    for pair_id in tqdm(registered_pair_ids(profile.name), desc=f"FRC {model} fold{fold}", disable=not progress):
-        pair = read_registered_pair(registered / pair_id)
-        generated = read_inference(generated_dir / pair_id)["histology"]
-        for row in pair_resolution(pair.ct.astype(np.float32), pair.histology, generated, pair.mask,
-                                   patch_size=cfg.patch_size, min_mask_fraction=cfg.min_mask_fraction,
-                                   split=cfg.split, threshold=cfg.threshold):
-            rows.append({"pair_id": pair_id, "material": pair.material, "role": roles.get(pair_id, "unknown"),
-                         "model": model, "fold": int(fold), **row})
-    columns = ["pair_id", "material", "role", "model", "fold", "y", "x"] + [
-        f"{m}_{k}" for m in MODALITIES for k in ("px", "status")] + ["generated_over_histology", "generated_over_ct"]
-    frame = pd.DataFrame(rows, columns=columns)
-    write_csv(csv_path, frame)
-    write_json(record_path, {"settings": settings, "n_patches": len(frame),
-                             "provenance": provenance(profile, model=model, fold=int(fold))})
-    return csv_path
-
-
 def summarise_resolution(frame: Any) -> Any:
     """Per role: median absolute resolution per modality, median ratios, and how many patches crossed.
 
@@ -637,8 +572,6 @@ def summarise_resolution(frame: Any) -> Any:
     >>> summarise_resolution(f).loc["train", ["ct_px", "histology_crossed"]].tolist()
     [6.0, 0.5]
     """
-    import pandas as pd
-
     columns = [f"{m}_px" for m in MODALITIES] + ["generated_over_histology", "generated_over_ct"]
     grouped = frame.groupby("role")
     summary = grouped[columns].median()
@@ -677,7 +610,7 @@ def resolution_statement(frame: Any, modality: str, split: Split = "checkerboard
     Parameters
     ----------
     frame : DataFrame
-        Per-patch rows of :func:`measure_resolution` (``<modality>_px``, ``<modality>_status``).
+        Per-patch rows of :func:`vstain.stages.frc.measure_resolution` (``<modality>_px``, ``<modality>_status``).
     modality : {"ct", "histology", "generated"}
     split : {"checkerboard", "binomial"}
 
@@ -759,38 +692,9 @@ def interpolation_effect(
     >>> before.status, after.status
     ('crossed', 'not_reached')
     """
-    from scipy import ndimage as ndi
-
     image = np.asarray(image, np.float64)
     if image.ndim != 2:
         raise ValueError(f"image must be 2D, got shape {image.shape}")
     shifted = ndi.shift(image, (shift, shift), order=1, mode="nearest")
     return (single_image_frc(image, split=split, threshold=threshold),
             single_image_frc(shifted, split=split, threshold=threshold))
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Options of ``vstain frc``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path")
-    parser.add_argument("--model", default="mod_cyclegan", help="the model whose generated histology is measured")
-    parser.add_argument("--fold", type=int, help="fold (default: the profile's first training fold)")
-    parser.add_argument("--force", action="store_true", help="recompute even if the results exist")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``vstain frc``: per-patch FRC resolution, then ``frc/resolution.csv`` and ``frc/summary.csv``."""
-    import pandas as pd
-
-    from vstain.config import load_profile
-    from vstain.io import write_csv
-    from vstain.layout import stage_dir
-
-    profile = load_profile(args.profile)
-    fold = args.fold if args.fold is not None else profile.training.folds[0]
-    csv_path = measure_resolution(profile, args.model, fold, force=args.force)
-    frame = pd.read_csv(csv_path)
-    folder = stage_dir(profile.name, "frc")
-    write_csv(folder / "summary.csv", summarise_resolution(frame), index=True)
-    write_csv(folder / "resolution.csv", frame)
-    print(f"wrote {folder / 'resolution.csv'} ({len(frame)} patches) and {folder / 'summary.csv'}")
-    return 0

@@ -36,6 +36,8 @@ from skimage.morphology import convex_hull_image
 
 __all__ = [
     "apply_mask",
+    "background_fill",
+    "from_optical_density",
     "convex_hull",
     "correspondence_mask",
     "field_of_view_mask",
@@ -120,10 +122,37 @@ def segment_ct(ct_slice: np.ndarray, valid: np.ndarray | None = None) -> dict[st
     return {"rigid": rigid, "bone": bone, "background": background, "metal": metal, "classes": classes}
 
 
-def optical_density(histology: np.ndarray) -> np.ndarray:
-    """Total optical density ``-sum_c log(I_c / 255)`` of an RGB uint8 image: 0 on white glass."""
-    rgb = np.asarray(histology, np.float32)
-    return (-np.log(np.clip(rgb, 1.0, 255.0) / 255.0)).sum(axis=-1)
+def optical_density(rgb: np.ndarray, *, offset: float = 0.0) -> np.ndarray:
+    """Optical density ``-ln((I + offset) / (255 + offset))`` per channel of an RGB uint8 image: 0 on white.
+
+    ``offset=0`` (the masks' and normalisation's convention) clips ``I`` at 1 so black stays finite;
+    ``offset=1`` is the Beer-Lambert form ``-ln((I + 1) / 256)`` that the 3D fusion averages (paper 2.11).
+    Sum over the last axis for the total optical density.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> optical_density(np.array([[255, 255, 255]], np.uint8)).tolist()
+    [[0.0, 0.0, 0.0]]
+    >>> round(float(optical_density(np.array([0], np.uint8), offset=1.0)[0]), 3)
+    5.545
+    """
+    rgb = np.asarray(rgb, np.float32)
+    scale = np.float32(255.0 + offset)
+    return 0.0 - np.log(np.clip(rgb + np.float32(offset), 1.0, scale) / scale)  # 0.0 - x: no -0.0
+
+
+def from_optical_density(od: np.ndarray, *, offset: float = 1.0) -> np.ndarray:
+    """Inverse of :func:`optical_density` (default the fusion's ``offset=1``), rounded to uint8.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from_optical_density(optical_density(np.array([7, 200], np.uint8), offset=1.0)).tolist()
+    [7, 200]
+    """
+    scale = 255.0 + offset
+    return np.clip(np.round(scale * np.exp(-np.asarray(od)) - offset), 0, 255).astype(np.uint8)
 
 
 def segment_histology(histology: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -157,7 +186,7 @@ def segment_histology(histology: np.ndarray, valid: np.ndarray | None = None) ->
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"histology must be (H, W, 3), got shape {rgb.shape}")
     valid = np.ones(rgb.shape[:2], bool) if valid is None else np.asarray(valid, bool)
-    od = ndi.gaussian_filter(optical_density(rgb), 1.0)
+    od = ndi.gaussian_filter(optical_density(rgb).sum(axis=-1), 1.0)
     # Opaque implant (OD >> 3) would dominate a plain Otsu split: clip it, and take the lowest
     # of four multi-Otsu classes (glass is one narrow, light peak; tissue spreads over the others).
     threshold = threshold_multiotsu(np.minimum(od[valid], TISSUE_OD_CLIP), classes=4)[0]
@@ -292,6 +321,25 @@ def apply_mask(image: np.ndarray, mask: np.ndarray, fill=None) -> np.ndarray:
         fill_value = np.clip(np.rint(fill_value), np.iinfo(image.dtype).min, np.iinfo(image.dtype).max)
     out[~mask] = fill_value.astype(image.dtype)
     return out
+
+
+def background_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The mean value (per channel) of ``image`` outside ``mask``; the whole image's mean if all is mask.
+
+    The fill of the paper's masked comparisons (2.8): metrics and figures compare images whose
+    background is replaced by this value (see :func:`apply_mask`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.array([[0, 10], [20, 30]], np.uint16)
+    >>> background_fill(image, np.array([[True, False], [False, True]])).tolist()
+    15.0
+    """
+    image = np.asarray(image, np.float64)
+    mask = np.asarray(mask, bool)
+    outside = image[~mask] if (~mask).any() else image.reshape(-1, *image.shape[2:])
+    return outside.mean(axis=0)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

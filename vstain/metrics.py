@@ -15,6 +15,8 @@ the torch hub cache. Nothing is downloaded here: when the file is absent,
 :func:`load_lpips` says which file to put where, and the LPIPS column is NaN with
 ``lpips_available = False``. It is never filled from a randomly initialised network.
 
+The stage that measures every model and fold and writes Table 1 is :mod:`vstain.stages.evaluate`.
+
 Examples
 --------
 >>> import numpy as np
@@ -26,36 +28,25 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import json
-import logging
 import math
-import sys
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from skimage.metrics import structural_similarity
-from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
-log = logging.getLogger(__name__)
+from vstain.data import network_to_histology
+from vstain.infer import ct_network_channels_last
+from vstain.masks import apply_mask, background_fill
+from vstain.vocabulary import BASELINE, MODEL_LABELS, ROLES
 
-ROLES = ("train", "validation", "test")
 METRICS = ("ssim", "lpips", "psnr")
 HIGHER_IS_BETTER = {"ssim": True, "lpips": False, "psnr": True}
-BASELINE = "raw_ct"  # the raw CT shown as greyscale RGB against the histology (paper 3.2)
-
-MODEL_LABELS = {
-    "mod_cyclegan": "Mod. CycleGAN (our model)",
-    "pix2pix": "Pix2Pix",
-    "cyclegan_invct": "Std. CycleGAN + inv. CT input",
-    "cyclegan": "Std. CycleGAN",
-    BASELINE: "Raw CT (no generation)",
-}
 
 # Table 1 of the paper (Irvine et al., section 3.2): medians over 256 px patches of
 # training (40 WSIs), validation (10) and testing (3), one row per (model, role).
@@ -185,8 +176,7 @@ def load_lpips(hub_dir: str | Path | None = None, *, random_backbone: bool = Fal
         ``available`` is False (and ``model`` None) when the weights file is missing or
         is not the expected file; ``message`` then says which file to put where.
     """
-    import warnings
-
+    # lpips (and the torchvision it loads) are imported only when LPIPS is asked for: a slow import
     import lpips
     import torchvision
 
@@ -264,13 +254,64 @@ def lpips_distances(
 # --------------------------------------------------------------------------- patches
 
 
+def patch_grid(mask: np.ndarray, patch_size: int, step: int, *, flush: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Origins of a square patch grid over ``mask`` and how many mask pixels each patch covers.
+
+    The one placement of patches by mask coverage: the evaluation's patches
+    (:func:`sample_patches`), the FRC patches (:func:`vstain.frc.patch_origins`) and the
+    chapters' regions of interest (:func:`choose_roi`) are all chosen from it.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        ``(Y, X)``.
+    patch_size, step : int
+        Patch side and grid stride in pixels; the grid starts at 0.
+    flush : bool
+        Add a last row / column of patches flush with the far edge, so that the whole
+        slide is covered.
+
+    Returns
+    -------
+    origins : ndarray
+        ``(N, 2)`` int ``(y, x)``, row by row; none when the mask is smaller than a patch.
+    covered : ndarray
+        ``(N,)`` int, the mask pixels inside each patch (from an integral image).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((6, 6), bool); mask[:, :3] = True
+    >>> origins, covered = patch_grid(mask, 4, 4)
+    >>> origins.tolist(), covered.tolist()
+    ([[0, 0], [0, 2], [2, 0], [2, 2]], [12, 4, 12, 4])
+    """
+    mask = np.asarray(mask, bool)
+    if min(mask.shape) < patch_size:
+        return np.zeros((0, 2), int), np.zeros(0, np.int64)
+
+    def starts(size: int) -> np.ndarray:
+        s = list(range(0, size - patch_size + 1, step))
+        if flush and s[-1] != size - patch_size:
+            s.append(size - patch_size)
+        return np.asarray(s)
+
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    ys, xs = np.meshgrid(starts(mask.shape[0]), starts(mask.shape[1]), indexing="ij")
+    ys, xs = ys.ravel(), xs.ravel()
+    p = patch_size
+    covered = integral[ys + p, xs + p] - integral[ys, xs + p] - integral[ys + p, xs] + integral[ys, xs]
+    return np.stack([ys, xs], axis=1), covered
+
+
 def sample_patches(
     mask: np.ndarray, *, patch_size: int, step: int, min_mask_fraction: float
 ) -> np.ndarray:
     """Origins of the grid patches that the mask covers by at least ``min_mask_fraction``.
 
     The grid starts at 0 every ``step`` pixels; a last row/column flush with the far
-    edge is added so the whole slide is eligible.
+    edge is added so the whole slide is eligible (:func:`patch_grid`).
 
     Parameters
     ----------
@@ -300,22 +341,9 @@ def sample_patches(
         raise ValueError(f"patch_size and step must be positive, got {patch_size} and {step}")
     if not 0 <= min_mask_fraction <= 1:
         raise ValueError(f"min_mask_fraction must be in [0, 1], got {min_mask_fraction}")
-    if min(mask.shape) < patch_size:
-        return np.zeros((0, 2), int)
-
-    def starts(size: int) -> np.ndarray:
-        s = list(range(0, size - patch_size + 1, step))
-        if s[-1] != size - patch_size:
-            s.append(size - patch_size)
-        return np.asarray(s)
-
-    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    ys, xs = np.meshgrid(starts(mask.shape[0]), starts(mask.shape[1]), indexing="ij")
-    ys, xs = ys.ravel(), xs.ravel()
-    p = patch_size
-    covered = integral[ys + p, xs + p] - integral[ys, xs + p] - integral[ys + p, xs] + integral[ys, xs]
-    keep = covered >= min_mask_fraction * p * p - 1e-9
-    return np.stack([ys[keep], xs[keep]], axis=1)
+    origins, covered = patch_grid(mask, patch_size, step)
+    keep = covered >= min_mask_fraction * patch_size * patch_size - 1e-9
+    return origins[keep]
 
 
 def patch_metrics(
@@ -360,8 +388,6 @@ def patch_metrics(
     >>> table[["y", "x", "ssim"]].values.tolist()[:2]
     [[0.0, 0.0, 1.0], [0.0, 8.0, 1.0]]
     """
-    from vstain.infer import apply_mask, background_fill
-
     real, generated = _check_pair(real, generated)
     mask = np.asarray(mask, bool)
     if mask.shape != real.shape[:2]:
@@ -395,7 +421,7 @@ def table1(per_patch: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     per_patch : pandas.DataFrame
-        Columns ``model, role, pair_id, ssim, lpips, psnr`` (as written by :func:`evaluate`).
+        Columns ``model, role, pair_id, ssim, lpips, psnr`` (as written by :func:`vstain.stages.evaluate.evaluate`).
 
     Returns
     -------
@@ -463,7 +489,7 @@ def compare_with_paper(table: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-# --------------------------------------------------------------------------- the stage
+# --------------------------------------------------------------------------- the raw-CT baseline
 
 
 def raw_ct_as_rgb(ct: np.ndarray) -> np.ndarray:
@@ -475,168 +501,8 @@ def raw_ct_as_rgb(ct: np.ndarray) -> np.ndarray:
     >>> raw_ct_as_rgb(np.array([[0, 65535]], np.uint16))[0].tolist()
     [[0, 0, 0], [255, 255, 255]]
     """
-    from vstain.data import network_to_histology
-    from vstain.infer import ct_network_channels_last
-
     grey = ct_network_channels_last(np.asarray(ct), channels=3)
     return np.asarray(network_to_histology(np.moveaxis(grey, -1, -3)), np.uint8)
-
-
-def _pair_rows(table: pd.DataFrame, **columns: Any) -> pd.DataFrame:
-    for i, (name, value) in enumerate(columns.items()):
-        table.insert(i, name, value)
-    return table
-
-
-def evaluate_fold(
-    profile: Any, model: str, fold: int, lpips_status: LPIPSStatus, *, progress: bool = True
-) -> pd.DataFrame:
-    """Per-patch metrics of one model and fold on every pair it stained (see :func:`evaluate`)."""
-    from vstain.infer import inference_dir, read_inference, run_inference
-    from vstain.layout import stage_dir
-    from vstain.pairs import read_registered_pair
-
-    cfg = profile.evaluation
-    folder = run_inference(profile, model, fold, progress=progress)
-    done = json.loads((folder / "done.json").read_text())
-    registered = stage_dir(profile.name, "registered")
-    tables = []
-    for pair_id in tqdm(done["pairs"], desc=f"metrics {model} fold{fold}", unit="pair", disable=not progress):
-        pair = read_registered_pair(registered / pair_id)
-        outputs = read_inference(folder / pair_id)
-        if outputs["histology"].shape != pair.histology.shape:
-            raise ValueError(f"{folder / pair_id / 'histology.tif'}: shape {outputs['histology'].shape} does not "
-                             f"match the registered pair's {pair.histology.shape} (re-run inference with --force)")
-        table = patch_metrics(pair.histology, outputs["histology"], pair.mask, patch_size=cfg.patch_size,
-                              step=cfg.patch_step, min_mask_fraction=cfg.min_mask_fraction,
-                              lpips_model=lpips_status.model)
-        record = outputs["record"]
-        tables.append(_pair_rows(table, pair_id=pair_id, role=record.get("role", "unknown"),
-                                 material=pair.material, model=model, fold=fold))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-
-
-def evaluate_baseline(profile: Any, fold: int, lpips_status: LPIPSStatus, pair_ids: Iterable[str]) -> pd.DataFrame:
-    """Per-patch metrics of the raw CT (greyscale RGB) against the histology (paper 3.2 baseline)."""
-    from vstain.infer import background_fill, split_roles
-    from vstain.layout import stage_dir
-    from vstain.pairs import read_registered_pair
-
-    cfg = profile.evaluation
-    roles = split_roles(profile.name, fold)
-    registered = stage_dir(profile.name, "registered")
-    tables = []
-    for pair_id in pair_ids:
-        pair = read_registered_pair(registered / pair_id)
-        ct_rgb = raw_ct_as_rgb(pair.ct)
-        # without generation each image keeps its own background value
-        table = patch_metrics(pair.histology, ct_rgb, pair.mask, patch_size=cfg.patch_size, step=cfg.patch_step,
-                              min_mask_fraction=cfg.min_mask_fraction, lpips_model=lpips_status.model,
-                              generated_fill=background_fill(ct_rgb, pair.mask))
-        tables.append(_pair_rows(table, pair_id=pair_id, role=roles.get(pair_id, "unknown"),
-                                 material=pair.material, model=BASELINE, fold=fold))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-
-
-def evaluate(
-    profile: Any,
-    models: Sequence[str] | None = None,
-    folds: Sequence[int] | None = None,
-    *,
-    hub_dir: str | Path | None = None,
-    force: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Stage driver: per-patch SSIM / PSNR / LPIPS of every model and fold, and Table 1 (idempotent).
-
-    Runs (or reuses) :func:`vstain.infer.run_inference` for each model and fold, then
-    writes under ``results/<profile>/evaluation/``:
-
-    * ``per_patch/<model>_fold<k>.csv``: one row per patch (pair, role, material, model,
-      fold, patch origin, mask fraction, ssim, psnr, lpips), a cache reused while the
-      inference is unchanged;
-    * ``metrics_per_patch.csv``: all of them, plus the raw-CT baseline (model ``raw_ct``);
-    * ``table1.csv``: medians per model and split (:func:`table1`);
-    * ``table1_vs_paper.csv``: ours beside the paper's Table 1 with rankings;
-    * ``evaluation.json``: whether LPIPS was available and why, settings, provenance.
-
-    Parameters
-    ----------
-    profile : str or Profile
-    models, folds : sequence, optional
-        Default: ``profile.training.models`` and ``profile.training.folds``.
-    hub_dir : str or Path, optional
-        Torch hub directory for the SqueezeNet weights (default :func:`torch.hub.get_dir`).
-    force : bool
-        Recompute the per-patch metrics even when cached.
-    progress : bool
-        Show progress bars.
-
-    Returns
-    -------
-    Path
-        The path of ``table1.csv``.
-    """
-    from vstain.infer import _as_profile, inference_dir
-    from vstain.io import provenance, write_csv, write_json
-    from vstain.layout import stage_dir
-
-    profile = _as_profile(profile)
-    models = list(profile.training.models if models is None else models)
-    folds = list(profile.training.folds if folds is None else folds)
-    out = stage_dir(profile.name, "evaluation")
-    status = load_lpips(hub_dir)
-    if not status.available:
-        print(status.message, file=sys.stderr)  # once per evaluation; also kept in evaluation.json
-    settings = {"patch_size": profile.evaluation.patch_size, "patch_step": profile.evaluation.patch_step,
-                "min_mask_fraction": profile.evaluation.min_mask_fraction, "lpips_available": status.available}
-    tables = []
-    for fold in folds:
-        pair_ids: list[str] = []
-        for model in models:
-            cache = out / "per_patch" / f"{model}_fold{fold}.csv"
-            cache_meta = cache.with_suffix(".json")
-            table = None
-            done = inference_dir(profile.name, model, fold) / "done.json"
-            if not force and cache.is_file() and cache_meta.is_file() and done.is_file():
-                meta = json.loads(cache_meta.read_text())
-                if meta.get("settings") == settings and meta.get("inference") == json.loads(done.read_text()):
-                    table = pd.read_csv(cache, dtype={"pair_id": str})
-            if table is None:
-                table = evaluate_fold(profile, model, fold, status, progress=progress)
-                write_csv(cache, table)
-                write_json(cache_meta, {"settings": settings, "inference": json.loads(done.read_text()),
-                                        "provenance": provenance(profile, model=model, fold=fold)})
-            tables.append(table)
-            pair_ids = sorted(set(pair_ids) | set(table["pair_id"].astype(str)))
-        tables.append(evaluate_baseline(profile, fold, status, pair_ids))
-    per_patch = pd.concat(tables, ignore_index=True)
-    write_csv(out / "metrics_per_patch.csv", per_patch)
-    table = table1(per_patch)
-    write_csv(out / "table1_vs_paper.csv", compare_with_paper(table))
-    write_json(out / "evaluation.json", {
-        **settings, "lpips_message": status.message, "models": models, "folds": folds,
-        "provenance": provenance(profile),
-    })
-    write_csv(out / "table1.csv", table)  # last: the workflow's target marks a complete evaluation
-    return out / "table1.csv"
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Options of ``vstain evaluate``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
-    parser.add_argument("--models", nargs="+", default=None, help="models (default: the profile's)")
-    parser.add_argument("--folds", nargs="+", type=int, default=None, help="folds (default: the profile's)")
-    parser.add_argument("--force", action="store_true", help="recompute the per-patch metrics")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``vstain evaluate``; prints Table 1."""
-    path = evaluate(args.profile, args.models, args.folds, force=args.force)
-    with pd.option_context("display.width", 120, "display.max_columns", 20):
-        print(pd.read_csv(path).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(path)
-    return 0
 
 
 # --------------------------------------------------------------------------- for the chapters
@@ -658,8 +524,8 @@ def choose_roi(mask: np.ndarray, size: int, image: np.ndarray | None = None) -> 
     """
     mask = np.asarray(mask, bool)
     size = min(size, *mask.shape)
-    origins = sample_patches(mask, patch_size=size, step=max(1, size // 4), min_mask_fraction=0.0)
-    fractions = np.array([mask[y:y + size, x:x + size].mean() for y, x in origins])
+    origins, covered = patch_grid(mask, size, max(1, size // 4))
+    fractions = covered / (size * size)  # the mean of the mask over each candidate
     best = origins[fractions >= fractions.max() - 1e-9]
     if image is not None and len(best) > 1:
         spread = [np.asarray(image)[y:y + size, x:x + size].std() for y, x in best]

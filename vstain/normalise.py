@@ -34,11 +34,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage as ndi
 
 from vstain.masks import OPAQUE_OD, optical_density, segment_ct, segment_histology
 
-__all__ = ["automatic_rois", "normalise_ct", "normalise_histology", "roi_means"]
+__all__ = ["automatic_rois", "normalise_ct", "normalise_histology", "relative_spread", "roi_means", "spread_table"]
 
 #: Fewest pixels of an automatic bone ROI before its erosion is relaxed.
 MIN_ROI_PIXELS = 20
@@ -251,7 +252,7 @@ def automatic_rois(
     histology_valid = np.ones(ct.shape, bool) if histology_valid is None else np.asarray(histology_valid, bool)
     # The implant is never stained tissue (opaque in ground sections, missing in laser-cut ones):
     # if most of the brightest CT class is not stained tissue in the section, it is the implant.
-    stained = hist_seg["tissue"] & (optical_density(histology) < OPAQUE_OD) & histology_valid
+    stained = hist_seg["tissue"] & (optical_density(histology).sum(axis=-1) < OPAQUE_OD) & histology_valid
     classes = ct_seg["classes"]
     top, below = classes == 3, classes == 2
     implant_on_top = bool(ct_seg["metal"].any()) or (top & stained).sum() < 0.5 * max(top.sum(), 1)
@@ -282,19 +283,55 @@ def roi_means(image: np.ndarray, roi: np.ndarray) -> np.ndarray:
     return np.asarray(image, np.float64)[np.asarray(roi, bool)].mean(axis=0)
 
 
-def configure_parser(parser) -> None:
-    """Options of ``vstain normalise`` (the same stage as ``vstain register``)."""
-    from vstain.registration import configure_parser as configure_register
+def relative_spread(bone_means, background_means) -> float:
+    """Spread of ROI means across pairs relative to the bone-background contrast.
 
-    configure_register(parser)
+    ``(std(bone) + std(background)) / 2 / (mean(bone) - mean(background))``: a number
+    that does not change when the whole dataset is rescaled linearly, so spreads before
+    and after normalisation compare.
 
-
-def run_cli(args) -> int:
-    """``vstain normalise``: normalisation and masks run inside the registration stage.
-
-    Registered pairs are written normalised and masked, so this command runs (or
-    resumes) that stage: it is the same as ``vstain register``.
+    Examples
+    --------
+    >>> relative_spread([30000.0, 30010.0], [10000.0, 9990.0]) < 0.001
+    True
     """
-    from vstain.registration import run_cli as run_register
+    bone = np.asarray(bone_means, float)
+    background = np.asarray(background_means, float)
+    contrast = abs(bone.mean() - background.mean())
+    return float((bone.std() + background.std()) / 2 / contrast) if contrast > 0 else float("nan")
 
-    return run_register(args)
+
+def spread_table(norm: pd.DataFrame) -> pd.DataFrame:
+    """Relative spread (:func:`relative_spread`) of the true bone and background means, before and after.
+
+    Parameters
+    ----------
+    norm : pandas.DataFrame
+        The normalisation table (:func:`vstain.stages.register.normalisation_table`) of the
+        synthetic dataset, with ROI means on true labels: ``ct_bone_before``,
+        ``ct_background_before``, ... and ``histology_bone_before_r`` ... per channel.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``modality`` (``CT``, ``section``), ``when`` (``before``, ``after``) and
+        ``relative_spread`` (for the section, the mean over R, G and B).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> channels = {"ct": [""], "histology": ["_r", "_g", "_b"]}
+    >>> norm = pd.DataFrame({f"{m}_{roi}_{w}{c}": [v, v + 1.0] for m, cs in channels.items() for c in cs
+    ...                      for w in ("before", "after") for roi, v in (("bone", 30.0), ("background", 10.0))})
+    >>> spread_table(norm)["relative_spread"].round(3).tolist()
+    [0.025, 0.025, 0.025, 0.025]
+    """
+    rows = []
+    for modality, columns in (("CT", [("ct_bone_{}", "ct_background_{}")]),
+                              ("section", [(f"histology_bone_{{}}_{c}", f"histology_background_{{}}_{c}")
+                                           for c in "rgb"])):
+        for when in ("before", "after"):
+            values = [relative_spread(norm[bone.format(when)].dropna(), norm[background.format(when)].dropna())
+                      for bone, background in columns]
+            rows.append({"modality": modality, "when": when, "relative_spread": float(np.mean(values))})
+    return pd.DataFrame(rows)

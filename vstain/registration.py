@@ -37,7 +37,6 @@ True
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -47,18 +46,27 @@ from typing import Any, Sequence
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
+from skimage.util import compare_images
+
+from vstain.masks import convex_hull
+from vstain.phantom.labels import LABELS, RIGID_LABELS
 
 __all__ = [
     "RegistrationError",
     "RegistrationFailed",
     "RegistrationResult",
+    "before_after_checkerboards",
     "check_registration_inputs",
+    "display_range",
     "histology_grey",
+    "image_outline",
     "oblique_slice",
+    "plane_corners",
     "register_section_to_volume",
     "registration_errors",
-    "configure_parser",
-    "run_cli",
+    "true_correspondence_mask",
+    "true_rois",
+    "warp_to_result",
 ]
 
 
@@ -556,7 +564,7 @@ def register_section_to_volume(
     *,
     ct_voxel_um: float,
     histology_pixel_um: float,
-    config: Any = None,
+    config: Any,
     fov_mask: np.ndarray | None = None,
     pair_id: str = "?",
 ) -> RegistrationResult:
@@ -570,8 +578,8 @@ def register_section_to_volume(
         The section, at ``histology_pixel_um`` (finer than or equal to the CT voxel).
     ct_voxel_um, histology_pixel_um : float
         Pixel sizes in micrometres.
-    config : RegistrationConfig, optional
-        ``profile.registration``; the ``quick`` profile's section by default.
+    config : RegistrationConfig
+        The settings: a profile's ``registration`` section.
     fov_mask : ndarray, (H, W) bool, optional
         Where the section image has data (a stitched, non-rectangular field of view).
     pair_id : str
@@ -593,14 +601,11 @@ def register_section_to_volume(
     >>> from vstain.phantom import make_sample                                # doctest: +SKIP
     >>> sample = make_sample(profile.dataset, "tb_000", "Mg", "toluidine_blue", 0, 0, 1)  # doctest: +SKIP
     >>> result = register_section_to_volume(sample.ct_volume, sample.histology,
-    ...     ct_voxel_um=sample.ct_voxel_um, histology_pixel_um=sample.histology_pixel_um)  # doctest: +SKIP
+    ...     ct_voxel_um=sample.ct_voxel_um, histology_pixel_um=sample.histology_pixel_um,
+    ...     config=profile.registration)                                         # doctest: +SKIP
     >>> registration_errors(result, sample)["tre_median_px"] < 2                 # doctest: +SKIP
     True
     """
-    if config is None:
-        from vstain.config import load_profile
-
-        config = load_profile("quick").registration
     # ITK splits every filter and metric over threads and sums their parts in varying order, which the
     # optimiser amplifies: the profile fixes the count (1: bit-for-bit the same fit on any machine).
     with _sitk_threads(config.threads):
@@ -820,37 +825,166 @@ def registration_errors(result: Any, sample: Any, *, grid_step_px: int | None = 
     }
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- ground truth on the result's grid
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Options of ``vstain register``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
-    parser.add_argument("--stain", choices=["toluidine_blue", "he"], default=None,
-                        help="only this stain (default: both)")
-    parser.add_argument("--manifest", default=None,
-                        help="data manifest (default: data_manifest.yaml of the project)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 when any pair fails (default: report failures, carry on)")
+def _result_grid_to_histology(result: RegistrationResult) -> np.ndarray:
+    """Histology coordinates ``(3, H*W)`` (y, x, 1) of every pixel of the result's output grid."""
+    shape = result.ct_slice.shape
+    ii, jj = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
+    return np.linalg.inv(result.affine) @ np.stack([ii.ravel(), jj.ravel(), np.ones(ii.size)])
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``vstain register``: register, normalise and mask every pair of the profile's dataset.
+def warp_to_result(image: np.ndarray, result: RegistrationResult, *, order: int = 0, cval: float = 0) -> np.ndarray:
+    """Resample a histology-grid image (labels, a mask) onto the result's output grid.
 
-    Failed pairs are listed by id (and in ``registration.csv``) and left out of later stages;
-    with ``--strict`` any failure makes the command fail.
+    Parameters
+    ----------
+    image : ndarray, (H, W)
+        An image on the histology's pixel grid.
+    result : RegistrationResult
+        Its ``affine`` maps histology pixels onto the output grid (the shape of ``ct_slice``).
+    order : int
+        Spline order (0: nearest, for labels and masks).
+    cval : float
+        Value outside ``image``.
+
+    Returns
+    -------
+    ndarray
+        ``image`` on the result's grid.
     """
-    import sys
+    shape = result.ct_slice.shape
+    src = _result_grid_to_histology(result)
+    return ndi.map_coordinates(np.asarray(image), src[:2], order=order, mode="constant", cval=cval).reshape(shape)
 
-    from vstain.config import load_profile
-    from vstain.prepare import prepare_registered_pairs
 
-    profile = load_profile(args.profile)
-    table = prepare_registered_pairs(profile, stain=args.stain, progress=not args.no_progress,
-                                     manifest_path=args.manifest)
-    failed = table[table["status"] != "ok"]
-    print(f"registered {int((table['status'] == 'ok').sum())} of {len(table)} pairs")
-    for _, row in failed.iterrows():
-        print(f"  registration failed for {row['pair_id']}: {row['status']}", file=sys.stderr)
-    return 1 if (args.strict and len(failed)) else 0
+def true_correspondence_mask(result: RegistrationResult, sample: Any) -> np.ndarray:
+    """The phantom's true common region on the result's grid.
+
+    Every output pixel shows one point of the section (through the fitted affine); the
+    truth there is the section's true label, and the true CT label at the point the
+    section pixel truly came from (through the true plane and affine). The true mask is
+    the intersection of the convex hulls of the rigid labels of both, inside the
+    section's field of view, as in :func:`vstain.phantom.ground_truth_pair`.
+
+    Parameters
+    ----------
+    result : RegistrationResult
+    sample : PhantomSample
+        Any object with ``section_labels``, ``fov_mask``, ``labels_volume`` and
+        ``histology_to_volume``.
+
+    Returns
+    -------
+    ndarray, (H, W) bool
+    """
+    shape = result.ct_slice.shape
+    yx = _result_grid_to_histology(result)[:2].T
+    section = warp_to_result(sample.section_labels, result)
+    fov = warp_to_result(sample.fov_mask.astype(np.uint8), result) > 0
+    voxels = sample.histology_to_volume(yx)
+    ct_labels = ndi.map_coordinates(sample.labels_volume, voxels.T, order=0, mode="nearest").reshape(shape)
+    hulls = [convex_hull(np.isin(labels, RIGID_LABELS) & fov & result.ct_valid) for labels in (ct_labels, section)]
+    return hulls[0] & hulls[1] & fov & result.ct_valid
+
+
+def true_rois(result: RegistrationResult, sample: Any) -> dict[str, np.ndarray]:
+    """True dense-bone and background ROIs on the result's grid (for measuring normalisation).
+
+    Parameters
+    ----------
+    result : RegistrationResult
+    sample : PhantomSample
+        Any object with ``labels_volume`` and ``section_labels``.
+
+    Returns
+    -------
+    dict of ndarray, (H, W) bool
+        ``ct_bone``, ``ct_background`` (the CT labels on the fitted plane),
+        ``histology_bone``, ``histology_background`` (the section's labels through the
+        fitted affine, where the histology has data).
+    """
+    ct_labels = oblique_slice(sample.labels_volume, result.plane_point, result.plane_axes, result.ct_slice.shape,
+                              order=0, cval=255)
+    section = warp_to_result(sample.section_labels, result, cval=255)
+    return {
+        "ct_bone": ct_labels == LABELS["dense_bone"],
+        "ct_background": ct_labels == LABELS["background"],
+        "histology_bone": (section == LABELS["dense_bone"]) & result.histology_valid,
+        "histology_background": (section == LABELS["background"]) & result.histology_valid,
+    }
+
+
+# --------------------------------------------------------------------------- showing a registration
+
+
+def display_range(image: np.ndarray, low: float = 1, high: float = 99) -> np.ndarray:
+    """``image`` scaled so that its ``low`` and ``high`` percentiles map to 0 and 1, clipped to [0, 1].
+
+    Examples
+    --------
+    >>> display_range(np.arange(101.0), 0, 100)[[0, 50, 100]].round(3).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    lo, hi = np.percentile(image, [low, high])
+    return np.clip((image - lo) / (hi - lo + 1e-9), 0, 1)
+
+
+def image_outline(shape: Sequence[int]) -> np.ndarray:
+    """The corners ``(5, 2)`` (row, column) of an image of ``shape``, closed (the first repeated).
+
+    Examples
+    --------
+    >>> image_outline((3, 4)).tolist()
+    [[0, 0], [0, 3], [2, 3], [2, 0], [0, 0]]
+    """
+    return np.array([(0, 0), (0, shape[1] - 1), (shape[0] - 1, shape[1] - 1), (shape[0] - 1, 0), (0, 0)])
+
+
+def plane_corners(point: Sequence[float], axes: Sequence[Sequence[float]], shape: Sequence[int]) -> np.ndarray:
+    """Voxel coordinates ``(5, 3)`` (z, y, x) of the outline of a plane's ``shape`` pixels, closed.
+
+    Parameters
+    ----------
+    point : (3,) array_like
+        Voxel coordinates of plane pixel ``(0, 0)`` (``RegistrationResult.plane_point``).
+    axes : (2, 3) array_like
+        The in-plane axes (``RegistrationResult.plane_axes``).
+    shape : (2,) sequence of int
+        The plane image's shape.
+
+    Examples
+    --------
+    >>> plane_corners([5, 0, 0], [[0, 1, 0], [0, 0, 1]], (3, 4))[2].tolist()
+    [5.0, 2.0, 3.0]
+    """
+    point, axes = np.asarray(point, float), np.asarray(axes, float)
+    return np.array([point + i * axes[0] + j * axes[1] for i, j in image_outline(shape)])
+
+
+def before_after_checkerboards(ct_volume: np.ndarray, histology: np.ndarray, ct_voxel_um: float,
+                               histology_pixel_um: float, registered_ct: np.ndarray,
+                               registered_histology: np.ndarray, n_tiles: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Checkerboards of CT and section before and after registration.
+
+    Before: the section at its nominal scale (every ``ct_voxel_um / histology_pixel_um``-th
+    pixel) on the middle CT slice; after: the registered section on the CT of the fitted
+    plane. Tiles alternate CT and the section's inverted grey optical density (bone bright
+    in both), each scaled by :func:`display_range`.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        The two checkerboard images, values in [0, 1].
+    """
+    middle = ct_volume[ct_volume.shape[0] // 2]
+    step = int(round(ct_voxel_um / histology_pixel_um))
+    section = -histology_grey(histology[::step, ::step])
+    height, width = min(middle.shape[0], section.shape[0]), min(middle.shape[1], section.shape[1])
+    before = compare_images(display_range(middle[:height, :width]), display_range(section[:height, :width]),
+                            method="checkerboard", n_tiles=(n_tiles, n_tiles))
+    after = compare_images(display_range(registered_ct.astype(float)),
+                           display_range(-histology_grey(registered_histology)),
+                           method="checkerboard", n_tiles=(n_tiles, n_tiles))
+    return before, after

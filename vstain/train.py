@@ -1,7 +1,7 @@
 """Training of the four models (paper 2.6), resumable and deterministic on CPU.
 
-One run trains one model on one fold's training pairs and writes, atomically, under
-``results/<profile>/models/<model>/fold<k>/`` (H&E: ``results/<profile>/he/models/<model>/``)::
+One run trains one model on a list of registered pairs and writes, atomically, into its
+run folder (the stage :mod:`vstain.stages.train` chooses it: ``results/<profile>/models/<model>/fold<k>/``)::
 
     history.csv           one row per epoch: every generator loss component, the total,
                           the discriminator losses, seconds
@@ -14,17 +14,19 @@ One run trains one model on one fold's training pairs and writes, atomically, un
 
 Every checkpoint records the model name, the architecture hyper-parameters, which
 generator maps which direction (``G_XY``: CT to histology), the profile, seed and code
-version, so :func:`load_generator` rebuilds a network from the file alone.
+version, so :func:`vstain.models.checkpoint.load_generator` rebuilds a network from the file alone.
 
 Examples
 --------
 >>> import numpy as np, tempfile
 >>> from vstain.config import load_profile
+>>> from vstain.models.checkpoint import load_generator
 >>> from vstain.pairs import RegisteredPair
 >>> rng = np.random.default_rng(0)
 >>> pair = RegisteredPair("p0", "Mg", "toluidine_blue", rng.integers(0, 60000, (40, 40)).astype(np.uint16),
 ...                       rng.integers(0, 255, (40, 40, 3)).astype(np.uint8), np.ones((40, 40), bool), 5.0)
->>> out = train_model("smoke", "cyclegan", 0, pairs=[pair], epochs=1, out_dir=tempfile.mkdtemp(), progress=False)
+>>> out = train_model([pair], tempfile.mkdtemp(), "cyclegan", load_profile("smoke").training, epochs=1, seed=2025,
+...                   progress=False)
 >>> generator, info = load_generator(out / "last.pt")
 >>> info["model"], info["direction"], info["network"]
 ('cyclegan', 'ct_to_histology', 'G_XY')
@@ -32,10 +34,8 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
-import json
 import math
 import time
 import zlib
@@ -48,17 +48,16 @@ import torch
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain import losses
-from vstain.config import Profile, load_profile
-from vstain.data import PatchSampler
-from vstain.io import atomic_path, provenance, write_csv, write_json
-from vstain.layout import stage_dir
-from vstain.models import MODEL_NAMES, architecture, build_discriminator, build_generator, build_networks
-from vstain.models import loss_weights, model_spec
-from vstain.pairs import RegisteredPair, read_registered_pair
-
-CHECKPOINT_FORMAT = "vstain-checkpoint-1"
-STAINS = ("toluidine_blue", "he")
-DIRECTIONS = {"ct_to_histology": "G_XY", "histology_to_ct": "G_YX"}
+from vstain.data import PatchSampler, network_to_ct, network_to_histology
+from vstain.infer import ct_to_histology_slide
+from vstain.io import provenance, write_csv, write_json
+from vstain.masks import apply_mask, background_fill
+from vstain.metrics import psnr, raw_ct_as_rgb, ssim
+from vstain.models import architecture, build_networks, loss_weights, model_spec
+from vstain.models.checkpoint import (CHECKPOINT_FORMAT, compare_records, load_checkpoint, load_generator,
+                                     save_checkpoint)
+from vstain.pairs import RegisteredPair
+from vstain.vocabulary import GENERATOR_OF, STAINS, check_word
 
 
 class NonFiniteLossError(ValueError):
@@ -66,37 +65,6 @@ class NonFiniteLossError(ValueError):
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _profile(profile: Profile | str) -> Profile:
-    return profile if isinstance(profile, Profile) else load_profile(profile)
-
-
-def _check_stain(stain: str) -> str:
-    if stain not in STAINS:
-        raise ValueError(f"unknown stain {stain!r}; valid stains: {', '.join(STAINS)}")
-    return stain
-
-
-def model_dir(profile_name: str, model: str, fold: int, stain: str = "toluidine_blue",
-              root: str | Path | None = None) -> Path:
-    """``results/<profile>/models/<model>/fold<k>/``; H&E: ``results/<profile>/he/models/<model>/`` (S2).
-
-    The H&E study (``vstain.he_study``) has one split; other H&E folds get a ``fold<k>``
-    sub-folder.
-
-    Examples
-    --------
-    >>> model_dir("quick", "pix2pix", 2, root="results").as_posix()
-    'results/quick/models/pix2pix/fold2'
-    >>> model_dir("quick", "pix2pix", 0, "he", root="results").as_posix()
-    'results/quick/he/models/pix2pix'
-    """
-    model_spec(model)
-    if _check_stain(stain) == "he":
-        base = stage_dir(profile_name, "he", root) / "models" / model
-        return base if int(fold) == 0 else base / f"fold{int(fold)}"
-    return stage_dir(profile_name, "models", root) / model / f"fold{int(fold)}"
 
 
 def run_seed(seed: int, model: str, fold: int, stain: str = "toluidine_blue") -> int:
@@ -109,19 +77,6 @@ def run_seed(seed: int, model: str, fold: int, stain: str = "toluidine_blue") ->
     """
     sequence = np.random.SeedSequence([int(seed), int(fold), zlib.crc32(model.encode()), zlib.crc32(stain.encode())])
     return int(sequence.generate_state(1, np.uint32)[0])
-
-
-def _epochs_for(profile: Profile, stain: str) -> int:
-    return profile.he.epochs if stain == "he" else profile.training.epochs
-
-
-def _device(profile: Profile, device: str | None) -> torch.device:
-    wanted = device or profile.device
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"profile {profile.name}: field device is 'cuda' but no CUDA device is available")
-    return torch.device(wanted)
 
 
 @contextlib.contextmanager
@@ -158,78 +113,6 @@ def use_cpu_bf16(setting: str) -> bool:
     if setting not in ("off", "on", "auto"):
         raise ValueError(f"training.cpu_bf16 must be off, on or auto, got {setting!r}")
     return setting == "on" or (setting == "auto" and cpu_has_native_bf16())
-
-
-def _save(obj: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _load(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: field format is not {CHECKPOINT_FORMAT!r} (not a vstain checkpoint)")
-    return checkpoint
-
-
-def _compare(expected: Any, found: Any, where: str, path: Path) -> None:
-    """Raise a ValueError naming the first differing field of two nested records."""
-    if isinstance(expected, dict) and isinstance(found, dict):
-        for key in list(expected) + [k for k in found if k not in expected]:
-            _compare(expected.get(key), found.get(key), f"{where}.{key}" if where else key, path)
-    elif expected != found:
-        raise ValueError(f"{path}: field {where} is {found!r} in the checkpoint but {expected!r} for this run "
-                         "(a checkpoint of another model or shape; delete it or pass resume=False)")
-
-
-# --------------------------------------------------------------------------- training pairs
-
-
-def load_training_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue",
-                        root: str | Path | None = None) -> list[RegisteredPair]:
-    """The registered pairs of one fold and role, read from ``results/<profile>/registered/``.
-
-    The split is ``results/<profile>/dataset/split.csv`` (``vstain.manifest.read_split``).
-    """
-    from vstain.manifest import pairs_in_role, read_split
-
-    profile = _profile(profile)
-    split_path = stage_dir(profile.name, "dataset", root) / "split.csv"
-    if not split_path.is_file():
-        raise FileNotFoundError(f"{split_path}: split not found; generate the dataset first "
-                                f"(vstain phantom --profile {profile.name})")
-    ids = pairs_in_role(read_split(split_path), fold, role, stain=_check_stain(stain))
-    if not ids:
-        raise ValueError(f"{split_path}: no {stain} pairs with role {role!r} in fold {fold}")
-    registered = stage_dir(profile.name, "registered", root)
-    missing = [pid for pid in ids if not (registered / pid / "pair.json").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{registered / missing[0] / 'pair.json'}: registered pair missing "
-                                f"({len(missing)} of {len(ids)}); run vstain register --profile {profile.name}")
-    return [read_registered_pair(registered / pid) for pid in ids]
-
-
-def ground_truth_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue",
-                       root: str | Path | None = None) -> list[RegisteredPair]:
-    """The same pairs as :func:`load_training_pairs`, but registered by the phantom's ground truth.
-
-    What a perfect registration would give (``vstain.phantom.ground_truth_pair``): an
-    upper bound for teaching, and a way to train before the registration stage has run.
-    """
-    from vstain.manifest import pairs_in_role, read_split
-    from vstain.phantom import ensure_dataset, ground_truth_pair, load_sample
-
-    profile = _profile(profile)
-    ensure_dataset(profile)
-    dataset = stage_dir(profile.name, "dataset", root)
-    ids = pairs_in_role(read_split(dataset / "split.csv"), fold, role, stain=_check_stain(stain))
-    return [ground_truth_pair(load_sample(dataset / pid)) for pid in ids]
 
 
 # --------------------------------------------------------------------------- one training step
@@ -400,34 +283,37 @@ class Trainer:
 # --------------------------------------------------------------------------- the run
 
 
-def train_model(profile: Profile | str, model: str, fold: int = 0, *, stain: str = "toluidine_blue",
-                epochs: int | None = None, pairs: Sequence[RegisteredPair] | None = None,
-                out_dir: str | Path | None = None, resume: bool = True, device: str | None = None,
-                progress: bool = True, root: str | Path | None = None) -> Path:
-    """Train ``model`` on ``fold`` and write its history and checkpoints.
+def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str, training: Any, *, epochs: int,
+                seed: int, fold: int = 0, stain: str = "toluidine_blue", profile_name: str = "",
+                device: str | torch.device = "cpu", resume: bool = True, progress: bool = True) -> Path:
+    """Train ``model`` on ``pairs`` and write its history and checkpoints into ``out_dir``.
 
     Parameters
     ----------
-    profile : Profile or str
-        Every number (patches, widths, lambdas, epochs, seed) comes from it.
+    pairs : sequence of RegisteredPair
+        The training pairs.
+    out_dir : path
+        The run folder (created).
     model : str
         ``mod_cyclegan``, ``cyclegan``, ``cyclegan_invct`` or ``pix2pix``.
+    training : TrainingConfig
+        ``profile.training``: patches, widths, lambdas, optimiser, threads, bf16 and memory format.
+    epochs : int
+        Total epochs. With ``resume``, a run stopped earlier continues up to this many epochs.
+    seed : int
+        The study's seed (``profile.seed``); the run's own seed is :func:`run_seed` of it,
+        the model, the fold and the stain.
     fold : int
-        Cross-validation fold; its ``train`` pairs are used.
+        Cross-validation fold the pairs come from (recorded, and part of the run's seed).
     stain : {"toluidine_blue", "he"}
-    epochs : int, optional
-        Total epochs (default ``profile.training.epochs``, H&E ``profile.he.epochs``).
-        With ``resume``, a run stopped earlier continues up to this many epochs.
-    pairs : sequence of RegisteredPair, optional
-        Training pairs; default: the fold's registered pairs (:func:`load_training_pairs`).
-    out_dir : path, optional
-        Default :func:`model_dir`.
+    profile_name : str
+        Recorded in the checkpoints and the provenance.
+    device : str or torch.device
+        A resolved device (``"cpu"`` or ``"cuda"``). On CUDA the forward passes run under
+        bf16 autocast.
     resume : bool
         Continue from ``out_dir/last.pt`` when it exists (it must be of the same model,
         architecture and pairs).
-    device : str, optional
-        ``"cpu"``, ``"cuda"`` or ``"auto"``; default ``profile.device``. On CUDA the
-        forward passes run under bf16 autocast.
     progress : bool
         Show a tqdm bar.
 
@@ -443,27 +329,25 @@ def train_model(profile: Profile | str, model: str, fold: int = 0, *, stain: str
         or shape, or a non-finite loss (:class:`NonFiniteLossError`, naming epoch and
         component). Checkpoints are written only at the end of an epoch, atomically.
     """
-    profile = _profile(profile)
     spec = model_spec(model)
-    _check_stain(stain)
-    training = profile.training
-    epochs = _epochs_for(profile, stain) if epochs is None else int(epochs)
+    check_word(stain, STAINS, "stain")
+    epochs = int(epochs)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if pairs is None:
-        pairs = load_training_pairs(profile, fold, "train", stain, root)
     pairs = list(pairs)
-    out = Path(out_dir) if out_dir is not None else model_dir(profile.name, model, fold, stain, root)
-    seed = run_seed(profile.seed, model, fold, stain)
-    torch_device = _device(profile, device)
+    out = Path(out_dir)
+    study_seed = int(seed)
+    seed = run_seed(study_seed, model, fold, stain)
+    torch_device = torch.device(device)
+    # where the artefacts came from: the same record as vstain.io.provenance(profile, model=..., fold=...)
+    origin = {**provenance(), "profile": profile_name, "seed": study_seed, "model": model, "fold": int(fold)}
 
     sampler = PatchSampler.from_profile(pairs, training, seed, invert_ct=spec.invert_ct)
     identity = {
         "model": model, "architecture": architecture(model, training), "fold": int(fold), "stain": stain,
-        "profile": profile.name, "seed": seed, "patch_size": training.patch_size,
+        "profile": profile_name, "seed": seed, "patch_size": training.patch_size,
         "pair_ids": [p.pair_id for p in pairs],
     }
-
     # The global torch random state (dropout) and thread count are set here and restored afterwards.
     with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []), \
             _threads(training.threads):
@@ -475,8 +359,8 @@ def train_model(profile: Profile | str, model: str, fold: int = 0, *, stain: str
         start_epoch = 1
         last_path = out / "last.pt"
         if resume and last_path.is_file():
-            checkpoint = _load(last_path)
-            _compare({k: identity[k] for k in ("model", "architecture", "fold", "stain", "patch_size", "pair_ids")},
+            checkpoint = load_checkpoint(last_path)
+            compare_records({k: identity[k] for k in ("model", "architecture", "fold", "stain", "patch_size", "pair_ids")},
                      {k: checkpoint.get(k) for k in ("model", "architecture", "fold", "stain", "patch_size",
                                                       "pair_ids")}, "", last_path)
             trainer.load_state_dict(checkpoint["state"], last_path)
@@ -504,15 +388,15 @@ def train_model(profile: Profile | str, model: str, fold: int = 0, *, stain: str
                    "seconds": time.perf_counter() - started}
             history.append(row)
             record = {"format": CHECKPOINT_FORMAT, **identity, "epoch": epoch,
-                      "directions": {d: n for d, n in DIRECTIONS.items() if n in trainer.nets},
-                      "invert_ct": spec.invert_ct, "provenance": provenance(profile, model=model, fold=int(fold))}
+                      "directions": {d: n for d, n in GENERATOR_OF.items() if n in trainer.nets},
+                      "invert_ct": spec.invert_ct, "provenance": origin}
             for component in components:
                 if row[component] < best.get(component, math.inf):
                     best[component] = row[component]
-                    _save({**record, "component": component, "value": row[component],
+                    save_checkpoint({**record, "component": component, "value": row[component],
                            "generators": trainer.generator_states()}, out / f"best_{component}.pt")
             write_csv(out / "history.csv", pd.DataFrame(history))
-            _save({**record, "component": "last", "generators": trainer.generator_states(),
+            save_checkpoint({**record, "component": "last", "generators": trainer.generator_states(),
                    "state": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
                    "best": best}, last_path)
         bar.close()
@@ -520,114 +404,9 @@ def train_model(profile: Profile | str, model: str, fold: int = 0, *, stain: str
         **{k: v for k, v in identity.items()}, "epochs": epochs, "epochs_done": len(history),
         "best": best, "best_epoch": {c: int(min(history, key=lambda r: r[c])["epoch"]) for c in components}
         if history else {}, "seconds": float(sum(r["seconds"] for r in history)), "steps_per_epoch": steps,
-        "device": str(torch_device), "provenance": provenance(profile, model=model, fold=int(fold)),
+        "device": str(torch_device), "provenance": origin,
     })
     return out
-
-
-def is_trained(profile: Profile | str, model: str, fold: int, stain: str = "toluidine_blue",
-               root: str | Path | None = None) -> bool:
-    """Whether the run folder holds a finished run of the profile's epochs and architecture."""
-    profile = _profile(profile)
-    out = model_dir(profile.name, model, fold, stain, root)
-    summary = out / "training.json"
-    if not (summary.is_file() and (out / "last.pt").is_file()):
-        return False
-    record = json.loads(summary.read_text())
-    return (record.get("epochs_done", 0) >= _epochs_for(profile, stain)
-            and record.get("architecture") == json.loads(json.dumps(architecture(model, profile.training))))
-
-
-def _prepare_registered_pairs(profile: Profile, stain: str, progress: bool, root: str | Path | None) -> None:
-    """Run the idempotent registration stage when it is available and the results root is the default."""
-    if root is not None:
-        return  # a custom results root holds its own registered pairs
-    try:
-        from vstain.prepare import prepare_registered_pairs
-    except ImportError:
-        try:
-            from vstain.registration import prepare_registered_pairs
-        except ImportError:
-            return  # load_training_pairs names what is missing
-    prepare_registered_pairs(profile, stain=stain, progress=progress)
-
-
-def fold_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue", *,
-               source: str = "registered", progress: bool = True, root: str | Path | None = None
-               ) -> list[RegisteredPair]:
-    """The pairs of one fold and role: registered (the pipeline) or the phantom's ground truth.
-
-    ``source="registered"`` runs the idempotent registration stage when needed and reads
-    ``results/<profile>/registered/``; ``"ground_truth"`` registers by the phantom's
-    ground truth (:func:`ground_truth_pairs`).
-    """
-    profile = _profile(profile)
-    if source == "registered":
-        _prepare_registered_pairs(profile, stain, progress, root)
-        return load_training_pairs(profile, fold, role, stain, root)
-    if source == "ground_truth":
-        return ground_truth_pairs(profile, fold, role, stain, root)
-    raise ValueError(f"unknown source {source!r}; valid: registered, ground_truth")
-
-
-def ensure_trained(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
-                   source: str = "registered", progress: bool = True, root: str | Path | None = None) -> Path:
-    """Train ``model`` on ``fold`` unless a finished run exists; resume an unfinished one.
-
-    ``source="registered"`` trains on the registered pairs (the pipeline);
-    ``"ground_truth"`` on the phantom's ground-truth pairs (:func:`ground_truth_pairs`).
-    """
-    profile = _profile(profile)
-    out = model_dir(profile.name, model, fold, stain, root)
-    if is_trained(profile, model, fold, stain, root):
-        return out
-    pairs = fold_pairs(profile, fold, "train", stain, source=source, progress=progress, root=root)
-    return train_model(profile, model, fold, stain=stain, pairs=pairs, progress=progress, root=root)
-
-
-# --------------------------------------------------------------------------- loading for inference
-
-
-def load_generator(checkpoint_path: str | Path, direction: str = "ct_to_histology") -> tuple[torch.nn.Module, dict]:
-    """Rebuild one generator from a checkpoint file alone.
-
-    Parameters
-    ----------
-    checkpoint_path : path
-        ``best_<component>.pt`` or ``last.pt`` of a run.
-    direction : {"ct_to_histology", "histology_to_ct"}
-        ``G_XY`` or ``G_YX`` (Pix2Pix has only ``ct_to_histology``).
-
-    Returns
-    -------
-    generator : torch.nn.Module
-        On CPU, in eval mode.
-    info : dict
-        ``model``, ``network`` (G_XY / G_YX), ``direction``, ``architecture``,
-        ``in_channels``, ``invert_ct`` (map CT with ``ct_to_network(ct, invert=True)``
-        and back with ``network_to_ct(t, invert=True)``), ``patch_size``, ``epoch``,
-        ``component``, ``value``, ``fold``, ``stain``, ``profile``, ``seed``, ``provenance``.
-    """
-    path = Path(checkpoint_path)
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
-    checkpoint = _load(path)
-    network = checkpoint.get("directions", {}).get(direction)
-    if network is None:
-        raise ValueError(f"{path}: model {checkpoint.get('model')} has no {direction} generator "
-                         f"(field directions: {checkpoint.get('directions')})")
-    arch = checkpoint["architecture"]["generator"]
-    generator = build_generator(arch)
-    try:
-        generator.load_state_dict(checkpoint["generators"][network])
-    except (KeyError, RuntimeError) as err:
-        raise ValueError(f"{path}: field generators.{network} does not fit its architecture ({err})") from err
-    generator.eval()
-    info = {k: checkpoint.get(k) for k in ("model", "architecture", "invert_ct", "patch_size", "epoch", "component",
-                                           "value", "fold", "stain", "profile", "seed", "provenance")}
-    info.update(network=network, direction=direction, in_channels=int(arch["in_channels"]),
-                out_channels=int(arch["out_channels"]), path=str(path))
-    return generator, info
 
 
 # --------------------------------------------------------------------------- quick looks at a trained model
@@ -640,9 +419,21 @@ def _mask_box(mask: np.ndarray) -> tuple[slice, slice]:
 
 def stain_pair(checkpoint_path: str | Path, pair: RegisteredPair, patch_size: int, step: int,
                batch_size: int = 16) -> np.ndarray:
-    """The generated histology (uint8 RGB) of a whole pair's CT by overlapping patch inference."""
-    from vstain.infer import ct_to_histology_slide
+    """The generated histology (uint8 RGB) of a whole pair's CT by overlapping patch inference.
 
+    Parameters
+    ----------
+    checkpoint_path : path
+        A checkpoint of a run (its CT-to-histology generator is used).
+    pair : RegisteredPair
+    patch_size, step, batch_size : int
+        As :func:`vstain.infer.infer_slide`.
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X, 3)`` uint8.
+    """
     generator, info = load_generator(checkpoint_path, "ct_to_histology")
     return ct_to_histology_slide(generator, pair.ct, patch_size=patch_size, step=step, batch_size=batch_size,
                                  info=info)
@@ -663,9 +454,6 @@ def validation_scores(checkpoint_path: str | Path, pairs: Sequence[RegisteredPai
     DataFrame
         ``pair_id, material, ssim, psnr, ssim_baseline, psnr_baseline``.
     """
-    from vstain.infer import apply_mask, background_fill
-    from vstain.metrics import psnr, raw_ct_as_rgb, ssim
-
     rows = []
     for pair in pairs:
         generated = stain_pair(checkpoint_path, pair, patch_size, step, batch_size)
@@ -689,8 +477,6 @@ def patch_panels(checkpoint_path: str | Path, pairs: Sequence[RegisteredPair], p
     (n, P, P, 3) uint8, ``mask`` (n, P, P) bool, ``real_histology`` (n, P, P, 3) uint8 and,
     for the CycleGANs, ``generated_ct`` (n, P, P) like ``real_ct``.
     """
-    from vstain.data import network_to_ct, network_to_histology
-
     g_xy, info = load_generator(checkpoint_path, "ct_to_histology")
     invert = bool(info["invert_ct"])
     sampler = PatchSampler(pairs, patch_size, max(1, -(-n // len(pairs))), n, seed, augment=False, invert_ct=invert)
@@ -702,33 +488,32 @@ def patch_panels(checkpoint_path: str | Path, pairs: Sequence[RegisteredPair], p
             "mask": batch["mask"][:, 0].numpy().astype(bool),
             "real_histology": network_to_histology(batch["y"]),
         }
-        if "histology_to_ct" in torch.load(checkpoint_path, map_location="cpu", weights_only=True)["directions"]:
+        if "histology_to_ct" in load_checkpoint(checkpoint_path)["directions"]:
             g_yx, _ = load_generator(checkpoint_path, "histology_to_ct")
             panels["generated_ct"] = network_to_ct(g_yx(batch["y"]), invert=invert).astype(np.float32) / 65535.0
     return panels
 
 
-# --------------------------------------------------------------------------- CLI
+def validation_medians(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Median SSIM and PSNR (and their raw-CT baselines) per model of :func:`validation_scores` tables.
 
+    Parameters
+    ----------
+    scores : dict
+        ``model -> validation_scores(...)`` table.
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--stain", default="toluidine_blue", choices=("toluidine_blue", "he"))
-    parser.add_argument("--epochs", type=int, default=None, help="total epochs (default: from the profile)")
-    parser.add_argument("--source", default="registered", choices=("registered", "ground_truth"),
-                        help="training pairs: the registration stage's, or the phantom's ground truth")
-    parser.add_argument("--no-resume", action="store_true", help="start again even if last.pt exists")
-    parser.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--results", default=None, help="results root (default: $VSTAIN_RESULTS or ./results)")
+    Returns
+    -------
+    DataFrame
+        Indexed by model: ``ssim, psnr, ssim_baseline, psnr_baseline``.
 
-
-def run_cli(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
-    loader = load_training_pairs if args.source == "registered" else ground_truth_pairs
-    pairs = loader(profile, args.fold, "train", args.stain, args.results)
-    out = train_model(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
-                      resume=not args.no_resume, device=args.device, root=args.results)
-    print(out)
-    return 0
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"ssim": [0.2, 0.4], "psnr": [10.0, 12.0], "ssim_baseline": [0.1, 0.1],
+    ...                       "psnr_baseline": [5.0, 7.0]})
+    >>> validation_medians({"pix2pix": table}).loc["pix2pix"].tolist()
+    [0.30000000000000004, 11.0, 0.1, 6.0]
+    """
+    table = pd.concat([s.assign(model=n) for n, s in scores.items()], ignore_index=True)
+    return table.groupby("model")[["ssim", "psnr", "ssim_baseline", "psnr_baseline"]].median()

@@ -144,3 +144,25 @@ def draw_modified_cyclegan(figsize: tuple[float, float] = (11.0, 5.0)) -> Figure
     ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def plot_validation_medians(medians: pd.DataFrame) -> Figure:
+    """Median SSIM and PSNR per model, generated vs real next to raw CT vs real (the baseline).
+
+    ``medians`` is :func:`vstain.train.validation_medians`'s table (indexed by model).
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> medians = pd.DataFrame({"ssim": [0.5], "psnr": [15.0], "ssim_baseline": [0.1], "psnr_baseline": [5.0]},
+    ...                        index=pd.Index(["pix2pix"], name="model"))
+    >>> len(plot_validation_medians(medians).axes)
+    2
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, metric in zip(axes, ("ssim", "psnr")):
+        medians[[metric, f"{metric}_baseline"]].plot.bar(ax=ax, rot=20)
+        ax.set(ylabel=metric.upper(), xlabel="")
+        ax.legend(["generated vs real", "raw CT vs real (baseline)"], fontsize=8)
+    fig.tight_layout()
+    return fig

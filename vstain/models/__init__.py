@@ -13,6 +13,8 @@ Generator names follow the paper: ``G_XY`` maps CT (domain X) to histology (Y),
 ``G_YX`` histology to CT; ``D_Y`` judges histology, ``D_X`` CT. Pix2Pix has only
 ``G_XY`` and a conditional ``D_XY`` that sees (CT, histology) stacked (6 channels).
 
+Checkpoint files, and rebuilding a generator from one, are :mod:`vstain.models.checkpoint`.
+
 Examples
 --------
 >>> from vstain.config import load_profile
@@ -37,14 +39,13 @@ from vstain.models.blocks import count_parameters, init_weights, norm_layer
 from vstain.models.patchgan import PatchDiscriminator, receptive_field
 from vstain.models.resnet import ResnetGenerator
 from vstain.models.unet import UnetGenerator
+from vstain.vocabulary import MODEL_NAMES
 
 __all__ = [
     "MODEL_NAMES", "ModelSpec", "model_spec", "architecture", "build_generator", "build_discriminator",
     "build_networks", "loss_weights", "ResnetGenerator", "PatchDiscriminator", "UnetGenerator",
     "count_parameters", "init_weights", "norm_layer", "receptive_field",
 ]
-
-MODEL_NAMES = ("mod_cyclegan", "cyclegan", "cyclegan_invct", "pix2pix")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,8 @@ tissue's shift and retraction from bone (tissue as seen in the section), but no 
 marks or droplets; ``ground_truth_pair`` takes the normalisation constants as keyword
 arguments (default: the paper's 30000 / 10000, c = c' = 5) and records ``crop_origin_ij`` in
 ``extras``; in ``split.csv`` the H&E validation/testing pairs (paper S2.1) are ``test`` in every
-fold column and the other H&E pairs ``train``; ``generate_dataset`` also writes
-``dataset.json`` (provenance, generation time).
+fold column and the other H&E pairs ``train``; the dataset stage
+(:func:`vstain.stages.dataset.generate_dataset`) also writes ``dataset.json`` (provenance, generation time).
 
 The paper's data are not public, so the study runs on pairs generated here,
 deterministically from a seed. Each pair is a CT volume of a bone-implant block
@@ -23,8 +23,9 @@ Modules: :mod:`~vstain.phantom.labels` (label codes), :mod:`~vstain.phantom.geom
 (the block), :mod:`~vstain.phantom.ct` (X-ray forward model),
 :mod:`~vstain.phantom.stain` (Beer-Lambert stain model), :mod:`~vstain.phantom.section`
 (plane, affine, histology artefacts), :mod:`~vstain.phantom.sample` (one pair, the
-perfect registration), :mod:`~vstain.phantom.dataset` (files, manifest, split),
-:mod:`~vstain.phantom.cli` (``vstain phantom``).
+perfect registration), :mod:`~vstain.phantom.dataset` (the dataset's plan, sample folders).
+The dataset stage :mod:`vstain.stages.dataset` writes the whole dataset, its manifest and split
+(``vstain phantom``).
 
 Examples
 --------
@@ -34,14 +35,14 @@ Examples
 """
 
 from vstain.phantom.ct import beamtime_params, simulate_ct
-from vstain.phantom.dataset import dataset_plan, dataset_summary, ensure_dataset, generate_dataset, load_sample, write_sample
+from vstain.phantom.dataset import dataset_plan, load_sample, write_sample
 from vstain.phantom.labels import LABEL_COLOURS, LABELS, MATERIALS, STAINS, label_colormap, label_name
 from vstain.phantom.sample import (PhantomSample, ground_truth_pair, label_means, make_sample, plane_grid,
-                                   plane_height)
+                                   plane_height, screw_contrast)
 from vstain.phantom.stain import session_params, stain_labels
 
 __all__ = [
-    "LABEL_COLOURS", "LABELS", "MATERIALS", "dataset_summary", "label_colormap", "label_means", "plane_height", "STAINS", "PhantomSample", "beamtime_params", "dataset_plan", "ensure_dataset",
-    "generate_dataset", "ground_truth_pair", "label_name", "load_sample", "make_sample", "plane_grid",
-    "session_params", "simulate_ct", "stain_labels", "write_sample",
+    "LABEL_COLOURS", "LABELS", "MATERIALS", "STAINS", "PhantomSample", "beamtime_params", "dataset_plan",
+    "ground_truth_pair", "label_colormap", "label_means", "label_name", "load_sample", "make_sample", "plane_grid",
+    "plane_height", "screw_contrast", "session_params", "simulate_ct", "stain_labels", "write_sample",
 ]

@@ -14,6 +14,7 @@ Examples
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
 
 from vstain.vocabulary import MATERIALS, STAINS  # noqa: F401  (re-exported for the phantom's modules)
 
@@ -77,8 +78,6 @@ def label_colormap():
     >>> cmap.N == len(LABELS)
     True
     """
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-
     codes = sorted(LABELS.values())
     names = [label_name(c) for c in codes]
     cmap = ListedColormap([LABEL_COLOURS[n] for n in names], name="vstain_labels")

@@ -26,7 +26,7 @@ from skimage.morphology import convex_hull_image
 from vstain.pairs import RegisteredPair
 from vstain.phantom.ct import beamtime_params, simulate_ct
 from vstain.phantom.geometry import draw_geometry, label_volume
-from vstain.phantom.labels import LABELS, MATERIALS, RIGID_LABELS, STAINS
+from vstain.phantom.labels import LABELS, MATERIALS, RIGID_LABELS, STAINS, label_name
 from vstain.phantom.section import (add_artefacts, cut_section, draw_affine, draw_plane, histology_to_plane,
                                     plane_to_volume, stitched_fov)
 from vstain.phantom.stain import render_stain, session_params, stain_concentrations
@@ -158,13 +158,36 @@ def label_means(image: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray |
     >>> label_means(np.array([1.0, 3.0, 5.0]), np.array([0, 0, 5], np.uint8))
     {'background': 2.0, 'screw': 5.0}
     """
-    from vstain.phantom.labels import label_name
-
     out = {}
     for code in np.unique(labels):
         value = image[labels == code].mean(axis=0)
         out[label_name(code)] = float(value) if np.ndim(value) == 0 else value
     return out
+
+
+def screw_contrast(ct_volume: np.ndarray, labels_volume: np.ndarray) -> float:
+    """The screw's mean CT value relative to bone: background 0, dense bone 1.
+
+    Parameters
+    ----------
+    ct_volume : ndarray
+        A CT volume (or slice).
+    labels_volume : ndarray
+        Its true labels (:data:`LABELS`); background, dense bone and screw must be present.
+
+    Returns
+    -------
+    float
+        ``(screw - background) / (dense_bone - background)`` of the label means: near 1 for Mg,
+        above for Ti, below for PEEK.
+
+    Examples
+    --------
+    >>> screw_contrast(np.array([0.0, 2.0, 1.0]), np.array([0, 2, 5], np.uint8))
+    0.5
+    """
+    means = label_means(ct_volume, labels_volume)
+    return (means["screw"] - means["background"]) / (means["dense_bone"] - means["background"])
 
 
 def plane_height(sample: PhantomSample, y, x) -> np.ndarray:

@@ -6,7 +6,8 @@ Examples
 >>> parser = argparse.ArgumentParser(); configure_parser(parser)
 >>> out = io.StringIO()
 >>> with contextlib.redirect_stdout(out):
-...     run_cli(parser.parse_args(["smoke"]))
+...     code = run_cli(parser.parse_args(["smoke"]))
+>>> code
 0
 >>> "name: smoke" in out.getvalue()
 True

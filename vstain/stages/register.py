@@ -1,6 +1,6 @@
-"""Stage driver: dataset manifest -> registered, normalised, masked pairs (paper 2.3, 2.5, 2.8).
+"""The registration stage: dataset manifest -> registered, normalised, masked pairs (paper 2.3, 2.5, 2.8).
 
-For every pair of the profile's manifest, :func:`prepare_registered_pairs`
+For every pair of the profile's manifest, :func:`ensure_registered`
 
 1. reads the CT volume and the section (pixel sizes from the manifest),
 2. registers the section to the volume (:mod:`vstain.registration`),
@@ -18,18 +18,26 @@ folder that exists is whole; a pair whose folder exists with the same inputs and
 settings is skipped. Bad input stops the run (error naming the pair and field); a
 registration that fails is listed in the table with its reason and written nowhere.
 
+Two commands run this stage: ``vstain register`` (:func:`configure_parser` / :func:`run_cli`)
+and ``vstain normalise`` (:func:`configure_normalise_parser` / :func:`run_normalise_cli`),
+since pairs are written normalised and masked.
+
 Examples
 --------
->>> from vstain.prepare import relative_spread
->>> relative_spread([30000.0, 30010.0], [10000.0, 9990.0]) < 0.001
-True
+>>> import argparse
+>>> parser = argparse.ArgumentParser(); configure_parser(parser)
+>>> args = parser.parse_args(["--profile", "smoke", "--stain", "he"])
+>>> args.profile, args.stain, args.strict
+('smoke', 'he', False)
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,83 +45,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
+from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
-from vstain.io import provenance, read_tiff, write_csv, write_tiff
-from vstain.layout import stage_dir
-from vstain.masks import convex_hull, correspondence_mask, field_of_view_mask, mask_iou
+from vstain.config import as_profile
+from vstain.io import provenance, read_tiff, write_csv, write_json, write_tiff
+from vstain.layout import default_manifest_path, stage_dir
+from vstain.manifest import load_manifest
+from vstain.masks import correspondence_mask, field_of_view_mask, mask_iou
 from vstain.normalise import automatic_rois, normalise_ct, normalise_histology
 from vstain.pairs import RegisteredPair, write_registered_pair
-from vstain.registration import (RegistrationError, RegistrationFailed, RegistrationResult, oblique_slice,
-                                 register_section_to_volume, registration_errors)
+from vstain.phantom.dataset import load_sample
+from vstain.registration import (RegistrationFailed, register_section_to_volume, registration_errors,
+                                 true_correspondence_mask, true_rois, warp_to_result)
+from vstain.stages.dataset import resolve_manifest
 
-__all__ = ["prepare_registered_pairs", "registration_table", "normalisation_table", "relative_spread",
-           "true_rois", "true_correspondence_mask", "warp_to_result"]
+__all__ = ["configure_normalise_parser", "configure_parser", "ensure_registered", "normalisation_table",
+           "prepare_pair", "registration_table", "run_cli", "run_normalise_cli"]
 
 TABLE_COLUMNS = ["pair_id", "material", "stain", "beamtime", "session", "mutual_information",
                  "initial_mutual_information", "angle_error_deg", "offset_um", "tre_median_px", "tre_max_px",
                  "mask_iou", "seconds", "status"]
-
-
-# --------------------------------------------------------------------------- ground-truth helpers
-
-
-def warp_to_result(image: np.ndarray, result: RegistrationResult, *, order: int = 0, cval: float = 0) -> np.ndarray:
-    """Resample a histology-grid image (labels, a mask) onto the result's output grid."""
-    shape = result.ct_slice.shape
-    ii, jj = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
-    src = np.linalg.inv(result.affine) @ np.stack([ii.ravel(), jj.ravel(), np.ones(ii.size)])
-    return ndi.map_coordinates(np.asarray(image), src[:2], order=order, mode="constant", cval=cval).reshape(shape)
-
-
-def true_correspondence_mask(result: RegistrationResult, sample: Any) -> np.ndarray:
-    """The phantom's true common region on the result's grid.
-
-    Every output pixel shows one point of the section (through the fitted affine); the
-    truth there is the section's true label, and the true CT label at the point the
-    section pixel truly came from (through the true plane and affine). The true mask is
-    the intersection of the convex hulls of the rigid labels of both, inside the
-    section's field of view, as in :func:`vstain.phantom.ground_truth_pair`.
-    """
-    from vstain.phantom.labels import RIGID_LABELS
-
-    shape = result.ct_slice.shape
-    ii, jj = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
-    yx = (np.linalg.inv(result.affine) @ np.stack([ii.ravel(), jj.ravel(), np.ones(ii.size)]))[:2].T
-    section = warp_to_result(sample.section_labels, result)
-    fov = warp_to_result(sample.fov_mask.astype(np.uint8), result) > 0
-    voxels = sample.histology_to_volume(yx)
-    ct_labels = ndi.map_coordinates(sample.labels_volume, voxels.T, order=0, mode="nearest").reshape(shape)
-    hulls = [convex_hull(np.isin(labels, RIGID_LABELS) & fov & result.ct_valid) for labels in (ct_labels, section)]
-    return hulls[0] & hulls[1] & fov & result.ct_valid
-
-
-def true_rois(result: RegistrationResult, sample: Any) -> dict[str, np.ndarray]:
-    """True dense-bone and background ROIs on the result's grid (for measuring normalisation)."""
-    from vstain.phantom.labels import LABELS
-
-    ct_labels = oblique_slice(sample.labels_volume, result.plane_point, result.plane_axes, result.ct_slice.shape,
-                              order=0, cval=255)
-    section = warp_to_result(sample.section_labels, result, cval=255)
-    return {
-        "ct_bone": ct_labels == LABELS["dense_bone"],
-        "ct_background": ct_labels == LABELS["background"],
-        "histology_bone": (section == LABELS["dense_bone"]) & result.histology_valid,
-        "histology_background": (section == LABELS["background"]) & result.histology_valid,
-    }
-
-
-def relative_spread(bone_means, background_means) -> float:
-    """Spread of ROI means across pairs relative to the bone-background contrast.
-
-    ``(std(bone) + std(background)) / 2 / (mean(bone) - mean(background))``: a number
-    that does not change when the whole dataset is rescaled linearly, so spreads before
-    and after normalisation compare.
-    """
-    bone = np.asarray(bone_means, float)
-    background = np.asarray(background_means, float)
-    contrast = abs(bone.mean() - background.mean())
-    return float((bone.std() + background.std()) / 2 / contrast) if contrast > 0 else float("nan")
 
 
 # --------------------------------------------------------------------------- one pair
@@ -145,9 +96,23 @@ def _read_inputs(entry: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[RegisteredPair, dict[str, Any], dict]:
-    """Register, normalise and mask one manifest pair; returns the pair, its table row and extra images.
+    """Register, normalise and mask one manifest pair.
 
-    ``sample`` (a :class:`vstain.phantom.PhantomSample`) adds the ground-truth measures.
+    Parameters
+    ----------
+    entry : PairEntry
+        The manifest's pair (files and pixel sizes).
+    profile : Profile
+        Supplies the ``registration`` and ``normalisation`` settings.
+    sample : PhantomSample, optional
+        The pair's ground truth (synthetic dataset): adds the registration errors, the
+        mask's IoU with the true common region and the ROI means on true labels.
+
+    Returns
+    -------
+    tuple
+        ``(RegisteredPair, table row, raw images)``; the raw images are ``ct_raw``,
+        ``histology_raw`` (before normalisation), ``ct_valid`` and ``histology_valid``.
 
     Raises
     ------
@@ -232,11 +197,22 @@ def _write_pair_folder(folder: Path, pair: RegisteredPair, raw: dict, record: di
         raise
 
 
+def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key: str) -> None:
+    row = {c: None for c in TABLE_COLUMNS}
+    row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
+               beamtime=getattr(entry, "beamtime", None), session=getattr(entry, "session", None),
+               seconds=seconds, status=f"failed: {reason}")
+    write_json(out_dir / f".{entry.pair_id}.failed.json", {**row, "config_key": key})
+    folder = out_dir / entry.pair_id
+    if folder.exists():  # an older result of different inputs or settings: no longer valid
+        shutil.rmtree(folder)
+
+
 # --------------------------------------------------------------------------- the stage
 
 
-def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: bool = True,
-                             manifest_path: str | Path | None = None) -> pd.DataFrame:
+def ensure_registered(profile: Any, stain: str | None = None, progress: bool = True,
+                      manifest_path: str | Path | None = None) -> pd.DataFrame:
     """Register, normalise and mask every pair of the profile's dataset (idempotent).
 
     Parameters
@@ -250,7 +226,7 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
     manifest_path : path, optional
         The data manifest; default :func:`vstain.layout.default_manifest_path`
         (``data_manifest.yaml``). ``source: synthetic`` means the profile's phantom
-        dataset (generated if missing, :func:`vstain.phantom.ensure_dataset`).
+        dataset (generated if missing, :func:`vstain.stages.dataset.ensure_dataset`).
 
     Returns
     -------
@@ -258,14 +234,7 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
         The registration table (also written to ``registered/registration.csv``);
         ``status`` is ``ok`` or ``failed: <reason>``.
     """
-    from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
-
-    from vstain.config import load_profile
-    from vstain.layout import default_manifest_path
-    from vstain.manifest import load_manifest, resolve_manifest
-
-    if isinstance(profile, (str, Path)):
-        profile = load_profile(profile)
+    profile = as_profile(profile)
     if stain not in (None, "toluidine_blue", "he"):
         raise ValueError(f"stain must be toluidine_blue, he or None, got {stain!r}")
     if manifest_path is None:
@@ -284,11 +253,7 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
         failed_path = out_dir / f".{entry.pair_id}.failed.json"
         if failed_path.is_file() and json.loads(failed_path.read_text()).get("config_key") == key:
             continue  # registration is deterministic: the same inputs and settings fail the same way
-        sample = None
-        if synthetic:
-            from vstain.phantom import load_sample
-
-            sample = load_sample(Path(entry.ct_path).parent)
+        sample = load_sample(Path(entry.ct_path).parent) if synthetic else None
         started = time.perf_counter()
         try:
             pair, row, raw = prepare_pair(entry, profile, sample)
@@ -306,17 +271,7 @@ def prepare_registered_pairs(profile: Any, stain: str | None = None, progress: b
     return table
 
 
-def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key: str) -> None:
-    from vstain.io import write_json
-
-    row = {c: None for c in TABLE_COLUMNS}
-    row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
-               beamtime=getattr(entry, "beamtime", None), session=getattr(entry, "session", None),
-               seconds=seconds, status=f"failed: {reason}")
-    write_json(out_dir / f".{entry.pair_id}.failed.json", {**row, "config_key": key})
-    folder = out_dir / entry.pair_id
-    if folder.exists():  # an older result of different inputs or settings: no longer valid
-        shutil.rmtree(folder)
+# --------------------------------------------------------------------------- tables
 
 
 def _pair_records(profile_name: str, pair_ids: list[str]) -> list[dict]:
@@ -334,7 +289,22 @@ def _pair_records(profile_name: str, pair_ids: list[str]) -> list[dict]:
 
 
 def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
-    """The per-pair registration table from the pair folders (one row per pair, failures included)."""
+    """The per-pair registration table from the pair folders (one row per pair, failures included).
+
+    Parameters
+    ----------
+    profile_name : str
+        The profile whose ``results/<profile>/registered/`` is read.
+    pair_ids : list of str, optional
+        These pairs, in this order (default: every registered pair, then every failed one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``pair_id``, ``material``, ``stain``, ``beamtime``, ``session``,
+        ``mutual_information``, ``initial_mutual_information``, ``angle_error_deg``,
+        ``offset_um``, ``tre_median_px``, ``tre_max_px``, ``mask_iou``, ``seconds``, ``status``.
+    """
     if pair_ids is None:
         out_dir = stage_dir(profile_name, "registered")
         pair_ids = sorted(p.parent.name for p in out_dir.glob("*/pair.json"))
@@ -346,11 +316,21 @@ def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> 
 def normalisation_table(profile_name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
     """Per-pair normalisation statistics, with ROI means on true labels where known.
 
-    Columns: ``pair_id``, ``stain``, ``beamtime``, ``session``, ``ct_scale``, ``ct_offset``,
-    ``ct_clipped_fraction``, ``f_min``, ``f_max``, ``f_min_clamped``, ``f_max_clamped``,
-    ``histology_clipped_fraction`` and, on the synthetic dataset, ``ct_bone_before``,
-    ``ct_bone_after``, ``ct_background_before``, ``ct_background_after`` and the same for
-    the histology per channel (``histology_bone_before_r`` ...).
+    Parameters
+    ----------
+    profile_name : str
+        The profile whose ``results/<profile>/registered/`` is read.
+    pair_ids : list of str, optional
+        These pairs (default: every registered pair); failed pairs have no row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``pair_id``, ``stain``, ``beamtime``, ``session``, ``ct_scale``, ``ct_offset``,
+        ``ct_clipped_fraction``, ``f_min``, ``f_max``, ``f_min_clamped``, ``f_max_clamped``,
+        ``histology_clipped_fraction`` and, on the synthetic dataset, ``ct_bone_before``,
+        ``ct_bone_after``, ``ct_background_before``, ``ct_background_after`` and the same for
+        the histology per channel (``histology_bone_before_r`` ...).
     """
     if pair_ids is None:
         out_dir = stage_dir(profile_name, "registered")
@@ -375,3 +355,48 @@ def normalisation_table(profile_name: str, pair_ids: list[str] | None = None) ->
                     out[f"{name}_{channel}"] = v
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``vstain register``."""
+    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    parser.add_argument("--stain", choices=["toluidine_blue", "he"], default=None,
+                        help="only this stain (default: both)")
+    parser.add_argument("--manifest", default=None,
+                        help="data manifest (default: data_manifest.yaml of the project)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when any pair fails (default: report failures, carry on)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``vstain register``: register, normalise and mask every pair of the profile's dataset.
+
+    Failed pairs are listed by id (and in ``registration.csv``) and left out of later stages;
+    with ``--strict`` any failure makes the command fail.
+    """
+    profile = as_profile(args.profile)
+    table = ensure_registered(profile, stain=args.stain, progress=not args.no_progress,
+                              manifest_path=args.manifest)
+    failed = table[table["status"] != "ok"]
+    print(f"registered {int((table['status'] == 'ok').sum())} of {len(table)} pairs")
+    for _, row in failed.iterrows():
+        print(f"  registration failed for {row['pair_id']}: {row['status']}", file=sys.stderr)
+    return 1 if (args.strict and len(failed)) else 0
+
+
+def configure_normalise_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``vstain normalise`` (the same stage as ``vstain register``)."""
+    configure_parser(parser)
+
+
+def run_normalise_cli(args: argparse.Namespace) -> int:
+    """``vstain normalise``: normalisation and masks run inside the registration stage.
+
+    Registered pairs are written normalised and masked, so this command runs (or
+    resumes) that stage: it is the same as ``vstain register``.
+    """
+    return run_cli(args)

@@ -18,13 +18,14 @@ True
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vstain.layout import stage_dir
+from vstain.config import Profile, as_profile
+from vstain.frc import summarise_resolution
+from vstain.layout import evaluation_dir, frc_dir, registered_dir, volume_dir
 
 NAN = float("nan")
 
@@ -34,7 +35,7 @@ def _read(path: Path) -> pd.DataFrame | None:
 
 
 def _registration(root: Any, profile: str) -> dict[str, Any]:
-    table = _read(stage_dir(profile, "registered", root) / "registration.csv")
+    table = _read(registered_dir(profile, root) / "registration.csv")
     if table is None:
         return {}
     ok = table[table["status"] == "ok"]
@@ -50,7 +51,7 @@ def _registration(root: Any, profile: str) -> dict[str, Any]:
 
 
 def _evaluation(root: Any, profile: str) -> dict[str, Any]:
-    table = _read(stage_dir(profile, "evaluation", root) / "table1.csv")
+    table = _read(evaluation_dir(profile, root) / "table1.csv")
     if table is None:
         return {}
     out: dict[str, Any] = {}
@@ -65,9 +66,7 @@ def _evaluation(root: Any, profile: str) -> dict[str, Any]:
 
 
 def _frc(root: Any, profile: str, model: str, fold: int) -> dict[str, Any]:
-    from vstain.frc import summarise_resolution
-
-    frame = _read(stage_dir(profile, "frc", root) / model / f"fold{fold}" / "resolution.csv")
+    frame = _read(frc_dir(profile, model, fold, root) / "resolution.csv")
     if frame is None:
         return {}
     summary = summarise_resolution(frame)
@@ -80,7 +79,7 @@ def _frc(root: Any, profile: str, model: str, fold: int) -> dict[str, Any]:
 
 
 def _volume(root: Any, profile: str) -> dict[str, Any]:
-    metrics = _read(stage_dir(profile, "volume", root) / "metrics.csv")
+    metrics = _read(volume_dir(profile, root) / "metrics.csv")
     if metrics is None:
         return {}
     out = {}
@@ -93,7 +92,7 @@ def _volume(root: Any, profile: str) -> dict[str, Any]:
     return out
 
 
-def study_summary(profile: Any, root: str | Path | None = None) -> dict[str, Any]:
+def study_summary(profile: Profile | str | Path, root: str | Path | None = None) -> dict[str, Any]:
     """Headline numbers of a profile's run, read from its artefacts.
 
     Parameters
@@ -110,9 +109,7 @@ def study_summary(profile: Any, root: str | Path | None = None) -> dict[str, Any
         Flat ``name -> value``; values of stages that have not run are NaN and the
         stages are listed under ``"missing"``.
     """
-    from vstain.config import load_profile
-
-    profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
+    profile = as_profile(profile)
     name = profile.name
     fold = profile.training.folds[0]
     parts = {"registered": _registration, "evaluation": _evaluation,
@@ -127,39 +124,3 @@ def study_summary(profile: Any, root: str | Path | None = None) -> dict[str, Any
                 "mod_cyclegan_validation_ssim", "raw_ct_validation_ssim"):
         summary.setdefault(key, NAN)
     return summary
-
-
-def format_value(value: Any, digits: int = 2) -> str:
-    """A number for prose: fixed digits, ``n/a`` for NaN or None."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def plot_table1_beside_paper(compared: pd.DataFrame, role: str = "test"):
-    """Bar charts of SSIM, LPIPS and PSNR per model on one split, ours beside the paper's.
-
-    ``compared`` is :func:`vstain.metrics.compare_with_paper`'s output. Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from vstain.metrics import MODEL_LABELS
-
-    rows = compared[compared["role"] == role].reset_index(drop=True)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    x = np.arange(len(rows))
-    labels = [MODEL_LABELS.get(m, m).replace(" (our model)", "").replace(" + inv. CT input", "\n+ inv. CT")
-              for m in rows["model"]]
-    for ax, metric in zip(axes, ("ssim", "lpips", "psnr")):
-        ax.bar(x - 0.2, rows[metric], width=0.4, label="ours (phantom)", color="#4c72b0")
-        ax.bar(x + 0.2, rows[f"{metric}_paper"], width=0.4, label="paper", color="#c9c9c9", edgecolor="#666666")
-        if rows[metric].isna().all():
-            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color="#aa3333")
-        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{metric.upper()} ({role})" + (" [dB]" if metric == "psnr" else ""))
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig

@@ -1,0 +1,272 @@
+"""The inference stage: stain every registered pair with a trained model; ``vstain infer``.
+
+The whole-slide overlapping patch inference itself is :mod:`vstain.infer`. This stage
+takes a profile: it finds (or trains, :func:`vstain.stages.train.ensure_trained`) the
+model's checkpoint, stains every registered pair in both directions, writes the outputs
+and their masked versions under ``results/<profile>/inference/<model>/fold<k>/``
+(:func:`vstain.layout.inference_dir`) and redoes only what changed.
+
+Examples
+--------
+>>> import argparse
+>>> parser = argparse.ArgumentParser(prog="vstain infer")
+>>> configure_parser(parser)
+>>> parser.parse_args(["--model", "pix2pix", "--blend", "window"]).blend
+'window'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
+
+from vstain.config import as_profile, resolve_device
+from vstain.data import network_to_histology
+from vstain.infer import (BLENDS, Blend, check_tiling, ct_network_channels_last, ct_to_histology_slide,
+                          generator_channels, histology_to_ct_slide, infer_slide, seam_score, tile_grid)
+from vstain.io import provenance, read_tiff, sha256_file, write_json, write_tiff
+from vstain.layout import inference_dir, registered_dir
+from vstain.masks import apply_mask, background_fill
+from vstain.models.checkpoint import load_generators
+from vstain.pairs import read_registered_pair, registered_fingerprint, registered_pair_ids, split_roles
+from vstain.stages.register import ensure_registered
+from vstain.stages.train import ensure_trained
+from vstain.vocabulary import STAINS
+
+
+def run_inference(
+    profile: Any,
+    model: str,
+    fold: int,
+    *,
+    blend: Blend | None = None,
+    stain: str = "toluidine_blue",
+    pair_ids: Sequence[str] | None = None,
+    checkpoint: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Stage driver: stain every registered pair with one trained model (idempotent).
+
+    For each pair, writes into ``results/<profile>/inference/<model>/fold<k>/<pair_id>/``:
+    ``histology.tif`` (generated histology, uint8 RGB), ``ct.tif`` (generated CT, uint16;
+    not for Pix2Pix), their ``*_masked.tif`` versions (outside the correspondence mask:
+    the real image's mean background value, paper 2.8), all with the pixel size, and
+    ``inference.json`` (settings, fill values, split role, provenance), written last.
+    ``done.json`` in the fold folder marks the whole run complete. Pairs whose
+    ``inference.json`` records the same settings and checkpoint are not recomputed.
+
+    Parameters
+    ----------
+    profile : str or Profile
+        Profile name or loaded profile; patch size, step, batch size and blend come
+        from ``profile.inference``.
+    model : str
+        Model name (``mod_cyclegan``, ``cyclegan``, ``cyclegan_invct``, ``pix2pix``).
+    fold : int
+        Cross-validation fold.
+    blend : {"mean", "window"}, optional
+        Overrides ``profile.inference.blend``.
+    stain : str
+        Which registered pairs to stain.
+    pair_ids : sequence of str, optional
+        Only these pairs (default: all registered pairs of ``stain``).
+    checkpoint : str or Path, optional
+        Use this checkpoint instead of the model's ``last.pt`` (trained on demand by
+        :func:`vstain.stages.train.ensure_trained`).
+    out_dir : str or Path, optional
+        Instead of ``results/<profile>/inference/<model>/fold<k>/``.
+    force : bool
+        Recompute even when up to date.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Path
+        The fold folder holding the pair folders and ``done.json``.
+    """
+    profile = as_profile(profile)
+    cfg = profile.inference
+    blend = cfg.blend if blend is None else blend
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {list(BLENDS)}, got {blend!r}")
+    check_tiling((cfg.patch_size, cfg.patch_size), cfg.patch_size, cfg.step)
+    if checkpoint is None:
+        ensure_registered(profile, stain=stain, progress=progress)
+        checkpoint = ensure_trained(profile, model, fold, stain, progress=progress) / "last.pt"
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train it: vstain train --model {model})")
+    out = Path(out_dir) if out_dir is not None else inference_dir(profile.name, model, fold, stain)
+    ids = list(pair_ids) if pair_ids is not None else registered_pair_ids(profile.name, stain)
+    if not ids:
+        raise FileNotFoundError(f"no registered {stain} pairs under results/{profile.name}/registered/ "
+                                "(run the registration stage first: vstain register)")
+    try:
+        roles = split_roles(profile.name, fold)
+    except FileNotFoundError:
+        roles = {}
+    settings = {
+        "model": model, "fold": fold, "blend": blend, "patch_size": cfg.patch_size, "step": cfg.step,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+    }
+    registered = registered_dir(profile.name)
+    inputs = {pid: registered_fingerprint(registered / pid) for pid in ids}
+    done_path = out / "done.json"
+    if not force and done_path.is_file():
+        done = json.loads(done_path.read_text())
+        if done.get("settings") == settings and done.get("inputs") == inputs and all(
+            _pair_up_to_date(out / pid, settings, inputs[pid]) for pid in ids
+        ):
+            return out
+
+    done_path.unlink(missing_ok=True)  # the run is complete again only when every pair is
+    device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
+    generators = load_generators(checkpoint, model)
+    for generator, _ in generators.values():
+        generator.to(device)
+    for pair_id in tqdm(ids, desc=f"infer {model} fold{fold}", unit="pair", disable=not progress):
+        folder = out / pair_id
+        if not force and _pair_up_to_date(folder, settings, inputs[pair_id]):
+            continue
+        pair = read_registered_pair(registered / pair_id)
+        tiling = dict(patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size, blend=blend, device=device)
+        record = provenance(profile, **settings, pair_id=pair_id, material=pair.material, stain=pair.stain,
+                            role=roles.get(pair_id, "unknown"), pixel_size_um=pair.pixel_size_um)
+        # inference.json goes first out of the way: a pair folder without it is incomplete.
+        (folder / "inference.json").unlink(missing_ok=True)
+        forward, info = generators["ct_to_histology"]
+        try:
+            histology = ct_to_histology_slide(forward, pair.ct, info=info, **tiling)
+        except ValueError as err:
+            raise ValueError(f"pair {pair_id}: {err}") from err
+        histology_fill = background_fill(pair.histology, pair.mask)
+        write_tiff(folder / "histology.tif", histology, pair.pixel_size_um, metadata=record)
+        write_tiff(folder / "histology_masked.tif", apply_mask(histology, pair.mask, histology_fill),
+                   pair.pixel_size_um, metadata=record)
+        files = ["histology.tif", "histology_masked.tif"]
+        ct_fill = background_fill(pair.ct, pair.mask)
+        if "histology_to_ct" in generators:
+            reverse, rinfo = generators["histology_to_ct"]
+            try:
+                ct = histology_to_ct_slide(reverse, pair.histology, info=rinfo, **tiling)
+            except ValueError as err:
+                raise ValueError(f"pair {pair_id}: {err}") from err
+            write_tiff(folder / "ct.tif", ct, pair.pixel_size_um, metadata=record)
+            write_tiff(folder / "ct_masked.tif", apply_mask(ct, pair.mask, ct_fill), pair.pixel_size_um,
+                       metadata=record)
+            files += ["ct.tif", "ct_masked.tif"]
+        write_json(folder / "inference.json", {
+            **record, "settings": settings, "input": inputs[pair_id], "files": files,
+            "histology_fill": np.asarray(histology_fill).tolist(), "ct_fill": float(np.asarray(ct_fill)),
+        })
+    write_json(done_path, {"settings": settings, "pairs": ids, "inputs": inputs,
+                           "provenance": provenance(profile, **settings)})
+    return out
+
+
+def _pair_up_to_date(folder: Path, settings: dict[str, Any], fingerprint: str) -> bool:
+    meta = folder / "inference.json"
+    if not meta.is_file():
+        return False
+    record = json.loads(meta.read_text())
+    return (record.get("settings") == settings and record.get("input") == fingerprint
+            and all((folder / f).is_file() for f in record.get("files", [])))
+
+
+def read_inference(folder: str | Path) -> dict[str, Any]:
+    """One pair's inference outputs: ``histology``, ``histology_masked``, ``ct``, ``ct_masked``
+    (absent for Pix2Pix), ``pixel_size_um`` and the ``record`` of ``inference.json``."""
+    folder = Path(folder)
+    meta = folder / "inference.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: not found (inference of this pair is missing or incomplete)")
+    record = json.loads(meta.read_text())
+    out: dict[str, Any] = {"record": record}
+    for name in record.get("files", []):
+        image, size, _ = read_tiff(folder / name)
+        out[name.removesuffix(".tif")] = image
+        out["pixel_size_um"] = float(size[-1])
+    return out
+
+
+# --------------------------------------------------------------------------- for the chapter
+
+
+def compare_blends(
+    profile: Any, model: str, fold: int, pair_id: str, *, checkpoint: str | Path | None = None
+) -> dict[str, Any]:
+    """Stain one pair with both blends and measure their seams (paper 3: tiling steps behind the mask).
+
+    Parameters
+    ----------
+    profile : str or Profile
+        Patch size, step and batch size come from ``profile.inference``.
+    model : str
+    fold : int
+    pair_id : str
+        A registered pair of the profile.
+    checkpoint : str or Path, optional
+        Default: the model's ``last.pt`` (trained on demand).
+
+    Returns
+    -------
+    dict
+        ``"mean"`` and ``"window"``: the generated histology (uint8 RGB, unmasked);
+        ``"grid"``: the :class:`TileGrid`; ``"pair"``: the registered pair;
+        ``"scores"``: a DataFrame ``blend, region, seam_score`` for the regions
+        ``whole slide``, ``inside mask`` and ``background`` (outside the mask).
+    """
+    profile = as_profile(profile)
+    cfg = profile.inference
+    if checkpoint is None:
+        checkpoint = ensure_trained(profile, model, fold) / "last.pt"
+    forward, info = load_generators(checkpoint, model)["ct_to_histology"]
+    pair = read_registered_pair(registered_dir(profile.name) / pair_id)
+    grid = tile_grid(pair.ct.shape, cfg.patch_size, cfg.step)
+    network = ct_network_channels_last(pair.ct, invert=bool(info.get("invert_ct", False)),
+                                       channels=generator_channels(info))
+    device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
+    result: dict[str, Any] = {"grid": grid, "pair": pair}
+    rows = []
+    regions = {"whole slide": None, "inside mask": pair.mask, "background": ~pair.mask}
+    for blend in BLENDS:
+        # scored in network range: 8-bit rounding would hide steps smaller than a grey level
+        stained = infer_slide(forward, network, patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size,
+                              blend=blend, device=device)
+        result[blend] = np.asarray(network_to_histology(np.moveaxis(stained, -1, 0)), np.uint8)
+        for region_name, region in regions.items():
+            rows.append({"blend": blend, "region": region_name, "seam_score": seam_score(stained, grid, region)})
+    result["scores"] = pd.DataFrame(rows)
+    return result
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``vstain infer``."""
+    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    parser.add_argument("--model", required=True, help="model name, e.g. mod_cyclegan")
+    parser.add_argument("--fold", type=int, default=0, help="cross-validation fold (default: 0)")
+    parser.add_argument("--blend", choices=BLENDS, default=None, help="override the profile's blend")
+    parser.add_argument("--stain", default="toluidine_blue", choices=STAINS,
+                        help="which registered pairs (default: toluidine_blue)")
+    parser.add_argument("--checkpoint", default=None, help="use this checkpoint instead of the trained model's")
+    parser.add_argument("--force", action="store_true", help="recompute even when up to date")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``vstain infer``."""
+    out = run_inference(args.profile, args.model, args.fold, blend=args.blend, stain=args.stain,
+                        checkpoint=args.checkpoint, force=args.force)
+    print(out)
+    return 0

@@ -1,0 +1,247 @@
+"""The training stage: which pairs, which run folder, whether a run is finished; ``vstain train``.
+
+The training itself is :func:`vstain.train.train_model` (pairs and a training
+configuration in, a run folder out). This stage takes a profile: it reads the fold's
+pairs (registered by the registration stage, or by the phantom's ground truth), runs the
+registration first when needed, and writes the run into
+``results/<profile>/models/<model>/fold<k>/`` (:func:`vstain.layout.model_dir`; H&E:
+``results/<profile>/he/models/<model>/``).
+
+Examples
+--------
+>>> import argparse
+>>> parser = argparse.ArgumentParser(prog="vstain train")
+>>> configure_parser(parser)
+>>> parser.parse_args(["--model", "pix2pix", "--source", "ground_truth"]).source
+'ground_truth'
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from vstain.config import Profile, as_profile, load_profile, resolve_device
+from vstain.layout import model_dir, stage_dir
+from vstain.models import architecture
+from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs
+from vstain.phantom import ground_truth_pair, load_sample
+from vstain.stages.dataset import ensure_dataset
+from vstain.stages.register import ensure_registered
+from vstain.train import patch_panels, train_model, validation_scores
+from vstain.vocabulary import MODEL_NAMES, STAINS, check_word
+
+SOURCES = ("registered", "ground_truth")
+
+
+def epochs_for(profile: Profile, stain: str) -> int:
+    """The profile's epochs of a stain: ``he.epochs`` for H&E, else ``training.epochs``.
+
+    Examples
+    --------
+    >>> from vstain.config import load_profile
+    >>> epochs_for(load_profile("smoke"), "he")
+    1
+    """
+    return profile.he.epochs if stain == "he" else profile.training.epochs
+
+
+def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str = "toluidine_blue",
+               epochs: int | None = None, pairs: Sequence[RegisteredPair] | None = None,
+               out_dir: str | Path | None = None, resume: bool = True, device: str | None = None,
+               progress: bool = True, root: str | Path | None = None) -> Path:
+    """Train ``model`` on ``fold`` with the profile's settings and write its history and checkpoints.
+
+    Parameters
+    ----------
+    profile : Profile or str
+        Every number (patches, widths, lambdas, epochs, seed) comes from it.
+    model : str
+        ``mod_cyclegan``, ``cyclegan``, ``cyclegan_invct`` or ``pix2pix``.
+    fold : int
+        Cross-validation fold; its ``train`` pairs are used.
+    stain : {"toluidine_blue", "he"}
+    epochs : int, optional
+        Total epochs (default ``profile.training.epochs``, H&E ``profile.he.epochs``).
+    pairs : sequence of RegisteredPair, optional
+        Training pairs; default: the fold's registered pairs (:func:`vstain.pairs.load_fold_pairs`).
+    out_dir : path, optional
+        Default :func:`vstain.layout.model_dir`.
+    resume : bool
+        Continue from ``out_dir/last.pt`` when it exists.
+    device : str, optional
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; default ``profile.device``.
+    progress : bool
+        Show a tqdm bar.
+    root : path, optional
+        Results root (default: :func:`vstain.layout.results_root`).
+
+    Returns
+    -------
+    Path
+        The run folder (see :func:`vstain.train.train_model`).
+    """
+    profile = as_profile(profile)
+    check_word(model, MODEL_NAMES, "model")
+    check_word(stain, STAINS, "stain")
+    epochs = epochs_for(profile, stain) if epochs is None else int(epochs)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if pairs is None:
+        pairs = load_fold_pairs(profile.name, fold, "train", stain, root)
+    out = Path(out_dir) if out_dir is not None else model_dir(profile.name, model, fold, stain, root)
+    source = "--device" if device is not None else f"profile {profile.name}: field device"
+    torch_device = resolve_device(device or profile.device, source=source)
+    return train_model(pairs, out, model, profile.training, epochs=epochs, seed=profile.seed, fold=fold,
+                       stain=stain, profile_name=profile.name, device=torch_device, resume=resume, progress=progress)
+
+
+def ground_truth_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue",
+                       root: str | Path | None = None) -> list[RegisteredPair]:
+    """The pairs of one fold and role, registered by the phantom's ground truth.
+
+    What a perfect registration would give (:func:`vstain.phantom.ground_truth_pair`): an
+    upper bound for teaching, and a way to train before the registration stage has run.
+    The dataset is generated first when missing.
+    """
+    profile = as_profile(profile)
+    ensure_dataset(profile)
+    dataset = stage_dir(profile.name, "dataset", root)
+    ids = fold_pair_ids(profile.name, fold, role, stain, root)
+    return [ground_truth_pair(load_sample(dataset / pid)) for pid in ids]
+
+
+def fold_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue", *,
+               source: str = "registered", progress: bool = True, root: str | Path | None = None
+               ) -> list[RegisteredPair]:
+    """The pairs of one fold and role: registered (the pipeline) or the phantom's ground truth.
+
+    ``source="registered"`` runs the idempotent registration stage when needed (only under
+    the default results root: a custom root holds its own registered pairs) and reads
+    ``results/<profile>/registered/``; ``"ground_truth"`` registers by the phantom's
+    ground truth (:func:`ground_truth_pairs`).
+    """
+    profile = as_profile(profile)
+    if source == "registered":
+        if root is None:
+            ensure_registered(profile, stain=stain, progress=progress)
+        return load_fold_pairs(profile.name, fold, role, stain, root)
+    if source == "ground_truth":
+        return ground_truth_pairs(profile, fold, role, stain, root)
+    raise ValueError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+
+
+def is_trained(profile: Profile | str, model: str, fold: int, stain: str = "toluidine_blue",
+               root: str | Path | None = None) -> bool:
+    """Whether the run folder holds a finished run of the profile's epochs and architecture."""
+    profile = as_profile(profile)
+    out = model_dir(profile.name, model, fold, stain, root)
+    summary = out / "training.json"
+    if not (summary.is_file() and (out / "last.pt").is_file()):
+        return False
+    record = json.loads(summary.read_text())
+    return (record.get("epochs_done", 0) >= epochs_for(profile, stain)
+            and record.get("architecture") == json.loads(json.dumps(architecture(model, profile.training))))
+
+
+def ensure_trained(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
+                   source: str = "registered", progress: bool = True, root: str | Path | None = None) -> Path:
+    """Train ``model`` on ``fold`` unless a finished run exists; resume an unfinished one.
+
+    ``source="registered"`` trains on the registered pairs (the pipeline; the registration
+    stage runs first when needed); ``"ground_truth"`` on the phantom's ground-truth pairs
+    (:func:`ground_truth_pairs`).
+
+    Returns
+    -------
+    Path
+        The run folder, :func:`vstain.layout.model_dir`; its ``last.pt`` is the checkpoint.
+    """
+    profile = as_profile(profile)
+    out = model_dir(profile.name, model, fold, stain, root)
+    if is_trained(profile, model, fold, stain, root):
+        return out
+    pairs = fold_pairs(profile, fold, "train", stain, source=source, progress=progress, root=root)
+    return train_fold(profile, model, fold, stain=stain, pairs=pairs, progress=progress, root=root)
+
+
+# --------------------------------------------------------------------------- for the chapter
+
+
+@dataclasses.dataclass
+class TrainingReport:
+    """What chapter 03 shows of one trained model.
+
+    Attributes
+    ----------
+    model : str
+    fold : int
+    run : Path
+        The run folder (``history.csv``, ``last.pt``).
+    history : DataFrame
+        ``history.csv``.
+    panels : dict
+        Fig. 4a-style validation patches (:func:`vstain.train.patch_panels`).
+    scores : DataFrame
+        Per validation pair SSIM / PSNR against the raw-CT baseline (:func:`vstain.train.validation_scores`).
+    """
+
+    model: str
+    fold: int
+    run: Path
+    history: pd.DataFrame
+    panels: dict[str, np.ndarray]
+    scores: pd.DataFrame
+
+
+def training_report(profile: Profile | str, model: str, fold: int, validation_pairs: Sequence[RegisteredPair], *,
+                    n_patches: int = 4, source: str = "registered", progress: bool = True) -> TrainingReport:
+    """Train ``model`` when needed, then read its history, draw validation patches and score the validation pairs.
+
+    Patches come from the profile's training patch size and seed; the scores from whole-slide
+    inference with the profile's inference patch size and step.
+    """
+    profile = as_profile(profile)
+    run = ensure_trained(profile, model, fold, source=source, progress=progress)
+    checkpoint = run / "last.pt"
+    return TrainingReport(
+        model=model, fold=int(fold), run=run, history=pd.read_csv(run / "history.csv"),
+        panels=patch_panels(checkpoint, validation_pairs, profile.training.patch_size, n=n_patches, seed=profile.seed),
+        scores=validation_scores(checkpoint, validation_pairs, profile.inference.patch_size, profile.inference.step),
+    )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``vstain train``."""
+    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--stain", default="toluidine_blue", choices=STAINS)
+    parser.add_argument("--epochs", type=int, default=None, help="total epochs (default: from the profile)")
+    parser.add_argument("--source", default="registered", choices=SOURCES,
+                        help="training pairs: the registration stage's, or the phantom's ground truth")
+    parser.add_argument("--no-resume", action="store_true", help="start again even if last.pt exists")
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--results", default=None, help="results root (default: $VSTAIN_RESULTS or ./results)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``vstain train``; prints the run folder."""
+    profile = load_profile(args.profile)
+    if args.source == "registered":
+        pairs = load_fold_pairs(profile.name, args.fold, "train", args.stain, args.results)
+    else:
+        pairs = ground_truth_pairs(profile, args.fold, "train", args.stain, args.results)
+    out = train_fold(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
+                     resume=not args.no_resume, device=args.device, root=args.results)
+    print(out)
+    return 0
