@@ -212,3 +212,108 @@ def test_phantom_volume_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
     before = os.stat(done).st_mtime_ns
     assert volume_stage.stain_phantom_volume(profile, progress=False) == done  # idempotent
     assert os.stat(done).st_mtime_ns == before and len(trained) == 1
+
+
+# ------------------------------------------------------------------ bad inputs: one line, exit 2, the file named
+
+
+def _nan_stack(tmp_path, value):
+    data = np.full((4, 20, 24), 20000, np.float32)
+    data[2, 3, 4] = value
+    write_tiff(tmp_path / "bad.tif", data, (4.0, 2.0, 2.0))
+    return ["--input", tmp_path / "bad.tif"], "bad.tif"
+
+
+def _empty_file(tmp_path):
+    (tmp_path / "empty.tif").write_bytes(b"")
+    return ["--input", tmp_path / "empty.tif"], "empty.tif"
+
+
+def _text_file(tmp_path):
+    (tmp_path / "notes.tif").write_text("not an image\n")
+    return ["--input", tmp_path / "notes.tif"], "notes.tif"
+
+
+def _empty_folder(tmp_path):
+    (tmp_path / "slices").mkdir()
+    return ["--input", tmp_path / "slices"], "slices"
+
+
+def _output_under_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    return ["--output", tmp_path / "afile" / "out.tif"], "afile"
+
+
+BAD_STAIN_INPUTS = {
+    # case: (argv builder, what the message must contain besides the file)
+    "nan voxel": (lambda p: _nan_stack(p, np.nan), "non-finite"),
+    "+inf voxel": (lambda p: _nan_stack(p, np.inf), "non-finite"),
+    "empty tiff": (_empty_file, "empty file"),
+    "text file as ct": (_text_file, "not a readable TIFF"),
+    "folder without slices": (_empty_folder, "without .tif"),
+    "hdf5 without dataset path": (lambda p: (["--input", p / "scan.h5"], "scan.h5"), "name the dataset"),
+    "output png": (lambda p: (["--output", p / "out.png"], "out.png"), ".tif, .tiff or .zarr"),
+    "output nii.gz": (lambda p: (["--output", p / "out.nii.gz"], "out.nii.gz"), ".nii.gz"),
+    "output parent is a file": (_output_under_a_file, "is a file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STAIN_INPUTS))
+def test_bad_stain_input_is_one_line_naming_the_file(case, tmp_path, ct_stack, capsys):
+    build, phrase = BAD_STAIN_INPUTS[case]
+    override, named = build(tmp_path)
+    argv = {"--checkpoint": make_checkpoint(tmp_path / "c.pt"), "--input": ct_stack, "--output": tmp_path / "o.tif"}
+    argv.update(dict(zip(override[::2], override[1::2])))
+    code, err = run([x for pair in argv.items() for x in pair] + ["--step", "8"], capsys)
+    assert code == 2, err
+    assert named in err and phrase in err, err
+    messages = [line for line in err.splitlines() if line.startswith("vstain stain")]  # besides progress bars
+    assert len(messages) == 1 and messages[0].startswith("vstain stain: error: ") and "Traceback" not in err
+    assert not (tmp_path / "o.tif").exists() and not list(tmp_path.glob(".*.part"))
+
+
+BAD_STAIN_ARGUMENTS = {
+    "--device tpu": ["--device", "tpu"],
+    "--patch-size 0": ["--patch-size", "0"],
+    "--patch-size 30 (not a multiple of 4)": ["--patch-size", "30"],
+    "--sigma -1": ["--sigma", "-1"],
+    "--step -4": ["--step", "-4"],
+    "--batch-size 0": ["--batch-size", "0"],
+    "--voxel-size 0 1 1": ["--voxel-size", "0", "1", "1"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STAIN_ARGUMENTS))
+def test_out_of_range_arguments_are_errors(case, tmp_path, ct_stack, capsys):
+    argv = ["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", ct_stack, "--output", tmp_path / "o.tif",
+            *BAD_STAIN_ARGUMENTS[case]]
+    try:
+        code, err = run(argv, capsys)
+    except SystemExit as exit_:  # argparse's own usage error
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2, err
+    assert BAD_STAIN_ARGUMENTS[case][0] in err or "--patch-size" in err, err
+    assert "Traceback" not in err and not (tmp_path / "o.tif").exists()
+
+
+def test_stain_a_folder_of_slice_tiffs_and_an_hdf5_dataset(tmp_path, ct_stack, capsys):
+    import h5py
+
+    volume = read_tiff(ct_stack)[0]
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z, image in enumerate(volume):  # natural order: rec_2 before rec_10 would matter with more slices
+        tifffile.imwrite(folder / f"rec_{z + 8:d}.tif", image)
+    with h5py.File(tmp_path / "scan.h5", "w") as h5:
+        h5.create_dataset("exchange/data", data=volume).attrs["element_size_um"] = [4.0, 2.0, 2.0]
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    outputs = {}
+    for name, argv in {"stack": [ct_stack], "folder": [folder, "--voxel-size", 4, 2, 2],
+                       "hdf5": [f"{tmp_path / 'scan.h5'}:/exchange/data"]}.items():
+        out = tmp_path / f"{name}.tif"
+        code, err = run(["--checkpoint", ckpt, "--output", out, "--step", "8", "--input", *argv], capsys)
+        assert code == 0, err
+        outputs[name], spacing, _ = read_tiff(out)
+        assert spacing == (4.0, 2.0, 2.0)
+    np.testing.assert_array_equal(outputs["folder"], outputs["stack"])
+    np.testing.assert_array_equal(outputs["hdf5"], outputs["stack"])

@@ -224,3 +224,67 @@ def test_stack_without_voxel_size_says_how_to_give_it(tmp_path):
     with pytest.raises(ValueError, match="--voxel-size"):
         vio.open_volume(tmp_path / "bare.tif")
     assert vio.open_volume(tmp_path / "bare.tif", (1, 2, 2)).voxel_size_um == (1.0, 2.0, 2.0)
+
+
+def _write_slices(folder, numbers, shape=(6, 7), dtype=np.uint16, **kwargs):
+    folder.mkdir(exist_ok=True)
+    for n in numbers:
+        tifffile.imwrite(folder / f"ct_{n:04d}.tif", np.full(shape, n, dtype), **kwargs)
+
+
+def test_slice_folder_is_read_in_natural_order_one_file_at_a_time(tmp_path):
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    for n in (9, 10, 11, 8):  # unpadded names: 10 and 11 must come after 9
+        tifffile.imwrite(folder / f"s{n}.tif", np.full((6, 7), n, np.uint16))
+    volume = vio.open_volume(folder, (5.0, 5.0, 5.0))
+    assert volume.shape == (4, 6, 7)
+    assert [float(volume.read_slice(z)[0, 0]) for z in range(4)] == [8.0, 9.0, 10.0, 11.0]
+
+
+def test_slice_folder_voxel_size_from_imagej_metadata_or_refused(tmp_path):
+    _write_slices(tmp_path / "meta", range(3), imagej=True, resolution=(1 / 2.5, 1 / 2.5),
+                  metadata={"spacing": 2.5, "unit": "um"})
+    assert vio.open_volume(tmp_path / "meta").voxel_size_um == (2.5, 2.5, 2.5)
+    _write_slices(tmp_path / "bare", range(3))
+    with pytest.raises(ValueError, match=r"ct_0000\.tif: no voxel size.*--voxel-size"):
+        vio.open_volume(tmp_path / "bare")
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("gap", r"jump from 1 \(ct_0001\.tif\) to 3 \(ct_0003\.tif\): slice 2 is missing"),
+    ("duplicate", r"slice number 1 twice"),
+    ("shape", r"ct_0002\.tif: uint16 slice of shape \(5, 7\), unlike the first slice ct_0000\.tif"),
+    ("dtype", r"ct_0002\.tif: float32 slice"),
+    ("no number", r"notes\.tif: no slice number"),
+])
+def test_damaged_slice_folders_are_refused_naming_the_file(tmp_path, case, expected):
+    folder = tmp_path / "rec"
+    _write_slices(folder, [0, 1, 3] if case == "gap" else [0, 1, 2])
+    if case == "duplicate":
+        tifffile.imwrite(folder / "ct_1.tif", np.zeros((6, 7), np.uint16))
+    elif case == "shape":
+        _write_slices(folder, [2], shape=(5, 7))
+    elif case == "dtype":
+        _write_slices(folder, [2], dtype=np.float32)
+    elif case == "no number":
+        tifffile.imwrite(folder / "notes.tif", np.zeros((6, 7), np.uint16))
+    with pytest.raises(ValueError, match=expected):
+        vio.open_volume(folder, (1.0, 1.0, 1.0))
+
+
+def test_hdf5_dataset_is_read_slice_by_slice_with_its_voxel_size(tmp_path):
+    import h5py
+
+    data = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    with h5py.File(tmp_path / "scan.h5", "w") as h5:
+        h5.create_dataset("exchange/data", data=data).attrs["element_size_um"] = [3.0, 2.0, 2.0]
+        h5.create_dataset("flat", data=np.zeros((4, 5)))
+    volume = vio.open_volume(f"{tmp_path / 'scan.h5'}:/exchange/data")
+    assert volume.shape == (3, 4, 5) and volume.voxel_size_um == (3.0, 2.0, 2.0)
+    np.testing.assert_array_equal(volume.read_slice(2), data[2].astype(np.float32))
+    volume.close()
+    with pytest.raises(ValueError, match=r"scan\.h5: no dataset '/missing'.*/exchange/data"):
+        vio.open_volume(f"{tmp_path / 'scan.h5'}:/missing")
+    with pytest.raises(ValueError, match=r"scan\.h5:/flat: dataset of shape \(4, 5\)"):
+        vio.open_volume(f"{tmp_path / 'scan.h5'}:/flat")

@@ -89,6 +89,29 @@ def gaussian_kernel(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+def finite_slice(source: Any, z: int) -> np.ndarray:
+    """Slice ``z`` of ``source``, refused when it holds NaN or infinite voxels.
+
+    A non-finite voxel would be clipped and stained as if it were bone or background; the
+    error names the volume, the slice and how many voxels are affected.
+
+    Examples
+    --------
+    >>> from vstain.volume_io import ArrayVolume
+    >>> vol = np.zeros((2, 4, 4), np.float32); vol[1, 0, :2] = np.inf
+    >>> finite_slice(ArrayVolume(vol, (1, 1, 1), name="ct.tif"), 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: ct.tif: slice 1 holds 2 non-finite voxels (NaN or infinite); fix or mask them before staining
+    """
+    image = source.read_slice(z)
+    bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise ValueError(f"{getattr(source, 'name', 'volume')}: slice {z} holds {bad} non-finite voxels "
+                         "(NaN or infinite); fix or mask them before staining")
+    return image
+
+
 def filtered_slices(source: Any, sigma_voxels: float) -> Iterator[np.ndarray]:
     """Yield the slices of ``gaussian_filter(volume, sigma_voxels, mode="reflect")`` one by one.
 
@@ -107,7 +130,7 @@ def filtered_slices(source: Any, sigma_voxels: float) -> Iterator[np.ndarray]:
     depth = source.shape[0]
     if sigma_voxels <= 0:
         for z in range(depth):
-            yield source.read_slice(z)
+            yield finite_slice(source, z)
         return
     kernel = gaussian_kernel(sigma_voxels)
     radius = kernel.size // 2
@@ -118,7 +141,7 @@ def filtered_slices(source: Any, sigma_voxels: float) -> Iterator[np.ndarray]:
             if index not in needed:
                 del window[index]
         for index in sorted(needed - set(window)):
-            window[index] = source.read_slice(index)
+            window[index] = finite_slice(source, index)
         total = np.zeros(source.shape[1:], np.float64)
         for k, weight in zip(range(-radius, radius + 1), kernel):
             total += weight * window[_reflect(z + k, depth)]

@@ -1,9 +1,10 @@
 """Reading CT volumes slice by slice and writing stained RGB volumes, streaming.
 
-Sources (:class:`ArrayVolume`, :class:`TiffVolume`, :class:`ZarrVolume`, opened by
-:func:`open_volume`) hand out one ``float32`` slice at a time, so a volume larger than
-memory is never loaded whole: a TIFF stack is decoded page by page, an OME-Zarr store
-chunk slab by chunk slab. Writers (:func:`write_rgb_tiff_stack`,
+Sources (:class:`ArrayVolume`, :class:`TiffVolume`, :class:`TiffFolderVolume`,
+:class:`ZarrVolume`, :class:`HDF5Volume`, opened by :func:`open_volume`) hand out one
+``float32`` slice at a time, so a volume larger than memory is never loaded whole: a TIFF
+stack is decoded page by page, a folder of slice TIFFs file by file, an OME-Zarr store chunk
+slab by chunk slab, an HDF5 dataset slice by slice. Writers (:func:`write_rgb_tiff_stack`,
 :func:`write_rgb_ome_zarr`, :func:`write_rgb_volume`) take an iterable of ``(Y, X, 3)``
 uint8 slices and write them as they come, to a temporary sibling renamed onto the output
 only when the last slice is in (:func:`vstain.io.atomic_target`). :class:`RawStore` is a
@@ -26,10 +27,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+import h5py
 import tifffile
 import zarr
 
@@ -83,7 +86,7 @@ class TiffVolume:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: file not found")
-        self._tif = tifffile.TiffFile(path)
+        self._tif = _open_tiff(path)
         try:
             series = self._tif.series[0]
             shape = tuple(int(s) for s in series.shape)
@@ -110,12 +113,9 @@ class TiffVolume:
 
     def _read_voxel_size(self) -> tuple[float, float, float]:
         ij = self._tif.imagej_metadata or {}
-        tags = self._tif.pages[0].tags
-        unit = ij.get("unit", "")
-        if "XResolution" in tags and unit in ("um", "micron", "\\u00B5m", "µm") and "spacing" in ij:
-            xr, yr = tags["XResolution"].value, tags["YResolution"].value
-            if xr[0] > 0 and yr[0] > 0:
-                return _check_voxel_size((float(ij["spacing"]), yr[1] / yr[0], xr[1] / xr[0]), self.name)
+        in_plane = _um_per_pixel(self._tif.pages[0], ij)
+        if in_plane is not None and "spacing" in ij:
+            return _check_voxel_size((float(ij["spacing"]),) + in_plane, self.name)
         raise ValueError(
             f"{self.name}: no voxel size in the file (ImageJ 'spacing' and resolution in um); "
             "give it with --voxel-size Z Y X (micrometres), or write the stack with vstain.io.write_tiff"
@@ -128,6 +128,189 @@ class TiffVolume:
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
+
+
+def _open_tiff(path: Path) -> tifffile.TiffFile:
+    """``tifffile.TiffFile(path)``, with an error naming the file when it is not a readable TIFF."""
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, where a TIFF file is expected")
+    try:
+        return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, EOFError, OSError) as err:
+        what = "an empty file" if path.stat().st_size == 0 else "not a readable TIFF"
+        raise ValueError(f"{path}: {what} ({type(err).__name__}: {err})") from None
+
+
+def _um_per_pixel(page: tifffile.TiffPage, imagej: dict) -> tuple[float, float] | None:
+    """``(y, x)`` pixel size in um from a page's resolution tags (ImageJ um, or TIFF cm / inch units)."""
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    xr, yr = tags["XResolution"].value, tags["YResolution"].value
+    if not (xr[0] > 0 and yr[0] > 0):
+        return None
+    unit = imagej.get("unit", "")
+    if unit in ("um", "micron", "\\u00B5m", "µm"):
+        per_unit = 1.0
+    else:
+        resolution_unit = int(getattr(tags.get("ResolutionUnit"), "value", 1))
+        per_unit = {3: 1e4, 2: 25400.0}.get(resolution_unit)  # centimetre, inch; 1 = no unit
+        if per_unit is None:
+            return None
+    return per_unit * yr[1] / yr[0], per_unit * xr[1] / xr[0]
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``slice_2`` before ``slice_10`` (numbers compared as numbers).
+
+    Examples
+    --------
+    >>> sorted(["s10.tif", "s2.tif", "s1.tif"], key=natural_key)
+    ['s1.tif', 's2.tif', 's10.tif']
+    """
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+class TiffFolderVolume:
+    """A folder holding one greyscale TIFF per Z slice, read one file at a time.
+
+    Slices are ordered by the last number in their names (natural sort: ``ct_2.tif`` before
+    ``ct_10.tif``); the numbers must run without a gap or a repeat. Every file's header is
+    checked at opening (a 2D greyscale image of the first slice's shape and dtype), so a
+    damaged folder stops before any work, naming the file. The voxel size is given, or read
+    from the first slice: Y and X from its resolution tags (ImageJ um, or TIFF centimetre /
+    inch units), Z from ImageJ's ``spacing``, else Z = X when only the in-plane size is known
+    *and* ``assume_isotropic`` is set; otherwise the folder is refused with a request for
+    ``--voxel-size``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> for z in (1, 2, 10):
+    ...     tifffile.imwrite(folder / f"rec_{z}.tif", np.full((4, 5), z, np.uint16))
+    >>> TiffFolderVolume(folder, (5.0, 5.0, 5.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: ...: slice numbers jump from 2 (rec_2.tif) to 10 (rec_10.tif): slices 3 to 9 are missing
+    >>> (folder / "rec_10.tif").rename(folder / "rec_3.tif")
+    PosixPath(...)
+    >>> v = TiffFolderVolume(folder, (5.0, 5.0, 5.0)); v.shape, float(v.read_slice(2)[0, 0])
+    ((3, 4, 5), 10.0)
+    """
+
+    def __init__(self, path: str | Path, voxel_size_um: Sequence[float] | None = None) -> None:
+        path = Path(path)
+        self.name = str(path)
+        files = sorted((f for f in path.iterdir() if f.suffix.lower() in (".tif", ".tiff")
+                        and not f.name.startswith(".")), key=lambda f: natural_key(f.name))
+        if not files:
+            raise ValueError(f"{path}: a folder without .tif/.tiff slices (nor Zarr metadata); "
+                             "give a folder of slice TIFFs, a TIFF stack, an OME-Zarr store or file.h5:/dataset")
+        numbers = []
+        for f in files:
+            found = re.findall(r"\d+", f.stem)
+            if not found:
+                raise ValueError(f"{f}: no slice number in the file name (expected e.g. rec_0001.tif)")
+            numbers.append(int(found[-1]))
+        for (a, fa), (b, fb) in zip(zip(numbers, files), zip(numbers[1:], files[1:])):
+            if b == a:
+                raise ValueError(f"{fb}: slice number {b} twice ({fa.name} and {fb.name})")
+            if b != a + 1:
+                gap = f"slice {a + 1} is" if b == a + 2 else f"slices {a + 1} to {b - 1} are"
+                raise ValueError(f"{path}: slice numbers jump from {a} ({fa.name}) to {b} ({fb.name}): {gap} missing")
+        first_shape = first_dtype = None
+        for f in files:
+            with _open_tiff(f) as tif:
+                page = tif.pages[0]
+                shape, dtype = tuple(int(n) for n in page.shape), np.dtype(page.dtype)
+                if len(tif.pages) != 1 or len(shape) != 2:
+                    raise ValueError(f"{f}: a slice must be one 2D greyscale image, got {len(tif.pages)} page(s) "
+                                     f"of shape {shape}")
+                if first_shape is None:
+                    first_shape, first_dtype = shape, dtype
+                    if voxel_size_um is None:
+                        voxel_size_um = self._voxel_size_from(f, page, tif.imagej_metadata or {})
+                elif (shape, dtype) != (first_shape, first_dtype):
+                    raise ValueError(f"{f}: {dtype} slice of shape {shape}, unlike the first slice "
+                                     f"{files[0].name} ({first_dtype}, {first_shape})")
+        self.files = files
+        self.shape = (len(files),) + first_shape
+        self.dtype = first_dtype
+        self.voxel_size_um = _check_voxel_size(voxel_size_um, self.name)
+
+    @staticmethod
+    def _voxel_size_from(file: Path, page: tifffile.TiffPage, imagej: dict) -> tuple[float, float, float]:
+        in_plane = _um_per_pixel(page, imagej)
+        if in_plane is None or "spacing" not in imagej:
+            raise ValueError(
+                f"{file}: no voxel size in the slice files (resolution tags in um or cm and ImageJ 'spacing' for Z); "
+                "give it with --voxel-size Z Y X (micrometres)"
+            )
+        return (float(imagej["spacing"]),) + in_plane
+
+    def read_slice(self, z: int) -> np.ndarray:
+        """Decode slice file ``z`` only."""
+        return np.asarray(tifffile.imread(self.files[z]), dtype=np.float32)
+
+    def close(self) -> None:
+        """Nothing held open between reads."""
+
+
+class HDF5Volume:
+    """A 3D dataset of an HDF5 file (``file.h5:/path/to/dataset``), read slice by slice.
+
+    The voxel size is given, or read from the dataset's ``element_size_um`` attribute (the
+    convention of Fiji and ilastik) or ``voxel_size_um``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "scan.h5"
+    >>> with h5py.File(f, "w") as h5:
+    ...     h5.create_dataset("exchange/data", data=np.zeros((3, 4, 5), np.uint16)).attrs["element_size_um"] = [5, 5, 5]
+    >>> v = HDF5Volume(f, "/exchange/data"); v.shape, v.voxel_size_um
+    ((3, 4, 5), (5.0, 5.0, 5.0))
+    >>> v.close()
+    """
+
+    def __init__(self, path: str | Path, dataset: str, voxel_size_um: Sequence[float] | None = None) -> None:
+        path = Path(path)
+        self.name = f"{path}:{dataset}"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: file not found")
+        try:
+            self._file = h5py.File(path, "r")
+        except OSError as err:
+            raise ValueError(f"{path}: not a readable HDF5 file ({err})") from None
+        try:
+            if dataset not in self._file or not isinstance(self._file[dataset], h5py.Dataset):
+                found: list[str] = []
+                self._file.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset)
+                                      and obj.ndim == 3 else None)
+                raise ValueError(f"{path}: no dataset {dataset!r}; 3D datasets in the file: {found or 'none'}")
+            self._data = self._file[dataset]
+            if self._data.ndim != 3:
+                raise ValueError(f"{self.name}: dataset of shape {self._data.shape}; expected 3 dimensions (Z, Y, X)")
+            self.shape = tuple(int(n) for n in self._data.shape)
+            attrs = self._data.attrs
+            if voxel_size_um is None:
+                voxel_size_um = attrs.get("element_size_um", attrs.get("voxel_size_um"))
+            if voxel_size_um is None:
+                raise ValueError(f"{self.name}: no voxel size (attribute element_size_um or voxel_size_um); "
+                                 "give it with --voxel-size Z Y X (micrometres)")
+            self.voxel_size_um = _check_voxel_size(voxel_size_um, self.name)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def read_slice(self, z: int) -> np.ndarray:
+        """Read slice ``z`` from the file."""
+        return np.asarray(self._data[z], dtype=np.float32)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
 
 
 def _ngff_multiscale(attrs: dict) -> dict | None:
@@ -200,8 +383,19 @@ class ZarrVolume:
         self._slab = None
 
 
-def open_volume(path: str | Path, voxel_size_um: Sequence[float] | None = None) -> TiffVolume | ZarrVolume:
-    """Open a CT volume for slice-wise reading: a TIFF stack or an (OME-)Zarr store.
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def open_volume(path: str | Path, voxel_size_um: Sequence[float] | None = None):
+    """Open a CT volume for slice-wise reading, whatever form it comes in.
+
+    ``path`` is a multi-page TIFF stack, a folder of slice TIFFs (:class:`TiffFolderVolume`),
+    an (OME-)Zarr store, or an HDF5 dataset written ``file.h5:/path/to/dataset``. The voxel
+    size comes from the file's metadata unless ``voxel_size_um`` (z, y, x in um) is given.
 
     Examples
     --------
@@ -213,9 +407,18 @@ def open_volume(path: str | Path, voxel_size_um: Sequence[float] | None = None) 
     ((3, 8, 8), (10.0, 5.0, 5.0))
     >>> v.close()
     """
+    text = str(path)
+    for suffix in HDF5_SUFFIXES:
+        stem, found, dataset = text.partition(suffix + ":")
+        if found:
+            return HDF5Volume(stem + suffix, dataset, voxel_size_um)
     path = Path(path)
-    if path.suffix.lower() in (".zarr", ".ome.zarr") or path.is_dir():
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        raise ValueError(f"{path}: name the dataset inside the HDF5 file, e.g. {path}:/exchange/data")
+    if _is_zarr(path):
         return ZarrVolume(path, voxel_size_um)
+    if path.is_dir():
+        return TiffFolderVolume(path, voxel_size_um)
     return TiffVolume(path, voxel_size_um)
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from vstain.config import resolve_device
+from vstain.config import DEVICES, resolve_device
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
 from vstain.volume import AXES, SliceStainer, make_slice_stainer, stain_volume
@@ -87,10 +87,84 @@ def load_forward_stainer(
             f"{info.get('in_channels')}->{info.get('out_channels')}; `stain` needs the CT-to-histology generator (3->3)"
         )
     patch = int(patch_size or info.get("patch_size") or 256)
+    arch = (info.get("architecture") or {}).get("generator", {})
+    # the generator's down-sampling: a patch side it cannot halve that often gives a mismatched output
+    multiple = 2 ** int(arch.get("num_downs", 0)) if arch.get("kind") == "unet" else 4
+    if patch < multiple or patch % multiple:
+        raise ValueError(f"--patch-size {patch}: the {arch.get('kind', 'resnet')} generator of {checkpoint} needs a "
+                         f"multiple of {multiple}")
     stainer = make_slice_stainer(generator.to(device), infer=infer, patch_size=patch, step=int(step or max(1, patch // 4)),
                                  batch_size=batch_size, blend=blend, device=device,
                                  invert=bool(info.get("invert_ct")))
     return stainer, {**info, "patch_size": patch, "step": int(step or max(1, patch // 4))}
+
+
+#: Output suffixes the writers make (anything else would be TIFF content under a misleading name).
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be above 0, got 0")
+    return value
+
+
+def check_output_path(output: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse an output the writers cannot make, before any work is done.
+
+    Raises
+    ------
+    ValueError
+        If the suffix is not ``.tif``, ``.tiff`` or ``.zarr``, or a parent of ``output`` is a file.
+    FileExistsError
+        If ``output`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> check_output_path("stained.tif").name
+    'stained.tif'
+    >>> check_output_path("stained.png")
+    Traceback (most recent call last):
+    ...
+    ValueError: stained.png: --output must end in .tif, .tiff or .zarr (the writers make a TIFF stack or OME-Zarr), got '.png'
+    """
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{output}: --output must end in .tif, .tiff or .zarr (the writers make a TIFF stack or "
+                         f"OME-Zarr), got {''.join(output.suffixes) or 'no suffix'!r}")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{output}: --output's folder {parent} is a file, not a folder")
+            break
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output}: output exists; choose another path or pass --overwrite")
+    return output
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -102,22 +176,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="z: slice-wise along Z (the paper); zyx: along Z, Y and X, fused")
     parser.add_argument("--fusion", choices=("od", "rgb"), default="od",
                         help="zyx fusion: mean optical density (default) or mean RGB")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when present)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="cpu, cuda or auto (CUDA when present)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"),
+    parser.add_argument("--voxel-size", nargs=3, type=positive_float, metavar=("Z", "Y", "X"),
                         help="voxel size in um when the input does not carry it")
-    parser.add_argument("--sigma", type=float, default=1.0, help="Gaussian pre-filter in voxels (paper: 1)")
-    parser.add_argument("--patch-size", type=int, help="inference patch (default: the training patch size)")
-    parser.add_argument("--step", type=int, help="inference step (default: patch size / 4)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--sigma", type=non_negative_float, default=1.0,
+                        help="Gaussian pre-filter in voxels (paper: 1; 0: none)")
+    parser.add_argument("--patch-size", type=positive_int, help="inference patch (default: the training patch size)")
+    parser.add_argument("--step", type=positive_int, help="inference step (default: patch size / 4)")
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--blend", choices=("mean", "window"), default="mean")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """``vstain stain``: stain a CT volume with a trained generator, no notebook needed."""
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise FileExistsError(f"{output}: output exists; choose another path or pass --overwrite")
+    output = check_output_path(args.output, overwrite=args.overwrite)
     device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
     try:
