@@ -301,6 +301,38 @@ def write_tiff(
         )
 
 
+def open_tiff(path: str | Path) -> tifffile.TiffFile:
+    """``tifffile.TiffFile(path)``, with errors that name the file and say what it is instead.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing is at ``path``.
+    ValueError
+        If ``path`` is a folder, an empty file or not a TIFF.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "notes.tif"
+    >>> _ = p.write_text("hello")
+    >>> open_tiff(p)
+    Traceback (most recent call last):
+    ...
+    ValueError: .../notes.tif: not a readable TIFF (TiffFileError: ...)
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, where a TIFF file is expected")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, EOFError, OSError) as err:
+        what = "an empty file" if path.stat().st_size == 0 else "not a readable TIFF"
+        raise ValueError(f"{path}: {what} ({type(err).__name__}: {err})") from None
+
+
 def read_tiff(path: str | Path, *, require_pixel_size: bool = True) -> tuple[np.ndarray, tuple[float, ...], dict]:
     """Read a TIFF written by :func:`write_tiff` (or any ImageJ/OME TIFF with a resolution).
 
@@ -320,9 +352,7 @@ def read_tiff(path: str | Path, *, require_pixel_size: bool = True) -> tuple[np.
         If ``require_pixel_size`` and the file carries no physical pixel size.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    with tifffile.TiffFile(path) as tif:
+    with open_tiff(path) as tif:
         image = tif.asarray()
         page = tif.pages[0]
         ij = tif.imagej_metadata or {}

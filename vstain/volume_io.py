@@ -36,7 +36,7 @@ import h5py
 import tifffile
 import zarr
 
-from vstain.io import atomic_target
+from vstain.io import atomic_target, open_tiff
 
 
 # --------------------------------------------------------------------------- sources
@@ -86,7 +86,7 @@ class TiffVolume:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: file not found")
-        self._tif = _open_tiff(path)
+        self._tif = open_tiff(path)
         try:
             series = self._tif.series[0]
             shape = tuple(int(s) for s in series.shape)
@@ -128,17 +128,6 @@ class TiffVolume:
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
-
-
-def _open_tiff(path: Path) -> tifffile.TiffFile:
-    """``tifffile.TiffFile(path)``, with an error naming the file when it is not a readable TIFF."""
-    if path.is_dir():
-        raise ValueError(f"{path}: a folder, where a TIFF file is expected")
-    try:
-        return tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, ValueError, EOFError, OSError) as err:
-        what = "an empty file" if path.stat().st_size == 0 else "not a readable TIFF"
-        raise ValueError(f"{path}: {what} ({type(err).__name__}: {err})") from None
 
 
 def _um_per_pixel(page: tifffile.TiffPage, imagej: dict) -> tuple[float, float] | None:
@@ -221,7 +210,7 @@ class TiffFolderVolume:
                 raise ValueError(f"{path}: slice numbers jump from {a} ({fa.name}) to {b} ({fb.name}): {gap} missing")
         first_shape = first_dtype = None
         for f in files:
-            with _open_tiff(f) as tif:
+            with open_tiff(f) as tif:
                 page = tif.pages[0]
                 shape, dtype = tuple(int(n) for n in page.shape), np.dtype(page.dtype)
                 if len(tif.pages) != 1 or len(shape) != 2:
