@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vstain.config import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,5 +40,22 @@ def test_paper_profile_dag_has_every_job(tmp_path):
     assert counts["train_he"] == len(paper.he.models) == counts["infer_he"]
     chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert counts["notebook"] == len(chapters) == 10
-    for stage in ("dataset", "register", "evaluate", "frc", "volume", "book"):
+    for stage in ("dataset", "register", "evaluate", "evaluate_he", "frc", "volume", "book"):
         assert counts[stage] == 1, stage
+
+
+@pytest.mark.slow
+def test_readme_papermill_example_trains_and_shows_only_the_named_model(tmp_path, monkeypatch):
+    """The README's `papermill 03_training -p model pix2pix -p fold F`, on smoke: Pix2Pix alone is trained."""
+    import papermill
+
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
+    papermill.execute_notebook(str(ROOT / "notebooks" / "03_training.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters={"profile": "smoke", "model": "pix2pix", "fold": 0},
+                               kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    trained = sorted(p.name for p in (tmp_path / "results" / "smoke" / "models").iterdir())
+    assert trained == ["pix2pix"]
+    with pytest.raises(papermill.PapermillExecutionError, match="is not in training.models"):
+        papermill.execute_notebook(str(ROOT / "notebooks" / "03_training.ipynb"), str(tmp_path / "bad.ipynb"),
+                                   parameters={"profile": "smoke", "model": "pix2pixx"},
+                                   kernel_name="python3", progress_bar=False, cwd=str(ROOT))

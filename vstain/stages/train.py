@@ -220,6 +220,33 @@ def training_report(profile: Profile | str, model: str, fold: int, validation_pa
 # --------------------------------------------------------------------------- command line
 
 
+def chapter_models(profile: Profile | str, model: str | None = None) -> tuple[list[str], str]:
+    """The models a training chapter trains and shows, and the one whose scores are its headline.
+
+    ``model=None``: every model of ``profile.training.models``, headline the modified CycleGAN
+    (the paper's model; else the first). A named model: that model alone, and its headline.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` is not one of the profile's ``training.models``.
+
+    Examples
+    --------
+    >>> chapter_models("smoke", "pix2pix")
+    (['pix2pix'], 'pix2pix')
+    >>> chapter_models("smoke")[1]
+    'mod_cyclegan'
+    """
+    profile = as_profile(profile)
+    models = list(profile.training.models)
+    if model is None:
+        return models, "mod_cyclegan" if "mod_cyclegan" in models else models[0]
+    if model not in models:
+        raise ValueError(f"profile {profile.name}: model {model!r} is not in training.models {models}")
+    return [model], model
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain train``."""
     parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
