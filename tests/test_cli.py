@@ -64,3 +64,19 @@ def test_unknown_command_is_an_argument_error(capsys):
         cli.main(["dance"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_warning_repeated_by_several_stages_is_printed_once_in_words(monkeypatch, capsys):
+    import warnings
+
+    def noisy():
+        for _ in range(3):  # e.g. train, infer and metrics each find the same left-out pair
+            warnings.warn("pair he_01 left out of the H&E study", UserWarning, stacklevel=1)
+        warnings.warn("another matter", UserWarning, stacklevel=1)
+        return 0
+
+    assert _run_with(monkeypatch, noisy) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["vstain profile: warning: pair he_01 left out of the H&E study",
+                                "vstain profile: warning: another matter"]
+    assert warnings.showwarning.__module__ == "warnings"  # the hook is gone after the command

@@ -1,22 +1,36 @@
 """The data manifest and the split: validation errors, round trip, split properties."""
 
+import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import yaml
 
+from vstain.cli import main
+from vstain.io import write_png, write_tiff
 from vstain.manifest import (ManifestError, PairEntry, load_manifest, make_split, pairs_in_role, read_split,
                              sha256_file, validate_split, write_manifest, write_split)
+from vstain.pairs import fold_pair_ids, read_profile_split, split_roles
 from vstain.stages.dataset import check_manifest
+
+SHAPE = (8, 8)  # (y, x) of the tiny histology images; CT volumes are (4, 8, 8)
+
+
+def _image(pid: str, shape: tuple, dtype=np.uint16) -> np.ndarray:
+    """Small deterministic pixels, different for every pair (so are their checksums)."""
+    rng = np.random.default_rng(zlib.crc32(pid.encode()))
+    return rng.integers(0, 200, shape).astype(dtype)
 
 
 def _pair_files(folder: Path, pid: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     ct, hist = folder / f"{pid}_ct.tif", folder / f"{pid}_hist.tif"
-    ct.write_bytes(f"ct {pid}".encode())
-    hist.write_bytes(f"hist {pid}".encode())
+    write_tiff(ct, _image(pid, (4,) + SHAPE), 5.0)
+    write_tiff(hist, _image(pid, SHAPE + (3,), np.uint8), 0.44)
     return {"id": pid, "material": "Mg", "stain": "toluidine_blue",
             "ct_path": ct.name, "ct_voxel_um": 5.0, "ct_sha256": sha256_file(ct),
             "histology_path": hist.name, "histology_pixel_um": 0.44, "histology_sha256": sha256_file(hist)}
@@ -50,6 +64,8 @@ def test_round_trip(manifest_dir, tmp_path):
     ("stain", "masson", ManifestError, ["p1", "stain", "masson"]),
     ("ct_voxel_um", 0, ManifestError, ["p1", "ct_voxel_um"]),
     ("histology_pixel_um", -0.44, ManifestError, ["p1", "histology_pixel_um"]),
+    ("histology_pixel_um", 440.0001e3, ManifestError, ["p1", "histology_pixel_um", "nm or mm"]),
+    ("ct_voxel_um", 0.005, ManifestError, ["p1", "ct_voxel_um", "0.01 - 1000"]),
     ("ct_sha256", "0" * 64, ManifestError, ["p1", "ct_sha256", "mismatch"]),
     ("histology_path", "nowhere.tif", FileNotFoundError, ["p1", "histology_path", "nowhere.tif"]),
     ("ct_sha256", "abc", ManifestError, ["p1", "ct_sha256"]),
@@ -190,3 +206,258 @@ def test_smoke_dataset_manifest_and_split(smoke_dataset):
     flagged = {p.pair_id for p in manifest.pairs if p.test}
     assert flagged == set(split[split.fold0 == "test"].pair_id)
     assert np.isclose(manifest.pairs[0].histology_pixel_um, 2.5)
+
+
+# --------------------------------------------------------------------------- every bad input: exit 2, one line
+
+
+def _table_pairs(folder: Path) -> list:
+    """A valid manifest for `check-manifest --profile smoke`: 2 training toluidine-blue pairs (2 folds),
+    one test pair, one H&E pair; every pair flagged, so no test pair is drawn."""
+    pairs = [_pair_files(folder, f"p{i}") for i in range(4)]
+    pairs[1]["material"], pairs[2]["stain"] = "PEEK", "he"
+    for i, entry in enumerate(pairs):
+        entry["test"] = i == 3
+    return pairs
+
+
+def _replace(folder: Path, entry: dict, stem: str, write) -> None:
+    """Write another file as the pair's ``stem`` file and record its checksum, so the checksum passes."""
+    path = folder / entry[f"{stem}_path"]
+    write(path)
+    entry[f"{stem}_sha256"] = sha256_file(path)
+
+
+def _tiff(image, size=0.44):
+    return lambda path: write_tiff(path, image, size)
+
+
+def _mask(folder, entry, image):
+    entry["extra_mask_path"] = "p1_mask.tif"
+    _replace(folder, entry, "extra_mask", _tiff(image))
+
+
+def _set(field, value):
+    def change(folder, pairs, top):
+        pairs[1][field] = value
+    return change
+
+
+def _top(field, value):
+    def change(folder, pairs, top):
+        top[field] = value
+    return change
+
+
+def _file(stem, write):
+    def change(folder, pairs, top):
+        _replace(folder, pairs[1], stem, write)
+    return change
+
+
+def _all_test(folder, pairs, top):
+    for entry in pairs:
+        if entry["stain"] == "toluidine_blue":
+            entry["test"] = True
+
+
+def _folder(folder, pairs, top):
+    (folder / "slices").mkdir()
+    pairs[1]["ct_path"] = "slices"
+
+
+def _damaged(folder, pairs, top):
+    path = folder / pairs[1]["ct_path"]
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def _duplicate(folder, pairs, top):
+    pairs[2]["id"] = "p1"
+
+
+# id, change, expected words beyond the manifest path (pair id, field, what is wrong, the file)
+BAD_INPUTS = [
+    ("rgb-ct", _file("ct", _tiff(_image("x", SHAPE + (3,), np.uint8))), ["pair p1", "'ct_path'", "RGB image"]),
+    ("2d-ct", _file("ct", _tiff(_image("x", SHAPE))), ["pair p1", "'ct_path'", "2D image", "p1_ct.tif"]),
+    ("4d-ct", _file("ct", lambda p: tifffile.imwrite(p, _image("x", (2, 2) + SHAPE), imagej=True,
+                                                      metadata={"axes": "TZYX"})),
+     ["pair p1", "'ct_path'", "4 dimensions"]),
+    ("grey-histology", _file("histology", _tiff(_image("x", SHAPE, np.uint8))),
+     ["pair p1", "'histology_path'", "greyscale"]),
+    ("16-bit-histology", _file("histology", lambda p: tifffile.imwrite(p, _image("x", SHAPE + (3,)),
+                                                                        photometric="rgb")),
+     ["pair p1", "'histology_path'", "uint16 RGB", "8-bit"]),
+    ("planar-histology", _file("histology", lambda p: tifffile.imwrite(p, _image("x", (3,) + SHAPE, np.uint8),
+                                                                        photometric="rgb", planarconfig="separate")),
+     ["pair p1", "'histology_path'", "separate planes"]),
+    ("histology-stack", _file("histology", _tiff(_image("x", (2,) + SHAPE + (3,), np.uint8))),
+     ["pair p1", "'histology_path'", "stack"]),
+    ("text-as-tiff", _file("ct", lambda p: p.write_text("ct volume of p1\n")),
+     ["pair p1", "'ct_path'", "p1_ct.tif", "not a readable TIFF"]),
+    ("empty-file", _file("histology", lambda p: p.write_bytes(b"")),
+     ["pair p1", "'histology_path'", "p1_hist.tif", "empty"]),
+    ("png-as-tiff", _file("histology", lambda p: write_png(p, _image("x", SHAPE + (3,), np.uint8))),
+     ["pair p1", "'histology_path'", "p1_hist.tif", "not a readable TIFF"]),
+    ("folder", _folder, ["pair p1", "'ct_path'", "slices", "is a folder"]),
+    ("rgb-mask", lambda f, pairs, t: _mask(f, pairs[1], _image("x", SHAPE + (3,), np.uint8)),
+     ["pair p1", "'extra_mask_path'", "RGB image", "p1_mask.tif"]),
+    ("mask-size", lambda f, pairs, t: _mask(f, pairs[1], _image("x", (4, 4), np.uint8)),
+     ["pair p1", "'extra_mask_path'", "size of the histology"]),
+    ("zero-voxel", _set("ct_voxel_um", 0), ["pair p1", "'ct_voxel_um'", "positive"]),
+    ("negative-pixel", _set("histology_pixel_um", -0.44), ["pair p1", "'histology_pixel_um'", "positive"]),
+    ("voxel-in-nm", _set("ct_voxel_um", 5000), ["pair p1", "'ct_voxel_um'", "plausible"]),
+    ("pixel-in-mm", _set("histology_pixel_um", 0.00044), ["pair p1", "'histology_pixel_um'", "plausible"]),
+    ("pixel-as-text", _set("histology_pixel_um", "0.44 um"), ["pair p1", "'histology_pixel_um'"]),
+    ("all-test", _all_test, ["pair p0", "'test'", "none to train on"]),
+    ("version-2", _top("version", 2), ["'version'", "got 2"]),
+    ("version-one", _top("version", "one"), ["'version'", "'one'"]),
+    ("version-true", _top("version", True), ["'version'"]),
+    # inputs refused before this table existed
+    ("missing-file", _set("histology_path", "nowhere.tif"), ["pair p1", "'histology_path'", "nowhere.tif"]),
+    ("checksum", _damaged, ["pair p1", "'ct_sha256'", "mismatch", "p1_ct.tif"]),
+    ("bad-sha", _set("ct_sha256", "abc"), ["pair p1", "'ct_sha256'"]),
+    ("material", _set("material", "steel"), ["pair p1", "'material'", "steel"]),
+    ("unknown-field", _set("colour", "blue"), ["pair p1", "'colour'"]),
+    ("duplicate-id", _duplicate, ["pair p1", "'id'", "duplicated"]),
+    ("source", _top("source", "cloud"), ["'source'"]),
+]
+
+
+def test_the_table_starts_from_a_valid_manifest(tmp_path, capsys):
+    folder = tmp_path / "data"
+    pairs = _table_pairs(folder)
+    _mask(folder, pairs[0], _image("m", SHAPE, np.uint8))
+    path = _write(folder, pairs)
+    assert main(["check-manifest", "--manifest", str(path), "--profile", "smoke",
+                 "--split", str(tmp_path / "split.csv")]) == 0, capsys.readouterr().err
+    assert "4 pairs valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change,words", [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS])
+def test_every_bad_input_is_one_line_naming_the_manifest_pair_and_field(tmp_path, capsys, change, words):
+    folder = tmp_path / "data"
+    pairs, top = _table_pairs(folder), {}
+    change(folder, pairs, top)
+    path = _write(folder, pairs, **top)
+    code = main(["check-manifest", "--manifest", str(path), "--profile", "smoke",
+                 "--split", str(tmp_path / "split.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("vstain check-manifest: error: "), err
+    assert "Traceback" not in err and str(path) in err, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (tmp_path / "split.csv").exists()  # nothing written from a bad manifest
+
+
+def test_header_checks_read_no_pixels(tmp_path, monkeypatch):
+    """The TIFF checks cost a header read: no image data is decoded."""
+    def no_pixels(*args, **kwargs):
+        raise AssertionError("pixels were read")
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", no_pixels)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", no_pixels)
+    folder = tmp_path / "data"
+    assert len(load_manifest(_write(folder, _table_pairs(folder))).pairs) == 4
+
+
+def test_drawn_test_counts_that_take_every_pair_are_refused():
+    with pytest.raises(ManifestError, match="every toluidine_blue pair .* none is left to train on"):
+        make_split(_entries({"Mg": 2, "PEEK": 1}), 1, 0, {"Mg": 2, "PEEK": 1})
+
+
+# --------------------------------------------------------------------------- a split that contradicts the manifest
+
+
+def _consistent_split(tmp_path):
+    folder = tmp_path / "data"
+    path = _write(folder, _table_pairs(folder))
+    manifest, split, split_path = check_manifest(path, "smoke", tmp_path / "out" / "split.csv")
+    return manifest, split, split_path
+
+
+def _test_pair_trains(split):
+    split.loc[split.pair_id == "p3", ["fold0", "fold1"]] = "train"
+    return split
+
+
+def _train_pair_tests(split):
+    split.loc[split.pair_id == "p0", ["fold0", "fold1"]] = "test"
+    return split
+
+
+def _drop_pair(split):
+    return split[split.pair_id != "p2"]
+
+
+def _extra_pair(split):
+    extra = pd.DataFrame([["q9", "toluidine_blue", "Mg", "train", "validation"]], columns=split.columns)
+    return pd.concat([split, extra], ignore_index=True)
+
+
+def _other_material(split):
+    split.loc[split.pair_id == "p1", "material"] = "Ti"
+    return split
+
+
+CONTRADICTIONS = [
+    ("test-pair-in-a-fold", _test_pair_trains, "p3", "marks the pair test: true"),
+    ("train-pair-as-test", _train_pair_tests, "p0", "does not mark the pair test"),
+    ("pair-missing-from-split", _drop_pair, "p2", "missing from the split"),
+    ("pair-not-in-manifest", _extra_pair, "q9", "not in the manifest"),
+    ("other-material", _other_material, "p1", "'material'"),
+]
+
+
+@pytest.mark.parametrize("change,pid,words", [c[1:] for c in CONTRADICTIONS], ids=[c[0] for c in CONTRADICTIONS])
+def test_a_split_contradicting_the_manifest_names_both_files_and_the_pair(tmp_path, change, pid, words):
+    manifest, split, split_path = _consistent_split(tmp_path)
+    pd.testing.assert_frame_equal(read_split(split_path, manifest), split)  # consistent: read as written
+    change(split.copy()).to_csv(split_path, index=False)
+    for given in (manifest, manifest.path):
+        with pytest.raises(ValueError) as info:
+            read_split(split_path, given)
+        message = str(info.value)
+        assert str(split_path) in message and str(manifest.path) in message and f"pair {pid}" in message
+        assert words in message and "check-manifest" in message and "\n" not in message
+
+
+def test_the_manifest_beside_a_split_is_checked_by_default(smoke_dataset, tmp_path):
+    folder = tmp_path / "dataset"
+    shutil.copytree(Path(smoke_dataset).parent, folder)
+    split = read_split(folder / "split.csv")
+    pd.testing.assert_frame_equal(split, read_split(Path(smoke_dataset).parent / "split.csv"))
+    test_pair = split.pair_id[split.fold0 == "test"].iloc[0]
+    split.loc[split.pair_id == test_pair, [c for c in split.columns if c.startswith("fold")]] = "train"
+    split.to_csv(folder / "split.csv", index=False)
+    with pytest.raises(ManifestError, match=f"split.csv: pair {test_pair}: .*manifest.yaml marks the pair test"):
+        read_split(folder / "split.csv")
+
+
+def test_stages_read_no_split_that_contradicts_the_synthetic_manifest(smoke_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("VSTAIN_MANIFEST", raising=False)  # the shipped data_manifest.yaml: source synthetic
+    dataset = tmp_path / "smoke" / "dataset"
+    shutil.copytree(Path(smoke_dataset).parent, dataset)
+    expected = read_split(dataset / "split.csv")
+    pd.testing.assert_frame_equal(read_profile_split("smoke", tmp_path), expected)
+    test_pair = expected.pair_id[expected.fold0 == "test"].iloc[0]
+    leaked = expected.copy()
+    leaked.loc[leaked.pair_id == test_pair, "fold0"] = "train"
+    leaked.loc[leaked.pair_id == test_pair, "fold1"] = "validation"
+    leaked.to_csv(dataset / "split.csv", index=False)
+    for read in (lambda: split_roles("smoke", 0, root=tmp_path),
+                 lambda: fold_pair_ids("smoke", 0, "train", root=tmp_path)):
+        with pytest.raises(ValueError, match=f"{dataset / 'split.csv'}: pair {test_pair}: .*"
+                                             f"{dataset / 'manifest.yaml'} marks the pair test"):
+            read()
+
+
+def test_stages_read_no_split_that_contradicts_the_data_manifest(tmp_path, monkeypatch):
+    manifest, split, _ = _consistent_split(tmp_path)
+    monkeypatch.setenv("VSTAIN_MANIFEST", str(manifest.path))  # real files, as in data_manifest.yaml
+    split_file = tmp_path / "results" / "smoke" / "dataset" / "split.csv"
+    write_split(split_file, split)
+    assert split_roles("smoke", 1, root=tmp_path / "results") == dict(zip(split.pair_id, split.fold1))
+    _test_pair_trains(split).to_csv(split_file, index=False)
+    with pytest.raises(ValueError, match=f"pair p3: .*{manifest.path} marks the pair test"):
+        fold_pair_ids("smoke", 1, "train", root=tmp_path / "results")

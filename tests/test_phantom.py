@@ -1,6 +1,7 @@
 """The synthetic dataset: determinism, the physical effects later chapters measure, ground truth."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +9,12 @@ import pytest
 from scipy import ndimage as ndi
 
 from vstain.config import load_profile
+from vstain.io import read_tiff
+from vstain.manifest import load_manifest
 from vstain.phantom import (LABELS, beamtime_params, ground_truth_pair, load_sample, make_sample, plane_grid,
                             session_params, simulate_ct, stain_labels)
 from vstain.phantom.section import histology_to_plane, plane_to_volume
-from vstain.stages.dataset import ensure_dataset
+from vstain.stages.dataset import ensure_dataset, generate_dataset
 
 CFG = load_profile("smoke").dataset
 
@@ -206,3 +209,55 @@ def test_cli_phantom(smoke_dataset, capsys):
     assert str(smoke_dataset) in capsys.readouterr().out
     assert main(["phantom", "--profile", "nonexistent", "--quiet"]) == 2
     assert "nonexistent" in capsys.readouterr().err
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _alter(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one pixel of the last slice: the header still reads
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _alter], ids=["truncated", "altered"])
+def test_phantom_force_regenerates_damaged_files(smoke_dataset, tmp_path, capsys, damage):
+    from vstain.cli import main
+
+    fresh = Path(smoke_dataset).parent
+    folder = tmp_path / "dataset"
+    shutil.copytree(fresh, folder)
+    ct = folder / "tb_mg_01" / "ct.tif"
+    damage(ct)
+    check = ["check-manifest", "--manifest", str(folder / "manifest.yaml"), "--profile", "smoke",
+             "--split", str(tmp_path / "split.csv")]
+    assert main(check) == 2
+    err = capsys.readouterr().err
+    assert "tb_mg_01" in err and "ct_sha256" in err and f"vstain phantom --profile smoke --out {folder} --force" in err
+    # without --force the complete dataset is kept as it is: its manifest still records the good file
+    assert main(["phantom", "--profile", "smoke", "--out", str(folder), "--quiet"]) == 0
+    assert main(check) == 2
+    capsys.readouterr()
+    assert main(["phantom", "--profile", "smoke", "--out", str(folder), "--quiet", "--force"]) == 0
+    assert main(check) == 0, capsys.readouterr().err
+    for pair in ("tb_mg_01", "he_ti_01"):
+        for name in ("ct.tif", "histology.tif"):
+            again, size, _ = read_tiff(folder / pair / name)
+            original, original_size, _ = read_tiff(fresh / pair / name)
+            np.testing.assert_array_equal(again, original)
+            assert size == original_size
+    assert (folder / "split.csv").read_bytes() == (fresh / "split.csv").read_bytes()
+
+
+def test_regenerating_repairs_only_the_damaged_samples(smoke_dataset, tmp_path):
+    fresh = Path(smoke_dataset).parent
+    folder = tmp_path / "dataset"
+    shutil.copytree(fresh, folder)
+    _alter(folder / "tb_peek_01" / "histology.tif")
+    kept = (folder / "tb_mg_02" / "ct.tif").stat().st_mtime_ns
+    generate_dataset(load_profile("smoke"), folder, progress=False)  # no force: the manifest's checksums tell
+    load_manifest(folder / "manifest.yaml")  # verifies every checksum and header
+    np.testing.assert_array_equal(read_tiff(folder / "tb_peek_01" / "histology.tif")[0],
+                                  read_tiff(fresh / "tb_peek_01" / "histology.tif")[0])
+    assert (folder / "tb_mg_02" / "ct.tif").stat().st_mtime_ns == kept  # the intact samples are kept

@@ -31,3 +31,23 @@ def test_failed_pairs_are_recorded_once_and_tables_not_rewritten(smoke_dataset, 
     assert sorted(calls) == he_ids, "a deterministic failure was retried"
     assert csv.stat().st_mtime == 1_000_000, "an unchanged table was rewritten"
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_pair_folders_follow_the_umask_and_a_finished_stage_shows_no_progress_bar(smoke_dataset, tmp_path,
+                                                                                 monkeypatch, capsys):
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
+    profile = load_profile("smoke")
+    previous = os.umask(0o022)
+    try:
+        table = register.ensure_registered(profile, stain="he", progress=True, manifest_path=smoke_dataset)
+    finally:
+        os.umask(previous)
+    assert "register" in capsys.readouterr().err  # work to do: a bar
+    ok = table.loc[table["status"] == "ok", "pair_id"]
+    assert len(ok) > 0
+    for pair_id in ok:
+        folder = stage_dir("smoke", "registered") / pair_id
+        assert folder.stat().st_mode & 0o777 == 0o755, oct(folder.stat().st_mode)  # not mkdtemp's private 0700
+    assert not list(stage_dir("smoke", "registered").glob(".*.part"))
+    register.ensure_registered(profile, stain="he", progress=True, manifest_path=smoke_dataset)
+    assert "register" not in capsys.readouterr().err  # nothing to do: no bar

@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import traceback
+import warnings
 
 from vstain import __version__
 
@@ -85,6 +86,18 @@ def _raise_terminated(signum, frame):  # noqa: ARG001  (signal handler signature
 EXPECTED_ERRORS = (VstainError, ValueError, OSError)
 
 
+def _show_warning_once(command: str, seen: set[str]):
+    """A ``warnings.showwarning`` that prints each message once, as one line in words (no source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001  (the hook's signature)
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"vstain {command}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vstain`` console script.
 
@@ -98,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = command_functions(args.command)[1]
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_show = warnings.showwarning
+    warnings.showwarning = _show_warning_once(args.command, set())
     try:
         return int(run(args) or 0)
     except EXPECTED_ERRORS as err:
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = previous_show
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from vstain.io import read_tiff, sha256_file, write_json, write_tiff
-from vstain.layout import registered_dir, split_path
-from vstain.manifest import pairs_in_role, read_split
+from vstain.layout import default_manifest_path, registered_dir, split_path, stage_dir
+from vstain.manifest import Manifest, load_manifest, pairs_in_role, read_split
 from vstain.vocabulary import ROLES, STAINS, check_word
 
 PAIR_FILES = ("pair.json", "ct.tif", "histology.tif", "mask.tif")
@@ -112,13 +112,35 @@ def registered_fingerprint(folder: str | Path) -> str:
 # --------------------------------------------------------------------------- the split and the registered folder
 
 
+def profile_manifest(profile_name: str, root: str | Path | None = None) -> Manifest | None:
+    """The manifest the stages use for a profile, read without checksums; None when there is none yet.
+
+    That is the data manifest (:func:`vstain.layout.default_manifest_path`) when it lists pairs,
+    else (``source: synthetic`` with no pairs) the generated ``results/<profile>/dataset/manifest.yaml``,
+    as :func:`vstain.stages.dataset.resolve_manifest` resolves it, but without generating anything.
+    """
+    data = default_manifest_path()
+    if data.is_file():
+        manifest = load_manifest(data, verify=False)
+        if manifest.pairs or manifest.source != "synthetic":
+            return manifest
+    generated = stage_dir(profile_name, "dataset", root) / "manifest.yaml"
+    return load_manifest(generated, verify=False) if generated.is_file() else None
+
+
 def read_profile_split(profile_name: str, root: str | Path | None = None) -> pd.DataFrame:
-    """``results/<profile>/dataset/split.csv``, read and validated (:func:`vstain.manifest.read_split`)."""
+    """``results/<profile>/dataset/split.csv``, read, validated and checked against the profile's manifest.
+
+    Every stage reads the split here, so a split that contradicts the manifest the stages use
+    (:func:`profile_manifest`), e.g. a test pair listed for training, stops every stage
+    (:func:`vstain.manifest.read_split`; the error names both files and the pair).
+    """
     path = split_path(profile_name, root)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split not found; generate or check the dataset first "
                                 f"(vstain check-manifest --profile {profile_name})")
-    return read_split(path)
+    manifest = profile_manifest(profile_name, root)
+    return read_split(path, manifest) if manifest is not None else read_split(path)
 
 
 def split_roles(profile_name: str, fold: int, stain: str | None = None,

@@ -44,6 +44,7 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -528,6 +529,9 @@ def render_rgba(
     RenderingUnavailable
         When PyVista cannot render off-screen (say so and skip the image).
     """
+    if not os.environ.get("DISPLAY"):
+        # without an X server VTK tries X first and logs "bad X server connection": go to EGL directly
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     try:
         import pyvista as pv  # VTK is heavy and needs OpenGL/EGL: imported only to render
     except ImportError as err:  # pragma: no cover - pyvista is a pinned dependency

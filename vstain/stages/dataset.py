@@ -34,8 +34,8 @@ from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a no
 from vstain.config import as_profile
 from vstain.io import provenance, sha256_file, write_json
 from vstain.layout import default_manifest_path, stage_dir
-from vstain.manifest import (Manifest, PairEntry, load_manifest, make_split, validate_split, write_manifest,
-                             write_split)
+from vstain.manifest import (Manifest, PairEntry, load_manifest, make_split, read_split, validate_split,
+                             write_manifest, write_split)
 from vstain.phantom.dataset import PHANTOM_MODEL_VERSION, dataset_plan, write_sample
 from vstain.phantom.sample import make_sample
 
@@ -66,15 +66,24 @@ def _config_key(profile: Any, entry: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _entry_for(folder: Path, item: dict, cfg: Any) -> PairEntry:
+def _entry_for(folder: Path, item: dict, cfg: Any, checksums: tuple[str, str]) -> PairEntry:
     return PairEntry(
         pair_id=item["pair_id"], material=item["material"], stain=item["stain"],
         ct_path=folder / "ct.tif", ct_voxel_um=float(cfg.ct_voxel_um),
         histology_path=folder / "histology.tif", histology_pixel_um=float(cfg.histology_pixel_um),
-        extra_mask_path=None, ct_sha256=sha256_file(folder / "ct.tif"),
-        histology_sha256=sha256_file(folder / "histology.tif"), test=bool(item["test"]),
+        extra_mask_path=None, ct_sha256=checksums[0], histology_sha256=checksums[1], test=bool(item["test"]),
         beamtime=item["beamtime"], session=item["session"],
     )
+
+
+def _recorded_checksums(manifest: Path) -> dict[str, tuple[str, str]]:
+    """``pair_id -> (ct, histology) sha256`` of an existing manifest; empty when it is missing or unreadable."""
+    if not manifest.is_file():
+        return {}
+    try:
+        return {p.pair_id: (p.ct_sha256, p.histology_sha256) for p in load_manifest(manifest, verify=False).pairs}
+    except (ValueError, FileNotFoundError):
+        return {}  # a broken manifest is rewritten below; its samples are judged by their config key alone
 
 
 def _is_complete(folder: Path, key: str) -> bool:
@@ -87,11 +96,14 @@ def _is_complete(folder: Path, key: str) -> bool:
         return False
 
 
-def generate_dataset(profile: Any, out_dir: str | Path | None = None, progress: bool = True) -> Path:
+def generate_dataset(profile: Any, out_dir: str | Path | None = None, progress: bool = True, *,
+                     force: bool = False) -> Path:
     """Generate (or complete) a profile's synthetic dataset, its manifest and split.
 
-    Samples already written with the same settings are kept (resumable); the
-    manifest and ``split.csv`` are written last.
+    Samples already written with the same settings are kept (resumable), unless their
+    files no longer match the checksums of the existing manifest (damaged or edited: they
+    are generated again, so the manifest never records a damaged file); the manifest and
+    ``split.csv`` are written last.
 
     Parameters
     ----------
@@ -101,6 +113,8 @@ def generate_dataset(profile: Any, out_dir: str | Path | None = None, progress: 
         Default ``results/<profile>/dataset``.
     progress : bool
         Show a tqdm progress bar.
+    force : bool
+        Generate every sample again, even those complete on disk (``vstain phantom --force``).
 
     Returns
     -------
@@ -111,19 +125,26 @@ def generate_dataset(profile: Any, out_dir: str | Path | None = None, progress: 
     cfg = profile.dataset
     out = Path(out_dir) if out_dir is not None else stage_dir(profile.name, "dataset")
     plan = _plan(profile)
+    recorded = _recorded_checksums(out / "manifest.yaml")
     entries = []
     generated = 0
     started = time.perf_counter()
     for item in tqdm(plan, desc=f"phantom {profile.name}", disable=not progress, unit="pair"):
         folder = out / item["pair_id"]
         key = _config_key(profile, item)
-        if not _is_complete(folder, key):
+        checksums = None
+        if not force and _is_complete(folder, key):
+            checksums = (sha256_file(folder / "ct.tif"), sha256_file(folder / "histology.tif"))
+            if recorded.get(item["pair_id"], checksums) != checksums:
+                checksums = None  # changed since the manifest was written: damaged, so made again
+        if checksums is None:
             sample = make_sample(cfg, item["pair_id"], item["material"], item["stain"], item["beamtime"],
                                  item["session"], item["seed"])
             write_sample(folder, sample, {"config_key": key, "test": item["test"],
                                           "provenance": provenance(profile, stage="dataset")})
             generated += 1
-        entries.append(_entry_for(folder, item, cfg))
+            checksums = (sha256_file(folder / "ct.tif"), sha256_file(folder / "histology.tif"))
+        entries.append(_entry_for(folder, item, cfg, checksums))
     counts = {"toluidine_blue": dict(cfg.tb_counts), "he": dict(cfg.he_counts)}
     manifest = write_manifest(
         out / "manifest.yaml", entries, source="synthetic", header=MANIFEST_HEADER,
@@ -154,7 +175,9 @@ def ensure_dataset(profile: Any, out_dir: str | Path | None = None, progress: bo
     -------
     Path
         ``manifest.yaml`` of the dataset; nothing is written when every pair, the manifest
-        and the split are there with the profile's settings.
+        and the split (agreeing with the manifest) are there with the profile's settings.
+        Checksums are not computed here: ``vstain check-manifest`` finds a damaged file and
+        ``vstain phantom --force`` makes it again.
     """
     profile = as_profile(profile)
     out = Path(out_dir) if out_dir is not None else stage_dir(profile.name, "dataset")
@@ -163,7 +186,9 @@ def ensure_dataset(profile: Any, out_dir: str | Path | None = None, progress: bo
         plan = _plan(profile)
         if all(_is_complete(out / item["pair_id"], _config_key(profile, item)) for item in plan):
             try:
-                listed = {p.pair_id for p in load_manifest(manifest, verify=False).pairs}
+                loaded = load_manifest(manifest, verify=False)
+                read_split(split, loaded)  # a split contradicting the manifest is derived data: made again
+                listed = {p.pair_id for p in loaded.pairs}
             except (ValueError, FileNotFoundError):
                 listed = set()
             if listed == {item["pair_id"] for item in plan}:
@@ -288,15 +313,22 @@ def configure_phantom_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain phantom``."""
     parser.add_argument("--profile", default="quick", help="profile name or YAML (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: results/<profile>/dataset)")
-    parser.add_argument("--force", action="store_true", help="regenerate even if the dataset is complete")
+    parser.add_argument("--force", action="store_true",
+                        help="generate every sample again, even if the dataset is complete (repairs damaged files)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_phantom_cli(args: argparse.Namespace) -> int:
-    """Generate (or complete) the dataset and print where its manifest is."""
+    """Generate (or complete) the dataset and print where its manifest is.
+
+    ``--force`` generates every sample again: the manifest's checksums are always those of
+    freshly written files, never of whatever (possibly damaged) files were on disk.
+    """
     profile = as_profile(args.profile)
     start = time.perf_counter()
-    make = generate_dataset if args.force else ensure_dataset
-    manifest = make(profile, args.out, progress=not args.quiet)
+    if args.force:
+        manifest = generate_dataset(profile, args.out, progress=not args.quiet, force=True)
+    else:
+        manifest = ensure_dataset(profile, args.out, progress=not args.quiet)
     print(f"{manifest} ({time.perf_counter() - start:.1f} s)")
     return 0

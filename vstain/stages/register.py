@@ -38,7 +38,6 @@ import hashlib
 import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ import pandas as pd
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain.config import as_profile
-from vstain.io import provenance, read_tiff, write_csv, write_json, write_tiff
+from vstain.io import atomic_target, provenance, read_tiff, write_csv, write_json, write_tiff
 from vstain.layout import default_manifest_path, stage_dir
 from vstain.manifest import load_manifest
 from vstain.masks import correspondence_mask, field_of_view_mask, mask_iou
@@ -180,21 +179,18 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
 
 
 def _write_pair_folder(folder: Path, pair: RegisteredPair, raw: dict, record: dict) -> None:
-    """Write the whole folder under a temporary name, then rename it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
-    try:
+    """Write the whole folder under a temporary name, then rename it into place.
+
+    The folder is made by ``mkdir`` (not ``mkdtemp``, which is private): it gets the user's umask,
+    as shared cluster storage needs.
+    """
+    with atomic_target(folder, overwrite=True) as tmp:
+        tmp.mkdir()
         for name in ("ct_raw", "histology_raw"):
             write_tiff(tmp / f"{name}.tif", raw[name], pair.pixel_size_um, metadata=record)
         valid = raw["ct_valid"].astype(np.uint8) + 2 * raw["histology_valid"].astype(np.uint8)
         write_tiff(tmp / "valid.tif", valid, pair.pixel_size_um, metadata={"meaning": "1: CT, 2: histology, 3: both"})
         write_registered_pair(tmp, pair, record)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key: str) -> None:
@@ -209,6 +205,16 @@ def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key:
 
 
 # --------------------------------------------------------------------------- the stage
+
+
+def _up_to_date(out_dir: Path, entry: Any, key: str) -> bool:
+    """Whether a pair's folder, or its failure record, was made from these inputs and settings."""
+    meta_path = out_dir / entry.pair_id / "pair.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("provenance", {}).get("config_key") == key:
+        return True
+    failed_path = out_dir / f".{entry.pair_id}.failed.json"
+    # registration is deterministic: the same inputs and settings fail the same way
+    return failed_path.is_file() and json.loads(failed_path.read_text()).get("config_key") == key
 
 
 def ensure_registered(profile: Any, stain: str | None = None, progress: bool = True,
@@ -244,15 +250,11 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
     synthetic = manifest.source == "synthetic"
     out_dir = stage_dir(profile.name, "registered")
     entries = [e for e in manifest.pairs if stain is None or e.stain == stain]
-    for entry in tqdm(entries, desc="register", disable=not progress):
+    # only pairs with work to do get a progress bar: a later stage calling this sees none when all is done
+    pending = [e for e in entries if not _up_to_date(out_dir, e, _config_key(profile, e))]
+    for entry in tqdm(pending, desc="register", disable=not progress or not pending):
         folder = out_dir / entry.pair_id
         key = _config_key(profile, entry)
-        meta_path = folder / "pair.json"
-        if meta_path.is_file() and json.loads(meta_path.read_text()).get("provenance", {}).get("config_key") == key:
-            continue
-        failed_path = out_dir / f".{entry.pair_id}.failed.json"
-        if failed_path.is_file() and json.loads(failed_path.read_text()).get("config_key") == key:
-            continue  # registration is deterministic: the same inputs and settings fail the same way
         sample = load_sample(Path(entry.ct_path).parent) if synthetic else None
         started = time.perf_counter()
         try:
