@@ -31,6 +31,7 @@ from vstain.layout import evaluation_dir, inference_dir, registered_dir
 from vstain.masks import background_fill
 from vstain.metrics import LPIPSStatus, compare_with_paper, load_lpips, patch_metrics, raw_ct_as_rgb, table1
 from vstain.pairs import read_registered_pair, split_roles
+from vstain.stages.arguments import non_negative_int
 from vstain.stages.infer import read_inference, run_inference
 from vstain.vocabulary import BASELINE
 
@@ -167,7 +168,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain evaluate``."""
     parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
     parser.add_argument("--models", nargs="+", default=None, help="models (default: the profile's)")
-    parser.add_argument("--folds", nargs="+", type=int, default=None, help="folds (default: the profile's)")
+    parser.add_argument("--folds", nargs="+", type=non_negative_int, default=None, help="folds (default: the profile's)")
     parser.add_argument("--force", action="store_true", help="recompute the per-patch metrics")
 
 

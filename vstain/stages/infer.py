@@ -35,6 +35,7 @@ from vstain.layout import inference_dir, registered_dir
 from vstain.masks import apply_mask, background_fill
 from vstain.models.checkpoint import load_generators
 from vstain.pairs import read_registered_pair, registered_fingerprint, registered_pair_ids, split_roles
+from vstain.stages.arguments import non_negative_int
 from vstain.stages.register import ensure_registered
 from vstain.stages.train import ensure_trained
 from vstain.vocabulary import STAINS
@@ -256,7 +257,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain infer``."""
     parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
     parser.add_argument("--model", required=True, help="model name, e.g. mod_cyclegan")
-    parser.add_argument("--fold", type=int, default=0, help="cross-validation fold (default: 0)")
+    parser.add_argument("--fold", type=non_negative_int, default=0, help="cross-validation fold (default: 0)")
     parser.add_argument("--blend", choices=BLENDS, default=None, help="override the profile's blend")
     parser.add_argument("--stain", default="toluidine_blue", choices=STAINS,
                         help="which registered pairs (default: toluidine_blue)")

@@ -25,6 +25,7 @@ import numpy as np
 from vstain.config import DEVICES, resolve_device
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
+from vstain.stages.arguments import non_negative_float, positive_float, positive_int
 from vstain.volume import AXES, SliceStainer, make_slice_stainer, stain_volume
 from vstain.volume_io import open_volume
 
@@ -101,36 +102,6 @@ def load_forward_stainer(
 
 #: Output suffixes the writers make (anything else would be TIFF content under a misleading name).
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """An argparse type: a finite number of at least 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be above 0, got 0")
-    return value
 
 
 def check_output_path(output: str | Path, *, overwrite: bool = False) -> Path:

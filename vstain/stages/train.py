@@ -32,6 +32,7 @@ from vstain.layout import model_dir, stage_dir
 from vstain.models import architecture
 from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs
 from vstain.phantom import ground_truth_pair, load_sample
+from vstain.stages.arguments import non_negative_int, positive_int
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.register import ensure_registered
 from vstain.train import patch_panels, train_model, validation_scores
@@ -251,9 +252,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain train``."""
     parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
-    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--fold", type=non_negative_int, default=0)
     parser.add_argument("--stain", default="toluidine_blue", choices=STAINS)
-    parser.add_argument("--epochs", type=int, default=None, help="total epochs (default: from the profile)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="total epochs (default: from the profile)")
     parser.add_argument("--source", default="registered", choices=SOURCES,
                         help="training pairs: the registration stage's, or the phantom's ground truth")
     parser.add_argument("--no-resume", action="store_true", help="start again even if last.pt exists")
