@@ -274,3 +274,12 @@ def test_training_report_trains_then_reads_history_patches_and_scores(tmp_path, 
     assert report.scores.pair_id.tolist() == ["p2"]
     medians = validation_medians({"pix2pix": report.scores})
     assert medians.loc["pix2pix", "ssim"] == report.scores.ssim.iloc[0]
+
+
+def test_a_split_of_another_fold_count_is_refused_before_training(tmp_path, capsys):
+    _write_registered_dataset(tmp_path)  # 2 folds, as smoke's dataset.n_folds
+    three = dataclasses.replace(SMOKE, dataset=dataclasses.replace(SMOKE.dataset, n_folds=3))
+    with pytest.raises(ValueError, match=r"split\.csv: the split has 2 folds but profile smoke sets "
+                                         r"dataset\.n_folds 3; rewrite it with vstain check-manifest"):
+        train_fold(three, "pix2pix", 0, epochs=1, progress=False, root=tmp_path)
+    assert not model_dir("smoke", "pix2pix", 0, root=tmp_path).exists()

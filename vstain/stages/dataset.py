@@ -187,8 +187,9 @@ def ensure_dataset(profile: Any, out_dir: str | Path | None = None, progress: bo
         if all(_is_complete(out / item["pair_id"], _config_key(profile, item)) for item in plan):
             try:
                 loaded = load_manifest(manifest, verify=False)
-                read_split(split, loaded)  # a split contradicting the manifest is derived data: made again
-                listed = {p.pair_id for p in loaded.pairs}
+                folds = sum(c.startswith("fold") for c in read_split(split, loaded).columns)
+                # a split contradicting the manifest, or of another fold count, is derived data: made again
+                listed = {p.pair_id for p in loaded.pairs} if folds == profile.dataset.n_folds else set()
             except (ValueError, FileNotFoundError):
                 listed = set()
             if listed == {item["pair_id"] for item in plan}:

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from vstain.config import Profile, as_profile, load_profile, resolve_device
-from vstain.layout import model_dir, stage_dir
+from vstain.layout import model_dir, split_path, stage_dir
 from vstain.models import architecture
-from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs
+from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs, read_profile_split
 from vstain.phantom import ground_truth_pair, load_sample
 from vstain.stages.arguments import non_negative_int, positive_int
 from vstain.stages.dataset import ensure_dataset
@@ -51,6 +51,21 @@ def epochs_for(profile: Profile, stain: str) -> int:
     1
     """
     return profile.he.epochs if stain == "he" else profile.training.epochs
+
+
+def check_split_folds(profile: Profile, root: str | Path | None = None) -> None:
+    """Refuse a split whose fold count is not the profile's ``dataset.n_folds`` (it was made by another profile).
+
+    Raises
+    ------
+    ValueError
+        Naming the split file, both counts and the command that rewrites the split.
+    """
+    path = split_path(profile.name, root)
+    folds = sum(c.startswith("fold") for c in read_profile_split(profile.name, root).columns)
+    if folds != profile.dataset.n_folds:
+        raise ValueError(f"{path}: the split has {folds} folds but profile {profile.name} sets dataset.n_folds "
+                         f"{profile.dataset.n_folds}; rewrite it with vstain check-manifest --profile {profile.name}")
 
 
 def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str = "toluidine_blue",
@@ -95,6 +110,7 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if pairs is None:
+        check_split_folds(profile, root)
         pairs = load_fold_pairs(profile.name, fold, "train", stain, root)
     out = Path(out_dir) if out_dir is not None else model_dir(profile.name, model, fold, stain, root)
     source = "--device" if device is not None else f"profile {profile.name}: field device"
