@@ -43,9 +43,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def structured_ct(shape=(5, 20, 24), *, background=0.1, tissue=0.3, bone=0.8, seed=0):
+    """A CT volume in any scale with what the automatic ROIs look for: background, soft tissue, bone."""
+    depth, height, width = shape
+    y, x = np.mgrid[:height, :width]
+    r = np.hypot(y - (height - 1) / 2, x - (width - 1) / 2) / (min(height, width) / 2)
+    image = np.where(r < 0.75, tissue, background) + np.where(r < 0.45, bone - tissue, 0.0)
+    image[(r >= 0.2) & (r < 0.3)] = tissue + 0.7 * (bone - tissue)  # new bone: a class just below dense bone
+    noise = np.random.default_rng(seed).normal(0, 0.01 * (bone - background), shape)
+    return (image[None] + noise).astype(np.float32)
+
+
 @pytest.fixture
 def ct_stack(tmp_path):
-    data = np.random.default_rng(0).integers(8000, 32000, (5, 20, 24)).astype(np.uint16)
+    data = np.rint(20000 + 30000 * structured_ct()).astype(np.uint16)  # a scale of its own
     write_tiff(tmp_path / "ct.tif", data, (4.0, 2.0, 2.0))
     return tmp_path / "ct.tif"
 
@@ -76,7 +87,7 @@ def test_a_2d_image_is_refused(tmp_path, capsys):
 
 
 def test_a_volume_without_voxel_size_says_use_voxel_size(tmp_path, capsys):
-    tifffile.imwrite(tmp_path / "bare.tif", np.zeros((4, 20, 20), np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "bare.tif", structured_ct((4, 20, 20)), photometric="minisblack")
     ckpt = make_checkpoint(tmp_path / "c.pt")
     code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "bare.tif", "--output", tmp_path / "o.tif"], capsys)
     assert code == 2 and "--voxel-size" in err and "bare.tif" in err
@@ -218,7 +229,7 @@ def test_phantom_volume_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
 
 
 def _nan_stack(tmp_path, value):
-    data = np.full((4, 20, 24), 20000, np.float32)
+    data = structured_ct((4, 20, 24))
     data[2, 3, 4] = value
     write_tiff(tmp_path / "bad.tif", data, (4.0, 2.0, 2.0))
     return ["--input", tmp_path / "bad.tif"], "bad.tif"
@@ -317,3 +328,80 @@ def test_stain_a_folder_of_slice_tiffs_and_an_hdf5_dataset(tmp_path, ct_stack, c
         assert spacing == (4.0, 2.0, 2.0)
     np.testing.assert_array_equal(outputs["folder"], outputs["stack"])
     np.testing.assert_array_equal(outputs["hdf5"], outputs["stack"])
+
+
+# ------------------------------------------------------------------ the intensity scale the model expects
+
+
+def _stained_metadata(path):
+    return read_tiff(path)[2]["ct_normalisation"]
+
+
+@pytest.mark.parametrize("scale", ["float 0-1", "uint8", "offset -30000"])
+def test_any_intensity_scale_is_normalised_to_the_study_scale_and_recorded(tmp_path, capsys, scale):
+    unit = structured_ct((6, 24, 28))
+    data = {"float 0-1": unit, "uint8": np.rint(255 * unit).astype(np.uint8),
+            "offset -30000": (unit * 20000 - 30000).astype(np.float32)}[scale]
+    write_tiff(tmp_path / "ct.tif", data, (4.0, 2.0, 2.0))
+    code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", tmp_path / "ct.tif",
+                     "--output", tmp_path / "o.tif", "--step", "8"], capsys)
+    assert code == 0, err
+    record = _stained_metadata(tmp_path / "o.tif")
+    assert record["method"] == "automatic ROIs"
+    # bone (0.8 of the unit scale) maps near 30000, background (0.1) near 10000, whatever the input's scale
+    bone_in = {"float 0-1": 0.8, "uint8": 204.0, "offset -30000": 0.8 * 20000 - 30000}[scale]
+    background_in = {"float 0-1": 0.1, "uint8": 25.5, "offset -30000": 0.1 * 20000 - 30000}[scale]
+    assert abs(record["scale"] * bone_in + record["offset"] - 30000) < 3000  # 15 % of the contrast
+    assert abs(record["scale"] * background_in + record["offset"] - 10000) < 3000
+
+
+def test_same_volume_in_two_scales_gives_the_same_stain(tmp_path, capsys):
+    unit = structured_ct((6, 24, 28))
+    write_tiff(tmp_path / "a.tif", unit, (4.0, 2.0, 2.0))
+    write_tiff(tmp_path / "b.tif", unit * 1000 + 500, (4.0, 2.0, 2.0))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    for name in ("a", "b"):
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / f"{name}.tif", "--output",
+                         tmp_path / f"{name}_out.tif", "--step", "8"], capsys)
+        assert code == 0, err
+    a, b = read_tiff(tmp_path / "a_out.tif")[0], read_tiff(tmp_path / "b_out.tif")[0]
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # the same map up to float rounding
+
+
+def test_given_values_and_rois_fix_the_map(tmp_path, ct_stack, capsys):
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "v.tif", "--step", "8",
+                     "--ct-bone-value", "44000", "--ct-background-value", "23000"], capsys)
+    assert code == 0, err
+    record = _stained_metadata(tmp_path / "v.tif")
+    assert record["method"] == "given values"
+    assert record["scale"] * 44000 + record["offset"] == pytest.approx(30000)
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "r.tif", "--step", "8",
+                     "--bone-roi", "2:9:11:11:13", "--background-roi", "2:0:2:0:2"], capsys)
+    assert code == 0, err
+    assert _stained_metadata(tmp_path / "r.tif")["method"] == "given ROIs"
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "x.tif",
+                     "--bone-roi", "2:0:2:0:2", "--background-roi", "2:9:11:11:13"], capsys)  # swapped
+    assert code == 2 and "ct.tif" in err and "--bone-roi" in err
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "y.tif",
+                     "--ct-bone-value", "44000"], capsys)
+    assert code == 2 and "give both bone and background values" in err
+
+
+def test_a_volume_unlike_the_training_ct_is_named_in_a_warning(tmp_path, ct_stack, capsys):
+    old = make_checkpoint(tmp_path / "old.pt")
+    code, err = run(["--checkpoint", old, "--input", ct_stack, "--output", tmp_path / "old.tif", "--step", "8"],
+                    capsys)
+    assert code == 0 and "records no training CT statistics" in err
+    # a checkpoint trained on CT like this one, normalised: the statistics the first run measured
+    trained = _stained_metadata(tmp_path / "old.tif")["intensities"]
+    ckpt = tmp_path / "c.pt"
+    torch.save({**torch.load(old, weights_only=True), "ct_statistics": trained}, ckpt)
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "ok.tif", "--step", "8"],
+                    capsys)
+    assert code == 0 and "warning" not in err, err
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "raw.tif", "--step", "8",
+                     "--ct-normalisation", "none"], capsys)  # the raw 20000 + 30000 * unit scale
+    assert code == 0, err
+    assert "ct.tif: taken as normalised" in err and "ct.tif: the normalised CT is unlike the training CT of" in err
+    assert len(_stained_metadata(tmp_path / "raw.tif")["warnings"]) == 2

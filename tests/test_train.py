@@ -283,3 +283,13 @@ def test_a_split_of_another_fold_count_is_refused_before_training(tmp_path, caps
                                          r"dataset\.n_folds 3; rewrite it with vstain check-manifest"):
         train_fold(three, "pix2pix", 0, epochs=1, progress=False, root=tmp_path)
     assert not model_dir("smoke", "pix2pix", 0, root=tmp_path).exists()
+
+
+def test_checkpoint_records_the_training_ct_statistics_inside_the_masks(tmp_path):
+    out = train(SMOKE, "pix2pix", 0, epochs=1, out_dir=tmp_path)
+    stats = torch.load(out / "last.pt", weights_only=True)["ct_statistics"]
+    inside = np.concatenate([p.ct[p.mask] for p in PAIRS]).astype(float)
+    assert stats["levels"][3] == 0.5 and stats["n_values"] == min(inside.size, 200_000)
+    assert stats["quantiles"] == sorted(stats["quantiles"])
+    assert abs(stats["quantiles"][3] - np.median(inside)) < 0.02 * (inside.max() - inside.min())
+    assert load_generator(out / "last.pt")[1]["ct_statistics"] == stats

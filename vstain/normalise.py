@@ -31,7 +31,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -335,3 +335,153 @@ def spread_table(norm: pd.DataFrame) -> pd.DataFrame:
                       for bone, background in columns]
             rows.append({"modality": modality, "when": when, "relative_spread": float(np.mean(values))})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- whole volumes (vstain stain)
+
+#: Quantile levels of the CT intensity statistics a checkpoint records and a stained volume is compared with.
+CT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+#: Largest quantile shift, as a fraction of the bone-background contrast, still called "like the training CT".
+DISTRIBUTION_TOLERANCE = 0.25
+
+
+def ct_statistics(images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None, *,
+                  max_samples: int = 200_000, seed: int = 0) -> dict[str, Any]:
+    """Quantiles of CT values inside the sample: what a model was trained on, or what it is given.
+
+    Parameters
+    ----------
+    images : sequence of ndarray
+        Normalised CT slices (the 30000 / 10000 scale).
+    masks : sequence of bool ndarray, optional
+        The sample region of each image (a pair's correspondence mask); default: all pixels.
+    max_samples : int
+        At most this many values in all (drawn evenly at random), so the cost is bounded.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``levels`` (:data:`CT_QUANTILES`), ``quantiles`` (one value per level), ``n_values``.
+
+    Examples
+    --------
+    >>> stats = ct_statistics([np.arange(101, dtype=float)])
+    >>> stats["quantiles"][3], stats["n_values"]
+    (50.0, 101)
+    """
+    values = []
+    masks = [None] * len(images) if masks is None else masks
+    for image, mask in zip(images, masks):
+        image = np.asarray(image, np.float64)
+        values.append(image[np.asarray(mask, bool)] if mask is not None else image.ravel())
+    pooled = np.concatenate(values) if values else np.zeros(0)
+    pooled = pooled[np.isfinite(pooled)]
+    if pooled.size == 0:
+        raise ValueError("no CT values to describe (empty images or masks)")
+    if pooled.size > max_samples:
+        pooled = np.random.default_rng(seed).choice(pooled, max_samples, replace=False)
+    return {"levels": list(CT_QUANTILES), "quantiles": [float(q) for q in np.quantile(pooled, CT_QUANTILES)],
+            "n_values": int(pooled.size)}
+
+
+def compare_ct_statistics(found: dict[str, Any], expected: dict[str, Any], *, contrast: float,
+                          tolerance: float = DISTRIBUTION_TOLERANCE) -> str | None:
+    """A sentence saying how ``found`` differs from ``expected``, or None when they are alike.
+
+    Alike means every quantile within ``tolerance * contrast`` of the other (``contrast``: the
+    bone-background difference of the normalised scale, 20000 for the paper's 30000 / 10000).
+
+    Examples
+    --------
+    >>> train = {"levels": [0.5], "quantiles": [20000.0]}
+    >>> compare_ct_statistics({"levels": [0.5], "quantiles": [21000.0]}, train, contrast=20000) is None
+    True
+    >>> compare_ct_statistics({"levels": [0.5], "quantiles": [40000.0]}, train, contrast=20000)
+    'the 50 % quantile is 40000 here but 20000 in the training CT (a shift of 1 bone-background contrasts)'
+    """
+    if list(found["levels"]) != list(expected["levels"]):
+        raise ValueError(f"quantile levels differ: {found['levels']} and {expected['levels']}")
+    shifts = [abs(a - b) / contrast for a, b in zip(found["quantiles"], expected["quantiles"])]
+    worst = int(np.argmax(shifts))
+    if shifts[worst] <= tolerance:
+        return None
+    return (f"the {100 * found['levels'][worst]:g} % quantile is {found['quantiles'][worst]:.0f} here but "
+            f"{expected['quantiles'][worst]:.0f} in the training CT (a shift of {shifts[worst]:.2g} "
+            "bone-background contrasts)")
+
+
+def volume_scale_from_slices(slices: Sequence[np.ndarray], *, bone_mean: float = 30000.0,
+                             background_mean: float = 10000.0) -> dict[str, Any]:
+    """The linear CT map of a whole volume from automatic bone and background ROIs on a few slices.
+
+    Each slice is segmented (:func:`vstain.masks.segment_ct`, as the registration stage does for
+    a pair's CT); the pooled bone and background ROI means give ``scale`` and ``offset`` with
+    ``scale * value + offset`` putting bone at ``bone_mean`` and background at ``background_mean``
+    (paper 2.5). One map for the volume: a per-slice map would turn slice-to-slice segmentation
+    noise into stripes.
+
+    Returns
+    -------
+    dict
+        ``method`` (``"automatic ROIs"``), ``scale``, ``offset``, ``bone_mean_before``,
+        ``background_mean_before``, ``n_slices``, ``bone_pixels``, ``background_pixels``.
+
+    Raises
+    ------
+    ValueError
+        If no slice gives both ROIs, or the bone is not brighter than the background.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> ct = np.full((60, 60), 5.0); ct[10:50, 10:50] = 8.0; ct[20:40, 20:40] = 12.0; ct[25:35, 25:35] = 20.0
+    >>> m = volume_scale_from_slices([ct + rng.normal(0, 0.3, ct.shape) for _ in range(3)])
+    >>> round(m["scale"] * 20 + m["offset"], -3), round(m["scale"] * 5 + m["offset"], -3)
+    (30000.0, 10000.0)
+    """
+    bone_sum = background_sum = 0.0
+    bone_n = background_n = used = 0
+    for image in slices:
+        image = np.asarray(image, np.float32)
+        try:
+            seg = segment_ct(image)
+        except ValueError:  # a slice without enough distinct values (blank): no ROIs from it
+            continue
+        bone, background = seg["bone"], seg["background"]
+        if bone.sum() < MIN_ROI_PIXELS or background.sum() < MIN_ROI_PIXELS:
+            continue
+        bone_sum += float(image[bone].sum())
+        bone_n += int(bone.sum())
+        background_sum += float(image[background].sum())
+        background_n += int(background.sum())
+        used += 1
+    if not used:
+        raise ValueError("no slice gave both a bone and a background region (automatic ROIs); give the values or "
+                         "ROIs of bone and background")
+    bone_before, background_before = bone_sum / bone_n, background_sum / background_n
+    if not bone_before > background_before:
+        raise ValueError(f"the automatic bone ROI mean ({bone_before:.4g}) is not above the background's "
+                         f"({background_before:.4g}); give the values or ROIs of bone and background")
+    return {"method": "automatic ROIs", **linear_ct_map(bone_before, background_before, bone_mean=bone_mean,
+                                                        background_mean=background_mean),
+            "n_slices": used, "bone_pixels": bone_n, "background_pixels": background_n}
+
+
+def linear_ct_map(bone_value: float, background_value: float, *, bone_mean: float = 30000.0,
+                  background_mean: float = 10000.0) -> dict[str, float]:
+    """``scale`` and ``offset`` that map ``bone_value`` to ``bone_mean`` and ``background_value`` to ``background_mean``.
+
+    Examples
+    --------
+    >>> linear_ct_map(0.8, 0.2)
+    {'scale': 33333.33333333333, 'offset': 3333.333333333334, 'bone_mean_before': 0.8, 'background_mean_before': 0.2}
+    """
+    bone_value, background_value = float(bone_value), float(background_value)
+    if not (np.isfinite(bone_value) and np.isfinite(background_value)) or not bone_value > background_value:
+        raise ValueError(f"bone value ({bone_value:g}) must be a finite number above the background value "
+                         f"({background_value:g})")
+    scale = (bone_mean - background_mean) / (bone_value - background_value)
+    return {"scale": float(scale), "offset": float(background_mean - scale * background_value),
+            "bone_mean_before": bone_value, "background_mean_before": background_value}

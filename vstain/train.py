@@ -56,6 +56,7 @@ from vstain.metrics import psnr, raw_ct_as_rgb, ssim
 from vstain.models import architecture, build_networks, loss_weights, model_spec
 from vstain.models.checkpoint import (CHECKPOINT_FORMAT, compare_records, load_checkpoint, load_generator,
                                      save_checkpoint)
+from vstain.normalise import ct_statistics
 from vstain.pairs import RegisteredPair
 from vstain.vocabulary import GENERATOR_OF, STAINS, check_word
 
@@ -348,6 +349,8 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
         "profile": profile_name, "seed": seed, "patch_size": training.patch_size,
         "pair_ids": [p.pair_id for p in pairs],
     }
+    # What the model learns from: `vstain stain` warns when a volume's normalised CT is unlike it.
+    ct_stats = ct_statistics([p.ct for p in pairs], [p.mask for p in pairs], seed=seed) if pairs else None
     # The global torch random state (dropout) and thread count are set here and restored afterwards.
     with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []), \
             _threads(training.threads):
@@ -387,7 +390,7 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
             row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()},
                    "seconds": time.perf_counter() - started}
             history.append(row)
-            record = {"format": CHECKPOINT_FORMAT, **identity, "epoch": epoch,
+            record = {"format": CHECKPOINT_FORMAT, **identity, "epoch": epoch, "ct_statistics": ct_stats,
                       "directions": {d: n for d, n in GENERATOR_OF.items() if n in trainer.nets},
                       "invert_ct": spec.invert_ct, "provenance": origin}
             for component in components:

@@ -74,6 +74,33 @@ class ArrayVolume:
         """Nothing to release."""
 
 
+class NormalisedVolume:
+    """Another source's slices mapped linearly to the study's CT scale: ``clip(scale * v + offset, 0, 65535)``.
+
+    The clip is the uint16 range the training CT was written in (paper 2.5), so the network sees
+    what it was trained on; the values stay float32 (no rounding).
+
+    Examples
+    --------
+    >>> v = NormalisedVolume(ArrayVolume(np.array([[[0.2, 0.8, 9.0]]], np.float32), (1, 1, 1)), 33333.3, 3333.3)
+    >>> [round(float(x)) for x in v.read_slice(0)[0]]
+    [10000, 30000, 65535]
+    """
+
+    def __init__(self, source: Any, scale: float, offset: float) -> None:
+        self.source, self.scale, self.offset = source, float(scale), float(offset)
+        self.name, self.shape, self.voxel_size_um = source.name, source.shape, source.voxel_size_um
+
+    def read_slice(self, z: int) -> np.ndarray:
+        """Slice ``z`` of the source, mapped and clipped (non-finite values stay non-finite)."""
+        image = self.source.read_slice(z) * np.float32(self.scale) + np.float32(self.offset)
+        return np.clip(image, 0, 65535, where=np.isfinite(image), out=image)
+
+    def close(self) -> None:
+        """Close the source."""
+        self.source.close()
+
+
 class TiffVolume:
     """A greyscale TIFF stack read slice by slice (pages are decoded one at a time).
 

@@ -1,9 +1,13 @@
 """``vstain stain``: virtually stain a user's CT volume with a trained generator, no notebook needed.
 
-The command opens a greyscale TIFF stack or OME-Zarr store (:func:`vstain.volume_io.open_volume`),
-wraps the checkpoint's CT-to-histology generator as a slice stainer
+The command opens the CT as it comes (a TIFF stack, a folder of slice TIFFs, OME-Zarr or an HDF5
+dataset: :func:`vstain.volume_io.open_volume`), brings it to the scale the model was trained on
+(bone 30000, background 10000, paper 2.5: :func:`choose_ct_normalisation`), compares its
+intensities with the training CT the checkpoint records (:func:`check_ct_intensities`, a warning
+in words when they differ), wraps the checkpoint's CT-to-histology generator as a slice stainer
 (:func:`load_forward_stainer`) and streams the volume through :func:`vstain.volume.stain_volume`,
-slice-wise along Z or along Z, Y and X fused.
+slice-wise along Z or along Z, Y and X fused. What was done to the intensities is written into
+the output's metadata (``ct_normalisation``).
 
 Examples
 --------
@@ -17,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -24,10 +29,12 @@ import numpy as np
 
 from vstain.config import DEVICES, resolve_device
 from vstain.io import provenance
+from vstain.masks import segment_ct
 from vstain.models.checkpoint import load_generator
+from vstain.normalise import compare_ct_statistics, ct_statistics, linear_ct_map, volume_scale_from_slices
 from vstain.stages.arguments import non_negative_float, positive_float, positive_int
-from vstain.volume import AXES, SliceStainer, make_slice_stainer, stain_volume
-from vstain.volume_io import open_volume
+from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
+from vstain.volume_io import NormalisedVolume, open_volume
 
 
 def load_forward_stainer(
@@ -138,6 +145,129 @@ def check_output_path(output: str | Path, *, overwrite: bool = False) -> Path:
     return output
 
 
+#: Slices sampled (evenly, away from the ends) to find the automatic ROIs and describe the intensities.
+N_SAMPLE_SLICES = 9
+
+
+def sample_slices(source, n: int = N_SAMPLE_SLICES) -> list[int]:
+    """Indices of ``n`` slices spread evenly over the middle 80 % of the depth (the ends often hold no sample).
+
+    Examples
+    --------
+    >>> from vstain.volume_io import ArrayVolume
+    >>> sample_slices(ArrayVolume(np.zeros((100, 2, 2)), (1, 1, 1)), 3)
+    [10, 50, 89]
+    """
+    depth = source.shape[0]
+    return sorted({int(round(z)) for z in np.linspace(0.1 * (depth - 1), 0.9 * (depth - 1), min(n, depth))})
+
+
+def parse_roi(text: str) -> tuple[int, slice, slice]:
+    """``Z:Y0:Y1:X0:X1`` (a box on slice Z) as ``(z, rows, columns)``.
+
+    Examples
+    --------
+    >>> parse_roi("4:10:20:30:40")
+    (4, slice(10, 20, None), slice(30, 40, None))
+    """
+    try:
+        z, y0, y1, x0, x1 = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Z:Y0:Y1:X0:X1 (whole numbers), got {text!r}") from None
+    if min(z, y0, x0) < 0 or y1 <= y0 or x1 <= x0:
+        raise argparse.ArgumentTypeError(f"a box needs 0 <= Y0 < Y1 and 0 <= X0 < X1 on slice Z >= 0, got {text!r}")
+    return z, slice(y0, y1), slice(x0, x1)
+
+
+def _roi_mean(source, roi: tuple[int, slice, slice], option: str) -> float:
+    z, rows, columns = roi
+    if z >= source.shape[0]:
+        raise ValueError(f"{source.name}: {option} slice {z} is beyond the volume's {source.shape[0]} slices")
+    box = source.read_slice(z)[rows, columns]
+    if box.size == 0 or box.shape != (rows.stop - rows.start, columns.stop - columns.start):
+        raise ValueError(f"{source.name}: {option} box {rows.start}:{rows.stop}, {columns.start}:{columns.stop} "
+                         f"leaves the {source.shape[1]} x {source.shape[2]} slice")
+    return float(np.mean(box))
+
+
+def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float | None = None,
+                            background_value: float | None = None, bone_roi=None, background_roi=None) -> dict:
+    """How the CT volume is brought to the study's scale (bone 30000, background 10000; paper 2.5).
+
+    ``bone_value`` and ``background_value`` (the input's own numbers) or ``bone_roi`` and
+    ``background_roi`` (:func:`parse_roi` boxes) fix the linear map; otherwise ``method="auto"``
+    finds bone and background on a few slices as the registration stage does
+    (:func:`vstain.normalise.volume_scale_from_slices`), and ``"none"`` takes the volume as
+    already normalised (then the automatic ROIs only check that it is).
+
+    Returns
+    -------
+    dict
+        ``method`` and, unless ``"none"``, ``scale`` and ``offset`` with the ROI values they come from.
+    """
+    given = {"values": (bone_value, background_value), "ROIs": (bone_roi, background_roi)}
+    for kind, pair in given.items():
+        if (pair[0] is None) != (pair[1] is None):
+            raise ValueError(f"{source.name}: give both bone and background {kind}, or neither")
+    if bone_value is not None and bone_roi is not None:
+        raise ValueError(f"{source.name}: give bone/background values or ROIs, not both")
+    if bone_value is not None:
+        return {"method": "given values", **linear_ct_map(bone_value, background_value)}
+    if bone_roi is not None:
+        values = _roi_mean(source, bone_roi, "--bone-roi"), _roi_mean(source, background_roi, "--background-roi")
+        try:
+            return {"method": "given ROIs", **linear_ct_map(*values)}
+        except ValueError as err:
+            raise ValueError(f"{source.name}: --bone-roi / --background-roi: {err}") from None
+    if method == "none":
+        return {"method": "none (the input is taken as normalised)"}
+    try:
+        return volume_scale_from_slices([finite_slice(source, z) for z in sample_slices(source)])
+    except ValueError as err:
+        raise ValueError(f"{source.name}: automatic CT normalisation failed: {err} "
+                         "(--ct-bone-value/--ct-background-value or --bone-roi/--background-roi)") from None
+
+
+def check_ct_intensities(source, normalisation: dict, training: dict | None, checkpoint) -> tuple[dict, list[str]]:
+    """Describe the normalised volume's intensities and say, in words, what looks wrong.
+
+    Returns the statistics (:func:`vstain.normalise.ct_statistics` over the sample region of the
+    sampled slices) and a list of warnings: the volume unlike the checkpoint's training CT, an
+    input taken as normalised whose bone and background are far from 30000 / 10000, or a
+    checkpoint that records no training statistics.
+    """
+    slices = [finite_slice(source, z) for z in sample_slices(source)]
+    masks = []
+    for image in slices:
+        try:
+            masks.append(segment_ct(image)["classes"] >= 1)  # the sample, not the air around it
+        except ValueError:
+            masks.append(np.ones(image.shape, bool))
+    stats = ct_statistics(slices, masks)
+    notes = []
+    contrast = 30000.0 - 10000.0
+    if normalisation["method"].startswith("none"):
+        try:
+            found = volume_scale_from_slices(slices)
+        except ValueError:
+            found = None
+        if found is None or (abs(found["bone_mean_before"] - 30000.0) > 0.25 * contrast
+                             or abs(found["background_mean_before"] - 10000.0) > 0.25 * contrast):
+            seen = ("no bone and background found" if found is None else
+                    f"bone {found['bone_mean_before']:.0f}, background {found['background_mean_before']:.0f}")
+            notes.append(f"{source.name}: taken as normalised, but the automatic ROIs read {seen} "
+                         "where the model expects 30000 and 10000; drop --ct-normalisation none")
+    if training is None:
+        notes.append(f"{checkpoint}: records no training CT statistics; the volume's intensities cannot be "
+                     "compared with what the model was trained on")
+    else:
+        difference = compare_ct_statistics(stats, training, contrast=contrast)
+        if difference:
+            notes.append(f"{source.name}: the normalised CT is unlike the training CT of {checkpoint}: "
+                         f"{difference}; check the normalisation before trusting the stain")
+    return stats, notes
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain stain``."""
     parser.add_argument("--checkpoint", required=True, help="a trained run's .pt file (e.g. .../fold0/last.pt)")
@@ -157,6 +287,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=positive_int, help="inference step (default: patch size / 4)")
     parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--blend", choices=("mean", "window"), default="mean")
+    parser.add_argument("--ct-normalisation", choices=("auto", "none"), default="auto",
+                        help="auto: bone and background found on a few slices are mapped to 30000 / 10000 as "
+                             "in the study (paper 2.5); none: the input is already on that scale")
+    parser.add_argument("--ct-bone-value", type=float, help="the input's bone value (with --ct-background-value)")
+    parser.add_argument("--ct-background-value", type=float, help="the input's background value")
+    parser.add_argument("--bone-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1", help="a box of bone on slice Z")
+    parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
+                        help="a box of background on slice Z")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -167,9 +305,18 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         stainer, info = load_forward_stainer(args.checkpoint, device=device, patch_size=args.patch_size,
                                              step=args.step, batch_size=args.batch_size, blend=args.blend)
+        normalisation = choose_ct_normalisation(
+            source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
+            background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi)
+        normalised = (NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
+                      if "scale" in normalisation else source)
+        stats, notes = check_ct_intensities(normalised, normalisation, info.get("ct_statistics"), args.checkpoint)
+        for note in notes:
+            warnings.warn(note, stacklevel=1)
         meta = provenance(None, checkpoint=str(args.checkpoint), model=info.get("model"), fold=info.get("fold"),
-                          input=str(args.input), patch_size=info["patch_size"], step=info["step"])
-        stain_volume(source, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
+                          input=str(args.input), patch_size=info["patch_size"], step=info["step"],
+                          ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
+        stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
                      metadata=meta, overwrite=args.overwrite, progress=True)
     finally:
         source.close()
