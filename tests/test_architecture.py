@@ -13,8 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vstain"
 
-PLUMBING = {"vstain", "vstain.config", "vstain.vocabulary", "vstain.layout", "vstain.io", "vstain.manifest",
-            "vstain.pairs"}
+PLUMBING = {"vstain", "vstain.config", "vstain.vocabulary", "vstain.layout", "vstain.io", "vstain.volume_io",
+            "vstain.slide_io", "vstain.manifest", "vstain.pairs"}
 LAYERS = ("plumbing", "science", "figures", "stages", "cli")
 MAX_FUNCTION_LEVEL_IMPORTS = 10
 

@@ -263,7 +263,16 @@ def _all_test(folder, pairs, top):
 
 def _folder(folder, pairs, top):
     (folder / "slices").mkdir()
+    pairs[1]["histology_path"] = "slices"  # a CT may be a folder of slices; a histology is one file
+
+
+def _ct_folder_without_slices(folder, pairs, top):
+    from vstain.io import sha256_path
+
+    (folder / "slices").mkdir()
+    (folder / "slices" / "notes.txt").write_text("no slices here")
     pairs[1]["ct_path"] = "slices"
+    pairs[1]["ct_sha256"] = sha256_path(folder / "slices")
 
 
 def _damaged(folder, pairs, top):
@@ -298,7 +307,8 @@ BAD_INPUTS = [
      ["pair p1", "'histology_path'", "p1_hist.tif", "empty"]),
     ("png-as-tiff", _file("histology", lambda p: write_png(p, _image("x", SHAPE + (3,), np.uint8))),
      ["pair p1", "'histology_path'", "p1_hist.tif", "not a readable TIFF"]),
-    ("folder", _folder, ["pair p1", "'ct_path'", "slices", "is a folder"]),
+    ("folder", _folder, ["pair p1", "'histology_path'", "slices", "is a folder"]),
+    ("ct folder without slices", _ct_folder_without_slices, ["pair p1", "'ct_path'", "slices", "without .tif"]),
     ("rgb-mask", lambda f, pairs, t: _mask(f, pairs[1], _image("x", SHAPE + (3,), np.uint8)),
      ["pair p1", "'extra_mask_path'", "RGB image", "p1_mask.tif"]),
     ("mask-size", lambda f, pairs, t: _mask(f, pairs[1], _image("x", (4, 4), np.uint8)),
@@ -461,3 +471,27 @@ def test_stages_read_no_split_that_contradicts_the_data_manifest(tmp_path, monke
     _test_pair_trains(split).to_csv(split_file, index=False)
     with pytest.raises(ValueError, match=f"pair p3: .*{manifest.path} marks the pair test"):
         fold_pair_ids("smoke", 1, "train", root=tmp_path / "results")
+
+
+def test_a_ct_as_a_folder_of_slices_or_an_hdf5_dataset_is_a_valid_manifest_ct(manifest_dir):
+    import h5py
+    import tifffile
+
+    from vstain.io import read_tiff, sha256_path
+
+    folder, pairs = manifest_dir
+    volume = read_tiff(folder / pairs[0]["ct_path"])[0]
+    (folder / "slices").mkdir()
+    for z, image in enumerate(volume):
+        tifffile.imwrite(folder / "slices" / f"rec_{z:04d}.tif", image)
+    with h5py.File(folder / "scan.h5", "w") as h5:
+        h5.create_dataset("exchange/data", data=volume)
+    pairs[0].update(ct_path="slices", ct_sha256=sha256_path(folder / "slices"))
+    pairs[1].update(ct_path="scan.h5:/exchange/data", ct_sha256=sha256_path(folder / "scan.h5"))
+    manifest = load_manifest(_write(folder, pairs))
+    assert manifest.pairs[0].ct_source == str((folder / "slices").resolve())
+    assert manifest.pairs[1].ct_source == f"{(folder / 'scan.h5').resolve()}:/exchange/data"
+    assert manifest.pairs[1].to_yaml(folder.resolve())["ct_path"] == "scan.h5:/exchange/data"
+    (folder / "slices" / "rec_0001.tif").unlink()  # a missing slice: the folder's checksum changes
+    with pytest.raises(ManifestError, match=r"pair p0: field 'ct_sha256': checksum mismatch"):
+        load_manifest(_write(folder, pairs))

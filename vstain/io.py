@@ -173,6 +173,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def sha256_path(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder (a CT as slice TIFFs, an OME-Zarr store) as a whole.
+
+    A folder's digest is the SHA-256 of one ``relative/path<TAB>sha256`` line per file, in sorted
+    order: it changes when any file is added, removed, renamed or altered.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.tif").write_bytes(b"1"); first = sha256_path(folder)
+    >>> _ = (folder / "b.tif").write_bytes(b"2"); sha256_path(folder) != first
+    True
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    lines = [f"{f.relative_to(path).as_posix()}\t{sha256_file(f)}\n" for f in sorted(path.rglob("*")) if f.is_file()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write a uint8 greyscale, RGB or RGBA image as PNG, atomically."""
     with atomic_path(path) as tmp:

@@ -75,7 +75,8 @@ import pandas as pd
 import tifffile
 import yaml
 
-from vstain.io import sha256_file, write_csv, write_text
+from vstain.io import sha256_file, sha256_path, write_csv, write_text
+from vstain.volume_io import HDF5_SUFFIXES, open_volume
 from vstain.vocabulary import MATERIALS, ROLES, STAINS
 
 SOURCES = ("synthetic", "files")
@@ -112,6 +113,14 @@ class PairEntry:
     test: bool | None = None  # None: not specified, the split draws test pairs
     beamtime: int | None = None
     session: int | None = None
+    ct_dataset: str | None = None  # the dataset inside an HDF5 CT file (``ct_path: scan.h5:/exchange/data``)
+
+    @property
+    def ct_source(self) -> str | None:
+        """The CT as :func:`vstain.volume_io.open_volume` opens it (``file.h5:/dataset`` for HDF5)."""
+        if self.ct_path is None:
+            return None
+        return f"{self.ct_path}:{self.ct_dataset}" if self.ct_dataset else str(self.ct_path)
 
     def to_yaml(self, base: Path | None = None) -> dict[str, Any]:
         """The pair as a manifest mapping (paths relative to ``base`` when inside it)."""
@@ -127,7 +136,8 @@ class PairEntry:
 
         out: dict[str, Any] = {
             "id": self.pair_id, "material": self.material, "stain": self.stain,
-            "ct_path": rel(self.ct_path), "ct_voxel_um": float(self.ct_voxel_um), "ct_sha256": self.ct_sha256,
+            "ct_path": rel(self.ct_path) + (f":{self.ct_dataset}" if self.ct_dataset else "")
+            if self.ct_path is not None else None, "ct_voxel_um": float(self.ct_voxel_um), "ct_sha256": self.ct_sha256,
             "histology_path": rel(self.histology_path), "histology_pixel_um": float(self.histology_pixel_um),
             "histology_sha256": self.histology_sha256,
             "extra_mask_path": rel(self.extra_mask_path), "extra_mask_sha256": self.extra_mask_sha256,
@@ -251,6 +261,30 @@ def _check_image(stem: str, path: Path, where: str, histology_shape: tuple[int, 
     return spatial
 
 
+def split_hdf5_path(value: str) -> tuple[str, str | None]:
+    """``"scan.h5:/exchange/data"`` as ``("scan.h5", "/exchange/data")``; other paths unchanged, no dataset.
+
+    Examples
+    --------
+    >>> split_hdf5_path("ct/scan.h5:/exchange/data"), split_hdf5_path("ct/sample.tif")
+    (('ct/scan.h5', '/exchange/data'), ('ct/sample.tif', None))
+    """
+    for suffix in HDF5_SUFFIXES:
+        stem, found, dataset = value.partition(suffix + ":")
+        if found:
+            return stem + suffix, dataset
+    return value, None
+
+
+def _check_ct_volume(source: Path | str, voxel_um: float, where: str) -> None:
+    """Open a CT given as a folder of slices, an OME-Zarr store or an HDF5 dataset: headers only."""
+    try:
+        volume = open_volume(source, (voxel_um,) * 3)
+    except (ValueError, OSError) as err:
+        raise ManifestError(f"{where}: {err}") from None
+    volume.close()
+
+
 def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hint: str = "") -> PairEntry:
     if not isinstance(raw, dict):
         raise ManifestError(f"{source}: pairs[{index}] must be a mapping, got {type(raw).__name__}")
@@ -279,6 +313,7 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
             raise ManifestError(f"{here}: field {key!r} must be an integer, got {raw[key]!r}")
     files: dict[str, tuple[Path | None, str | None]] = {}
     histology_shape = None
+    ct_dataset = None
     for stem in ("ct", "histology", "extra_mask"):  # the histology before the mask: the mask must match its size
         value = raw.get(f"{stem}_path")
         if value is None:
@@ -291,28 +326,39 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
         if raw.get(f"{stem}_sha256") is None:
             raise ManifestError(f"{here}: missing field '{stem}_sha256' (required with '{stem}_path')")
         expected = _sha(raw[f"{stem}_sha256"], f"{here}: field '{stem}_sha256'")
+        dataset = None
+        if stem == "ct":
+            value, dataset = split_hdf5_path(value)
         path = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
-        if path.is_dir():
+        # a CT may be a folder (slice TIFFs, OME-Zarr); a histology or mask is one file
+        folder_ok = stem == "ct" and dataset is None
+        if path.is_dir() and not folder_ok:
             raise ManifestError(f"{here}: field '{stem}_path': {path} is a folder, expected a TIFF file")
-        if not path.is_file():
+        if not (path.is_file() or (folder_ok and path.is_dir())):
             raise FileNotFoundError(f"{here}: field '{stem}_path': file not found: {path}")
         if verify:
             # The checksum first: a damaged file is best told as changed since the manifest was written.
-            actual = sha256_file(path)
+            actual = sha256_path(path)
             if actual != expected:
                 raise ManifestError(f"{here}: field '{stem}_sha256': checksum mismatch for {path} "
                                     f"(file {actual}, manifest {expected}){hint}")
-            shape = _check_image(stem, path, f"{here}: field '{stem}_path'", histology_shape)
-            if stem == "histology":
-                histology_shape = shape
+            if stem == "ct" and (dataset is not None or path.is_dir()):
+                _check_ct_volume(path if dataset is None else f"{path}:{dataset}", ct_um,
+                                 f"{here}: field 'ct_path'")
+            else:
+                shape = _check_image(stem, path, f"{here}: field '{stem}_path'", histology_shape)
+                if stem == "histology":
+                    histology_shape = shape
         files[stem] = (path, expected)
+        if stem == "ct":
+            ct_dataset = dataset
     return PairEntry(
         pair_id=pid, material=raw["material"], stain=raw["stain"],
         ct_path=files["ct"][0], ct_voxel_um=ct_um, histology_path=files["histology"][0],
         histology_pixel_um=hist_um, extra_mask_path=files["extra_mask"][0],
         ct_sha256=files["ct"][1] or "", histology_sha256=files["histology"][1] or "",
         extra_mask_sha256=files["extra_mask"][1], test=test,
-        beamtime=raw.get("beamtime"), session=raw.get("session"),
+        beamtime=raw.get("beamtime"), session=raw.get("session"), ct_dataset=ct_dataset,
     )
 
 
