@@ -1,0 +1,140 @@
+"""The paper's size, measured: one paper-size registration and staining a paper-size volume.
+
+1. **Registration.** One phantom pair at the paper profile's size (CT slices of 1024 x 1024
+   voxels at 5 um, histology at 0.44 um: about 11.6k x 11.6k px) is generated, then registered
+   with the paper profile's settings in a fresh subprocess on ``--threads`` SimpleITK threads.
+   Printed: seconds, peak resident memory, angle error and median TRE against the truth.
+   Goal: at most 5 minutes and 6 GB on 2 cores.
+2. **Staining.** A 1024 x 1024 uint16 volume is written as a folder of slice TIFFs for each
+   depth of ``--depths`` and stained by ``vstain stain`` (a fresh subprocess each) with a trained
+   checkpoint (default: the quick profile's modified CycleGAN, which ``make book`` trains).
+   Printed: slices per second and peak resident memory; memory should be the same for every
+   depth (the volume streams slice by slice).
+
+Usage::
+
+    .venv/bin/python benchmarks/paper_scale.py [--skip-registration] [--skip-staining]
+        [--threads 2] [--depths 128 512] [--step 64] [--checkpoint results/quick/models/mod_cyclegan/fold0/last.pt]
+
+The full run takes long on 2 cores (staining is one whole-slide inference per slice: reduce
+``--depths`` or raise ``--step`` for a first look; the figures say what was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+REGISTER_CHILD = r"""
+import dataclasses, json, resource, sys, time
+import numpy as np
+from vstain.config import load_profile
+from vstain.phantom import load_sample
+from vstain.registration import register_section_to_volume, registration_errors
+sample = load_sample(sys.argv[1])
+profile = load_profile("paper")
+config = dataclasses.replace(profile.registration, threads=int(sys.argv[2]))
+start = time.perf_counter()
+result = register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
+                                    histology_pixel_um=sample.histology_pixel_um, config=config, pair_id="paper")
+seconds = time.perf_counter() - start
+errors = registration_errors(result, sample)
+print(json.dumps({"seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                  "status": getattr(result, "status", "ok"), **{k: float(v) for k, v in errors.items()}}))
+"""
+
+
+def measure_registration(threads: int, seed: int) -> None:
+    from vstain.config import load_profile
+    from vstain.phantom import make_sample, write_sample
+
+    cfg = load_profile("paper").dataset
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        sample = make_sample(cfg, "paper_mg", "Mg", "toluidine_blue", 0, 0, seed)
+        write_sample(Path(tmp) / "paper_mg", sample, {})
+        print(f"phantom pair: CT {sample.ct_volume.shape} at {sample.ct_voxel_um} um, histology "
+              f"{sample.histology.shape[:2]} at {sample.histology_pixel_um} um "
+              f"(generated in {time.perf_counter() - started:.0f} s)")
+        del sample
+        done = subprocess.run([sys.executable, "-c", REGISTER_CHILD, str(Path(tmp) / "paper_mg"), str(threads)],
+                              capture_output=True, text=True, cwd=ROOT)
+        if done.returncode:
+            print(f"registration failed:\n{done.stderr[-3000:]}")
+            return
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"registration, {threads} SimpleITK threads: {row['seconds']:.0f} s (goal 300 s), peak memory "
+              f"{row['peak_rss_gb']:.2f} GB (goal 6 GB), status {row['status']}, angle error "
+              f"{row.get('angle_error_deg', float('nan')):.2f} deg, median TRE {row.get('tre_median_px', float('nan')):.2f} px")
+
+
+def write_slice_folder(folder: Path, depth: int, size: int = 1024) -> None:
+    """A uint16 CT volume as one TIFF per slice: background, soft tissue and bone, in a scale of its own."""
+    import tifffile
+
+    folder.mkdir(parents=True)
+    y, x = np.mgrid[:size, :size]
+    r = np.hypot(y - size / 2, x - size / 2) / (size / 2)
+    base = np.where(r < 0.8, 14000.0, 6000.0) + np.where(r < 0.5, 18000.0, 0.0)
+    rng = np.random.default_rng(0)
+    for z in range(depth):
+        image = base + rng.normal(0, 600, base.shape)
+        tifffile.imwrite(folder / f"rec_{z:05d}.tif", np.clip(image, 0, 65535).astype(np.uint16))
+
+
+def measure_staining(checkpoint: Path, depths: list[int], step: int | None) -> None:
+    if not checkpoint.is_file():
+        print(f"staining skipped: {checkpoint} not found (train it with `make book` or "
+              "`vstain train --profile quick --model mod_cyclegan --fold 0`, or pass --checkpoint)")
+        return
+    for depth in depths:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "ct"
+            write_slice_folder(folder, depth)
+            command = [sys.executable, "-m", "vstain", "stain", "--checkpoint", str(checkpoint), "--input",
+                       str(folder), "--voxel-size", "5", "5", "5", "--output", str(Path(tmp) / "stained.zarr")]
+            if step:
+                command += ["--step", str(step)]
+            started = time.perf_counter()
+            child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            _, err = child.communicate()
+            seconds = time.perf_counter() - started
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if child.returncode:
+                print(f"depth {depth}: vstain stain failed: {err.strip().splitlines()[-1]}")
+                continue
+            # ru_maxrss of children is the largest child so far: each depth runs after the smaller ones
+            print(f"stain 1024 x 1024 x {depth} from a slice folder{f', step {step}' if step else ''}: "
+                  f"{depth / seconds:.3f} slices/s ({seconds:.0f} s), peak memory of the stain processes so far "
+                  f"{usage.ru_maxrss / 2**20:.2f} GB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-registration", action="store_true")
+    parser.add_argument("--skip-staining", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--depths", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--step", type=int, default=None, help="inference step (default: the checkpoint's patch / 4)")
+    parser.add_argument("--checkpoint", type=Path,
+                        default=ROOT / "results" / "quick" / "models" / "mod_cyclegan" / "fold0" / "last.pt")
+    args = parser.parse_args()
+    if not args.skip_registration:
+        measure_registration(args.threads, args.seed)
+    if not args.skip_staining:
+        measure_staining(args.checkpoint, sorted(args.depths), args.step)
+
+
+if __name__ == "__main__":
+    main()
