@@ -51,3 +51,35 @@ def test_pair_folders_follow_the_umask_and_a_finished_stage_shows_no_progress_ba
     assert not list(stage_dir("smoke", "registered").glob(".*.part"))
     register.ensure_registered(profile, stain="he", progress=True, manifest_path=smoke_dataset)
     assert "register" not in capsys.readouterr().err  # nothing to do: no bar
+
+
+def test_a_ct_folder_and_a_pyramidal_slide_register_as_the_plain_files_do(smoke_dataset, tmp_path):
+    """The same pair as a folder of slice TIFFs and a 3-level OME-TIFF pyramid: the same registered pair."""
+    import dataclasses
+
+    import numpy as np
+    import tifffile
+
+    from vstain.io import read_tiff, sha256_path
+    from vstain.manifest import load_manifest
+    from vstain.slide_io import write_pyramid
+
+    profile = load_profile("smoke")
+    entry = next(e for e in load_manifest(smoke_dataset, verify=False).pairs if e.stain == "toluidine_blue")
+    ct = read_tiff(entry.ct_path)[0]
+    (tmp_path / "slices").mkdir()
+    for z, image in enumerate(ct):
+        tifffile.imwrite(tmp_path / "slices" / f"ct_{z}.tif", image)
+    histology = read_tiff(entry.histology_path)[0]
+    # twice as fine as the original: the level the stage reads (half the CT voxel) is the original itself
+    finer = np.repeat(np.repeat(histology, 2, axis=0), 2, axis=1)
+    write_pyramid(tmp_path / "slide.ome.tif", finer, entry.histology_pixel_um / 2, levels=3, tile=64)
+    assert entry.histology_pixel_um <= entry.ct_voxel_um / register.HISTOLOGY_OVERSAMPLING < \
+        2 * entry.histology_pixel_um
+    other = dataclasses.replace(entry, ct_path=tmp_path / "slices", ct_sha256=sha256_path(tmp_path / "slices"),
+                                histology_path=tmp_path / "slide.ome.tif",
+                                histology_pixel_um=entry.histology_pixel_um / 2)
+    plain, _, _ = register.prepare_pair(entry, profile)
+    again, _, _ = register.prepare_pair(other, profile)
+    for field in ("ct", "histology", "mask"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(plain, field), err_msg=field)

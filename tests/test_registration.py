@@ -1,14 +1,21 @@
-"""Registration (paper 2.3): recovers a known plane and affine; bad input and failures named by pair id."""
+"""Registration (paper 2.3): recovers a known plane and affine at any in-plane rotation and on either face;
+a wrong fit is flagged, never accepted; bad input and failures named by pair id."""
 
 import dataclasses
+import json
+import math
 
 import numpy as np
 import pytest
+import yaml
+from scipy import ndimage as ndi
 
-from vstain.config import load_profile
+from vstain.config import ProfileError, load_profile, resolve_profile_path
+from vstain.layout import stage_dir
 from vstain.phantom import make_sample
-from vstain.registration import (RegistrationError, RegistrationFailed, oblique_slice, register_section_to_volume,
-                                 registration_errors)
+from vstain.registration import (RegistrationError, RegistrationFailed, RegistrationUncertain, oblique_slice,
+                                 register_section_to_volume, registration_errors, true_correspondence_mask,
+                                 warp_to_result)
 
 PROFILE = load_profile("smoke")
 
@@ -108,3 +115,126 @@ def test_fit_does_not_depend_on_the_machines_thread_count(sample, result):
     assert PROFILE.registration.threads == 1
     np.testing.assert_array_equal(again.affine, result.affine)
     np.testing.assert_array_equal(again.plane_normal, result.plane_normal)
+
+
+# --------------------------------------------------------------------------- any orientation, either face
+
+
+def turned(sample, angle_deg: float, mirror: bool = False):
+    """The sample with its slide image turned by ``angle_deg`` (and mirrored), glass around it.
+
+    An exact resampling of the section onto a canvas that holds all of it (so larger than the
+    CT's field of view), filled with the section's own glass colour; the true affine follows.
+    The generator draws its own rotations; these are chosen here, whatever it draws.
+    """
+    h, w = sample.histology.shape[:2]
+    a = math.radians(angle_deg)
+    linear = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    if mirror:
+        linear = linear @ np.diag([1.0, -1.0])
+    corners = np.array([[0, 0], [0, w - 1], [h - 1, 0], [h - 1, w - 1]], float) - [(h - 1) / 2, (w - 1) / 2]
+    mapped = corners @ linear.T
+    height, width = (int(np.ceil(np.ptp(mapped[:, k]))) + 1 for k in range(2))
+    old_to_new = np.eye(3)
+    old_to_new[:2, :2] = linear
+    old_to_new[:2, 2] = [(height - 1) / 2, (width - 1) / 2] - linear @ [(h - 1) / 2, (w - 1) / 2]
+    inverse = np.linalg.inv(old_to_new)
+
+    def warp(image, order, cval):
+        return ndi.affine_transform(image, inverse[:2, :2], inverse[:2, 2], output_shape=(height, width),
+                                    order=order, cval=cval)
+
+    glass = [int(np.median(sample.histology[..., c][sample.section_labels == 0])) for c in range(3)]
+    histology = np.stack([warp(sample.histology[..., c], 1, glass[c]) for c in range(3)], axis=-1)
+    return dataclasses.replace(sample, histology=histology.astype(np.uint8),
+                               section_labels=warp(sample.section_labels, 0, 0),
+                               fov_mask=np.ones((height, width), bool), affine=sample.affine @ inverse,
+                               artefacts=None)
+
+
+def _register(sample, config=None, pair_id="turned"):
+    return register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
+                                      histology_pixel_um=sample.histology_pixel_um,
+                                      config=config or PROFILE.registration, pair_id=pair_id)
+
+
+@pytest.mark.parametrize("angle, mirror", [(90.0, False), (200.0, False), (0.0, True), (137.0, True)])
+def test_recovers_a_section_turned_or_mirrored_on_its_slide(sample, angle, mirror):
+    case = turned(sample, angle, mirror)
+    assert case.histology.shape[0] > sample.histology.shape[0] or angle % 90 == 0  # glass beyond the CT's view
+    result = _register(case)
+    errors = registration_errors(result, case)
+    assert result.status == "ok", result.status
+    assert result.mirrored == (np.linalg.det(case.affine[:2, :2]) < 0) and errors["mirror_correct"]
+    assert errors["angle_error_deg"] < 2.5 and errors["inplane_error_deg"] < 3.0
+    assert errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
+    assert result.mi_margin > PROFILE.registration.min_mi_margin
+    # The warps follow a mirrored affine: the true common region lands on the registered grid.
+    true_mask = true_correspondence_mask(result, case)
+    assert true_mask.sum() > 0.2 * true_mask.size
+    labels = warp_to_result(case.section_labels, result)
+    assert (labels[true_mask] > 0).mean() > 0.95
+
+
+def test_a_section_of_another_sample_is_flagged_not_registered(sample):
+    other = make_sample(PROFILE.dataset, "tb_test_02", "Mg", "toluidine_blue", beamtime=0, session=1, seed=12)
+    mismatched = dataclasses.replace(other, histology=sample.histology)
+    result = _register(mismatched, pair_id="mismatch")
+    assert result.status.startswith("uncertain: MI margin"), result.status
+    assert result.mi_margin < PROFILE.registration.min_mi_margin
+
+
+def test_a_search_denied_the_true_orientation_is_flagged_or_fails(sample):
+    # The section lies at 90 deg, the search looks only within +/- 40 deg of upright, face up:
+    # every start is wrong, and the result must say so rather than report a fit.
+    denied = dataclasses.replace(PROFILE.registration, max_inplane_rotation_deg=40.0, search_mirror=False)
+    try:
+        result = _register(turned(sample, 90.0), config=denied, pair_id="denied")
+    except RegistrationFailed as err:
+        assert "pair denied" in str(err)
+    else:
+        assert result.status.startswith("uncertain"), result.status
+
+
+def test_the_right_fit_beats_every_other_orientation_clearly(result):
+    assert result.status == "ok"
+    assert result.mi_margin > 2 * PROFILE.registration.min_mi_margin
+    assert result.silhouette_iou > PROFILE.registration.min_silhouette_iou
+
+
+@pytest.mark.parametrize("key, value", [("min_mi_margin", 1.5), ("min_mi_margin", -0.1),
+                                        ("min_silhouette_iou", 1.0), ("orientation_separation_deg", 0),
+                                        ("n_orientation_starts", -1)])
+def test_quality_thresholds_are_range_checked_by_the_profile_loader(tmp_path, key, value):
+    data = yaml.safe_load(resolve_profile_path("smoke").read_text())
+    data["registration"][key] = value
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError, match=rf"variant\.yaml: registration\.{key} must be .*got"):
+        load_profile(path)
+
+
+def test_an_uncertain_pair_is_tabled_with_its_figures_and_never_registered(smoke_dataset, tmp_path, monkeypatch):
+    from vstain.stages import register
+
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
+    profile = load_profile("smoke")
+    calls = []
+
+    def uncertain_pair(entry, profile, sample=None):
+        calls.append(entry.pair_id)
+        row = {c: None for c in register.TABLE_COLUMNS}
+        row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain, mi_margin=0.01,
+                   silhouette_iou=0.9, tre_median_px=40.0, status="uncertain: MI margin 0.010 ...")
+        raise RegistrationUncertain(f"pair {entry.pair_id}: uncertain", row)
+
+    monkeypatch.setattr(register, "prepare_pair", uncertain_pair)
+    table = register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
+    assert len(table) > 0 and table["status"].str.startswith("uncertain: MI margin").all()
+    assert (table["mi_margin"] == 0.01).all() and (table["tre_median_px"] == 40.0).all()
+    out = stage_dir("smoke", "registered")
+    for pair_id in table["pair_id"]:
+        assert not (out / pair_id).exists()  # no pair folder: training never sees it
+        assert json.loads((out / f".{pair_id}.failed.json").read_text())["status"].startswith("uncertain")
+    register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
+    assert sorted(calls) == sorted(table["pair_id"]), "a deterministic verdict was recomputed"

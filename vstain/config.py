@@ -70,8 +70,9 @@ class RegistrationConfig:
     mi_bins: int  # histogram bins of the Mattes mutual information (fewer on small images)
     affine_iterations: int  # optimiser iterations of the 2D affine stage
     plane_iterations: int  # optimiser iterations per level of the rigid plane fit
-    max_inplane_rotation_deg: float  # starting grid: in-plane rotations searched, +/-
-    inplane_step_deg: float  # starting grid: rotation step
+    max_inplane_rotation_deg: float  # in-plane rotations the fit may take, +/- (180: any); the check scans all
+    inplane_step_deg: float  # starting grid: rotation step (the grid covers the whole circle)
+    search_mirror: bool  # the fit may take the mirrored face (mounted face down); the check scans both
     max_shift_fraction: float  # starting grid: in-plane shifts searched, +/- (fraction of the CT width)
     shift_step_fraction: float  # starting grid: shift step (fraction of the CT width)
     depth_margin_voxels: float  # starting grid: planes no closer than this to the top/bottom slice
@@ -80,6 +81,10 @@ class RegistrationConfig:
     refinement_levels: int  # finest pyramid levels used by each refit
     min_inside_fraction: float  # less of the section than this inside the volume is a failure
     threads: int  # SimpleITK threads; 1 makes every fit bit-for-bit reproducible (ITK reductions vary with threads)
+    n_orientation_starts: int  # best grid poses of other orientations also refined: the competitors of the MI margin
+    orientation_separation_deg: float  # poses further apart in in-plane rotation (or of the other face) differ
+    min_mi_margin: float  # (MI of the fit - MI of the best other orientation) / MI of the fit; below: uncertain
+    min_silhouette_iou: float  # IoU of the CT plane's sample silhouette and the section's tissue; below: uncertain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,6 +413,12 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
          "between 1 and registration.pyramid_levels"),
         ("registration.min_inside_fraction", r.min_inside_fraction, 0 < r.min_inside_fraction <= 1, fraction),
         ("registration.threads", r.threads, r.threads >= 1, at_least_one),
+        ("registration.n_orientation_starts", r.n_orientation_starts, r.n_orientation_starts >= 0, "non-negative"),
+        ("registration.orientation_separation_deg", r.orientation_separation_deg,
+         0 < r.orientation_separation_deg <= 180, "an angle in (0, 180] degrees"),
+        ("registration.min_mi_margin", r.min_mi_margin, 0 <= r.min_mi_margin < 1, "a fraction in [0, 1)"),
+        ("registration.min_silhouette_iou", r.min_silhouette_iou, 0 <= r.min_silhouette_iou < 1,
+         "a fraction in [0, 1)"),
         ("training.models", t.models, bool(t.models) and len(set(t.models)) == len(t.models)
          and set(t.models) <= set(MODEL_NAMES), f"a list of distinct model names from {list(MODEL_NAMES)}"),
         ("training.folds", t.folds, bool(t.folds) and all(0 <= k < d.n_folds for k in t.folds)

@@ -6,17 +6,45 @@ preparation. Registration recovers both, by mutual information (MI), which needs
 assumption about how CT grey values relate to stain colours (the contrast is often
 inverted: dense bone is bright in CT and pale in toluidine blue):
 
-1. **Plane fit** (3D rigid). The histology is a thin 3D "slab" (the fixed image) and a
-   rigid 3D transform maps it into the CT volume (the moving image); SimpleITK's
-   Mattes MI scores the CT values sampled on the slab's pixels. An exhaustive grid over
-   the in-plane rotation, the in-plane translation and the depth of the plane gives the
-   starting points; a regular-step gradient descent refines the best of them, coarse
-   to fine (an image pyramid: the histology is block-averaged, the CT smoothed to match).
-2. **2D affine**. The CT is resampled on the fitted plane
+1. **Global start** (any in-plane rotation, either face). A section lies on its slide at
+   any rotation and may be mounted face down (mirrored), so the start is searched over
+   the whole circle and both faces: the histology is a thin 3D "slab" (the fixed image),
+   block-averaged to the coarsest pyramid level (``histology_downsample_um``, about 50 px
+   across), and the mirrored face is the same slab flipped left-right. Its tissue centroid
+   (optical density above Otsu's split: glass around the section does not move it) is put
+   on the CT volume's centre axis, and an exhaustive grid scores SimpleITK's Mattes MI of
+   the CT values sampled on the slab for every in-plane rotation (``inplane_step_deg``,
+   -180 to 180), in-plane shift (``max_shift_fraction``, ``shift_step_fraction``) and depth
+   (one coarse pixel apart, ``depth_margin_voxels`` from the top and bottom) on each face.
+   **Capture range**: any rotation and face; translations within about
+   ``max_shift_fraction`` of the CT width (plus half a step) of the volume's centre axis;
+   any depth inside the volume; plane tilts of a few degrees from the CT's z slices (the
+   grid has no tilt; the refinement recovers it, and a fit beyond ``max_tilt_deg`` fails).
+2. **Plane fit** (3D rigid, coarse to fine). A regular-step gradient descent refines the
+   ``n_starts`` best depths and the best poses of ``n_orientation_starts`` other
+   orientations (further than ``orientation_separation_deg`` in rotation, or the other
+   face) at the coarsest level; the best pose of every distinct orientation then goes on
+   through the pyramid (the histology block-averaged, the CT smoothed to match), and the
+   finest level picks the fit. (The profile may narrow the orientations the fit may take,
+   ``max_inplane_rotation_deg`` and ``search_mirror``; the grid still scans all of them, as
+   competitors of the check of step 5.)
+3. **2D affine**. The CT is resampled on the fitted plane
    (:func:`scipy.ndimage.map_coordinates`), and a 2D affine of the histology
-   (non-uniform scale, shear, rotation, translation) onto that slice maximises MI.
-3. **Plane refinement**. The plane fit is repeated with the histology undistorted by
-   that affine (the rigid model is now right), then the 2D affine is fitted again.
+   (non-uniform scale, shear, rotation, translation; a negative determinant for a section
+   face down) onto that slice maximises MI.
+4. **Plane refinement**. The plane fit is repeated with the histology undistorted (and
+   un-mirrored) by that affine (the rigid model is now right), then the 2D affine is fitted again.
+5. **Quality check**: a wrong local optimum must not pass for a fit. ``mi_margin`` is
+   ``(MI - MI_other) / MI`` of the fit over the best pose of another orientation, both
+   refined to the finest level (a section of another sample, or a symmetric one, leaves no
+   orientation clearly best: the margin is small; negative when an orientation the profile
+   did not allow fits better); ``silhouette_iou`` is the overlap of the sample's outline in
+   the CT plane and in the registered section (:func:`silhouette_iou`: a plane in the wrong
+   place). Below ``min_mi_margin`` or ``min_silhouette_iou`` the result's ``status`` is
+   ``uncertain: <reason>``, and the registration stage keeps such a pair out of training.
+   The check cannot see a wrong fit whose true orientation never reached the finest level
+   while every pose that did is clearly worse than it (measured on the smoke phantom at a
+   coarsest level of only 24 px); the coarsest level must be fine enough (about 50 px).
 
 Coordinates follow :mod:`vstain.phantom`: the plane is ``point(i, j) = plane_point +
 i * plane_axes[0] + j * plane_axes[1]`` in CT voxel (z, y, x) coordinates for plane
@@ -46,15 +74,17 @@ from typing import Any, Sequence
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 from skimage.util import compare_images
 
-from vstain.masks import convex_hull
+from vstain.masks import convex_hull, segment_ct, segment_histology
 from vstain.phantom.labels import LABELS, RIGID_LABELS
 
 __all__ = [
     "RegistrationError",
     "RegistrationFailed",
     "RegistrationResult",
+    "RegistrationUncertain",
     "before_after_checkerboards",
     "check_registration_inputs",
     "display_range",
@@ -64,6 +94,7 @@ __all__ = [
     "plane_corners",
     "register_section_to_volume",
     "registration_errors",
+    "silhouette_iou",
     "true_correspondence_mask",
     "true_rois",
     "warp_to_result",
@@ -76,6 +107,19 @@ class RegistrationError(ValueError):
 
 class RegistrationFailed(RegistrationError):
     """A registration ran but failed (no MI gain, plane outside the volume or too tilted)."""
+
+
+class RegistrationUncertain(RegistrationFailed):
+    """A registration ran, but its quality check cannot tell it from a wrong local optimum.
+
+    Raised by the callers that must not use such a fit (:mod:`vstain.stages.register`);
+    :func:`register_section_to_volume` itself returns the result with its ``status``.
+    ``row`` holds the pair's table row (quality figures, errors against a known truth).
+    """
+
+    def __init__(self, message: str, row: dict | None = None):
+        super().__init__(message)
+        self.row = dict(row or {})
 
 
 # --------------------------------------------------------------------------- result
@@ -115,6 +159,18 @@ class RegistrationResult:
         One record per optimiser iteration: ``stage``, ``level``, ``iteration``, ``mi``.
     seconds : float
         Wall time of the registration.
+    mi_margin : float
+        How clearly the chosen orientation beats every other: ``(MI - MI_other) / MI`` of the
+        plane fit and of the best pose of another in-plane rotation or the other face, both
+        refined to the finest level of the first plane fit; negative when an orientation the
+        profile kept the fit from taking fits better; NaN when no other orientation was refined.
+    silhouette_iou : float
+        IoU of the CT plane's sample silhouette and the registered section's tissue
+        (:func:`silhouette_iou`).
+    status : str
+        ``ok``, or ``uncertain: <reasons>`` when ``mi_margin`` or ``silhouette_iou`` is below
+        the profile's ``min_mi_margin`` / ``min_silhouette_iou``: the fit may be a wrong local
+        optimum and must not be used as a registered pair.
     """
 
     pair_id: str
@@ -131,6 +187,14 @@ class RegistrationResult:
     initial_mutual_information: float
     mi_history: list[dict[str, Any]]
     seconds: float
+    mi_margin: float = math.nan
+    silhouette_iou: float = math.nan
+    status: str = "ok"
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether the section lies face down: the affine flips the histology (negative determinant)."""
+        return bool(np.linalg.det(self.affine[:2, :2]) < 0)
 
     def histology_to_volume(self, points_yx: np.ndarray) -> np.ndarray:
         """Map histology pixel coordinates ``(N, 2)`` (y, x) to CT voxel coordinates ``(N, 3)`` (z, y, x)."""
@@ -158,7 +222,8 @@ def check_registration_inputs(
 
     Checks that the CT is a 3D finite non-constant volume, the histology an RGB
     ``uint8`` image that is not constant, both pixel sizes positive numbers, and the
-    section no larger than the largest plane through the volume.
+    section not far larger than the largest plane through the volume (glass around it may
+    exceed the CT's field of view; several times it means a wrong pixel size).
 
     Raises
     ------
@@ -201,13 +266,14 @@ def check_registration_inputs(
         raise RegistrationError(f"{where}: histology is empty or too small ({hist.shape[:2]})")
     if int(hist.max()) == int(hist.min()):
         raise RegistrationError(f"{where}: histology is constant ({int(hist.min())}); nothing to register")
-    # The largest plane section of a box with sides a <= b <= c is the c x sqrt(a^2 + b^2) rectangle.
+    # A slide image may show glass beyond the CT's field of view, but one more than twice the volume's
+    # diagonal long, or four times its largest plane in area, means a wrong pixel size.
     sides = np.sort(np.asarray(ct.shape, float) * float(ct_voxel_um))
     largest_area = sides[2] * math.hypot(sides[0], sides[1])
     section = np.sort(np.asarray(hist.shape[:2], float) * float(histology_pixel_um))
-    if section[0] * section[1] > largest_area or section[1] > float(np.linalg.norm(sides)):
+    if section[0] * section[1] > 4 * largest_area or section[1] > 2 * float(np.linalg.norm(sides)):
         raise RegistrationError(
-            f"{where}: histology ({section[1]:.0f} x {section[0]:.0f} um) is larger than any plane of the CT "
+            f"{where}: histology ({section[1]:.0f} x {section[0]:.0f} um) is far larger than any plane of the CT "
             f"volume (largest {sides[2]:.0f} x {math.hypot(sides[0], sides[1]):.0f} um); check the pixel sizes "
             "histology_pixel_um and ct_voxel_um"
         )
@@ -350,6 +416,9 @@ def _new_method(bins: int, mask: sitk.Image | None, history: list, stage: str, l
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
     method.SetMetricSamplingStrategy(method.NONE)  # every fixed pixel: deterministic
+    # The slab samples a few thousand points of a large volume: gradients at those points are cheaper
+    # than a gradient image of the whole volume, which ITK would otherwise rebuild for every start.
+    method.SetMetricUseMovingImageGradientFilter(False)
     method.SetInterpolator(sitk.sitkLinear)
     if mask is not None:
         method.SetMetricFixedMask(mask)
@@ -367,8 +436,16 @@ def _bins_for(n_samples: int, max_bins: int) -> int:
     return int(np.clip(np.sqrt(n_samples) / 2.0, 12, max_bins))
 
 
-def _fit_plane(ct, grey, fov, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_):
-    """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT, um)."""
+def _fit_plane(ct, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_):
+    """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT, um).
+
+    ``faces`` holds one ``(grey, fov)`` slab per face of the section (the second, if any,
+    mirrored); with no ``start`` the coarsest level searches them all (:func:`_search_start`),
+    and the best pose of each distinct orientation goes on to the finer levels, where the
+    finest picks the fit. Returns the transform, the index of its face and the orientation
+    check (:func:`_orientation_margin` at the finest level that still had a rival; empty
+    after a given ``start``).
+    """
     # Geometric steps from the coarsest pixel size down to the CT voxel size.
     finest_um = max(ct_voxel_um, histology_pixel_um)
     coarsest_um = max(finest_um, cfg.histology_downsample_um)
@@ -378,19 +455,35 @@ def _fit_plane(ct, grey, fov, ct_voxel_um, histology_pixel_um, cfg, history, sta
         level_um = [finest_um]
     if start is not None:
         level_um = level_um[-cfg.refinement_levels:]  # refinement: the plane is already close
-    transform = start
+    candidates = None if start is None else [(start, 0, True)]
+    search: dict[str, float] = {}
     for level, um in enumerate(level_um):
         factor = um / histology_pixel_um
-        fixed = _slab(_block_mean(grey, factor), um)
-        fov_small = _fov_at(fov, factor)
-        mask = _mask_image(fov_small, fixed)
         moving = sitk.GetImageFromArray(ndi.gaussian_filter(ct, max(0.0, (um / ct_voxel_um - 1) / 2)))
         moving.SetSpacing((ct_voxel_um,) * 3)
-        bins = _bins_for(int(fov_small.sum()), cfg.mi_bins)
-        starts = [transform] if transform is not None else _search_start(
-            fixed, moving, mask, fov_small, um, ct.shape, ct_voxel_um, bins, cfg, history)
-        best: tuple[float, Any, list] | None = None
-        for start in starts:
+        images = {}
+
+        def level_images(index, factor=factor, um=um, images=images):
+            if index not in images:  # the fixed slab, its mask and bins of one face at this level
+                grey, fov = faces[index]
+                fixed = _slab(_block_mean(grey, factor), um)
+                fov_small = _fov_at(fov, factor)
+                images[index] = (fixed, _mask_image(fov_small, fixed), fov_small,
+                                 _bins_for(int(fov_small.sum()), cfg.mi_bins))
+            return images[index]
+
+        if candidates is None:
+            grid = []
+            for index in range(len(faces)):
+                fixed, mask, fov_small, bins = level_images(index)
+                grid += _search_start(fixed, moving, mask, fov_small, um, ct.shape, ct_voxel_um, bins, cfg, index)
+            starts = _pick_starts(grid, cfg)
+            history.append({"stage": "search", "level": 0, "iteration": 0, "mi": -min(g[0] for g in grid)})
+        else:
+            starts = candidates
+        refined: list[tuple[float, Any, int, list, bool]] = []
+        for start, index, allowed in starts:
+            fixed, mask, _, bins = level_images(index)
             trial_history: list[dict[str, Any]] = []
             method = _new_method(bins, mask, trial_history, f"plane{round_}", level)
             method.SetOptimizerAsRegularStepGradientDescent(
@@ -408,25 +501,67 @@ def _fit_plane(ct, grey, fov, ct_voxel_um, histology_pixel_um, cfg, history, sta
                 raise RegistrationFailed(
                     f"pair {pair_id}: plane fit failed at level {level} ({um:g} um): {err}; registration failed"
                 ) from err
-            if best is None or value < best[0]:
-                best = (value, start, trial_history)
-        if best is None:
+            refined.append((value, start, index, trial_history, allowed))
+        if not any(item[4] for item in refined):
             raise RegistrationFailed(f"pair {pair_id}: plane fit failed at level {level} ({um:g} um) from every "
                                      "starting point; registration failed")
-        transform = best[1]
-        history.extend(best[2])
-    return transform
+        # The fit takes the best pose the search allows; poses outside it only check it.
+        best = min((item for item in refined if item[4]), key=lambda item: item[0])
+        if len(refined) > 1:
+            margin = _orientation_margin(best, refined, cfg)
+            if math.isfinite(margin["mi_margin"]) or not search:  # else the coarser level's margin stands
+                search = margin
+            # The best pose of every distinct orientation goes on to the finer levels: a coarse grid can
+            # rank a near-symmetric wrong pose first (a screw looks alike flipped about its axis); the
+            # finest level decides, and its margin is the one reported.
+            rivals = [item for item in _distinct_orientations(refined, cfg) if item is not best]
+            candidates = [(item[1], item[2], item[4]) for item in [best] + rivals
+                          if item is best or _best_other(best, [item], cfg) is not None]
+        else:
+            candidates = [(best[1], best[2], True)]
+        history.extend(best[3])
+    return best[1], best[2], search
 
 
-def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bins, cfg, history):
-    """Exhaustive MI grid over in-plane rotation, in-plane shift and depth, then keep the best."""
-    h, w = fov_small.shape
-    centre_hist = np.array([(w - 1) / 2 * um, (h - 1) / 2 * um, 0.0])
+def _tissue_centre(grey_small: np.ndarray, fov_small: np.ndarray) -> np.ndarray:
+    """Row, column of the centroid of the section's tissue: its centre whatever glass surrounds it.
+
+    The tissue is the optical density above Otsu's split (:func:`_tissue_pixels`), unweighted: an
+    opaque implant would pull a density-weighted centroid far towards itself.
+    """
+    tissue = _tissue_pixels(np.where(fov_small, grey_small, 0.0)) & fov_small
+    if not tissue.any():
+        return (np.asarray(grey_small.shape, float) - 1) / 2
+    rows, cols = np.nonzero(tissue)
+    return np.array([rows.mean(), cols.mean()])
+
+
+def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bins, cfg, face):
+    """Exhaustive MI grid over in-plane rotation, in-plane shift and depth for one face of the section.
+
+    The section's tissue centre starts on the volume's centre axis and the rotation turns
+    about it, so the grid covers every orientation with shifts and depths around that one
+    position.
+
+    The grid covers the whole circle on both faces whatever the profile lets the fit take
+    (``max_inplane_rotation_deg``, ``search_mirror``: a narrower search, as from a known
+    orientation): the poses outside it are the competitors of the quality check.
+
+    Returns
+    -------
+    list of (value, parameters, face, transform, allowed)
+        Every grid pose: its metric value (minus MI), its Euler3D parameters (the in-plane
+        rotation in radians is the third), the face index, the transform they set, and
+        whether the fit may take it.
+    """
+    grey_small = sitk.GetArrayViewFromImage(fixed)[0]
+    cy, cx = _tissue_centre(grey_small, fov_small)
+    centre_hist = np.array([cx * um, cy * um, 0.0])
     z, y, x = (np.asarray(ct_shape, float) - 1) * ct_voxel_um
     transform = sitk.Euler3DTransform()
     transform.SetCenter(tuple(centre_hist))
     transform.SetTranslation(tuple(np.array([x / 2, y / 2, z / 2]) - centre_hist))
-    n_rot = int(round(cfg.max_inplane_rotation_deg / cfg.inplane_step_deg))
+    n_rot = int(math.ceil(180.0 / cfg.inplane_step_deg - 1e-9))  # the whole circle, whatever the fit may take
     shift_step = cfg.shift_step_fraction * min(x, y)
     n_shift = int(round(cfg.max_shift_fraction / cfg.shift_step_fraction))
     depth_step = um
@@ -434,6 +569,7 @@ def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bin
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
     method.SetMetricSamplingStrategy(method.NONE)
+    method.SetMetricUseMovingImageGradientFilter(False)  # values only: no gradient image of the volume
     method.SetInterpolator(sitk.sitkLinear)
     method.SetMetricFixedMask(mask)
     method.SetOptimizerAsExhaustive([0, 0, n_rot, n_shift, n_shift, n_depth])
@@ -443,21 +579,101 @@ def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bin
     method.AddCommand(sitk.sitkIterationEvent,
                       lambda: grid.append((float(method.GetMetricValue()), tuple(method.GetOptimizerPosition()))))
     method.Execute(fixed, moving)
-    # The best grid point of each depth; the n_starts best depths are refined (the screw is
-    # near-symmetric about its axis, so planes at mirrored depths can score alike on a coarse grid).
-    best_by_depth: dict[float, tuple[float, tuple]] = {}
-    for value, position in grid:
-        depth = round(position[5], 3)
-        if depth not in best_by_depth or value < best_by_depth[depth][0]:
-            best_by_depth[depth] = (value, position)
-    ranked = sorted(best_by_depth.values(), key=lambda item: item[0])[: max(1, cfg.n_starts)]
-    history.append({"stage": "search", "level": 0, "iteration": 0, "mi": -ranked[0][0]})
+    allowed_face = face == 0 or cfg.search_mirror
+    limit = math.radians(cfg.max_inplane_rotation_deg) + 1e-9
+    return [(value, position, face, transform, allowed_face and abs(position[2]) <= limit)
+            for value, position in grid
+            if abs(position[2]) < math.pi - 1e-6 or position[2] < 0]  # +180 deg is -180 deg again
+
+
+def _orientation_distance(a: tuple[int, float], b: tuple[int, float]) -> float:
+    """Degrees between two (face, in-plane rotation) orientations; infinite across faces."""
+    if a[0] != b[0]:
+        return math.inf
+    return abs(math.degrees(math.remainder(a[1] - b[1], 2 * math.pi)))
+
+
+def _pick_starts(grid: list, cfg) -> list[tuple[Any, int, bool]]:
+    """The starting poses refined at the coarsest level: ``(transform, face, allowed)``.
+
+    The ``n_starts`` best depths among the poses the fit may take (each at its best rotation
+    and shift: the screw is near-symmetric about its axis, so planes at mirrored depths can
+    score alike on a coarse grid), then the best poses of up to ``n_orientation_starts`` other
+    orientations (other in-plane rotations beyond ``orientation_separation_deg``, or the other
+    face), allowed or not: a wrong orientation that scores well on the grid is refined too, so
+    that either it wins fairly or its refined MI measures the margin of the fit
+    (:func:`_orientation_margin`).
+    """
+    best_by_depth: dict[tuple, tuple] = {}
+    best_by_orientation: dict[tuple[int, float], tuple] = {}
+    for entry in grid:
+        value, position, face, _, allowed = entry
+        depth = (face, round(position[5], 3))
+        if allowed and (depth not in best_by_depth or value < best_by_depth[depth][0]):
+            best_by_depth[depth] = entry
+        key = (face, round(position[2], 6))
+        if key not in best_by_orientation or value < best_by_orientation[key][0]:
+            best_by_orientation[key] = entry
+    chosen = sorted(best_by_depth.values(), key=lambda item: item[0])[: max(1, cfg.n_starts)]
+    taken = [(entry[2], entry[1][2]) for entry in chosen]
+    others = 0
+    for entry in sorted(best_by_orientation.values(), key=lambda item: item[0]):
+        if others >= cfg.n_orientation_starts:
+            break
+        orientation = (entry[2], entry[1][2])
+        if all(_orientation_distance(orientation, t) > cfg.orientation_separation_deg for t in taken):
+            chosen.append(entry)
+            taken.append(orientation)
+            others += 1
     starts = []
-    for _, position in ranked:
+    for _, position, face, transform, allowed in chosen:
         start = sitk.Euler3DTransform(transform)
         start.SetParameters(position)
-        starts.append(start)
+        starts.append((start, face, allowed))
     return starts
+
+
+def _inplane_rotation(transform: sitk.Euler3DTransform) -> float:
+    """The in-plane angle (radians) of the slab's x axis in the CT's x-y plane (the plane is near-axial)."""
+    rotation = np.asarray(transform.GetMatrix()).reshape(3, 3)
+    return math.atan2(rotation[1, 0], rotation[0, 0])
+
+
+def _best_other(best: tuple, refined: list, cfg) -> tuple | None:
+    """The best refined pose whose orientation differs from ``best``'s (None if there is none)."""
+    orientation = (best[2], _inplane_rotation(best[1]))
+    others = [item for item in refined
+              if _orientation_distance((item[2], _inplane_rotation(item[1])), orientation)
+              > cfg.orientation_separation_deg]
+    return min(others, key=lambda item: item[0]) if others else None
+
+
+def _distinct_orientations(refined: list, cfg) -> list[tuple]:
+    """The best refined pose of each orientation, best first (orientations apart by ``orientation_separation_deg``)."""
+    kept: list[tuple] = []
+    for item in sorted(refined, key=lambda entry: entry[0]):
+        orientation = (item[2], _inplane_rotation(item[1]))
+        if all(_orientation_distance(orientation, (k[2], _inplane_rotation(k[1]))) > cfg.orientation_separation_deg
+               for k in kept):
+            kept.append(item)
+    return kept
+
+
+def _orientation_margin(best: tuple, refined: list, cfg) -> dict[str, float]:
+    """How clearly the best refined pose beats the best refined pose of another orientation.
+
+    Returns ``mi_margin``: ``(MI_best - MI_other) / MI_best`` at the level of ``refined``, NaN
+    when no pose of another orientation is among them (both refined to convergence there, or
+    the other one ran into ``best``'s orientation: then the previous level's margin stands);
+    and ``other_mi``.
+    """
+    other = _best_other(best, refined, cfg)
+    mi_best = -best[0]
+    if other is None or mi_best <= 0:
+        return {"mi_margin": math.nan, "other_mi": math.nan}
+    # Negative: an orientation the search was not allowed to take fits better.
+    mi_other = -other[0]
+    return {"mi_margin": (mi_best - mi_other) / mi_best, "other_mi": mi_other}
 
 
 # --------------------------------------------------------------------------- stage 2: 2D affine
@@ -650,13 +866,21 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
     initial_mi = _initial_mi(ct, grey, fov, factor, config)
 
     # Stage 1: rigid plane; stage 2: 2D affine; then the plane again on the undistorted section.
-    # ``pre`` maps histology pixels to the pixels of the image the plane fit saw (the "slab").
-    pre = np.eye(3)
-    slab_grey, slab_fov = grey, fov
-    transform = None
+    # ``pre`` maps histology pixels to the pixels of the image the plane fit saw (the "slab"); the
+    # first fit searches both faces (the mirrored slab is the section flipped left-right).
+    # (searched even when the profile forbids a mirrored fit: its poses are the check's competitors).
+    flip = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, grey.shape[1] - 1.0], [0.0, 0.0, 1.0]])
+    faces = [(np.eye(3), grey, fov),
+             (flip, np.ascontiguousarray(grey[:, ::-1]), np.ascontiguousarray(fov[:, ::-1]))]
+    transform, search = None, {}
     for round_ in range(1 + config.refinement_rounds):
-        transform = _fit_plane(ct, slab_grey, slab_fov, ct_voxel_um, histology_pixel_um, config, history,
-                               transform, pair_id, round_)
+        if transform is None:
+            transform, face, search = _fit_plane(ct, [f[1:] for f in faces], ct_voxel_um, histology_pixel_um,
+                                                 config, history, None, pair_id, round_)
+            pre = faces[face][0]
+        else:
+            transform, _, _ = _fit_plane(ct, [(slab_grey, slab_fov)], ct_voxel_um, histology_pixel_um, config,
+                                         history, transform, pair_id, round_)
         slab_origin, axes = _Plane.from_transform(transform).voxel_frame(ct_voxel_um)
         origin, grid_shape = _plane_grid(slab_origin, axes, ct.shape)
         ct_plane = oblique_slice(ct, origin, axes, grid_shape)
@@ -669,10 +893,11 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
         affine, final_mi = _fit_affine(ct_plane, plane_valid, grey, fov, factor, start, config, history,
                                        pair_id, f"affine{round_}")
         if round_ < config.refinement_rounds:
+            # the rectified section is the section undistorted (and un-mirrored) by the affine
             transform, pre, slab_grey, slab_fov = _rectify(grey, fov, affine, factor, origin, axes,
                                                            histology_pixel_um, ct_voxel_um)
     return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
-                   final_mi, initial_mi, history, started, config, pair_id)
+                   final_mi, initial_mi, history, started, config, pair_id, search)
 
 
 def _initial_mi(ct, grey, fov, factor, cfg) -> float:
@@ -718,8 +943,8 @@ def _rectify(grey, fov, affine, factor, origin, axes, histology_pixel_um, ct_vox
 
 
 def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um, final_mi, initial_mi,
-            history, started, cfg, pair_id) -> RegistrationResult:
-    """Checks, crop to the common field of view, warp the RGB section."""
+            history, started, cfg, pair_id, search) -> RegistrationResult:
+    """Checks, crop to the common field of view, warp the RGB section, judge the fit (:func:`_judge`)."""
     normal = np.cross(axes[0], axes[1])
     normal /= np.linalg.norm(normal)
     tilt = math.degrees(math.acos(min(1.0, abs(float(normal[0])))))
@@ -733,16 +958,19 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
             f"pair {pair_id}: mutual information did not improve ({initial_mi:.4f} -> {final_mi:.4f}); "
             "registration failed"
         )
-    # Where does the section's field of view land on the plane, and is it inside the volume?
+    # Where does the section's field of view land on the plane, and is its tissue inside the volume?
+    # (Glass around the section may lie beyond the CT's field of view; the tissue may not.)
     step = max(1, int(round(ct_voxel_um / histology_pixel_um)))
     ys, xs = np.nonzero(fov[::step, ::step])
     points = np.stack([ys * step, xs * step], axis=1).astype(float)
     voxels = _histology_to_volume(points, affine, origin, axes)
     inside = _inside_volume(voxels, ct.shape)
-    if inside.mean() < cfg.min_inside_fraction:
-        raise RegistrationError(
-            f"pair {pair_id}: the fitted plane leaves the volume ({100 * (1 - inside.mean()):.0f} % of the "
-            "section maps outside the CT); registration failed"
+    tissue = _tissue_pixels(histology_grey(histology[::step, ::step])[ys, xs])
+    inside_fraction = float(inside[tissue].mean()) if tissue.any() else float(inside.mean())
+    if inside_fraction < cfg.min_inside_fraction or not inside.any():
+        raise RegistrationFailed(
+            f"pair {pair_id}: the fitted plane leaves the volume ({100 * (1 - inside_fraction):.0f} % of the "
+            "section's tissue maps outside the CT); registration failed"
         )
     ij = (affine[:2, :2] @ points[inside].T).T + affine[:2, 2]
     low = np.floor(ij.min(axis=0)).astype(int)
@@ -767,13 +995,74 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
     histology_valid = ndi.map_coordinates(fov.astype(np.float32), src[:2], order=0, mode="constant",
                                           cval=0.0).reshape(shape) > 0.5
     warped[~histology_valid] = 255
+    iou = silhouette_iou(ct_slice, ct_valid, warped, histology_valid)
+    margin = float(search.get("mi_margin", math.nan))
     return RegistrationResult(
         pair_id=pair_id, plane_point=origin, plane_axes=axes, plane_normal=normal, affine=affine,
         ct_slice=ct_slice, histology=warped, ct_valid=ct_valid, histology_valid=histology_valid,
         pixel_size_um=ct_voxel_um, mutual_information=float(final_mi),
         initial_mutual_information=float(initial_mi), mi_history=history,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, mi_margin=margin, silhouette_iou=iou,
+        status=_judge(margin, iou, cfg),
     )
+
+
+def _tissue_pixels(grey: np.ndarray) -> np.ndarray:
+    """Which optical densities are tissue rather than glass: above Otsu's split (clipped like the masks')."""
+    values = np.minimum(np.asarray(grey, np.float32), 3.0)
+    if values.size < 2 or float(values.max()) == float(values.min()):
+        return np.ones(values.shape, bool)
+    return values > threshold_otsu(values)
+
+
+def silhouette_iou(ct_slice: np.ndarray, ct_valid: np.ndarray, histology: np.ndarray,
+                   histology_valid: np.ndarray) -> float:
+    """Agreement of the sample's outline in the two registered images: IoU of CT sample and section tissue.
+
+    The CT's sample is the largest connected region above the background class of
+    :func:`vstain.masks.segment_ct`, opened by 3 px (the block without the thin tube wall
+    around it); the section's is :func:`vstain.masks.segment_histology`'s tissue. Their convex
+    hulls are compared where both images have data (a laser-cut implant leaves a hole that
+    may open onto the edge of a partial field of view). A right fit overlays the two outlines;
+    a plane in the wrong place or a section of another sample does not.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when either image has no sample to compare.
+    """
+    both = np.asarray(ct_valid, bool) & np.asarray(histology_valid, bool)
+    if both.sum() < 64:
+        return math.nan
+    try:
+        classes = segment_ct(ct_slice, ct_valid)["classes"]
+        tissue = segment_histology(histology, histology_valid)["tissue"]
+    except ValueError:  # a constant image: nothing to threshold
+        return math.nan
+    # An opening wider than the tube wall cuts it loose from the block where the two touch.
+    labelled, n = ndi.label(ndi.binary_opening(classes >= 1, iterations=3))
+    if n == 0 or not tissue.any():
+        return math.nan
+    largest = np.argmax(np.bincount(labelled.ravel())[1:]) + 1
+    # Convex hulls: a laser-cut implant leaves a hole open to the edge of a partial field of view.
+    ct_sample = convex_hull(labelled == largest) & both
+    section = convex_hull(tissue & both) & both
+    union = (ct_sample | section).sum()
+    return float((ct_sample & section).sum() / union) if union else math.nan
+
+
+def _judge(mi_margin: float, iou: float, cfg) -> str:
+    """``ok``, or ``uncertain: <reasons>`` when the fit may be a wrong local optimum."""
+    reasons = []
+    if math.isfinite(mi_margin) and mi_margin < 0:
+        reasons.append(f"another orientation, outside the search's range, fits better (MI margin {mi_margin:.3f})")
+    elif math.isfinite(mi_margin) and mi_margin < cfg.min_mi_margin:
+        reasons.append(f"MI margin {mi_margin:.3f} over the best other orientation is below "
+                       f"registration.min_mi_margin {cfg.min_mi_margin}")
+    if not math.isfinite(iou) or iou < cfg.min_silhouette_iou:
+        reasons.append(f"silhouette IoU {iou:.2f} of CT sample and section tissue is below "
+                       f"registration.min_silhouette_iou {cfg.min_silhouette_iou}")
+    return "uncertain: " + "; ".join(reasons) if reasons else "ok"
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -799,7 +1088,9 @@ def registration_errors(result: Any, sample: Any, *, grid_step_px: int | None = 
         section centre, along the true normal; ``tre_median_px``, ``tre_max_px``:
         target registration error over grid points inside the sample (non-background
         true labels, inside the field of view), in CT pixels, with both mappings done
-        by ``histology_to_volume``.
+        by ``histology_to_volume``; ``inplane_error_deg``: angle between the true and fitted
+        directions of the section's rows in the volume (a wrong in-plane rotation or face);
+        ``mirror_correct``: whether the fit found the face the section lies on.
     """
     true_normal = np.asarray(sample.plane_normal, float)
     true_normal = true_normal / np.linalg.norm(true_normal)
@@ -815,6 +1106,11 @@ def registration_errors(result: Any, sample: Any, *, grid_step_px: int | None = 
     fitted = result.histology_to_volume(points)
     tre = np.linalg.norm(truth - fitted, axis=1)
     centre = points.mean(axis=0, keepdims=True)
+    # The section's row direction in the volume, true and fitted: a wrong in-plane turn or face shows here.
+    ends = np.vstack([centre, centre + [[0.0, 100.0]]])
+    true_dir = np.diff(sample.histology_to_volume(ends), axis=0)[0]
+    fitted_dir = np.diff(result.histology_to_volume(ends), axis=0)[0]
+    cos_dir = float(np.dot(true_dir, fitted_dir) / (np.linalg.norm(true_dir) * np.linalg.norm(fitted_dir)))
     offset_vox = float(np.dot(result.histology_to_volume(centre)[0] - sample.histology_to_volume(centre)[0],
                               true_normal))
     return {
@@ -822,7 +1118,16 @@ def registration_errors(result: Any, sample: Any, *, grid_step_px: int | None = 
         "offset_um": abs(offset_vox) * float(sample.ct_voxel_um),
         "tre_median_px": float(np.median(tre)),
         "tre_max_px": float(np.max(tre)),
+        "inplane_error_deg": math.degrees(math.acos(max(-1.0, min(1.0, cos_dir)))),
+        "mirror_correct": bool(_handedness(result, centre, true_normal) == _handedness(sample, centre, true_normal)),
     }
+
+
+def _handedness(mapping: Any, point: np.ndarray, normal: np.ndarray) -> bool:
+    """Whether a histology -> volume mapping makes the section's (row, column) frame right-handed about ``normal``."""
+    corners = np.vstack([point, point + [[1.0, 0.0]], point + [[0.0, 1.0]]])
+    origin, row_end, column_end = mapping.histology_to_volume(corners)
+    return bool(np.dot(np.cross(row_end - origin, column_end - origin), normal) > 0)
 
 
 # --------------------------------------------------------------------------- ground truth on the result's grid

@@ -37,8 +37,9 @@ from vstain.phantom.sample import PhantomSample
 
 _TRUTH_ARRAYS = ("labels_volume", "section_labels", "fov_mask", "artefacts", "plane_point", "plane_axes",
                  "plane_normal", "affine")
-#: Bump when the generator changes what it draws, so cached datasets are regenerated.
-PHANTOM_MODEL_VERSION = 2
+#: Bump when the generator changes what it draws, so cached datasets are regenerated
+#: (3: sections at any rotation on the slide, 30 % mirrored).
+PHANTOM_MODEL_VERSION = 3
 STAIN_PREFIX = {"toluidine_blue": "tb", "he": "he"}
 
 def dataset_plan(cfg: Any, seed: int, *, where: str = "dataset") -> list[dict[str, Any]]:

@@ -5,8 +5,11 @@ z-slices, passing near the screw axis (the paper cuts along the screw). The
 plane is parametrised in CT voxels: ``point(i, j) = plane_point + i * axes[0] +
 j * axes[1]`` for plane-pixel coordinates ``(i, j)`` at CT pixel size. The
 histology image samples that plane at its own finer pixel size through an
-affine map ``[i, j, 1] = affine @ [y, x, 1]`` (pixel-size ratio, a small rotation
-of the slide, non-uniform scale and shear from section preparation, translation).
+affine map ``[i, j, 1] = affine @ [y, x, 1]`` (pixel-size ratio, the section's
+rotation on the slide, uniform over the whole circle, a mirror for the
+:data:`MIRROR_FRACTION` of sections mounted face down, non-uniform scale and shear
+from section preparation, translation). The slide image keeps the CT slice's size,
+so at most rotations its corners show glass beyond the CT's field of view.
 
 Effects that exist only in the section: soft tissue moves and retracts from the
 bone (part of the section's true labels), cracks, saw marks, section-thickness
@@ -33,6 +36,10 @@ from vstain.phantom.geometry import BlockGeometry, labels_at
 from vstain.phantom.labels import LABELS, RIGID_LABELS
 
 ARTEFACT_CODES = {"none": 0, "crack": 1, "droplet": 2, "tissue_loss": 3}
+#: Sections lie on the slide at any rotation (degrees, uniform over +/- this) ...
+SLIDE_ROTATION_DEG = 180.0
+#: ... and this fraction of them face down: the histology is the mirror image of the plane.
+MIRROR_FRACTION = 0.3
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -92,22 +99,26 @@ def draw_affine(plane_shape: tuple[int, int], pixel_ratio: float, rng: np.random
         ``[i, j, 1] = affine @ [y, x, 1]``.
     histology_shape : (int, int)
     details : dict
-        The drawn rotation (degrees), scales, shear and translation.
+        The drawn rotation (degrees), ``mirrored`` (the section lies face down: the
+        affine flips the histology's columns, negative determinant), scales, shear and
+        translation.
     """
     height, width = (int(round(n / pixel_ratio)) for n in plane_shape)
-    angle = rng.uniform(-6.0, 6.0)
+    angle = rng.uniform(-SLIDE_ROTATION_DEG, SLIDE_ROTATION_DEG)
+    mirrored = bool(rng.random() < MIRROR_FRACTION)
     scale = 1 + rng.uniform(-0.03, 0.03, 2)
     shear = rng.uniform(-0.03, 0.03)
     shift = rng.uniform(-3.0, 3.0, 2)
     a = np.deg2rad(angle)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    matrix = pixel_ratio * rot @ np.diag(scale) @ np.array([[1.0, shear], [0.0, 1.0]])
+    flip = np.diag([1.0, -1.0]) if mirrored else np.eye(2)
+    matrix = pixel_ratio * rot @ np.diag(scale) @ np.array([[1.0, shear], [0.0, 1.0]]) @ flip
     center_h = np.array([(height - 1) / 2, (width - 1) / 2])
     center_p = np.array([(plane_shape[0] - 1) / 2, (plane_shape[1] - 1) / 2]) + shift
     affine = np.eye(3)
     affine[:2, :2] = matrix
     affine[:2, 2] = center_p - matrix @ center_h
-    details = {"rotation_deg": angle, "scale_yx": scale.tolist(), "shear": shear,
+    details = {"rotation_deg": angle, "mirrored": mirrored, "scale_yx": scale.tolist(), "shear": shear,
                "translation_ij": shift.tolist(), "pixel_ratio": pixel_ratio}
     return affine, (height, width), details
 

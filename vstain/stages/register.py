@@ -16,7 +16,11 @@ For every pair of the profile's manifest, :func:`ensure_registered`
 A pair folder is written under a temporary name and renamed when complete, so a
 folder that exists is whole; a pair whose folder exists with the same inputs and
 settings is skipped. Bad input stops the run (error naming the pair and field); a
-registration that fails is listed in the table with its reason and written nowhere.
+registration that fails is listed in the table with its reason and written nowhere, and
+so is one whose quality check finds it uncertain (status ``uncertain: <reason>``: the MI
+margin over the best other orientation, or the silhouette IoU, is below the profile's
+threshold; :attr:`vstain.registration.RegistrationResult.status`), with its quality
+figures and, on the synthetic dataset, its errors: such a pair never reaches training.
 
 Two commands run this stage: ``vstain register`` (:func:`configure_parser` / :func:`run_cli`)
 and ``vstain normalise`` (:func:`configure_normalise_parser` / :func:`run_normalise_cli`),
@@ -54,16 +58,18 @@ from vstain.masks import correspondence_mask, field_of_view_mask, mask_iou
 from vstain.normalise import automatic_rois, normalise_ct, normalise_histology
 from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.phantom.dataset import load_sample
-from vstain.registration import (RegistrationFailed, register_section_to_volume, registration_errors,
-                                 true_correspondence_mask, true_rois, warp_to_result)
+from vstain.registration import (RegistrationFailed, RegistrationUncertain, register_section_to_volume,
+                                 registration_errors, true_correspondence_mask, true_rois, warp_to_result)
+from vstain.slide_io import read_slide
 from vstain.stages.dataset import resolve_manifest
+from vstain.volume_io import open_volume
 
 __all__ = ["configure_normalise_parser", "configure_parser", "ensure_registered", "normalisation_table",
            "prepare_pair", "registration_table", "run_cli", "run_normalise_cli"]
 
 TABLE_COLUMNS = ["pair_id", "material", "stain", "beamtime", "session", "mutual_information",
-                 "initial_mutual_information", "angle_error_deg", "offset_um", "tre_median_px", "tre_max_px",
-                 "mask_iou", "seconds", "status"]
+                 "initial_mutual_information", "mi_margin", "silhouette_iou", "mirrored", "angle_error_deg",
+                 "offset_um", "tre_median_px", "tre_max_px", "mask_iou", "seconds", "status"]
 
 
 # --------------------------------------------------------------------------- one pair
@@ -78,20 +84,40 @@ def _config_key(profile: Any, entry: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _read_inputs(entry: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+#: The slide is read at the pyramid level nearest above half the CT voxel size: registration and the
+#: registered pair work at the CT voxel size, so finer levels only cost memory (a 14k x 14k slide is 590 MB).
+HISTOLOGY_OVERSAMPLING = 2
+
+
+def _read_inputs(entry: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """The pair's CT volume, histology (at its working pyramid level), extra mask and that level's pixel size."""
     where = f"pair {entry.pair_id}"
-    ct, _, _ = read_tiff(entry.ct_path, require_pixel_size=False)
-    histology, _, _ = read_tiff(entry.histology_path, require_pixel_size=False)
+    if Path(entry.ct_source).is_file() and not getattr(entry, "ct_dataset", None):
+        ct, _, _ = read_tiff(entry.ct_path, require_pixel_size=False)
+    else:  # a folder of slice TIFFs, an OME-Zarr store or an HDF5 dataset
+        source = open_volume(entry.ct_source, (entry.ct_voxel_um,) * 3)
+        try:
+            ct = np.stack([source.read_slice(z) for z in range(source.shape[0])])
+        finally:
+            source.close()
+    histology, histology_um, level = read_slide(entry.histology_path, pixel_um=entry.histology_pixel_um,
+                                                target_um=entry.ct_voxel_um / HISTOLOGY_OVERSAMPLING)
     extra = None
     if getattr(entry, "extra_mask_path", None):
         extra_image, _, _ = read_tiff(entry.extra_mask_path, require_pixel_size=False)
-        if extra_image.shape[:2] != histology.shape[:2]:
+        if extra_image.shape[:2] != tuple(level["full_shape"][:2]):
             raise ValueError(f"{where}: extra_mask_path {entry.extra_mask_path}: shape {extra_image.shape} != "
-                             f"histology shape {histology.shape[:2]}")
+                             f"histology shape {tuple(level['full_shape'][:2])}")
         extra = np.asarray(extra_image) > 0
         if extra.ndim == 3:
             extra = extra.any(axis=-1)
-    return ct, histology, extra
+        if extra.shape != histology.shape[:2]:  # drawn on the full-resolution slide: take the level's pixels
+            rows = np.minimum((np.arange(histology.shape[0]) + 0.5) * extra.shape[0] / histology.shape[0],
+                              extra.shape[0] - 1).astype(int)
+            columns = np.minimum((np.arange(histology.shape[1]) + 0.5) * extra.shape[1] / histology.shape[1],
+                                 extra.shape[1] - 1).astype(int)
+            extra = extra[np.ix_(rows, columns)]
+    return ct, histology, extra, histology_um
 
 
 def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[RegisteredPair, dict[str, Any], dict]:
@@ -119,13 +145,29 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
         Bad input (naming the pair and the field).
     RegistrationFailed
         The registration failed.
+    RegistrationUncertain
+        The registration's quality check flagged it (``err.row``: its table row, status
+        ``uncertain: <reason>``).
     """
-    ct_volume, histology, extra = _read_inputs(entry)
+    ct_volume, histology, extra, histology_um = _read_inputs(entry)
     fov = field_of_view_mask(histology) if entry.stain == "he" and np.asarray(histology).ndim == 3 else None
     result = register_section_to_volume(
-        ct_volume, histology, ct_voxel_um=entry.ct_voxel_um, histology_pixel_um=entry.histology_pixel_um,
+        ct_volume, histology, ct_voxel_um=entry.ct_voxel_um, histology_pixel_um=histology_um,
         config=profile.registration, fov_mask=fov, pair_id=entry.pair_id,
     )
+    quality = {"mutual_information": result.mutual_information,
+               "initial_mutual_information": result.initial_mutual_information,
+               "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou,
+               "mirrored": result.mirrored}
+    if result.status != "ok":
+        # A fit that may be a wrong local optimum is not a registered pair: stop here, keep its figures.
+        row = {c: None for c in TABLE_COLUMNS}
+        row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
+                   beamtime=getattr(entry, "beamtime", None), session=getattr(entry, "session", None),
+                   seconds=result.seconds, status=result.status, **quality)
+        if sample is not None:
+            row.update({k: v for k, v in registration_errors(result, sample).items() if k in TABLE_COLUMNS})
+        raise RegistrationUncertain(f"pair {entry.pair_id}: {result.status}", row)
     extra_masks = [warp_to_result(extra.astype(np.uint8), result) > 0] if extra is not None else []
     rois = automatic_rois(result.ct_slice, result.histology, ct_valid=result.ct_valid,
                           histology_valid=result.histology_valid)
@@ -141,14 +183,13 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
     row: dict[str, Any] = {
         "pair_id": entry.pair_id, "material": entry.material, "stain": entry.stain,
         "beamtime": getattr(entry, "beamtime", None), "session": getattr(entry, "session", None),
-        "mutual_information": result.mutual_information,
-        "initial_mutual_information": result.initial_mutual_information,
+        **quality,
         "angle_error_deg": np.nan, "offset_um": np.nan, "tre_median_px": np.nan, "tre_max_px": np.nan,
         "mask_iou": np.nan, "seconds": result.seconds, "status": "ok",
     }
     truth: dict[str, Any] = {}
     if sample is not None:
-        row.update(registration_errors(result, sample))
+        row.update({k: v for k, v in registration_errors(result, sample).items() if k in TABLE_COLUMNS})
         row["mask_iou"] = mask_iou(mask, true_correspondence_mask(result, sample))
         true = true_rois(result, sample)
         for key, image_before, image_after in (("ct", result.ct_slice, ct_out),
@@ -162,10 +203,11 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
         "registration": {
             "plane_point_zyx": result.plane_point.tolist(), "plane_axes_zyx": result.plane_axes.tolist(),
             "plane_normal_zyx": result.plane_normal.tolist(), "affine": result.affine.tolist(),
-            "ct_voxel_um": entry.ct_voxel_um, "histology_pixel_um": entry.histology_pixel_um,
+            "ct_voxel_um": entry.ct_voxel_um, "histology_pixel_um": histology_um,
             "mutual_information": result.mutual_information,
             "initial_mutual_information": result.initial_mutual_information,
-            "mi_history": result.mi_history, "seconds": result.seconds,
+            "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou, "mirrored": result.mirrored,
+            "status": result.status, "mi_history": result.mi_history, "seconds": result.seconds,
         },
         "normalisation": {"ct": ct_stats, "histology": hist_stats},
         "table_row": row,
@@ -193,11 +235,14 @@ def _write_pair_folder(folder: Path, pair: RegisteredPair, raw: dict, record: di
         write_registered_pair(tmp, pair, record)
 
 
-def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key: str) -> None:
-    row = {c: None for c in TABLE_COLUMNS}
-    row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
-               beamtime=getattr(entry, "beamtime", None), session=getattr(entry, "session", None),
-               seconds=seconds, status=f"failed: {reason}")
+def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key: str,
+                    row: dict | None = None) -> None:
+    """Remember a failed (or, with its ``row``, an uncertain) pair; no pair folder is left for it."""
+    if row is None:
+        row = {c: None for c in TABLE_COLUMNS}
+        row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
+                   beamtime=getattr(entry, "beamtime", None), session=getattr(entry, "session", None),
+                   seconds=seconds, status=f"failed: {reason}")
     write_json(out_dir / f".{entry.pair_id}.failed.json", {**row, "config_key": key})
     folder = out_dir / entry.pair_id
     if folder.exists():  # an older result of different inputs or settings: no longer valid
@@ -238,7 +283,8 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
     -------
     pandas.DataFrame
         The registration table (also written to ``registered/registration.csv``);
-        ``status`` is ``ok`` or ``failed: <reason>``.
+        ``status`` is ``ok``, ``uncertain: <reason>`` or ``failed: <reason>``; only ``ok`` pairs
+        have a pair folder.
     """
     profile = as_profile(profile)
     if stain not in (None, "toluidine_blue", "he"):
@@ -259,6 +305,9 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
         started = time.perf_counter()
         try:
             pair, row, raw = prepare_pair(entry, profile, sample)
+        except RegistrationUncertain as err:
+            _record_failure(out_dir, entry, str(err), time.perf_counter() - started, key, row=err.row)
+            continue
         except RegistrationFailed as err:
             _record_failure(out_dir, entry, str(err), time.perf_counter() - started, key)
             continue
@@ -304,7 +353,9 @@ def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> 
     -------
     pandas.DataFrame
         Columns ``pair_id``, ``material``, ``stain``, ``beamtime``, ``session``,
-        ``mutual_information``, ``initial_mutual_information``, ``angle_error_deg``,
+        ``mutual_information``, ``initial_mutual_information``, ``mi_margin`` and
+        ``silhouette_iou`` (the quality check), ``mirrored`` (the fit found the section
+        face down), ``angle_error_deg``,
         ``offset_um``, ``tre_median_px``, ``tre_max_px``, ``mask_iou``, ``seconds``, ``status``.
     """
     if pair_ids is None:
@@ -377,8 +428,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``vstain register``: register, normalise and mask every pair of the profile's dataset.
 
-    Failed pairs are listed by id (and in ``registration.csv``) and left out of later stages;
-    with ``--strict`` any failure makes the command fail.
+    Failed and uncertain pairs are listed by id (and in ``registration.csv``) and left out of later
+    stages; with ``--strict`` any of them makes the command fail.
     """
     profile = as_profile(args.profile)
     table = ensure_registered(profile, stain=args.stain, progress=not args.no_progress,
@@ -386,7 +437,7 @@ def run_cli(args: argparse.Namespace) -> int:
     failed = table[table["status"] != "ok"]
     print(f"registered {int((table['status'] == 'ok').sum())} of {len(table)} pairs")
     for _, row in failed.iterrows():
-        print(f"  registration failed for {row['pair_id']}: {row['status']}", file=sys.stderr)
+        print(f"  not registered: {row['pair_id']}: {row['status']}", file=sys.stderr)
     return 1 if (args.strict and len(failed)) else 0
 
 
