@@ -46,3 +46,14 @@ def test_installed_package_checks_the_manifest_with_a_packaged_profile(tmp_path)
     shown = subprocess.run([str(python), "-m", "vstain", "profile", "quick"], cwd=work, env=env,
                            capture_output=True, text=True, check=True).stdout
     assert "name: quick" in shown
+
+
+def test_the_checkout_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    """Chapters run with the notebook folder as working directory: results and manifest are the checkout's."""
+    from vstain import layout
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VSTAIN_RESULTS", raising=False)
+    monkeypatch.delenv("VSTAIN_MANIFEST", raising=False)
+    assert layout.results_root() == layout.PROJECT_ROOT / "results"
+    assert layout.default_manifest_path() == layout.PROJECT_ROOT / "data_manifest.yaml"

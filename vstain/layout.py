@@ -42,7 +42,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _in_checkout() -> bool:
-    return (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "config").is_dir()
+    # a source checkout (not an installed package): the project's own files sit beside the package
+    return (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "workflow" / "Snakefile").is_file()
 
 
 def results_root(root: str | Path | None = None) -> Path:
