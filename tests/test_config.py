@@ -106,3 +106,20 @@ def test_profile_text_is_the_packaged_file_and_loads_back(tmp_path):
     assert load_profile(copy) == load_profile("quick")
     with pytest.raises(ProfileError, match="unknown profile"):
         profile_text("huge")
+
+
+def test_checkpoint_selection_rule_is_checked_at_load(tmp_path):
+    path = _write_variant(tmp_path, lambda d: d["training"].update(checkpoint_selection="best_test_ssim"))
+    with pytest.raises(ProfileError, match=r"variant\.yaml.*training\.checkpoint_selection must be one of"):
+        load_profile(path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("cuda_precision", "fp8", r"training\.cuda_precision must be one of"),
+    ("lr_decay_start_epoch", -1, r"training\.lr_decay_start_epoch must be 0 \(constant\) or an epoch before"),
+    ("prefetch_batches", -2, r"training\.prefetch_batches must be between 0 and 64"),
+])
+def test_gpu_training_settings_are_checked_at_load(tmp_path, key, value, message):
+    path = _write_variant(tmp_path, lambda d: d["training"].update({key: value}))
+    with pytest.raises(ProfileError, match=rf"variant\.yaml.*{message}"):
+        load_profile(path)

@@ -209,14 +209,14 @@ def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(tm
     (root / "dataset" / "split.csv").write_text(
         "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,test\n")
 
-    def ensure_trained(profile, model, fold, stain="toluidine_blue", **kwargs):
+    def ensure_selected(profile, model, fold, stain="toluidine_blue", **kwargs):
         out = tmp_path / "models" / model
         if not (out / "last.pt").is_file():
             train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
                         seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
-        return out
+        return out / "last.pt"
 
-    monkeypatch.setattr(infer_stage, "ensure_trained", ensure_trained)
+    monkeypatch.setattr(infer_stage, "ensure_selected", ensure_selected)
     csv_path = frc_stage.measure_resolution("smoke", "mod_cyclegan", 0, progress=False)
     assert csv_path == frc_dir("smoke", "mod_cyclegan", 0) / "resolution.csv"
     table = pd.read_csv(csv_path)

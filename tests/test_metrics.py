@@ -193,15 +193,15 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
         "p2,toluidine_blue,Mg,test\n")
     smoke = load_profile("smoke")
 
-    def ensure_trained(profile, model, fold, stain="toluidine_blue", **kwargs):
+    def ensure_selected(profile, model, fold, stain="toluidine_blue", **kwargs):
         # isolated from the real pipeline: one epoch on the written training pair only
         out = tmp_path / "models" / model
         if not (out / "last.pt").is_file():
             train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
                         seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
-        return out
+        return out / "last.pt"
 
-    monkeypatch.setattr(infer_stage, "ensure_trained", ensure_trained)
+    monkeypatch.setattr(infer_stage, "ensure_selected", ensure_selected)
     path = evaluate_stage.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                             progress=False)
     assert capsys.readouterr().err.count("LPIPS unavailable") == 1
@@ -281,3 +281,28 @@ def test_one_patch_grid_places_evaluation_frc_and_roi_patches(seed):
     # the ROI is a candidate of the grid of step size // 4 with the largest mask fraction
     y, x = metrics.choose_roi(mask, 16)
     assert mask[y:y + 16, x:x + 16].mean() == max(mask[a:a + 16, b:b + 16].mean() for a, b in origins)
+
+
+def test_table1_over_two_folds_is_what_the_per_fold_tables_imply():
+    from vstain.metrics import table1, table1_by_fold, table1_over_folds
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold in (0, 1):
+        for model in ("mod_cyclegan", "pix2pix"):
+            for role in ("validation", "test"):
+                for k in range(7 + 3 * fold):
+                    rows.append({"model": model, "role": role, "fold": fold, "pair_id": f"p{k % 3}",
+                                 "ssim": rng.uniform(0, 1), "psnr": rng.uniform(5, 25), "lpips": np.nan})
+    per_patch = pd.DataFrame(rows)
+    by_fold = table1_by_fold(per_patch)
+    over = table1_over_folds(by_fold).set_index(["model", "role"])
+    for (model, role), row in over.iterrows():
+        medians = [table1(per_patch[per_patch.fold == f]).set_index(["model", "role"]).loc[(model, role), "ssim"]
+                   for f in (0, 1)]
+        assert row["ssim"] == pytest.approx(np.median(medians))
+        assert (row["ssim_min"], row["ssim_max"]) == pytest.approx((min(medians), max(medians)))
+        assert row["n_folds"] == 2 and row["n_patches"] == 7 + 10
+    # one fold: the fold's own Table 1
+    single = table1_over_folds(table1_by_fold(per_patch[per_patch.fold == 0]))
+    pd.testing.assert_series_equal(single["ssim"], table1(per_patch[per_patch.fold == 0])["ssim"])

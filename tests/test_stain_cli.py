@@ -196,13 +196,13 @@ def test_phantom_volume_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
         run = model_dir(profile.name, model, fold)
         run.mkdir(parents=True, exist_ok=True)
         make_checkpoint(run / "last.pt")
-        return run
+        return run / "last.pt"
 
     def no_rendering(*args, **kwargs):
         # an off-screen VTK context left in the process breaks later torch imports (triton): stay clear of it
         raise volume_stage.RenderingUnavailable("not in this test")
 
-    monkeypatch.setattr(volume_stage, "ensure_trained", untrained)
+    monkeypatch.setattr(volume_stage, "ensure_selected", untrained)
     monkeypatch.setattr(volume_stage, "render_rgba", no_rendering)
     done = volume_stage.stain_phantom_volume(profile, progress=False)
     out = volume_dir(profile.name)
@@ -405,3 +405,16 @@ def test_a_volume_unlike_the_training_ct_is_named_in_a_warning(tmp_path, ct_stac
     assert code == 0, err
     assert "ct.tif: taken as normalised" in err and "ct.tif: the normalised CT is unlike the training CT of" in err
     assert len(_stained_metadata(tmp_path / "raw.tif")["warnings"]) == 2
+
+
+def test_a_run_folder_stains_with_its_selected_checkpoint(tmp_path, ct_stack, capsys):
+    run_dir = tmp_path / "fold0"
+    run_dir.mkdir()
+    make_checkpoint(run_dir / "best_l1.pt")
+    code, err = run(["--checkpoint", run_dir, "--input", ct_stack, "--output", tmp_path / "a.tif"], capsys)
+    assert code == 2 and "fold0: a run folder without selection.json" in err
+    (run_dir / "selection.json").write_text(json.dumps({"chosen": "best_l1", "file": "best_l1.pt"}))
+    code, err = run(["--checkpoint", run_dir, "--input", ct_stack, "--output", tmp_path / "a.tif", "--step", "8"],
+                    capsys)
+    assert code == 0, err
+    assert read_tiff(tmp_path / "a.tif")[2]["checkpoint"] == str(run_dir / "best_l1.pt")

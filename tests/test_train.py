@@ -293,3 +293,90 @@ def test_checkpoint_records_the_training_ct_statistics_inside_the_masks(tmp_path
     assert stats["quantiles"] == sorted(stats["quantiles"])
     assert abs(stats["quantiles"][3] - np.median(inside)) < 0.02 * (inside.max() - inside.min())
     assert load_generator(out / "last.pt")[1]["ct_statistics"] == stats
+
+
+def test_checkpoint_selection_picks_the_best_validation_checkpoint_and_never_reads_test_pairs(tmp_path, monkeypatch):
+    from vstain.train import run_checkpoints, select_checkpoint
+
+    _write_registered_dataset(tmp_path)  # fold 0: p0, p1 train; p2 validation; p3 test
+    profile = dataclasses.replace(SMOKE, training=dataclasses.replace(SMOKE.training, epochs=3))
+    read = []
+    original = train_stage.load_fold_pairs
+
+    def watched(profile_name, fold, role="train", stain="toluidine_blue", root=None):
+        pairs = original(profile_name, fold, role, stain, root)
+        read.extend((role, p.pair_id) for p in pairs)
+        return pairs
+
+    monkeypatch.setattr(train_stage, "load_fold_pairs", watched)
+    chosen_path = train_stage.ensure_selected(profile, "pix2pix", 0, progress=False, root=tmp_path)
+    run = model_dir("smoke", "pix2pix", 0, root=tmp_path)
+    candidates = run_checkpoints(run)
+    assert "last" in candidates and len(candidates) > 1  # the loss minima are candidates too
+    assert ("test", "p3") not in read and all(pid != "p3" for _, pid in read)
+    validation = [read_registered_pair(tmp_path / "smoke" / "registered" / "p2")]
+    medians = {name: validation_scores_median(path, validation) for name, path in candidates.items()}
+    best = max(medians.values())
+    assert medians[chosen_path.stem] == best
+    chosen, table = train_stage.selection_table(profile, "pix2pix", 0, root=tmp_path)
+    assert chosen == chosen_path.stem and sorted(table["candidate"]) == sorted(candidates)
+    assert table.set_index("candidate")["median_ssim"].to_dict() == pytest.approx(medians)
+    # up to date: read back, not recomputed
+    monkeypatch.setattr(train_stage, "select_checkpoint", lambda *a, **k: pytest.fail("recomputed"))
+    assert train_stage.ensure_selected(profile, "pix2pix", 0, progress=False, root=tmp_path) == chosen_path
+    assert select_checkpoint(candidates, [], "last", 32, 16)[0] == "last"
+    with pytest.raises(ValueError, match="needs validation pairs"):
+        select_checkpoint(candidates, [], "validation_ssim", 32, 16)
+
+
+def validation_scores_median(path, pairs):
+    from vstain.train import validation_scores
+
+    return float(validation_scores(path, pairs, SMOKE.inference.patch_size, SMOKE.inference.step)["ssim"].median())
+
+
+def test_learning_rate_decays_linearly_from_the_given_epoch_and_resumes_on_schedule(tmp_path):
+    from vstain.train import learning_rate_factor
+
+    decaying = dataclasses.replace(SMOKE.training, lr_decay_start_epoch=1)
+    out = train_model(PAIRS, tmp_path / "a", "pix2pix", decaying, epochs=3, seed=SMOKE.seed, progress=False)
+    state = torch.load(out / "last.pt", weights_only=True)["state"]["optimisers"]["G"]
+    assert state["param_groups"][0]["lr"] == pytest.approx(SMOKE.training.lr * learning_rate_factor(3, 3, 1))
+    assert learning_rate_factor(3, 3, 1) == pytest.approx(0.5)
+    # stopped after 2 epochs and resumed: the same weights as the uninterrupted run
+    train_model(PAIRS, tmp_path / "b", "pix2pix", decaying, epochs=2, seed=SMOKE.seed, progress=False)
+    resumed = train_model(PAIRS, tmp_path / "b", "pix2pix", decaying, epochs=3, seed=SMOKE.seed, progress=False)
+    for name, tensor in weights(out)["G_XY"].items():
+        assert torch.equal(tensor, weights(resumed)["G_XY"][name]), name
+
+
+def test_prefetching_batches_changes_nothing(tmp_path):
+    ahead = dataclasses.replace(SMOKE.training, prefetch_batches=3)
+    a = train_model(PAIRS, tmp_path / "a", "mod_cyclegan", SMOKE.training, epochs=1, seed=SMOKE.seed, progress=False)
+    b = train_model(PAIRS, tmp_path / "b", "mod_cyclegan", ahead, epochs=1, seed=SMOKE.seed, progress=False)
+    for net, state in weights(a).items():
+        for name, tensor in state.items():
+            assert torch.equal(tensor, weights(b)[net][name]), (net, name)
+
+
+def test_prefetch_hands_on_a_sampling_error():
+    from vstain.train import prefetched
+
+    def failing():
+        yield {"i": 0}
+        raise ValueError("pair p3: patch larger than the pair")
+
+    got = []
+    with pytest.raises(ValueError, match="patch larger"):
+        for batch in prefetched(failing(), 2):
+            got.append(batch["i"])
+    assert got == [0]
+
+
+def test_cuda_precision_is_checked_and_means_nothing_on_the_cpu():
+    from vstain.train import Trainer
+
+    trainer = Trainer("pix2pix", SMOKE.training, 0, "cpu", cuda_precision="fp16")
+    assert trainer.scaler is None and trainer.cuda_dtype is None
+    with pytest.raises(ValueError, match="training.cuda_precision must be one of"):
+        Trainer("pix2pix", SMOKE.training, 0, "cpu", cuda_precision="int8")

@@ -127,6 +127,12 @@ class TrainingConfig:
     threads: int  # CPU threads of a training run (0: torch's default); see benchmarks/train_speed.py
     channels_last: bool  # NHWC memory format for the networks (faster oneDNN convolutions on CPU)
     cpu_bf16: Literal["off", "on", "auto"]  # bf16 autocast on CPU; auto: when the CPU has native bf16 (CUDA: always)
+    # which saved checkpoint stains downstream (paper 2.6.3 saves one at each generator loss minimum):
+    # the best median SSIM or PSNR on the fold's validation pairs (never the test pairs), or the last epoch
+    checkpoint_selection: Literal["validation_ssim", "validation_psnr", "last"]
+    cuda_precision: Literal["fp32", "bf16", "fp16"]  # on CUDA: fp32 as the paper's code ran; fp16 with a gradient scaler
+    lr_decay_start_epoch: int  # 0: constant learning rate; k: linear decay to zero from epoch k to the last (base code: 100)
+    prefetch_batches: int  # batches sampled ahead in a background thread (pinned memory on CUDA); 0: in the loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +143,7 @@ class InferenceConfig:
     step: int  # (paper: 64)
     batch_size: int
     blend: Literal["mean", "window"]  # mean: the paper's plain average
+    cuda_precision: Literal["fp32", "bf16", "fp16"]  # forward passes on CUDA (fp32: as the paper's code ran)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,6 +443,9 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("training.n_blocks", t.n_blocks, t.n_blocks >= 0, "non-negative"),
         ("training.n_layers_d", t.n_layers_d, t.n_layers_d >= 1, at_least_one),
         ("training.lr", t.lr, t.lr > 0, positive),
+        ("training.lr_decay_start_epoch", t.lr_decay_start_epoch, 0 <= t.lr_decay_start_epoch < max(t.epochs, 1),
+         f"0 (constant) or an epoch before the last ({t.epochs})"),
+        ("training.prefetch_batches", t.prefetch_batches, 0 <= t.prefetch_batches <= 64, "between 0 and 64"),
         ("training.beta1", t.beta1, 0 <= t.beta1 < 1, "in [0, 1)"),
         ("training.beta2", t.beta2, 0 <= t.beta2 < 1, "in [0, 1)"),
         ("training.pool_size", t.pool_size, t.pool_size >= 0, "non-negative"),

@@ -306,8 +306,8 @@ def infer_slide(
                 batch_origins = [o for _, o in zip(range(batch_size), origins)]
                 batch = np.stack([padded[y:y + patch_size, x:x + patch_size] for y, x in batch_origins])
                 tensor = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
-                if dtype == torch.bfloat16:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                if dtype in (torch.bfloat16, torch.float16):  # mixed precision (fp16 on CUDA only)
+                    with torch.autocast(device_type=device.type, dtype=dtype):
                         output = generator(tensor)
                 else:
                     output = generator(tensor)

@@ -449,6 +449,58 @@ def table1(per_patch: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["_m", "_r"]).drop(columns=["_m", "_r"]).reset_index(drop=True)
 
 
+def table1_by_fold(per_patch: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 of each fold apart: :func:`table1` per ``fold``, with a ``fold`` column first.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"model": ["a"] * 4, "role": ["test"] * 4, "pair_id": ["p"] * 4, "fold": [0, 0, 1, 1],
+    ...                      "ssim": [0.1, 0.3, 0.5, 0.7], "lpips": [float("nan")] * 4, "psnr": [10, 12, 20, 22]})
+    >>> table1_by_fold(rows)[["fold", "ssim", "psnr"]].values.tolist()
+    [[0.0, 0.2, 11.0], [1.0, 0.6, 21.0]]
+    """
+    tables = [table1(part).assign(fold=int(fold)) for fold, part in per_patch.groupby("fold", sort=True)]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["fold"] + [c for c in table.columns if c != "fold"]]
+
+
+def table1_over_folds(by_fold: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 over the cross-validation folds: the median of the per-fold medians and their range.
+
+    Each fold's model is a different network, so the folds are summarised as folds (median of the
+    per-fold medians of :func:`table1_by_fold`, with the smallest and largest per-fold median as
+    ``<metric>_min`` / ``<metric>_max``), not by pooling their patches. With one fold it is that
+    fold's Table 1.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model, role, ssim, lpips, psnr, <metric>_min, <metric>_max, n_folds, n_patches, n_pairs,
+        lpips_available`` (``n_patches`` and ``n_pairs`` summed over the folds).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> by_fold = pd.DataFrame({"fold": [0, 1, 2], "model": ["a"] * 3, "role": ["test"] * 3,
+    ...                         "ssim": [0.2, 0.6, 0.5], "lpips": [float("nan")] * 3, "psnr": [11.0, 21.0, 15.0],
+    ...                         "n_patches": [4, 5, 6], "n_pairs": [1, 1, 1], "lpips_available": [False] * 3})
+    >>> t = table1_over_folds(by_fold)
+    >>> t[["ssim", "ssim_min", "ssim_max"]].values.tolist(), int(t["n_folds"][0]), int(t["n_patches"][0])
+    ([[0.5, 0.2, 0.6]], 3, 15)
+    """
+    groups = by_fold.groupby(["model", "role"], sort=False)
+    table = groups[list(METRICS)].median()
+    for metric in METRICS:
+        table[f"{metric}_min"] = groups[metric].min()
+        table[f"{metric}_max"] = groups[metric].max()
+    table["n_folds"] = groups["fold"].nunique()
+    table["n_patches"] = groups["n_patches"].sum()
+    table["n_pairs"] = groups["n_pairs"].sum()
+    table["lpips_available"] = groups["lpips_available"].any()
+    return table.reset_index()
+
+
 def rank_models(table: pd.DataFrame) -> pd.DataFrame:
     """Rank the models (1 = best) per split and metric; NaN metrics get no rank.
 

@@ -37,10 +37,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from queue import Full, Queue
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -133,6 +135,80 @@ def _set_requires_grad(nets: Sequence[torch.nn.Module], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
+#: ``training.cuda_precision`` / ``inference.cuda_precision``: the autocast dtype on CUDA (None: fp32).
+CUDA_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def learning_rate_factor(epoch: int, epochs: int, decay_start_epoch: int) -> float:
+    """The learning-rate multiplier of an epoch (1-based): constant, then linear decay towards zero.
+
+    ``decay_start_epoch=0`` keeps the rate constant; otherwise epochs after ``decay_start_epoch``
+    decay linearly as in the CycleGAN base code (``1 - max(0, e - k) / (n - k)`` for 0-based
+    epoch ``e``). Computed from the epoch alone, so a resumed run continues the same schedule.
+
+    Examples
+    --------
+    >>> [round(learning_rate_factor(e, 5, 2), 2) for e in range(1, 6)]
+    [1.0, 1.0, 1.0, 0.67, 0.33]
+    >>> learning_rate_factor(9, 10, 0)
+    1.0
+    """
+    if decay_start_epoch <= 0:
+        return 1.0
+    return 1.0 - max(0, epoch - 1 - decay_start_epoch) / max(1, epochs - decay_start_epoch)
+
+
+def prefetched(batches: Iterable[dict[str, Any]], depth: int, *, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield ``batches`` as they come, sampled up to ``depth`` ahead in a background thread.
+
+    Patch sampling (NumPy and SciPy, which release the GIL) then overlaps the network step; with
+    ``pin_memory`` the tensors are page-locked so ``.to("cuda", non_blocking=True)`` is asynchronous.
+    The order is the iterator's own, so results are the same as without prefetching.
+
+    Examples
+    --------
+    >>> [b["i"] for b in prefetched(({"i": i} for i in range(5)), 2)]
+    [0, 1, 2, 3, 4]
+    """
+    if depth <= 0:
+        yield from batches
+        return
+    queue: Queue = Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if pin_memory:
+                    batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                while not stop.is_set():
+                    try:
+                        queue.put(batch, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(done)
+        except BaseException as err:  # noqa: BLE001  (handed to the consumer, raised there)
+            queue.put(err)
+
+    thread = threading.Thread(target=produce, name="vstain-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 class Trainer:
     """The networks, optimisers and buffers of one model, and its training step.
 
@@ -148,7 +224,7 @@ class Trainer:
     """
 
     def __init__(self, model: str, training: Any, seed: int, device: torch.device | str = "cpu",
-                 channels_last: bool = False, cpu_bf16: bool = False) -> None:
+                 channels_last: bool = False, cpu_bf16: bool = False, cuda_precision: str = "fp32") -> None:
         self.spec = model_spec(model)
         self.channels_last = bool(channels_last)
         self.cpu_bf16 = bool(cpu_bf16)
@@ -170,7 +246,12 @@ class Trainer:
         # Pix2Pix shows the discriminator the current pair only (reference implementation: no pool).
         pool = training.pool_size if self.spec.family == "cyclegan" else 0
         self.buffers = {"X": losses.ImageBuffer(pool, seed + 1), "Y": losses.ImageBuffer(pool, seed + 2)}
-        self.autocast = self.device.type == "cuda"
+        if cuda_precision not in CUDA_PRECISIONS:
+            raise ValueError(f"training.cuda_precision must be one of {list(CUDA_PRECISIONS)}, got {cuda_precision!r}")
+        on_cuda = self.device.type == "cuda"
+        self.cuda_dtype = CUDA_PRECISIONS[cuda_precision] if on_cuda else None
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
+        self.scaler = torch.amp.GradScaler("cuda") if on_cuda and cuda_precision == "fp16" else None
 
     def generator_components(self) -> list[str]:
         """Names of the generator loss components, the total last."""
@@ -181,9 +262,24 @@ class Trainer:
     def discriminator_components(self) -> list[str]:
         return ["D_XY"] if self.spec.family == "pix2pix" else ["D_X", "D_Y"]
 
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the learning rate of both optimisers (the schedule: :func:`learning_rate_factor`)."""
+        for optimiser in self.optimisers.values():
+            for group in optimiser.param_groups:
+                group["lr"] = float(lr)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def _optimiser_step(self, name: str) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimisers[name])  # skipped when the scaled gradients overflowed
+        else:
+            self.optimisers[name].step()
+
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if self.cuda_dtype is not None:
+            return torch.autocast(device_type="cuda", dtype=self.cuda_dtype)
         if self.cpu_bf16:  # measured in benchmarks/train_speed.py; off in training
             return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -217,8 +313,8 @@ class Trainer:
             else:
                 components["total"] = losses.total_unpaired(components, self.weights)
         _finite(components, epoch, step, self.model)
-        components["total"].backward()
-        self.optimisers["G"].step()
+        self._backward(components["total"])
+        self._optimiser_step("G")
 
         _set_requires_grad([d_x, d_y], True)
         self.optimisers["D"].zero_grad(set_to_none=True)
@@ -228,8 +324,10 @@ class Trainer:
                 "D_Y": losses.discriminator_loss(d_y(y), d_y(self.buffers["Y"].query(fake_y))),
             }
         _finite(d_components, epoch, step, self.model)
-        (d_components["D_X"] + d_components["D_Y"]).backward()
-        self.optimisers["D"].step()
+        self._backward(d_components["D_X"] + d_components["D_Y"])
+        self._optimiser_step("D")
+        if self.scaler is not None:
+            self.scaler.update()
         return {k: float(v.detach()) for k, v in {**components, **d_components}.items()}
 
     def _step_pix2pix(self, x, y, mask, epoch, step) -> dict[str, float]:
@@ -244,16 +342,18 @@ class Trainer:
             }
             components["total"] = losses.total_pix2pix(components, self.weights)
         _finite(components, epoch, step, self.model)
-        components["total"].backward()
-        self.optimisers["G"].step()
+        self._backward(components["total"])
+        self._optimiser_step("G")
 
         _set_requires_grad([d], True)
         self.optimisers["D"].zero_grad(set_to_none=True)
         with self._autocast():
             d_loss = losses.discriminator_loss(d(torch.cat([x, y], 1)), d(torch.cat([x, fake_y.detach()], 1)))
         _finite({"D_XY": d_loss}, epoch, step, self.model)
-        d_loss.backward()
-        self.optimisers["D"].step()
+        self._backward(d_loss)
+        self._optimiser_step("D")
+        if self.scaler is not None:
+            self.scaler.update()
         return {**{k: float(v.detach()) for k, v in components.items()}, "D_XY": float(d_loss.detach())}
 
     # ---- state
@@ -267,6 +367,7 @@ class Trainer:
             "networks": {k: {n: t.detach().cpu() for n, t in v.state_dict().items()} for k, v in self.nets.items()},
             "optimisers": {k: v.state_dict() for k, v in self.optimisers.items()},
             "buffers": {k: v.state_dict() for k, v in self.buffers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
@@ -277,6 +378,8 @@ class Trainer:
                 opt.load_state_dict(state["optimisers"][name])
             for name, buffer in self.buffers.items():
                 buffer.load_state_dict(state["buffers"][name], self.device)
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise ValueError(f"{path}: the checkpoint does not fit model {self.model} ({err})") from err
 
@@ -310,8 +413,8 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     profile_name : str
         Recorded in the checkpoints and the provenance.
     device : str or torch.device
-        A resolved device (``"cpu"`` or ``"cuda"``). On CUDA the forward passes run under
-        bf16 autocast.
+        A resolved device (``"cpu"`` or ``"cuda"``). On CUDA the forward passes run in
+        ``training.cuda_precision`` (fp32, bf16 autocast, or fp16 autocast with a gradient scaler).
     resume : bool
         Continue from ``out_dir/last.pt`` when it exists (it must be of the same model,
         architecture and pairs).
@@ -356,7 +459,7 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
             _threads(training.threads):
         torch.manual_seed(seed)
         trainer = Trainer(model, training, seed, torch_device, channels_last=training.channels_last,
-                          cpu_bf16=use_cpu_bf16(training.cpu_bf16))
+                          cpu_bf16=use_cpu_bf16(training.cpu_bf16), cuda_precision=training.cuda_precision)
         history: list[dict[str, Any]] = []
         best: dict[str, float] = {}
         start_epoch = 1
@@ -381,7 +484,10 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
                 net.train()
             started = time.perf_counter()
             sums: dict[str, float] = {}
-            for index, batch in enumerate(sampler.epoch(epoch)):
+            trainer.set_learning_rate(training.lr * learning_rate_factor(epoch, epochs, training.lr_decay_start_epoch))
+            batches = prefetched(sampler.epoch(epoch), training.prefetch_batches,
+                                 pin_memory=torch_device.type == "cuda")
+            for index, batch in enumerate(batches):
                 values = trainer.step(batch, epoch, index)
                 for key, value in values.items():
                     sums[key] = sums.get(key, 0.0) + value
@@ -469,6 +575,63 @@ def validation_scores(checkpoint_path: str | Path, pairs: Sequence[RegisteredPai
         rows.append({"pair_id": pair.pair_id, "material": pair.material, "ssim": ssim(real, fake),
                      "psnr": psnr(real, fake), "ssim_baseline": ssim(real, ct_rgb), "psnr_baseline": psnr(real, ct_rgb)})
     return pd.DataFrame(rows)
+
+
+#: Checkpoint selection rules (profile ``training.checkpoint_selection``).
+SELECTION_RULES = ("validation_ssim", "validation_psnr", "last")
+
+
+def run_checkpoints(run_dir: str | Path) -> dict[str, Path]:
+    """The checkpoints a training run saved: ``last`` first, then ``best_<component>`` in name order."""
+    run_dir = Path(run_dir)
+    found = {"last": run_dir / "last.pt"} if (run_dir / "last.pt").is_file() else {}
+    found.update({p.stem: p for p in sorted(run_dir.glob("best_*.pt"))})
+    return found
+
+
+def select_checkpoint(candidates: dict[str, Path], validation_pairs: Sequence[RegisteredPair], rule: str,
+                      patch_size: int, step: int) -> tuple[str, pd.DataFrame]:
+    """Choose the checkpoint that stains the fold's validation pairs best (paper 2.6.3, 2.10).
+
+    The paper saves a checkpoint at the minimum of each generator loss component "for later
+    evaluation" without saying which one its Table 1 uses; here each candidate stains the
+    validation pairs whole (:func:`validation_scores`) and the best median SSIM (or PSNR) wins;
+    ties go to the earlier candidate (``last`` first). The test pairs never take part.
+
+    Parameters
+    ----------
+    candidates : dict
+        ``name -> checkpoint path`` (:func:`run_checkpoints`).
+    validation_pairs : sequence of RegisteredPair
+    rule : {"validation_ssim", "validation_psnr", "last"}
+    patch_size, step : int
+        Whole-slide inference tiling.
+
+    Returns
+    -------
+    chosen : str
+        The chosen candidate's name.
+    table : DataFrame
+        ``candidate, median_ssim, median_psnr, n_pairs`` (empty for ``rule="last"``).
+    """
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"checkpoint selection rule must be one of {SELECTION_RULES}, got {rule!r}")
+    if "last" not in candidates:
+        raise ValueError("no last checkpoint among the candidates: the run is not finished")
+    columns = ["candidate", "median_ssim", "median_psnr", "n_pairs"]
+    if rule == "last":
+        return "last", pd.DataFrame(columns=columns)
+    if not validation_pairs:
+        raise ValueError("checkpoint selection needs validation pairs (or training.checkpoint_selection: last)")
+    rows = []
+    for name, path in candidates.items():
+        scores = validation_scores(path, validation_pairs, patch_size, step)
+        rows.append({"candidate": name, "median_ssim": float(scores["ssim"].median()),
+                     "median_psnr": float(scores["psnr"].median()), "n_pairs": len(scores)})
+    table = pd.DataFrame(rows, columns=columns)
+    metric = "median_ssim" if rule == "validation_ssim" else "median_psnr"
+    chosen = str(table.loc[table[metric].idxmax(), "candidate"])  # idxmax: the first of equal maxima
+    return chosen, table
 
 
 def patch_panels(checkpoint_path: str | Path, pairs: Sequence[RegisteredPair], patch_size: int, n: int = 4,

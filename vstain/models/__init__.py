@@ -180,3 +180,30 @@ def build_networks(name: str, training: Any, seed: int) -> dict[str, nn.Module]:
         "D_X": build_discriminator(arch["discriminator"], rng),
         "D_Y": build_discriminator(arch["discriminator"], rng),
     }
+
+
+def parameter_counts(training: Any) -> list[dict[str, Any]]:
+    """Trainable parameters of each network the profile's ``training`` section builds.
+
+    One row per network kind (the CycleGANs' ResNet generator and PatchGAN discriminator,
+    Pix2Pix's U-Net generator and conditional PatchGAN, which sees CT and histology stacked: 6
+    input channels), to set beside the reference implementation's counts (pytorch-CycleGAN-and-pix2pix
+    at ngf = ndf = 64, 9 blocks, 3 layers, 8 down-samplings: ResNet generator 11,378,179, PatchGAN
+    2,764,737, U-Net 54,413,955; ``tests/test_models.py`` holds them).
+
+    Examples
+    --------
+    >>> from vstain.config import load_profile
+    >>> [row["parameters"] for row in parameter_counts(load_profile("paper").training)]
+    [11378179, 2764737, 54413955, 2768705]
+    """
+    rows = []
+    for model, parts in (("cyclegan", ("generator", "discriminator")), ("pix2pix", ("generator", "discriminator"))):
+        arch = architecture(model, training)
+        for part in parts:
+            build = build_generator if part == "generator" else build_discriminator
+            net = build(arch[part], torch.Generator().manual_seed(0))
+            kind = arch[part].get("kind", "patchgan") if part == "generator" else "patchgan"
+            rows.append({"model family": arch["family"], "network": f"{kind} {part}",
+                         "parameters": count_parameters(net)})
+    return rows

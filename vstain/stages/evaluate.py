@@ -29,7 +29,8 @@ from vstain.config import as_profile
 from vstain.io import provenance, write_csv, write_json
 from vstain.layout import evaluation_dir, inference_dir, registered_dir
 from vstain.masks import background_fill
-from vstain.metrics import LPIPSStatus, compare_with_paper, load_lpips, patch_metrics, raw_ct_as_rgb, table1
+from vstain.metrics import (LPIPSStatus, compare_with_paper, load_lpips, patch_metrics, raw_ct_as_rgb,
+                            table1_by_fold, table1_over_folds)
 from vstain.pairs import read_registered_pair, split_roles
 from vstain.stages.arguments import non_negative_int
 from vstain.stages.infer import read_inference, run_inference
@@ -102,7 +103,9 @@ def evaluate(
       fold, patch origin, mask fraction, ssim, psnr, lpips), a cache reused while the
       inference is unchanged;
     * ``metrics_per_patch.csv``: all of them, plus the raw-CT baseline (model ``raw_ct``);
-    * ``table1.csv``: medians per model and split (:func:`vstain.metrics.table1`);
+    * ``table1_by_fold.csv``: medians per model, split and fold (:func:`vstain.metrics.table1_by_fold`);
+    * ``table1.csv``: Table 1 over the folds, the median of the per-fold medians with their range
+      (:func:`vstain.metrics.table1_over_folds`);
     * ``table1_vs_paper.csv``: ours beside the paper's Table 1 with rankings;
     * ``evaluation.json``: whether LPIPS was available and why, settings, provenance.
 
@@ -154,7 +157,9 @@ def evaluate(
         tables.append(evaluate_baseline(profile, fold, status, pair_ids))
     per_patch = pd.concat(tables, ignore_index=True)
     write_csv(out / "metrics_per_patch.csv", per_patch)
-    table = table1(per_patch)
+    by_fold = table1_by_fold(per_patch)
+    write_csv(out / "table1_by_fold.csv", by_fold)
+    table = table1_over_folds(by_fold)
     write_csv(out / "table1_vs_paper.csv", compare_with_paper(table))
     write_json(out / "evaluation.json", {
         **settings, "lpips_message": status.message, "models": models, "folds": folds,

@@ -1,7 +1,7 @@
 """The inference stage: stain every registered pair with a trained model; ``vstain infer``.
 
 The whole-slide overlapping patch inference itself is :mod:`vstain.infer`. This stage
-takes a profile: it finds (or trains, :func:`vstain.stages.train.ensure_trained`) the
+takes a profile: it finds (or trains and chooses, :func:`vstain.stages.train.ensure_selected`) the
 model's checkpoint, stains every registered pair in both directions, writes the outputs
 and their masked versions under ``results/<profile>/inference/<model>/fold<k>/``
 (:func:`vstain.layout.inference_dir`) and redoes only what changed.
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain.config import as_profile, resolve_device
@@ -37,8 +38,21 @@ from vstain.models.checkpoint import load_generators
 from vstain.pairs import read_registered_pair, registered_fingerprint, registered_pair_ids, split_roles
 from vstain.stages.arguments import non_negative_int
 from vstain.stages.register import ensure_registered
-from vstain.stages.train import ensure_trained
+from vstain.stages.train import ensure_selected
+from vstain.train import CUDA_PRECISIONS
 from vstain.vocabulary import STAINS
+
+
+def inference_dtype(profile: Any, device: str) -> torch.dtype:
+    """The forward passes' dtype: ``inference.cuda_precision`` on CUDA, float32 on the CPU.
+
+    Examples
+    --------
+    >>> inference_dtype(as_profile("smoke"), "cpu")
+    torch.float32
+    """
+    dtype = CUDA_PRECISIONS[profile.inference.cuda_precision] if str(device).startswith("cuda") else None
+    return dtype or torch.float32
 
 
 def run_inference(
@@ -80,8 +94,8 @@ def run_inference(
     pair_ids : sequence of str, optional
         Only these pairs (default: all registered pairs of ``stain``).
     checkpoint : str or Path, optional
-        Use this checkpoint instead of the model's ``last.pt`` (trained on demand by
-        :func:`vstain.stages.train.ensure_trained`).
+        Use this checkpoint instead of the run's selected one (trained and chosen on demand by
+        :func:`vstain.stages.train.ensure_selected`: ``training.checkpoint_selection``).
     out_dir : str or Path, optional
         Instead of ``results/<profile>/inference/<model>/fold<k>/``.
     force : bool
@@ -102,7 +116,7 @@ def run_inference(
     check_tiling((cfg.patch_size, cfg.patch_size), cfg.patch_size, cfg.step)
     if checkpoint is None:
         ensure_registered(profile, stain=stain, progress=progress)
-        checkpoint = ensure_trained(profile, model, fold, stain, progress=progress) / "last.pt"
+        checkpoint = ensure_selected(profile, model, fold, stain, progress=progress)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train it: vstain train --model {model})")
@@ -118,6 +132,7 @@ def run_inference(
     settings = {
         "model": model, "fold": fold, "blend": blend, "patch_size": cfg.patch_size, "step": cfg.step,
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+        "cuda_precision": cfg.cuda_precision,
     }
     registered = registered_dir(profile.name)
     inputs = {pid: registered_fingerprint(registered / pid) for pid in ids}
@@ -139,7 +154,8 @@ def run_inference(
         if not force and _pair_up_to_date(folder, settings, inputs[pair_id]):
             continue
         pair = read_registered_pair(registered / pair_id)
-        tiling = dict(patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size, blend=blend, device=device)
+        tiling = dict(patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size, blend=blend, device=device,
+                      dtype=inference_dtype(profile, device))
         record = provenance(profile, **settings, pair_id=pair_id, material=pair.material, stain=pair.stain,
                             role=roles.get(pair_id, "unknown"), pixel_size_um=pair.pixel_size_um)
         # inference.json goes first out of the way: a pair folder without it is incomplete.
@@ -216,7 +232,7 @@ def compare_blends(
     pair_id : str
         A registered pair of the profile.
     checkpoint : str or Path, optional
-        Default: the model's ``last.pt`` (trained on demand).
+        Default: the run's selected checkpoint (trained and chosen on demand).
 
     Returns
     -------
@@ -229,7 +245,7 @@ def compare_blends(
     profile = as_profile(profile)
     cfg = profile.inference
     if checkpoint is None:
-        checkpoint = ensure_trained(profile, model, fold) / "last.pt"
+        checkpoint = ensure_selected(profile, model, fold)
     forward, info = load_generators(checkpoint, model)["ct_to_histology"]
     pair = read_registered_pair(registered_dir(profile.name) / pair_id)
     grid = tile_grid(pair.ct.shape, cfg.patch_size, cfg.step)
@@ -242,7 +258,7 @@ def compare_blends(
     for blend in BLENDS:
         # scored in network range: 8-bit rounding would hide steps smaller than a grey level
         stained = infer_slide(forward, network, patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size,
-                              blend=blend, device=device)
+                              blend=blend, device=device, dtype=inference_dtype(profile, device))
         result[blend] = np.asarray(network_to_histology(np.moveaxis(stained, -1, 0)), np.uint8)
         for region_name, region in regions.items():
             rows.append({"blend": blend, "region": region_name, "seam_score": seam_score(stained, grid, region)})

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -83,6 +84,12 @@ def load_forward_stainer(
         If it holds no CT-to-histology generator of 3 input and 3 output channels.
     """
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():  # a training run folder: the checkpoint its selection chose
+        record = checkpoint / "selection.json"
+        if not record.is_file():
+            raise FileNotFoundError(f"{checkpoint}: a run folder without selection.json (the checkpoint choice); "
+                                    "pass a .pt file such as last.pt, or run vstain infer on the run first")
+        checkpoint = checkpoint / json.loads(record.read_text())["file"]
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
     try:
@@ -270,7 +277,8 @@ def check_ct_intensities(source, normalisation: dict, training: dict | None, che
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain stain``."""
-    parser.add_argument("--checkpoint", required=True, help="a trained run's .pt file (e.g. .../fold0/last.pt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a trained run's folder (its selected checkpoint) or a .pt file (e.g. .../fold0/last.pt)")
     parser.add_argument("--input", required=True, help="CT volume: greyscale TIFF stack (Z, Y, X) or OME-Zarr")
     parser.add_argument("--output", required=True, help="stained RGB volume: .tif stack or .zarr (OME-Zarr)")
     parser.add_argument("--axes", choices=AXES, default="z",
@@ -313,7 +321,7 @@ def run_cli(args: argparse.Namespace) -> int:
         stats, notes = check_ct_intensities(normalised, normalisation, info.get("ct_statistics"), args.checkpoint)
         for note in notes:
             warnings.warn(note, stacklevel=1)
-        meta = provenance(None, checkpoint=str(args.checkpoint), model=info.get("model"), fold=info.get("fold"),
+        meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
                           input=str(args.input), patch_size=info["patch_size"], step=info["step"],
                           ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
         stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from vstain.config import Profile, as_profile, load_profile, resolve_device
+from vstain.io import sha256_file, write_json
 from vstain.layout import model_dir, split_path, stage_dir
 from vstain.models import architecture
 from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs, read_profile_split
@@ -35,7 +36,7 @@ from vstain.phantom import ground_truth_pair, load_sample
 from vstain.stages.arguments import non_negative_int, positive_int
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.register import ensure_registered
-from vstain.train import patch_panels, train_model, validation_scores
+from vstain.train import patch_panels, run_checkpoints, select_checkpoint, train_model, validation_scores
 from vstain.vocabulary import MODEL_NAMES, STAINS, check_word
 
 SOURCES = ("registered", "ground_truth")
@@ -188,6 +189,50 @@ def ensure_trained(profile: Profile | str, model: str, fold: int = 0, stain: str
     return train_fold(profile, model, fold, stain=stain, pairs=pairs, progress=progress, root=root)
 
 
+def ensure_selected(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
+                    source: str = "registered", progress: bool = True, root: str | Path | None = None) -> Path:
+    """The checkpoint of a finished run that stains downstream, chosen once by the profile's rule.
+
+    Trains first if needed, then applies ``training.checkpoint_selection``
+    (:func:`vstain.train.select_checkpoint`) on the fold's validation pairs and writes
+    ``selection.json`` in the run folder (the rule, the scores of every candidate, the choice);
+    an up-to-date choice is read back. Inference, evaluation, FRC and the 3D stage all stain with it.
+
+    Returns
+    -------
+    Path
+        ``last.pt`` or ``best_<component>.pt`` of the run.
+    """
+    profile = as_profile(profile)
+    run = ensure_trained(profile, model, fold, stain, source=source, progress=progress, root=root)
+    rule = profile.training.checkpoint_selection
+    candidates = run_checkpoints(run)
+    key = {"rule": rule, "candidates": sorted(candidates), "last_sha256": sha256_file(run / "last.pt"),
+           "patch_size": profile.inference.patch_size, "step": profile.inference.step, "source": source}
+    record_path = run / "selection.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("key") == key:
+            return run / record["file"]
+    pairs = [] if rule == "last" else fold_pairs(profile, fold, "validation", stain, source=source,
+                                                 progress=progress, root=root)
+    chosen, table = select_checkpoint(candidates, pairs, rule, profile.inference.patch_size, profile.inference.step)
+    write_json(record_path, {"key": key, "chosen": chosen, "file": candidates[chosen].name,
+                             "validation_pairs": [p.pair_id for p in pairs], "scores": table.to_dict("records")})
+    return candidates[chosen]
+
+
+def selection_table(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
+                    root: str | Path | None = None) -> tuple[str, pd.DataFrame]:
+    """The chosen checkpoint of a run and the validation scores of every candidate (``selection.json``)."""
+    profile = as_profile(profile)
+    path = model_dir(profile.name, model, fold, stain, root) / "selection.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint selection yet (run vstain infer or ensure_selected)")
+    record = json.loads(path.read_text())
+    return record["chosen"], pd.DataFrame(record["scores"])
+
+
 # --------------------------------------------------------------------------- for the chapter
 
 
@@ -204,9 +249,14 @@ class TrainingReport:
     history : DataFrame
         ``history.csv``.
     panels : dict
-        Fig. 4a-style validation patches (:func:`vstain.train.patch_panels`).
+        Fig. 4a: training patches of the fold (:func:`vstain.train.patch_panels`), as in the paper.
     scores : DataFrame
-        Per validation pair SSIM / PSNR against the raw-CT baseline (:func:`vstain.train.validation_scores`).
+        Per validation pair SSIM / PSNR against the raw-CT baseline (:func:`vstain.train.validation_scores`),
+        of the selected checkpoint.
+    selected : str
+        The checkpoint that stains downstream (``last`` or ``best_<component>``).
+    selection : DataFrame
+        Median validation SSIM / PSNR of every saved checkpoint (:func:`vstain.train.select_checkpoint`).
     """
 
     model: str
@@ -215,22 +265,29 @@ class TrainingReport:
     history: pd.DataFrame
     panels: dict[str, np.ndarray]
     scores: pd.DataFrame
+    selected: str = "last"
+    selection: pd.DataFrame | None = None
 
 
 def training_report(profile: Profile | str, model: str, fold: int, validation_pairs: Sequence[RegisteredPair], *,
                     n_patches: int = 4, source: str = "registered", progress: bool = True) -> TrainingReport:
-    """Train ``model`` when needed, then read its history, draw validation patches and score the validation pairs.
+    """Train ``model`` when needed, choose its checkpoint, read its history, draw and score validation patches.
 
     Patches come from the profile's training patch size and seed; the scores from whole-slide
-    inference with the profile's inference patch size and step.
+    inference with the profile's inference patch size and step, of the selected checkpoint
+    (:func:`ensure_selected`).
     """
     profile = as_profile(profile)
-    run = ensure_trained(profile, model, fold, source=source, progress=progress)
-    checkpoint = run / "last.pt"
+    checkpoint = ensure_selected(profile, model, fold, source=source, progress=progress)
+    run = checkpoint.parent
+    selected, selection = selection_table(profile, model, fold)
     return TrainingReport(
         model=model, fold=int(fold), run=run, history=pd.read_csv(run / "history.csv"),
-        panels=patch_panels(checkpoint, validation_pairs, profile.training.patch_size, n=n_patches, seed=profile.seed),
+        # Figure 4a of the paper shows training patches: what the model was fitted to
+        panels=patch_panels(checkpoint, fold_pairs(profile, fold, "train", source=source, progress=progress),
+                            profile.training.patch_size, n=n_patches, seed=profile.seed),
         scores=validation_scores(checkpoint, validation_pairs, profile.inference.patch_size, profile.inference.step),
+        selected=selected, selection=selection,
     )
 
 

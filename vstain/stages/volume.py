@@ -24,13 +24,13 @@ import pandas as pd
 
 from vstain.config import Profile, as_profile, resolve_device
 from vstain.io import provenance, read_tiff, write_csv, write_json, write_png, write_tiff
-from vstain.layout import model_dir, stage_dir, volume_dir
+from vstain.layout import stage_dir, volume_dir
 from vstain.normalise import normalise_ct
 from vstain.pairs import split_roles
 from vstain.phantom import LABELS, load_sample, stain_labels
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.stain import load_forward_stainer
-from vstain.stages.train import ensure_trained
+from vstain.stages.train import ensure_selected
 from vstain.volume import RenderingUnavailable, compare_volumes, render_rgba, stain_volume, stripe_score
 from vstain.volume_io import ArrayVolume
 
@@ -91,7 +91,8 @@ def stain_phantom_volume(profile: Profile | str | Path, *, force: bool = False, 
     The sample is the first toluidine-blue test pair of ``profile.volume.fold`` (never
     seen in training); its CT volume is normalised like the training data
     (:func:`normalised_ct_volume`) and stained with the forward generator of
-    ``profile.volume.model`` (trained on demand by :func:`vstain.stages.train.ensure_trained`).
+    ``profile.volume.model`` (its selected checkpoint, trained and chosen on demand by
+    :func:`vstain.stages.train.ensure_selected`).
     The true stained volume is the phantom's stain model applied to the label volume.
     Writes into ``results/<profile>/volume/``: ``ct.tif`` (normalised input),
     ``stained_z.tif``, ``stained_zyx.tif``, ``truth.tif``, ``metrics.csv`` (per variant:
@@ -122,7 +123,8 @@ def stain_phantom_volume(profile: Profile | str | Path, *, force: bool = False, 
     done = out / "done.json"
     settings = {"model": cfg.model, "fold": cfg.fold, "sigma_voxels": cfg.sigma_voxels, "axes": list(cfg.axes),
                 "patch_size": profile.inference.patch_size, "step": profile.inference.step,
-                "blend": profile.inference.blend, "metrics_version": METRICS_VERSION}
+                "blend": profile.inference.blend, "checkpoint_selection": profile.training.checkpoint_selection,
+                "metrics_version": METRICS_VERSION}
     if not force and done.is_file() and json.loads(done.read_text()).get("settings") == settings:
         return done
     ensure_dataset(profile)
@@ -140,8 +142,7 @@ def stain_phantom_volume(profile: Profile | str | Path, *, force: bool = False, 
                          np.random.default_rng(profile.seed))
     write_tiff(out / "truth.tif", truth, voxel, metadata=meta)
 
-    ensure_trained(profile, cfg.model, cfg.fold, progress=progress)
-    checkpoint = model_dir(profile.name, cfg.model, cfg.fold) / "last.pt"
+    checkpoint = ensure_selected(profile, cfg.model, cfg.fold, progress=progress)
     device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
     stainer, info = load_forward_stainer(checkpoint, device=device, patch_size=profile.inference.patch_size,
                                          step=profile.inference.step, batch_size=profile.inference.batch_size,
