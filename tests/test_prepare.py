@@ -83,3 +83,21 @@ def test_a_ct_folder_and_a_pyramidal_slide_register_as_the_plain_files_do(smoke_
     again, _, _ = register.prepare_pair(other, profile)
     for field in ("ct", "histology", "mask"):
         np.testing.assert_array_equal(getattr(again, field), getattr(plain, field), err_msg=field)
+
+
+def test_a_ct_with_nan_voxels_is_refused_naming_the_file(smoke_dataset, tmp_path):
+    import dataclasses
+
+    import numpy as np
+    import pytest
+
+    from vstain.io import read_tiff, write_tiff
+    from vstain.manifest import load_manifest
+
+    entry = load_manifest(smoke_dataset, verify=False).pairs[0]
+    ct, spacing, _ = read_tiff(entry.ct_path)
+    ct = ct.astype(np.float32)
+    ct[1, 2, 3] = np.nan
+    write_tiff(tmp_path / "nan_ct.tif", ct, spacing)
+    with pytest.raises(ValueError, match=rf"pair {entry.pair_id}: field 'ct_path' .*nan_ct\.tif: 1 NaN or infinite"):
+        register.prepare_pair(dataclasses.replace(entry, ct_path=tmp_path / "nan_ct.tif"), load_profile("smoke"))

@@ -100,6 +100,10 @@ def _read_inputs(entry: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
             ct = np.stack([source.read_slice(z) for z in range(source.shape[0])])
         finally:
             source.close()
+    bad = ct.size - int(np.count_nonzero(np.isfinite(ct))) if np.asarray(ct).dtype.kind == "f" else 0
+    if bad:
+        raise ValueError(f"{where}: field 'ct_path' {entry.ct_source}: {bad} NaN or infinite voxels; "
+                         "fix or mask them in the CT volume")
     histology, histology_um, level = read_slide(entry.histology_path, pixel_um=entry.histology_pixel_um,
                                                 target_um=entry.ct_voxel_um / HISTOLOGY_OVERSAMPLING)
     extra = None
