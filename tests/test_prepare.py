@@ -101,3 +101,20 @@ def test_a_ct_with_nan_voxels_is_refused_naming_the_file(smoke_dataset, tmp_path
     write_tiff(tmp_path / "nan_ct.tif", ct, spacing)
     with pytest.raises(ValueError, match=rf"pair {entry.pair_id}: field 'ct_path' .*nan_ct\.tif: 1 NaN or infinite"):
         register.prepare_pair(dataclasses.replace(entry, ct_path=tmp_path / "nan_ct.tif"), load_profile("smoke"))
+
+
+def test_registration_cases_come_from_the_ground_truth(tmp_path):
+    import json
+
+    import pandas as pd
+
+    for pid, rotation, mirrored in (("a", 10.0, False), ("b", 95.0, False), ("c", -350.0, False), ("d", 5.0, True)):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "truth.json").write_text(json.dumps(
+            {"details": {"affine": {"rotation_deg": rotation, "mirrored": mirrored}, "tilt_deg": 3.0}}))
+    table = pd.DataFrame({"pair_id": list("abcde"), "stain": ["he"] * 5, "status": ["ok"] * 5,
+                          "angle_error_deg": [0.1] * 5, "tre_median_px": [0.2] * 5, "tre_max_px": [0.5] * 4 + [7.0]})
+    cases = register.registration_cases(table, tmp_path)
+    assert cases["case"].tolist() == ["upright", "rotated", "upright", "mirrored", "unknown"]
+    summary = register.case_summary(cases).set_index("case")
+    assert summary.loc["unknown", "wrong, not flagged"] == 1 and summary.loc["upright", "pairs"] == 2

@@ -370,6 +370,61 @@ def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> 
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+#: An in-plane rotation further than this from upright (either way) makes a pair "rotated".
+ROTATED_DEG = 20.0
+
+
+def registration_cases(table: pd.DataFrame, dataset_dir: str | Path) -> pd.DataFrame:
+    """The registration table of a synthetic dataset with each pair's case from its ground truth.
+
+    Cases: ``mirrored`` (mounted face down), ``rotated`` (in-plane rotation beyond
+    :data:`ROTATED_DEG` from upright) or ``upright``; ``tilt_deg`` is the true plane's tilt.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`registration_table`.
+    dataset_dir : path
+        The generated dataset (``<pair>/truth.json`` per pair).
+    """
+    rows = []
+    for row in table.to_dict("records"):
+        truth_path = Path(dataset_dir) / str(row["pair_id"]) / "truth.json"
+        details = json.loads(truth_path.read_text()).get("details", {}) if truth_path.is_file() else {}
+        affine = details.get("affine", {})
+        rotation = float(affine.get("rotation_deg", np.nan))
+        upright = abs((rotation + 180.0) % 360.0 - 180.0) <= ROTATED_DEG
+        case = "mirrored" if affine.get("mirrored") else ("upright" if upright else "rotated")
+        rows.append({**row, "case": case if affine else "unknown", "true_rotation_deg": rotation,
+                     "tilt_deg": details.get("tilt_deg", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def case_summary(cases: pd.DataFrame, *, wrong_px: float = 5.0) -> pd.DataFrame:
+    """Accuracy per case type and stain: pairs, registered, flagged, median angle and TRE, worst TRE.
+
+    ``wrong, not flagged`` counts registered pairs whose worst TRE exceeds ``wrong_px`` (a wrong fit the
+    quality check let through).
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"case": ["rotated", "rotated"], "stain": ["he", "he"], "status": ["ok", "uncertain: x"],
+    ...                   "angle_error_deg": [0.5, 9.0], "tre_median_px": [0.3, 20.0], "tre_max_px": [0.9, 40.0]})
+    >>> case_summary(t)[["pairs", "registered", "flagged", "wrong, not flagged"]].values.tolist()
+    [[2, 1, 1, 0]]
+    """
+    out = []
+    for (case, stain), part in cases.groupby(["case", "stain"], sort=True):
+        ok = part[part["status"] == "ok"]
+        out.append({"case": case, "stain": stain, "pairs": len(part), "registered": len(ok),
+                    "flagged": int((part["status"] != "ok").sum()),
+                    "median angle error (deg)": float(ok["angle_error_deg"].median()) if len(ok) else np.nan,
+                    "median TRE (px)": float(ok["tre_median_px"].median()) if len(ok) else np.nan,
+                    "worst TRE (px)": float(ok["tre_max_px"].max()) if len(ok) else np.nan,
+                    "wrong, not flagged": int((ok["tre_max_px"] > wrong_px).sum())})
+    return pd.DataFrame(out)
+
+
 def normalisation_table(profile_name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
     """Per-pair normalisation statistics, with ROI means on true labels where known.
 
