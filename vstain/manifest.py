@@ -76,7 +76,7 @@ import tifffile
 import yaml
 
 from vstain.io import sha256_file, sha256_path, write_csv, write_text
-from vstain.volume_io import HDF5_SUFFIXES, open_volume
+from vstain.volume_io import open_volume, split_hdf5_path
 from vstain.vocabulary import MATERIALS, ROLES, STAINS
 
 SOURCES = ("synthetic", "files")
@@ -259,21 +259,6 @@ def _check_image(stem: str, path: Path, where: str, histology_shape: tuple[int, 
             raise ManifestError(f"{where}: {described} is not the size of the histology "
                                 f"{histology_shape}; an extra mask is drawn in histology pixels")
     return spatial
-
-
-def split_hdf5_path(value: str) -> tuple[str, str | None]:
-    """``"scan.h5:/exchange/data"`` as ``("scan.h5", "/exchange/data")``; other paths unchanged, no dataset.
-
-    Examples
-    --------
-    >>> split_hdf5_path("ct/scan.h5:/exchange/data"), split_hdf5_path("ct/sample.tif")
-    (('ct/scan.h5', '/exchange/data'), ('ct/sample.tif', None))
-    """
-    for suffix in HDF5_SUFFIXES:
-        stem, found, dataset = value.partition(suffix + ":")
-        if found:
-            return stem + suffix, dataset
-    return value, None
 
 
 def _check_ct_volume(source: Path | str, voxel_um: float, where: str) -> None:

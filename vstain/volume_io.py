@@ -402,6 +402,21 @@ class ZarrVolume:
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
 
 
+def split_hdf5_path(value: str) -> tuple[str, str | None]:
+    """``"scan.h5:/exchange/data"`` as ``("scan.h5", "/exchange/data")``; other paths unchanged, no dataset.
+
+    Examples
+    --------
+    >>> split_hdf5_path("ct/scan.h5:/exchange/data"), split_hdf5_path("ct/sample.tif")
+    (('ct/scan.h5', '/exchange/data'), ('ct/sample.tif', None))
+    """
+    for suffix in HDF5_SUFFIXES:
+        stem, found, dataset = value.partition(suffix + ":")
+        if found:
+            return stem + suffix, dataset
+    return value, None
+
+
 def _is_zarr(path: Path) -> bool:
     return path.suffix.lower() == ".zarr" or any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
 
@@ -423,11 +438,9 @@ def open_volume(path: str | Path, voxel_size_um: Sequence[float] | None = None):
     ((3, 8, 8), (10.0, 5.0, 5.0))
     >>> v.close()
     """
-    text = str(path)
-    for suffix in HDF5_SUFFIXES:
-        stem, found, dataset = text.partition(suffix + ":")
-        if found:
-            return HDF5Volume(stem + suffix, dataset, voxel_size_um)
+    file, dataset = split_hdf5_path(str(path))
+    if dataset is not None:
+        return HDF5Volume(file, dataset, voxel_size_um)
     path = Path(path)
     if path.suffix.lower() in HDF5_SUFFIXES:
         raise ValueError(f"{path}: name the dataset inside the HDF5 file, e.g. {path}:/exchange/data")

@@ -14,15 +14,19 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
+def _whole_number(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    return _whole_number(text, 1, "at least 1")
 
 
 def non_negative_float(text: str) -> float:
@@ -52,10 +56,4 @@ def non_negative_int(text: str) -> int:
     >>> non_negative_int("2")
     2
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole_number(text, 0, "0 or more")
