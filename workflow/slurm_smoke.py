@@ -1,0 +1,388 @@
+"""The smoke study through a real SLURM: a throwaway single-node cluster on this machine, then two checks.
+
+1. The smoke study (dataset to Table 1) runs through ``workflow/profiles/slurm`` as SLURM batch jobs, and its
+   ``evaluation/table1.csv`` equals the local run's (``snakemake --cores N``, brought up to date first).
+2. A training job killed by SLURM mid-run (``scancel``: SIGTERM, then SIGKILL after KillWait, as at the time limit)
+   is resubmitted by the workflow's retry, resumes from its last checkpoint and ends with the same weights as an
+   uninterrupted run.
+
+The cluster: a munge key, a ``slurm.conf`` for one node with this machine's CPUs and memory, no accounting database,
+``munged``, ``slurmctld`` and ``slurmd`` started in the foreground with every file under one temporary folder, and
+stopped by their process ids when the script ends (also on failure or Ctrl-C). It needs Debian's ``slurm-wlm`` and
+``munge`` packages and root (slurmd starts jobs as their user); ``.ci/run`` installs them where it can. The SLURM
+profile is the repository's with the resources edited as a user would for this node: every partition set to the
+local one, CPUs and memory within the node, no GPU request.
+
+Usage (from the checkout, with the venv's interpreter)::
+
+    .venv/bin/python workflow/slurm_smoke.py            # both checks
+    .venv/bin/python workflow/slurm_smoke.py --skip-resume
+
+Exit status 0 when both checks pass, 1 when a check fails, 77 when SLURM or munge is not installed or this is not
+root (nothing was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE_DIR = ROOT / "workflow" / "profiles" / "slurm"
+PARTITION = "local"
+SKIPPED = 77
+DAEMONS = ("munged", "slurmctld", "slurmd")
+
+
+def say(text: str) -> None:
+    print(f"[slurm-smoke {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def missing_requirements() -> str | None:
+    """Why this machine cannot run the check, or None."""
+    missing = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
+    missing += [c for c in ("sbatch", "squeue", "scancel", "scontrol") if shutil.which(c) is None]
+    if missing:
+        return f"not installed: {', '.join(missing)} (Debian: apt-get install slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "needs root (slurmd starts each job as the user who submitted it)"
+    return None
+
+
+def daemon(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def node_memory_mb() -> int:
+    """Usable memory of this machine for jobs (MemTotal less a margin, as slurmd -C reports it)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024 - 512
+    raise RuntimeError("/proc/meminfo has no MemTotal")
+
+
+class Cluster:
+    """A single-node SLURM under ``folder``; :meth:`stop` ends the daemons it started, by process id."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.cpus = os.cpu_count() or 1
+        self.memory_mb = node_memory_mb()
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env = dict(os.environ, SLURM_CONF=str(folder / "slurm.conf"))
+
+    def write_config(self) -> None:
+        host = socket.gethostname().split(".")[0]
+        for sub in ("munge", "state", "spool", "log"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        key = self.folder / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        (self.folder / "munge").chmod(0o700)
+        f = self.folder
+        conf = f"""\
+ClusterName=vstain-smoke
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={f}/munge/munge.socket
+StateSaveLocation={f}/state
+SlurmdSpoolDir={f}/spool
+SlurmctldPidFile={f}/slurmctld.pid
+SlurmdPidFile={f}/slurmd.pid
+SlurmctldLogFile={f}/log/slurmctld.log
+SlurmdLogFile={f}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+MpiDefault=none
+SwitchType=switch/none
+ReturnToService=2
+# finished jobs stay visible to squeue for 10 minutes: the workflow's status command (no accounting here)
+MinJobAge=600
+# a cancelled or timed-out job gets SIGTERM, then SIGKILL after this many seconds (as on a real cluster)
+KillWait=30
+SchedulerType=sched/backfill
+NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
+PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+        (f / "slurm.conf").write_text(conf)
+
+    def start(self) -> None:
+        self.write_config()
+        f = self.folder
+        logs = {}
+        commands = {
+            "munged": [daemon("munged"), "--foreground", "--force", f"--key-file={f}/munge/munge.key",
+                       f"--socket={f}/munge/munge.socket", f"--pid-file={f}/munge/munged.pid",
+                       f"--log-file={f}/log/munged.log", f"--seed-file={f}/munge/munged.seed"],
+            "slurmctld": [daemon("slurmctld"), "-D", "-i", "-f", str(f / "slurm.conf")],
+            "slurmd": [daemon("slurmd"), "-D", "-f", str(f / "slurm.conf")],
+        }
+        for name in DAEMONS:
+            logs[name] = open(f / "log" / f"{name}.out", "w")  # noqa: SIM115  (closed with the process)
+            self.processes[name] = subprocess.Popen(commands[name], stdout=logs[name], stderr=subprocess.STDOUT,
+                                                    env=self.env, start_new_session=True)
+            if name == "munged":
+                self._wait(lambda: (f / "munge" / "munge.socket").exists(), "munged's socket", 20)
+            if name == "slurmctld":
+                self._wait(lambda: self._run(["scontrol", "ping"]).stdout.count("UP") > 0, "slurmctld", 30)
+        self._wait(lambda: "idle" in self._run(["sinfo", "-h", "-o", "%T"]).stdout, "the node to be idle", 60)
+        say(f"SLURM up: 1 node, {self.cpus} CPUs, {self.memory_mb} MB, partition {PARTITION!r}, "
+            f"daemon pids {', '.join(f'{n} {p.pid}' for n, p in self.processes.items())}")
+
+    def _run(self, cmd: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+
+    def _wait(self, ready, what: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            dead = [n for n, p in self.processes.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{dead[0]} exited (log: {self.folder / 'log'}):\n{self.log_tail()}")
+            if ready():
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"timed out waiting for {what} (logs in {self.folder / 'log'}):\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                         for p in sorted((self.folder / "log").glob("*")) if p.is_file())
+
+    def stop(self) -> None:
+        """SIGTERM each daemon this script started (by its pid), SIGKILL any that has not ended after 15 s."""
+        for name in reversed(DAEMONS):
+            process = self.processes.pop(name, None)
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        say("SLURM daemons stopped")
+
+
+def local_profile(folder: Path, cluster: Cluster, extra: dict | None = None) -> Path:
+    """The repository's SLURM profile with its resources edited for this one node (as its comments ask)."""
+    profile = yaml.safe_load((PROFILE_DIR / "config.yaml").read_text())
+    jobs = [profile["default-resources"], *profile.get("set-resources", {}).values()]
+    for resources in jobs:
+        resources["slurm_partition"] = PARTITION
+        resources["cpus_per_task"] = 1
+        resources["mem_mb"] = min(int(resources["mem_mb"]), cluster.memory_mb // cluster.cpus)
+        resources.pop("gpu", None)  # no GPU on this node
+        resources.pop("gpu_model", None)
+    profile["slurm-init-seconds-before-status-checks"] = 5  # smoke jobs take seconds; the default waits 40
+    profile.update(extra or {})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return folder
+
+
+def snakemake(args: list[str], env: dict, log: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", *args]
+    with open(log, "w") as handle:
+        return subprocess.run(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def clean_env(cluster: Cluster, results: Path) -> dict:
+    """The submitting shell of a new user: no venv on PATH, no PYTHONPATH (jobs must not depend on either)."""
+    env = {k: v for k, v in cluster.env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != venv_bin)
+    env["VSTAIN_RESULTS"] = str(results)
+    return env
+
+
+def check_table1(cluster: Cluster, work: Path) -> bool:
+    """The smoke study to Table 1 through SLURM, compared with the local run's Table 1."""
+    results = work / "results-slurm"
+    target = f"{results}/smoke/evaluation/table1.csv"
+    env = clean_env(cluster, results)
+    started = time.monotonic()
+    done = snakemake([target, "--workflow-profile", str(local_profile(work / "profile", cluster)),
+                      "--config", "profile=smoke"], env, work / "snakemake-slurm.log")
+    minutes = (time.monotonic() - started) / 60
+    if done.returncode != 0:
+        say(f"FAIL: the SLURM smoke study failed after {minutes:.1f} min:\n{log_tail(work / 'snakemake-slurm.log')}")
+        return False
+    submitted = (work / "snakemake-slurm.log").read_text().count("has been submitted with SLURM jobid")
+    say(f"SLURM smoke study to Table 1: {submitted} batch jobs, {minutes:.1f} min")
+
+    # the local run: the same target under the default results (made by `make test`; brought up to date here)
+    local_env = dict(os.environ)
+    local_env.pop("VSTAIN_RESULTS", None)
+    local_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{local_env.get('PATH', '')}"
+    local_target = "results/smoke/evaluation/table1.csv"
+    started = time.monotonic()
+    done = snakemake([local_target, "--cores", str(cluster.cpus), "--config", "profile=smoke"], local_env,
+                     work / "snakemake-local.log")
+    if done.returncode != 0:
+        say(f"FAIL: the local smoke study failed:\n{log_tail(work / 'snakemake-local.log')}")
+        return False
+    say(f"local smoke Table 1 up to date in {(time.monotonic() - started) / 60:.1f} min")
+    slurm_table, local_table = Path(target).read_text(), (ROOT / local_target).read_text()
+    if slurm_table != local_table:
+        say(f"FAIL: Table 1 differs.\nSLURM ({target}):\n{slurm_table}\nlocal ({ROOT / local_target}):\n{local_table}")
+        return False
+    say(f"PASS: Table 1 through SLURM equals the local run's ({len(local_table.splitlines()) - 1} rows)")
+    return True
+
+
+def resume_profile(work: Path, epochs: int, model: str) -> Path:
+    """The smoke profile with one model and more epochs: a training job long enough to be killed mid-run."""
+    profile = yaml.safe_load(subprocess.run([sys.executable, "-m", "vstain", "profile", "smoke"], cwd=ROOT,
+                                            capture_output=True, text=True, check=True).stdout)
+    profile["training"]["models"] = [model]
+    profile["training"]["epochs"] = epochs
+    path = work / "smoke-resume.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path
+
+
+def jobs_of(cluster: Cluster) -> list[str]:
+    out = cluster._run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"]).stdout
+    return out.split()
+
+
+def check_resume(cluster: Cluster, work: Path, epochs: int, model: str) -> bool:
+    """scancel a training job after some epochs; the workflow's retry resumes it to the uninterrupted weights."""
+    import pandas as pd
+    import torch
+
+    profile = resume_profile(work, epochs, model)
+    results, reference = work / "results-resume", work / "results-reference"
+    # the dataset and registration of the smoke study (the same sections in this profile) are reused
+    for root in (results, reference):
+        for stage in ("dataset", "registered"):
+            shutil.copytree(work / "results-slurm" / "smoke" / stage, root / "smoke" / stage)
+    run = results / "smoke" / "models" / model / "fold0"
+    target = str(run / "training.json")
+    env = clean_env(cluster, results)
+    # --touch first: the copied stages are taken as made by this workflow, so only the training job runs
+    args = ["--config", f"profile={profile}"]
+    snakemake([target, "--touch", "--cores", "1", *args], env, work / "snakemake-touch.log")
+    (run / "training.json").unlink(missing_ok=True)
+    log = work / "snakemake-resume.log"
+    cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", target, "--workflow-profile",
+           str(local_profile(work / "profile-resume", cluster, {"retries": 1})), *args]
+    started = time.monotonic()
+    with open(log, "w") as handle:
+        workflow = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        history = run / "history.csv"
+        deadline = time.monotonic() + 600
+        while not (history.is_file() and len(pd.read_csv(history)) >= 2 and (run / "last.pt").is_file()):
+            if workflow.poll() is not None or time.monotonic() > deadline:
+                say(f"FAIL: the training job ended or stalled before two epochs:\n{log_tail(log)}")
+                return False
+            time.sleep(0.5)
+        before = pd.read_csv(history)
+        saved_epoch = int(torch.load(run / "last.pt", weights_only=True)["epoch"])
+        jobs = jobs_of(cluster)
+        if len(jobs) != 1:
+            say(f"FAIL: expected one running training job, squeue shows {jobs}")
+            return False
+        cluster._run(["scancel", jobs[0]])
+        say(f"scancel {jobs[0]} after epoch {saved_epoch} of {epochs} "
+            f"({time.monotonic() - started:.0f} s after submission)")
+        code = workflow.wait(timeout=900)
+    finally:
+        if workflow.poll() is None:
+            workflow.send_signal(signal.SIGINT)  # Snakemake cancels its SLURM jobs on Ctrl-C
+            workflow.wait(60)
+    text = log.read_text(errors="replace")
+    if code != 0:
+        say(f"FAIL: the workflow did not finish after the retry (exit {code}):\n{log_tail(log)}")
+        return False
+    job_logs = list((ROOT / ".snakemake" / "slurm_logs").rglob(f"{jobs[0]}.log"))
+    killed = job_logs[0].read_text(errors="replace") if job_logs else ""
+    submissions = text.count("has been submitted with SLURM jobid")
+    after = pd.read_csv(history)
+    checks = {
+        "the killed job's vstain caught SIGTERM (exit 143, 'terminated')": "vstain train: terminated" in killed,
+        "the workflow submitted the training job twice": submissions == 2,
+        f"the retry resumed: epochs 1-{len(before)} kept from the killed job (their timings too)":
+            after.iloc[:len(before)].equals(before) and len(after) == epochs,
+    }
+    # the uninterrupted run, locally, with the same profile and pairs
+    subprocess.run([sys.executable, "-m", "vstain", "train", "--profile", str(profile), "--model", model,
+                    "--fold", "0", "--results", str(reference)], cwd=ROOT, env=clean_env(cluster, reference),
+                   check=True, capture_output=True)
+    resumed = torch.load(run / "last.pt", weights_only=True)
+    straight = torch.load(reference / "smoke" / "models" / model / "fold0" / "last.pt", weights_only=True)
+    same = all(torch.equal(resumed["generators"][net][k], straight["generators"][net][k])
+               for net in straight["generators"] for k in straight["generators"][net])
+    checks["the final checkpoint equals the uninterrupted run's (every generator tensor)"] = (
+        same and resumed["epoch"] == straight["epoch"] == epochs)
+    for what, ok in checks.items():
+        say(f"{'PASS' if ok else 'FAIL'}: {what}")
+    if not all(checks.values()):
+        say(f"workflow log:\n{log_tail(log)}\nkilled job's log:\n{killed[-3000:]}")
+    return all(checks.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip-resume", action="store_true", help="only the Table 1 check")
+    parser.add_argument("--resume-epochs", type=int, default=12, help="epochs of the training job that is killed")
+    parser.add_argument("--resume-model", default="mod_cyclegan")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, results)")
+    args = parser.parse_args(argv)
+    why = missing_requirements()
+    if why:
+        say(f"SKIPPED: cannot start a local SLURM: {why}")
+        return SKIPPED
+    work = Path(tempfile.mkdtemp(prefix="vstain-slurm-"))
+    cluster = Cluster(work / "cluster")
+    started = time.monotonic()
+    ok = False
+    try:
+        cluster.start()
+        ok = check_table1(cluster, work)
+        if ok and not args.skip_resume:
+            ok = check_resume(cluster, work, args.resume_epochs, args.resume_model)
+    except (RuntimeError, subprocess.CalledProcessError) as err:
+        say(f"FAIL: {err}")
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.stop()
+        say(f"{'PASSED' if ok else 'FAILED'} in {(time.monotonic() - started) / 60:.1f} min"
+            + (f"; files in {work}" if args.keep or not ok else ""))
+        if ok and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
