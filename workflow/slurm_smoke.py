@@ -1,6 +1,7 @@
 """The smoke study through a real SLURM: a throwaway single-node cluster on this machine, then two checks.
 
-1. The smoke study (dataset to Table 1) runs through ``workflow/profiles/slurm`` as SLURM batch jobs, and its
+1. The smoke study (dataset to Table 1, and the Table 1 chapter by papermill) runs through
+   ``workflow/profiles/slurm`` as SLURM batch jobs from a shell without the venv on PATH, and its
    ``evaluation/table1.csv`` equals the local run's (``snakemake --cores N``, brought up to date first).
 2. A training job killed by SLURM mid-run (``scancel``: SIGTERM, then SIGKILL after KillWait, as at the time limit)
    is resubmitted by the workflow's retry, resumes from its last checkpoint and ends with the same weights as an
@@ -230,7 +231,8 @@ def check_table1(cluster: Cluster, work: Path) -> bool:
     target = f"{results}/smoke/evaluation/table1.csv"
     env = clean_env(cluster, results)
     started = time.monotonic()
-    done = snakemake([target, "--workflow-profile", str(local_profile(work / "profile", cluster)),
+    chapter = f"{results}/smoke/notebooks/05_evaluation.ipynb"  # a papermill job too
+    done = snakemake([target, chapter, "--workflow-profile", str(local_profile(work / "profile", cluster)),
                       "--config", "profile=smoke"], env, work / "snakemake-slurm.log")
     minutes = (time.monotonic() - started) / 60
     if done.returncode != 0:
@@ -275,13 +277,17 @@ def jobs_of(cluster: Cluster) -> list[str]:
     return out.split()
 
 
-def check_resume(cluster: Cluster, work: Path, epochs: int, model: str) -> bool:
-    """scancel a training job after some epochs; the workflow's retry resumes it to the uninterrupted weights."""
+def check_resume(cluster: Cluster, work: Path, epochs: int, model: str, kill: str) -> bool:
+    """A training job killed by SLURM mid-run resumes, through the workflow's retry, to the uninterrupted weights.
+
+    ``kill="scancel"``: the job is cancelled after two epochs (one retry). ``kill="timelimit"``: the training job asks
+    for one minute and SLURM stops it at that limit, as many times as it takes (a chain of jobs; four retries).
+    """
     import pandas as pd
     import torch
 
     profile = resume_profile(work, epochs, model)
-    results, reference = work / "results-resume", work / "results-reference"
+    results, reference = work / f"results-{kill}", work / f"results-{kill}-reference"
     # the dataset and registration of the smoke study (the same sections in this profile) are reused
     for root in (results, reference):
         for stage in ("dataset", "registered"):
@@ -291,50 +297,63 @@ def check_resume(cluster: Cluster, work: Path, epochs: int, model: str) -> bool:
     env = clean_env(cluster, results)
     # --touch first: the copied stages are taken as made by this workflow, so only the training job runs
     args = ["--config", f"profile={profile}"]
-    snakemake([target, "--touch", "--cores", "1", *args], env, work / "snakemake-touch.log")
+    snakemake([target, "--touch", "--cores", "1", *args], env, work / f"snakemake-{kill}-touch.log")
     (run / "training.json").unlink(missing_ok=True)
-    log = work / "snakemake-resume.log"
+    extra = {"retries": 1} if kill == "scancel" else {"retries": 4}
+    slurm_profile = local_profile(work / f"profile-{kill}", cluster, extra)
+    if kill == "timelimit":
+        config = yaml.safe_load((slurm_profile / "config.yaml").read_text())
+        config["set-resources"]["train"]["runtime"] = 1  # minutes
+        (slurm_profile / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    log = work / f"snakemake-{kill}.log"
     cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", target, "--workflow-profile",
-           str(local_profile(work / "profile-resume", cluster, {"retries": 1})), *args]
+           str(slurm_profile), *args]
     started = time.monotonic()
+    history = run / "history.csv"
+    first_job, before = None, None
     with open(log, "w") as handle:
         workflow = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     try:
-        history = run / "history.csv"
-        deadline = time.monotonic() + 600
-        while not (history.is_file() and len(pd.read_csv(history)) >= 2 and (run / "last.pt").is_file()):
-            if workflow.poll() is not None or time.monotonic() > deadline:
-                say(f"FAIL: the training job ended or stalled before two epochs:\n{log_tail(log)}")
-                return False
+        deadline = time.monotonic() + 900
+        while workflow.poll() is None and time.monotonic() < deadline:
+            running = jobs_of(cluster)
+            if first_job is None and running:
+                first_job = running[0]
+            if first_job is not None and first_job in running and history.is_file():
+                with contextlib.suppress(Exception):  # a history being replaced is read at the next turn
+                    before = pd.read_csv(history)  # what the first job had written when it was stopped
+                if kill == "scancel" and before is not None and len(before) >= 2 and (run / "last.pt").is_file():
+                    saved = int(torch.load(run / "last.pt", weights_only=True)["epoch"])
+                    cluster._run(["scancel", first_job])
+                    say(f"scancel {first_job} after epoch {saved} of {epochs} "
+                        f"({time.monotonic() - started:.0f} s after submission)")
+                    while first_job in jobs_of(cluster):
+                        time.sleep(0.5)
             time.sleep(0.5)
-        before = pd.read_csv(history)
-        saved_epoch = int(torch.load(run / "last.pt", weights_only=True)["epoch"])
-        jobs = jobs_of(cluster)
-        if len(jobs) != 1:
-            say(f"FAIL: expected one running training job, squeue shows {jobs}")
-            return False
-        cluster._run(["scancel", jobs[0]])
-        say(f"scancel {jobs[0]} after epoch {saved_epoch} of {epochs} "
-            f"({time.monotonic() - started:.0f} s after submission)")
-        code = workflow.wait(timeout=900)
+        code = workflow.wait(timeout=60)
     finally:
         if workflow.poll() is None:
             workflow.send_signal(signal.SIGINT)  # Snakemake cancels its SLURM jobs on Ctrl-C
             workflow.wait(60)
     text = log.read_text(errors="replace")
-    if code != 0:
-        say(f"FAIL: the workflow did not finish after the retry (exit {code}):\n{log_tail(log)}")
+    minutes = (time.monotonic() - started) / 60
+    if code != 0 or first_job is None or before is None:
+        say(f"FAIL: the workflow did not finish after the retries (exit {code}, first job {first_job}):\n"
+            f"{log_tail(log)}")
         return False
-    job_logs = list((ROOT / ".snakemake" / "slurm_logs").rglob(f"{jobs[0]}.log"))
+    job_logs = list((ROOT / ".snakemake" / "slurm_logs").rglob(f"{first_job}.log"))
     killed = job_logs[0].read_text(errors="replace") if job_logs else ""
     submissions = text.count("has been submitted with SLURM jobid")
     after = pd.read_csv(history)
+    say(f"{kill}: training of {epochs} epochs in {submissions} SLURM jobs, {minutes:.1f} min")
     checks = {
-        "the killed job's vstain caught SIGTERM (exit 143, 'terminated')": "vstain train: terminated" in killed,
-        "the workflow submitted the training job twice": submissions == 2,
-        f"the retry resumed: epochs 1-{len(before)} kept from the killed job (their timings too)":
-            after.iloc[:len(before)].equals(before) and len(after) == epochs,
+        "the stopped job's vstain caught SIGTERM (exit 143, 'terminated')": "vstain train: terminated" in killed,
+        "the workflow submitted the training job again": submissions == 2 if kill == "scancel" else submissions >= 2,
+        f"the retry resumed: epochs 1-{len(before)} kept from the stopped job (their timings too)":
+            0 < len(before) < epochs and after.iloc[:len(before)].equals(before) and len(after) == epochs,
     }
+    if kill == "timelimit":
+        checks["SLURM stopped the first job at its time limit"] = "DUE TO TIME LIMIT" in killed
     # the uninterrupted run, locally, with the same profile and pairs
     subprocess.run([sys.executable, "-m", "vstain", "train", "--profile", str(profile), "--model", model,
                     "--fold", "0", "--results", str(reference)], cwd=ROOT, env=clean_env(cluster, reference),
@@ -346,9 +365,9 @@ def check_resume(cluster: Cluster, work: Path, epochs: int, model: str) -> bool:
     checks["the final checkpoint equals the uninterrupted run's (every generator tensor)"] = (
         same and resumed["epoch"] == straight["epoch"] == epochs)
     for what, ok in checks.items():
-        say(f"{'PASS' if ok else 'FAIL'}: {what}")
+        say(f"{'PASS' if ok else 'FAIL'} ({kill}): {what}")
     if not all(checks.values()):
-        say(f"workflow log:\n{log_tail(log)}\nkilled job's log:\n{killed[-3000:]}")
+        say(f"workflow log:\n{log_tail(log)}\nstopped job's log:\n{killed[-3000:]}")
     return all(checks.values())
 
 
@@ -357,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-resume", action="store_true", help="only the Table 1 check")
     parser.add_argument("--resume-epochs", type=int, default=12, help="epochs of the training job that is killed")
     parser.add_argument("--resume-model", default="mod_cyclegan")
+    parser.add_argument("--time-limit-epochs", type=int, default=0,
+                        help="also stop a training job of this many epochs at a one-minute time limit (0: not)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, results)")
     args = parser.parse_args(argv)
     why = missing_requirements()
@@ -371,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         ok = check_table1(cluster, work)
         if ok and not args.skip_resume:
-            ok = check_resume(cluster, work, args.resume_epochs, args.resume_model)
+            ok = check_resume(cluster, work, args.resume_epochs, args.resume_model, "scancel")
+        if ok and args.time_limit_epochs:
+            ok = check_resume(cluster, work, args.time_limit_epochs, args.resume_model, "timelimit")
     except (RuntimeError, subprocess.CalledProcessError) as err:
         say(f"FAIL: {err}")
     finally:
