@@ -53,7 +53,7 @@ def say(text: str) -> None:
 def missing_requirements() -> str | None:
     """Why this machine cannot run the check, or None."""
     missing = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
-    missing += [c for c in ("sbatch", "squeue", "scancel", "scontrol") if shutil.which(c) is None]
+    missing += [c for c in ("sbatch", "srun", "squeue", "scancel", "scontrol") if shutil.which(c) is None]
     if missing:
         return f"not installed: {', '.join(missing)} (Debian: apt-get install slurm-wlm munge)"
     if os.geteuid() != 0:
@@ -132,6 +132,13 @@ NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} 
 PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
         (f / "slurm.conf").write_text(conf)
+        # Inside each job the plugin's jobstep runs `srun` with every SLURM_* variable removed, SLURM_CONF too: a
+        # real cluster keeps slurm.conf where srun looks without it (/etc/slurm/). This one keeps it here, so the
+        # jobs find an `srun` that names it (the folder goes first on the jobs' PATH; nothing in /etc is touched).
+        (f / "bin").mkdir(exist_ok=True)
+        wrapper = f / "bin" / "srun"
+        wrapper.write_text(f'#!/bin/sh\nSLURM_CONF={f / "slurm.conf"} exec {shutil.which("srun")} "$@"\n')
+        wrapper.chmod(0o755)
 
     def start(self) -> None:
         self.write_config()
@@ -220,7 +227,8 @@ def clean_env(cluster: Cluster, results: Path) -> dict:
     """The submitting shell of a new user: no venv on PATH, no PYTHONPATH (jobs must not depend on either)."""
     env = {k: v for k, v in cluster.env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     venv_bin = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != venv_bin)
+    path = [p for p in env.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != venv_bin]
+    env["PATH"] = os.pathsep.join([str(cluster.folder / "bin"), *path])
     env["VSTAIN_RESULTS"] = str(results)
     return env
 
