@@ -128,4 +128,4 @@ def test_smoke_study_through_a_local_slurm_equals_the_local_run_and_a_killed_tra
         pytest.skip(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "PASS: Table 1 through SLURM equals the local run's" in done.stdout
-    assert "PASS: the final checkpoint equals the uninterrupted run's" in done.stdout
+    assert "PASS (scancel): the final checkpoint equals the uninterrupted run's" in done.stdout

@@ -4,8 +4,8 @@
    ``workflow/profiles/slurm`` as SLURM batch jobs from a shell without the venv on PATH, and its
    ``evaluation/table1.csv`` equals the local run's (``snakemake --cores N``, brought up to date first).
 2. A training job stopped by SLURM mid-run is resubmitted by the workflow's retry, resumes from its last checkpoint
-   and ends with the same weights as an uninterrupted run: once cancelled by ``scancel`` after two epochs, once
-   stopped at a one-minute time limit (SIGTERM, then SIGKILL after KillWait; a chain of jobs).
+   and ends with the same weights as an uninterrupted run: cancelled by ``scancel`` after two epochs (SIGTERM, then
+   SIGKILL after KillWait, as at a time limit), and on request stopped at a one-minute time limit as a chain of jobs.
 
 The cluster: a munge key, a ``slurm.conf`` for one node with this machine's CPUs and memory, no accounting database,
 ``munged``, ``slurmctld`` and ``slurmd`` started in the foreground with every file under one temporary folder, and
@@ -16,9 +16,9 @@ local one, CPUs and memory within the node, no GPU request.
 
 Usage (from the checkout, with the venv's interpreter)::
 
-    .venv/bin/python workflow/slurm_smoke.py                     # every check (about 10 minutes on 2 cores)
-    .venv/bin/python workflow/slurm_smoke.py --skip-time-limit   # Table 1 and the scancel check
-    .venv/bin/python workflow/slurm_smoke.py --skip-resume       # Table 1 only
+    .venv/bin/python workflow/slurm_smoke.py                          # Table 1 and the scancel check (CI)
+    .venv/bin/python workflow/slurm_smoke.py --time-limit-epochs 100  # also a chain of one-minute jobs
+    .venv/bin/python workflow/slurm_smoke.py --skip-resume            # Table 1 only
 
 Exit status 0 when every check passes, 1 when a check fails, 77 when SLURM or munge is not installed or this is not
 root (nothing was run).
@@ -278,7 +278,7 @@ def resume_profile(work: Path, epochs: int, model: str) -> Path:
     profile["training"]["models"] = [model]
     profile["training"]["epochs"] = epochs
     profile["training"]["patches_per_pair"] *= 10
-    path = work / "smoke-resume.yaml"
+    path = work / f"smoke-resume-{epochs}.yaml"
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     return path
 
@@ -292,13 +292,13 @@ def check_resume(cluster: Cluster, work: Path, epochs: int, model: str, kill: st
     """A training job killed by SLURM mid-run resumes, through the workflow's retry, to the uninterrupted weights.
 
     ``kill="scancel"``: the job is cancelled after two epochs (one retry). ``kill="timelimit"``: the training job asks
-    for one minute and SLURM stops it at that limit, as many times as it takes (a chain of jobs; four retries).
+    for one minute and SLURM stops it at that limit, as many times as it takes (a chain of jobs; eight retries).
     """
     import pandas as pd
     import torch
 
     profile = resume_profile(work, epochs, model)
-    results, reference = work / f"results-{kill}", work / "results-reference"
+    results, reference = work / f"results-{kill}", work / f"results-reference-{epochs}"
     # the dataset and registration of the smoke study (the same sections in this profile) are reused
     for root in (results, reference):
         if root == reference and root.exists():
@@ -312,7 +312,7 @@ def check_resume(cluster: Cluster, work: Path, epochs: int, model: str, kill: st
     args = ["--config", f"profile={profile}"]
     snakemake([target, "--touch", "--cores", "1", *args], env, work / f"snakemake-{kill}-touch.log")
     (run / "training.json").unlink(missing_ok=True)
-    extra = {"retries": 1} if kill == "scancel" else {"retries": 4}
+    extra = {"retries": 1} if kill == "scancel" else {"retries": 8}
     slurm_profile = local_profile(work / f"profile-{kill}", cluster, extra)
     if kill == "timelimit":
         config = yaml.safe_load((slurm_profile / "config.yaml").read_text())
@@ -391,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-epochs", type=int, default=30,
                         help="epochs of the training job that is stopped (about 3 s each here)")
     parser.add_argument("--resume-model", default="mod_cyclegan")
-    parser.add_argument("--skip-time-limit", action="store_true",
-                        help="no training job stopped at a one-minute time limit (only the scancel check)")
+    parser.add_argument("--time-limit-epochs", type=int, default=0,
+                        help="also stop a training job of this many epochs (100: a few minutes here) at a one-minute "
+                             "time limit, as a chain of jobs (0, the default: not)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, results)")
     args = parser.parse_args(argv)
     why = missing_requirements()
@@ -408,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = check_table1(cluster, work)
         if ok and not args.skip_resume:
             ok = check_resume(cluster, work, args.resume_epochs, args.resume_model, "scancel")
-        if ok and not args.skip_resume and not args.skip_time_limit:
-            ok = check_resume(cluster, work, args.resume_epochs, args.resume_model, "timelimit")
+        if ok and args.time_limit_epochs:
+            ok = check_resume(cluster, work, args.time_limit_epochs, args.resume_model, "timelimit")
     except (RuntimeError, subprocess.CalledProcessError) as err:
         say(f"FAIL: {err}")
     finally:
