@@ -179,6 +179,8 @@ class RegistrationResult:
         when the profile sets no restarts.
     normal_axis : str
         The volume axis (``z``, ``y`` or ``x``) the fitted normal lies nearest.
+    threads : int
+        The SimpleITK threads every registration method of the fit ran with (``config.threads``).
     """
 
     pair_id: str
@@ -200,6 +202,7 @@ class RegistrationResult:
     status: str = "ok"
     tilt_spread_deg: float = math.nan
     normal_axis: str = "z"
+    threads: int = 1
 
     @property
     def mirrored(self) -> bool:
@@ -1269,6 +1272,7 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
         initial_mutual_information=float(initial_mi), mi_history=history,
         seconds=time.perf_counter() - started, mi_margin=margin, silhouette_iou=iou,
         tilt_spread_deg=float(tilt_spread), normal_axis=AXIS_NAMES[axis],
+        threads=int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()),
         status=_judge(margin, iou, cfg, tilt_spread),
     )
 
