@@ -315,24 +315,24 @@ def test_three_landmarks_recover_a_pose_the_global_search_is_denied():
     assert errors["angle_error_deg"] < 2.5 and errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
 
 
-@pytest.mark.parametrize("points, words", [
-    ([(10, 10), (10, 60)], "2 landmark pairs given, at least 3"),
-    ([(10, 10), (20, 20), (30, 30)], "histology_yx points lie on one line"),
-    ([(10, 10), (10, 60), (500, 30)], "landmarks'[2].histology_yx [500.0, 30.0] lies outside the histology"),
+@pytest.mark.parametrize("points, ct_zyx, words", [
+    ([(10, 10), (10, 60)], None, "2 landmark pairs given, at least 3"),
+    ([(10, 10), (20, 20), (30, 30)], None, "histology_yx points lie on one line"),
+    ([(10, 10), (10, 60), (500, 30)], None, "landmarks'[2].histology_yx [500.0, 30.0] lies outside the histology"),
+    ([(10, 10), (10, 60), (60, 30)], [(1.0, 2.0, 3.0), (1.0, 2.0, 60.0), (1.0, 200.0, 3.0)],
+     "landmarks'[2].ct_zyx [1.0, 200.0, 3.0] lies outside the CT volume"),
+    ([(10, 10), (10, 60), (60, 30)], [(1.0, 2.0, 3.0), (1.0, 4.0, 5.0), (1.0, 6.0, 7.0)],
+     "ct_zyx points lie on one line"),
 ])
-def test_bad_landmarks_stop_with_an_error_naming_the_pair_and_field(sample, points, words):
+def test_bad_landmarks_stop_with_an_error_naming_the_pair_and_field(sample, points, ct_zyx, words):
     guess = _landmarks(sample, points)
+    if ct_zyx is not None:
+        guess["landmarks"]["ct_zyx"] = np.asarray(ct_zyx)
     with pytest.raises(RegistrationError) as info:
         register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
                                    histology_pixel_um=sample.histology_pixel_um, config=PROFILE.registration,
                                    pair_id="clicks_01", initial_guess=guess)
     assert "pair clicks_01: field 'initial_guess.landmarks'" in str(info.value) and words in str(info.value)
-    guess["landmarks"]["ct_zyx"] = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 60.0], [1.0, 200.0, 3.0]])[:len(points)]
-    if len(points) == 3 and "outside" not in words:
-        with pytest.raises(RegistrationError, match="lies outside the CT volume"):
-            register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
-                                       histology_pixel_um=sample.histology_pixel_um, config=PROFILE.registration,
-                                       pair_id="clicks_01", initial_guess=guess)
 
 
 @pytest.mark.parametrize("section, key, value", [
