@@ -4,7 +4,7 @@ Examples
 --------
 >>> from vstain.config import load_profile
 >>> cfg = load_profile("smoke").dataset
->>> sample = make_sample(cfg, "tb_mg_01", "Mg", "toluidine_blue", beamtime=0, session=1, seed=7)
+>>> sample = make_sample(cfg, "tb_mg_01", "Mg", "toluidine_blue", beamtime=0, session=1, seed=5)
 >>> sample.ct_volume.shape == tuple(cfg.ct_shape), sample.histology.dtype
 (True, dtype('uint8'))
 >>> sample.histology_to_volume([[0.0, 0.0]]).shape
@@ -218,7 +218,7 @@ def plane_height(sample: PhantomSample, y, x) -> np.ndarray:
     Examples
     --------
     >>> from vstain.config import load_profile
-    >>> s = make_sample(load_profile("smoke").dataset, "p", "Ti", "toluidine_blue", 0, 0, seed=3)
+    >>> s = make_sample(load_profile("smoke").dataset, "p", "Ti", "toluidine_blue", 0, 0, seed=6)
     >>> z = plane_height(s, np.array([0.0, 95.0]), np.array([0.0, 95.0]))
     >>> bool(abs(z[0] - z[1]) < 10)
     True
