@@ -243,30 +243,41 @@ def test_an_uncertain_pair_is_tabled_with_its_figures_and_never_registered(smoke
 # --------------------------------------------------------------------------- steep tilts, other axes, starts
 
 
+#: The phantom as the quick profile draws it (tilts up to 15 degrees, 30 % of normals along y or x) at smoke size,
+#: and the quick profile's search (every axis, the cone of tilts, the tilt check): smoke keeps neither.
+QUICK = load_profile("quick")
+STEEP = dataclasses.replace(PROFILE.dataset, min_tilt_deg=QUICK.dataset.min_tilt_deg,
+                            max_tilt_deg=QUICK.dataset.max_tilt_deg,
+                            other_axis_fraction=QUICK.dataset.other_axis_fraction)
+FULL = dataclasses.replace(PROFILE.registration, search_axes=QUICK.registration.search_axes,
+                           tilt_step_deg=QUICK.registration.tilt_step_deg,
+                           check_tilt_deg=QUICK.registration.check_tilt_deg,
+                           max_tilt_spread_deg=QUICK.registration.max_tilt_spread_deg)
+
+
 def _seeded(seed: int, cfg=None):
-    return make_sample(cfg or PROFILE.dataset, f"seed_{seed}", "Mg", "toluidine_blue", beamtime=0, session=0,
-                       seed=seed)
+    return make_sample(cfg or STEEP, f"seed_{seed}", "Mg", "toluidine_blue", beamtime=0, session=0, seed=seed)
 
 
 @pytest.mark.parametrize("seed, axis", [(22, "z"), (10, "y"), (17, "x")])
 def test_recovers_a_strongly_tilted_section_along_any_volume_axis(seed, axis):
     case = _seeded(seed)
     assert case.details["normal_axis"] == axis and case.details["tilt_deg"] > 12.0  # the draw this test is about
-    result = _register(case, pair_id=f"tilted_{axis}")
+    result = _register(case, config=FULL, pair_id=f"tilted_{axis}")
     errors = registration_errors(result, case)
     assert result.status == "ok", result.status
     assert result.normal_axis == axis
     assert errors["angle_error_deg"] < 2.5 and errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
-    assert result.tilt_spread_deg <= PROFILE.registration.max_tilt_spread_deg
+    assert result.tilt_spread_deg <= FULL.max_tilt_spread_deg
 
 
 def test_the_search_picks_the_right_axis_where_every_axis_could_hold_the_section():
     """In a cube-shaped volume every axis's cross-section holds the section: all three are searched and
     the section normal's axis wins (in smoke's thin volumes only the thick cross-section can)."""
-    cube = dataclasses.replace(PROFILE.dataset, ct_shape=[64, 64, 64])
+    cube = dataclasses.replace(STEEP, ct_shape=[64, 64, 64])
     case = _seeded(10, cube)
     assert case.details["normal_axis"] == "y"
-    result = _register(case, pair_id="cube")
+    result = _register(case, config=FULL, pair_id="cube")
     errors = registration_errors(result, case)
     assert result.normal_axis == "y" and result.status == "ok", result.status
     assert errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
@@ -299,7 +310,7 @@ def _landmarks(case, points_yx):
 
 def test_three_landmarks_recover_a_pose_the_global_search_is_denied():
     case = _seeded(17)  # normal along x, tilted 14 degrees, face down
-    denied = dataclasses.replace(PROFILE.registration, search_axes=["z"])
+    denied = dataclasses.replace(FULL, search_axes=["z"])
     with pytest.raises(RegistrationFailed, match="pair denied: no plane along the searched axes"):
         _register(case, config=denied, pair_id="denied")
     h, w = case.histology.shape[:2]
@@ -337,7 +348,7 @@ def test_bad_landmarks_stop_with_an_error_naming_the_pair_and_field(sample, poin
 
 @pytest.mark.parametrize("section, key, value", [
     ("registration", "search_axes", ["z", "w"]), ("registration", "search_axes", []),
-    ("registration", "search_axes", ["z", "z"]), ("registration", "tilt_step_deg", 0),
+    ("registration", "search_axes", ["z", "z"]), ("registration", "tilt_step_deg", -1),
     ("registration", "check_tilt_deg", 25), ("registration", "max_tilt_spread_deg", 0),
     ("registration", "max_tilt_deg", 60), ("dataset", "mirror_fraction", 1.5),
     ("dataset", "slide_rotation_deg", 200), ("dataset", "max_tilt_deg", -1),

@@ -60,7 +60,8 @@ class DatasetConfig:
     n_staining_sessions: int  # histology sessions, each with its own white balance
     slide_rotation_deg: float  # sections lie on the slide at an in-plane rotation uniform over +/- this
     mirror_fraction: float  # this fraction of sections lies face down (the histology is the plane mirrored)
-    max_tilt_deg: float  # the section plane tilts from the screw's plane by an angle uniform up to this
+    min_tilt_deg: float  # the section plane tilts from the screw's plane by an angle uniform from this ...
+    max_tilt_deg: float  # ... up to this
     other_axis_fraction: float  # this fraction of blocks lies with the section normal along y or x, not z
 
 
@@ -72,7 +73,7 @@ class RegistrationConfig:
     histology_downsample_um: float  # histology pixel size of the coarsest plane-search level
     max_tilt_deg: float  # the search's cone around each search axis; a fit tilted further is a failure
     search_axes: list[str]  # volume axes (z, y, x) the section normal may lie along; each is searched
-    tilt_step_deg: float  # starting cone: tilt rings this far apart, up to max_tilt_deg, before the refinement
+    tilt_step_deg: float  # starting cone: tilt rings this far apart, up to max_tilt_deg (0: no cone)
     mi_bins: int  # histogram bins of the Mattes mutual information (fewer on small images)
     affine_iterations: int  # optimiser iterations of the 2D affine stage
     plane_iterations: int  # optimiser iterations per level of the rigid plane fit
@@ -414,14 +415,18 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
          "an angle in [0, 180] degrees"),
         ("dataset.mirror_fraction", d.mirror_fraction, 0 <= d.mirror_fraction <= 1, fraction),
         ("dataset.max_tilt_deg", d.max_tilt_deg, 0 <= d.max_tilt_deg <= 30, "an angle in [0, 30] degrees"),
+        ("dataset.min_tilt_deg", d.min_tilt_deg, 0 <= d.min_tilt_deg <= d.max_tilt_deg,
+         "an angle between 0 and dataset.max_tilt_deg"),
         ("dataset.other_axis_fraction", d.other_axis_fraction, 0 <= d.other_axis_fraction <= 1, fraction),
         ("registration.pyramid_levels", r.pyramid_levels, r.pyramid_levels >= 1, at_least_one),
         ("registration.histology_downsample_um", r.histology_downsample_um, r.histology_downsample_um > 0, positive),
         ("registration.max_tilt_deg", r.max_tilt_deg, 0 < r.max_tilt_deg <= 45, "an angle in (0, 45] degrees"),
         ("registration.search_axes", r.search_axes,
-         len(r.search_axes) >= 1 and set(r.search_axes) <= {"z", "y", "x"} and len(set(r.search_axes)) == len(r.search_axes),
+         len(r.search_axes) >= 1 and set(r.search_axes) <= {"z", "y", "x"}
+         and len(set(r.search_axes)) == len(r.search_axes),
          "distinct volume axes among z, y, x"),
-        ("registration.tilt_step_deg", r.tilt_step_deg, 0 < r.tilt_step_deg <= 45, "an angle in (0, 45] degrees"),
+        ("registration.tilt_step_deg", r.tilt_step_deg, 0 <= r.tilt_step_deg <= 45,
+         "an angle in [0, 45] degrees (0: no cone)"),
         ("registration.check_tilt_deg", r.check_tilt_deg, 0 <= r.check_tilt_deg <= 20,
          "an angle in [0, 20] degrees (0: no restarts)"),
         ("registration.max_tilt_spread_deg", r.max_tilt_spread_deg, r.max_tilt_spread_deg > 0, positive),

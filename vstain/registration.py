@@ -538,9 +538,16 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
                     "registration failed")
             starts = _pick_starts(grid, cfg)
             history.append({"stage": "search", "level": 0, "iteration": 0, "mi": -min(g[0] for g in grid)})
-            starts = [(_best_tilt(transform, *level_images(key[1])[::3], moving_for(key[0]),
-                                  level_images(key[1])[1], cfg), key, allowed)
-                      for transform, key, allowed in starts]
+            # The grid has no tilt, and the gradient descent from an untilted start may stop at a nearer
+            # optimum of a plane tilted 10-15 degrees: each of the best depths also starts tilted as the
+            # cone scores best there (the other orientations, the check's rivals, start untilted).
+            tilted = []
+            for start_transform, key, allowed in (starts[:cfg.n_starts] if cfg.tilt_step_deg > 0 else []):
+                fixed, mask, _, bins = level_images(key[1])
+                best_tilt = _best_cone_tilt(start_transform, fixed, mask, bins, moving_for(key[0]), cfg)
+                if best_tilt is not None:
+                    tilted.append((best_tilt, key, allowed))
+            starts = starts + tilted
         else:
             starts = candidates
         refined: list[tuple[float, Any, tuple, list, bool]] = []
@@ -619,12 +626,11 @@ def _normal_of(transform: sitk.Euler3DTransform) -> np.ndarray:
     return np.asarray(transform.GetMatrix()).reshape(3, 3)[:, 2]
 
 
-def _best_tilt(transform, fixed, bins, moving, mask, cfg) -> sitk.Euler3DTransform:
-    """The start tilted over the cone: rings ``tilt_step_deg`` apart up to ``max_tilt_deg``, 8 directions each.
+def _best_cone_tilt(transform, fixed, mask, bins, moving, cfg) -> sitk.Euler3DTransform | None:
+    """The start tilted over the cone where the coarse MI is best, or None if no tilt beats it.
 
-    The grid has no tilt; a plane tilted 10-15 degrees scores best near the right orientation at no
-    tilt but may lead the gradient descent to a nearer, flatter optimum, so the start takes the
-    tilt of the best coarse MI on the cone (the untilted start if none beats it).
+    The cone: rings ``tilt_step_deg`` apart up to ``max_tilt_deg``, 8 directions each, about the
+    start's centre (the section's tissue centre: its depth there stays).
     """
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
@@ -632,9 +638,8 @@ def _best_tilt(transform, fixed, bins, moving, mask, cfg) -> sitk.Euler3DTransfo
     method.SetMetricUseMovingImageGradientFilter(False)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetMetricFixedMask(mask)
-    best, best_value = transform, math.inf
-    rings = np.arange(0.0, cfg.max_tilt_deg + 1e-9, cfg.tilt_step_deg)
-    for tilt in rings:
+    best, best_value = None, math.inf
+    for tilt in np.arange(0.0, cfg.max_tilt_deg + 1e-9, cfg.tilt_step_deg):
         for direction in (np.arange(8) * math.pi / 4 if tilt > 0 else [0.0]):
             trial = _tilted(transform, direction, tilt) if tilt > 0 else transform
             method.SetInitialTransform(trial, inPlace=False)
@@ -643,8 +648,8 @@ def _best_tilt(transform, fixed, bins, moving, mask, cfg) -> sitk.Euler3DTransfo
             except RuntimeError:  # the tilted slab leaves the volume
                 continue
             if value < best_value:
-                best, best_value = trial, value
-    return sitk.Euler3DTransform(best)
+                best, best_value = (None if tilt == 0 else sitk.Euler3DTransform(trial)), value
+    return best
 
 
 def _tissue_centre(grey_small: np.ndarray, fov_small: np.ndarray) -> np.ndarray:
@@ -1055,28 +1060,42 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
              (flip, np.ascontiguousarray(grey[:, ::-1]), np.ascontiguousarray(fov[:, ::-1]))]
     guess = dict(initial_guess or {})
     landmarks = guess.pop("landmarks", None)
-    transform, search, spread = None, {}, math.nan
+    search: dict[str, float] = {}
+    if landmarks is not None:
+        hist_yx, ct_zyx = _checked_landmarks(landmarks, histology.shape[:2], ct.shape, pair_id)
+        axis, transform = _landmark_start(hist_yx, ct_zyx, ct_voxel_um, histology_pixel_um, grey.shape)
+        view = np.ascontiguousarray(ct.transpose(AXIS_ORDERS[axis]))
+        slab, pre = faces[0][1:], faces[0][0]
+        transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
+                                            history, (transform, axis), pair_id, 0, n_finest=config.pyramid_levels)
+        candidates = [(transform, value, history)]
+    else:
+        search_axes = [AXIS_NAMES.index(a) for a in config.search_axes]
+        if "normal_axis" in guess and guess["normal_axis"] not in search_axes:
+            search_axes.append(guess["normal_axis"])
+        views = {a: ct.transpose(AXIS_ORDERS[a]) for a in search_axes}
+        transform, key, search, value = _fit_plane(views, [f[1:] for f in faces], ct_voxel_um, histology_pixel_um,
+                                                    config, history, None, pair_id, 0, hint=guess)
+        axis, (pre, *slab) = key[0], faces[key[1]]
+        view = np.ascontiguousarray(views[axis])
+    affine, origin, axes, final_mi, spread, history = _complete(view, axis, transform, value, slab, pre, grey, fov,
+                                                                factor, scale, ct_voxel_um, histology_pixel_um,
+                                                                config, history, pair_id)
+    origin, axes = _to_volume_frame(origin, axes, axis)
+    return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
+                   final_mi, initial_mi, history, started, config, pair_id, search, axis, spread)
+
+
+def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
+              config, history, pair_id):
+    """From a first plane fit: the 2D affine, the plane refits on the undistorted section, the tilt check.
+
+    Returns ``(affine, origin, axes, final_mi, tilt_spread, history)`` in the view's voxel frame.
+    """
+    spread = math.nan
     for round_ in range(1 + config.refinement_rounds):
         last = round_ == config.refinement_rounds
-        if transform is None and landmarks is not None:
-            hist_yx, ct_zyx = _checked_landmarks(landmarks, histology.shape[:2], ct.shape, pair_id)
-            axis, transform = _landmark_start(hist_yx, ct_zyx, ct_voxel_um, histology_pixel_um, grey.shape)
-            view = np.ascontiguousarray(ct.transpose(AXIS_ORDERS[axis]))
-            slab, pre = faces[0][1:], faces[0][0]
-            transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
-                                                history, (transform, axis), pair_id, round_,
-                                                n_finest=config.pyramid_levels)
-        elif transform is None:
-            search_axes = [AXIS_NAMES.index(a) for a in config.search_axes]
-            if "normal_axis" in guess and guess["normal_axis"] not in search_axes:
-                search_axes.append(guess["normal_axis"])
-            views = {a: ct.transpose(AXIS_ORDERS[a]) for a in search_axes}
-            transform, key, search, value = _fit_plane(views, [f[1:] for f in faces], ct_voxel_um,
-                                                        histology_pixel_um, config, history, None, pair_id, round_,
-                                                        hint=guess)
-            axis, (pre, *slab) = key[0], faces[key[1]]
-            view = np.ascontiguousarray(views[axis])
-        else:
+        if round_ > 0:
             slab = (slab_grey, slab_fov)
             transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
                                                 history, (transform, axis), pair_id, round_)
@@ -1098,9 +1117,7 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
             # the rectified section is the section undistorted (and un-mirrored) by the affine
             transform, pre, slab_grey, slab_fov = _rectify(grey, fov, affine, factor, origin, axes,
                                                            histology_pixel_um, ct_voxel_um)
-    origin, axes = _to_volume_frame(origin, axes, axis)
-    return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
-                   final_mi, initial_mi, history, started, config, pair_id, search, axis, spread)
+    return affine, origin, axes, final_mi, spread, history
 
 
 def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):

@@ -95,7 +95,7 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     ----------
     dataset_cfg : vstain.config.DatasetConfig
         Uses ``ct_shape``, ``ct_voxel_um``, ``histology_pixel_um`` and the section's draws:
-        ``slide_rotation_deg``, ``mirror_fraction``, ``max_tilt_deg``, ``other_axis_fraction``
+        ``slide_rotation_deg``, ``mirror_fraction``, ``min_tilt_deg``, ``max_tilt_deg``, ``other_axis_fraction``
         (a block drawn with its section normal along y or x is the same block with the volume's
         axes turned: :data:`~vstain.phantom.section.NORMAL_AXIS_ORDERS`; ``ct_shape`` is then
         turned too).
@@ -127,7 +127,8 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     labels = label_volume(geometry)
     ct_params = beamtime_params(beamtime)
     ct = simulate_ct(labels, material, ct_params, rng_ct)
-    plane_point, plane_axes, plane_normal = draw_plane(geometry, rng_plane, float(dataset_cfg.max_tilt_deg))
+    plane_point, plane_axes, plane_normal = draw_plane(geometry, rng_plane, float(dataset_cfg.max_tilt_deg),
+                                                       float(dataset_cfg.min_tilt_deg))
     affine, hist_shape, affine_details = draw_affine(shape[1:], hist_um / ct_um, rng_plane,
                                                      rotation_deg=float(dataset_cfg.slide_rotation_deg),
                                                      mirror_fraction=float(dataset_cfg.mirror_fraction))

@@ -46,8 +46,9 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: float = 4.0):
-    """Draw the true section plane: near the screw axis, tilted uniformly up to ``max_tilt_deg``.
+def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: float = 4.0,
+               min_tilt_deg: float = 0.0):
+    """Draw the true section plane: near the screw axis, tilted uniformly between ``min_tilt_deg`` and ``max_tilt_deg``.
 
     The tilt turns the plane about a random in-plane direction through its centre; a steep tilt
     in a thin volume may take the plane's corners (glass, the tube) out of the volume, as on
@@ -64,7 +65,7 @@ def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: 
     _, ny, nx = geometry.shape
     center = np.array([geometry.screw_axis[0] + rng.uniform(-0.15, 0.15) * geometry.core_radius,
                        (ny - 1) / 2, (nx - 1) / 2])
-    tilt = rng.uniform(0.0, 1.0) * np.deg2rad(max_tilt_deg)
+    tilt = np.deg2rad(min_tilt_deg + rng.uniform(0.0, 1.0) * (max_tilt_deg - min_tilt_deg))
     direction = rng.uniform(0, 2 * np.pi)
     rotation = _rotation(np.array([0.0, np.sin(direction), np.cos(direction)]), tilt)
     normal = rotation @ np.array([1.0, 0, 0])
