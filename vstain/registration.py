@@ -206,8 +206,14 @@ class RegistrationResult:
 
     @property
     def mirrored(self) -> bool:
-        """Whether the section lies face down: the affine flips the histology (negative determinant)."""
-        return bool(np.linalg.det(self.affine[:2, :2]) < 0)
+        """Whether the section lies face down: the histology is flipped, seen along the normal's positive axis.
+
+        The affine flips the histology (negative determinant) onto a plane whose normal points along its
+        axis; a fit from landmarks may instead turn the plane over (normal against its axis) unflipped.
+        """
+        normal = np.asarray(self.plane_normal, float)
+        facing_back = normal[int(np.argmax(np.abs(normal)))] < 0
+        return bool((np.linalg.det(self.affine[:2, :2]) < 0) != facing_back)
 
     def histology_to_volume(self, points_yx: np.ndarray) -> np.ndarray:
         """Map histology pixel coordinates ``(N, 2)`` (y, x) to CT voxel coordinates ``(N, 3)`` (z, y, x)."""
