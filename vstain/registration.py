@@ -6,28 +6,35 @@ preparation. Registration recovers both, by mutual information (MI), which needs
 assumption about how CT grey values relate to stain colours (the contrast is often
 inverted: dense bone is bright in CT and pale in toluidine blue):
 
-1. **Global start** (any in-plane rotation, either face). A section lies on its slide at
-   any rotation and may be mounted face down (mirrored), so the start is searched over
-   the whole circle and both faces: the histology is a thin 3D "slab" (the fixed image),
-   block-averaged to the coarsest pyramid level (``histology_downsample_um``, about 50 px
-   across), and the mirrored face is the same slab flipped left-right. Its tissue centroid
-   (optical density above Otsu's split: glass around the section does not move it) is put
-   on the CT volume's centre axis, and an exhaustive grid scores SimpleITK's Mattes MI of
-   the CT values sampled on the slab for every in-plane rotation (``inplane_step_deg``,
-   -180 to 180), in-plane shift (``max_shift_fraction``, ``shift_step_fraction``) and depth
-   (one coarse pixel apart, ``depth_margin_voxels`` from the top and bottom) on each face.
-   **Capture range**: any rotation and face; translations within about
-   ``max_shift_fraction`` of the CT width (plus half a step) of the volume's centre axis;
-   any depth inside the volume; plane tilts of a few degrees from the CT's z slices (the
-   grid has no tilt; the refinement recovers it, and a fit beyond ``max_tilt_deg`` fails).
+1. **Global start** (any in-plane rotation, either face, any searched volume axis). A section
+   lies on its slide at any rotation and may be mounted face down (mirrored), and it is cut along
+   the screw wherever that lies in the volume, so the start is searched over the whole circle,
+   both faces and the volume axes of ``search_axes``: the histology is a thin 3D "slab" (the fixed
+   image), block-averaged to the coarsest pyramid level (``histology_downsample_um``, about 50 px
+   across), and the mirrored face is the same slab flipped left-right. For each axis the CT is
+   turned so that axis is the first (:data:`AXIS_ORDERS`, a rotation). The section's tissue
+   centroid (optical density above Otsu's split: glass around the section does not move it) is
+   put on the view's centre axis, and an exhaustive grid scores SimpleITK's Mattes MI of the CT
+   values sampled on the slab for every in-plane rotation (``inplane_step_deg``, -180 to 180),
+   in-plane shift (``max_shift_fraction``, ``shift_step_fraction``) and depth (one coarse pixel
+   apart, ``depth_margin_voxels`` from the ends) on each face. A rotation whose view cannot hold
+   ``min_inside_fraction`` of the section's footprint is skipped, and every MI is weighted by the
+   fraction of the footprint the volume holds (MI on a sliver of overlap is high for few, alike
+   samples): in a thin volume only the thick cross-section is searched. The ``n_starts`` best depths
+   also start tilted, where a cone of tilts (rings ``tilt_step_deg`` apart up to ``max_tilt_deg``,
+   8 directions) scores best. **Capture range**: any rotation and face; a normal within
+   ``max_tilt_deg`` of any searched axis (the cone reaches 10-15 degree tilts that an untilted
+   start loses to a near-axial optimum); translations within about ``max_shift_fraction`` of the
+   CT width of the view's centre axis; any depth inside the volume. A fit beyond ``max_tilt_deg``
+   fails. A pair's ``initial_guess`` narrows it: landmarks replace the search (the plane they span
+   is refined through every level), orientation values restrict what the fit may take.
 2. **Plane fit** (3D rigid, coarse to fine). A regular-step gradient descent refines the
-   ``n_starts`` best depths and the best poses of ``n_orientation_starts`` other
-   orientations (further than ``orientation_separation_deg`` in rotation, or the other
-   face) at the coarsest level; the best pose of every distinct orientation then goes on
-   through the pyramid (the histology block-averaged, the CT smoothed to match), and the
-   finest level picks the fit. (The profile may narrow the orientations the fit may take,
-   ``max_inplane_rotation_deg`` and ``search_mirror``; the grid still scans all of them, as
-   competitors of the check of step 5.)
+   starts and the best poses of ``n_orientation_starts`` other orientations (further than
+   ``orientation_separation_deg`` in rotation, the other face, or another axis) at the coarsest
+   level; the best pose of every distinct orientation then goes on through the pyramid (the
+   histology block-averaged, the CT smoothed to match), and the finest level picks the fit. (The
+   profile may narrow the orientations the fit may take, ``max_inplane_rotation_deg`` and
+   ``search_mirror``; the grid still scans all of them, as competitors of the check of step 5.)
 3. **2D affine**. The CT is resampled on the fitted plane
    (:func:`scipy.ndimage.map_coordinates`), and a 2D affine of the histology
    (non-uniform scale, shear, rotation, translation; a negative determinant for a section
@@ -40,11 +47,15 @@ inverted: dense bone is bright in CT and pale in toluidine blue):
    orientation clearly best: the margin is small; negative when an orientation the profile
    did not allow fits better); ``silhouette_iou`` is the overlap of the sample's outline in
    the CT plane and in the registered section (:func:`silhouette_iou`: a plane in the wrong
-   place). Below ``min_mi_margin`` or ``min_silhouette_iou`` the result's ``status`` is
-   ``uncertain: <reason>``, and the registration stage keeps such a pair out of training.
-   The check cannot see a wrong fit whose true orientation never reached the finest level
-   while every pose that did is clearly worse than it (measured on the smoke phantom at a
-   coarsest level of only 24 px); the coarsest level must be fine enough (about 50 px).
+   place); ``tilt_spread_deg`` (:func:`_tilt_restarts`): the last plane fit is restarted from
+   itself tilted ``check_tilt_deg`` four ways; on a sharp optimum the refits come back, on a flat
+   or multi-peaked ridge of tilts (a plane a few degrees too far over) they end elsewhere (a refit
+   with a clearly higher MI replaces the fit). Below ``min_mi_margin`` or ``min_silhouette_iou``, or
+   a spread beyond ``max_tilt_spread_deg``, the result's ``status`` is ``uncertain: <reason>``, and
+   the registration stage keeps such a pair out of training. The check cannot see a wrong fit
+   whose true orientation never reached the finest level while every pose that did is clearly
+   worse than it (measured on the smoke phantom at a coarsest level of only 24 px); the coarsest
+   level must be fine enough (about 50 px).
 
 Coordinates follow :mod:`vstain.phantom`: the plane is ``point(i, j) = plane_point +
 i * plane_axes[0] + j * plane_axes[1]`` in CT voxel (z, y, x) coordinates for plane
