@@ -350,7 +350,8 @@ def test_bad_landmarks_stop_with_an_error_naming_the_pair_and_field(sample, poin
     ("registration", "search_axes", ["z", "w"]), ("registration", "search_axes", []),
     ("registration", "search_axes", ["z", "z"]), ("registration", "tilt_step_deg", -1),
     ("registration", "check_tilt_deg", 25), ("registration", "max_tilt_spread_deg", 0),
-    ("registration", "max_tilt_deg", 60), ("dataset", "mirror_fraction", 1.5),
+    ("registration", "max_tilt_deg", 60), ("registration", "tilt_refit_rounds", 0),
+    ("registration", "tilt_refit_gain", 1.0), ("dataset", "mirror_fraction", 1.5), ("dataset", "min_tilt_deg", 40),
     ("dataset", "slide_rotation_deg", 200), ("dataset", "max_tilt_deg", -1),
     ("dataset", "other_axis_fraction", -0.1),
 ])

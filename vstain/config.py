@@ -93,7 +93,9 @@ class RegistrationConfig:
     min_mi_margin: float  # (MI of the fit - MI of the best other orientation) / MI of the fit; below: uncertain
     min_silhouette_iou: float  # IoU of the CT plane's sample silhouette and the section's tissue; below: uncertain
     check_tilt_deg: float  # the check restarts the plane fit from the fit tilted this far, in four directions
-    max_tilt_spread_deg: float  # restarts that end further than this from the fit's normal: uncertain
+    tilt_refit_gain: float  # a refit whose MI beats the fit's by this fraction replaces it
+    tilt_refit_rounds: int  # rounds of refits from the tilted fit, each from the best so far
+    max_tilt_spread_deg: float  # a last round that still moved the fit further than this: uncertain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -430,6 +432,8 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("registration.check_tilt_deg", r.check_tilt_deg, 0 <= r.check_tilt_deg <= 20,
          "an angle in [0, 20] degrees (0: no restarts)"),
         ("registration.max_tilt_spread_deg", r.max_tilt_spread_deg, r.max_tilt_spread_deg > 0, positive),
+        ("registration.tilt_refit_gain", r.tilt_refit_gain, 0 <= r.tilt_refit_gain < 1, "a fraction in [0, 1)"),
+        ("registration.tilt_refit_rounds", r.tilt_refit_rounds, r.tilt_refit_rounds >= 1, at_least_one),
         ("registration.mi_bins", r.mi_bins, r.mi_bins >= 4, "at least 4 bins"),
         ("registration.affine_iterations", r.affine_iterations, r.affine_iterations >= 1, at_least_one),
         ("registration.plane_iterations", r.plane_iterations, r.plane_iterations >= 1, at_least_one),

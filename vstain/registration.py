@@ -48,9 +48,10 @@ inverted: dense bone is bright in CT and pale in toluidine blue):
    did not allow fits better); ``silhouette_iou`` is the overlap of the sample's outline in
    the CT plane and in the registered section (:func:`silhouette_iou`: a plane in the wrong
    place); ``tilt_spread_deg`` (:func:`_tilt_restarts`): the last plane fit is restarted from
-   itself tilted ``check_tilt_deg`` four ways; on a sharp optimum the refits come back, on a flat
-   or multi-peaked ridge of tilts (a plane a few degrees too far over) they end elsewhere (a refit
-   with a clearly higher MI replaces the fit). Below ``min_mi_margin`` or ``min_silhouette_iou``, or
+   itself tilted ``check_tilt_deg`` four ways; on a right fit no refit ends clearly higher in MI
+   (``tilt_refit_gain``), on a plane a few degrees too far over one climbs higher: it replaces the
+   fit and the refits start again (``tilt_refit_rounds``); how far the last round still moved the
+   plane is the spread. Below ``min_mi_margin`` or ``min_silhouette_iou``, or
    a spread beyond ``max_tilt_spread_deg``, the result's ``status`` is ``uncertain: <reason>``, and
    the registration stage keeps such a pair out of training. The check cannot see a wrong fit
    whose true orientation never reached the finest level while every pose that did is clearly
@@ -185,9 +186,9 @@ class RegistrationResult:
         ``max_tilt_spread_deg``: the fit may be a wrong local optimum and must not be used as a
         registered pair.
     tilt_spread_deg : float
-        The tilt check (:func:`_tilt_restarts`): the largest angle between the fitted normal and
-        the normals that refits from the fit tilted ``check_tilt_deg`` four ways end at; NaN
-        when the profile sets no restarts.
+        The tilt check (:func:`_tilt_restarts`): how far (degrees) the last round of refits, from
+        the fit tilted ``check_tilt_deg`` four ways, still moved the plane to a clearly higher MI
+        (0: the fit settled); NaN when the profile sets no refits.
     normal_axis : str
         The volume axis (``z``, ``y`` or ``x``) the fitted normal lies nearest.
     threads : int
@@ -1140,32 +1141,35 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
 def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
     """The check against a wrong tilt: refit from the fit tilted ``check_tilt_deg`` four ways.
 
-    A right fit is a sharp optimum in tilt: the four refits (the ``refinement_levels`` finest
-    levels) come back to it. A fit on a flat or multi-peaked MI ridge (a plane tilted a few degrees
-    too far, on a partial or featureless section) sends them elsewhere. A refit that ends at a
-    clearly higher MI replaces the fit; the spread is the largest angle between the final normal
-    and the fit's or any refit's normal.
+    On a right fit the refits (the ``refinement_levels`` finest levels) end no higher than the fit:
+    wherever the optimiser stops on the flanks, the fit is the top. A fit a few degrees too far over
+    (on a partial or featureless section, or a steep plane that converged towards an axial one) lies
+    on a slope: a refit climbs clearly higher (``tilt_refit_gain``, relative MI) and replaces the fit,
+    and the refits start again from there, up to ``tilt_refit_rounds`` rounds. The spread is how far
+    the last round still moved the plane: 0 when the fit settled, more when it was still climbing.
 
     Returns
     -------
     (transform, spread_deg)
     """
-    ends = [(value, transform)]
-    for k in range(4):
-        start = _tilted(transform, k * math.pi / 2, cfg.check_tilt_deg)
-        try:
-            refit, _, _, refit_value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg, [],
-                                                  (start, axis), pair_id, round_)
-        except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
-            continue
-        ends.append((refit_value, refit))
-    best_value, best = ends[0]
-    for refit_value, refit in ends[1:]:
-        if refit_value < best_value - 1e-3 * abs(best_value):  # a clearly higher MI (values are minus MI)
-            best_value, best = refit_value, refit
-    normal = _normal_of(best)
-    spread = max(math.degrees(math.acos(min(1.0, abs(float(np.dot(normal, _normal_of(t))))))) for _, t in ends)
-    return best, spread
+    spread = 0.0
+    for _ in range(cfg.tilt_refit_rounds):
+        best_value, best = value, transform
+        for k in range(4):
+            start = _tilted(transform, k * math.pi / 2, cfg.check_tilt_deg)
+            try:
+                refit, _, _, refit_value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg,
+                                                      [], (start, axis), pair_id, round_)
+            except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
+                continue
+            if refit_value < best_value and refit_value < value - cfg.tilt_refit_gain * abs(value):  # minus MI
+                best_value, best = refit_value, refit
+        cosine = abs(float(np.dot(_normal_of(transform), _normal_of(best))))
+        spread = math.degrees(math.acos(min(1.0, cosine)))
+        if best is transform:
+            return transform, 0.0
+        transform, value = best, best_value
+    return transform, spread
 
 
 def _checked_landmarks(landmarks, histology_shape, ct_shape, pair_id):
@@ -1367,8 +1371,9 @@ def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan) -> 
         reasons.append(f"silhouette IoU {iou:.2f} of CT sample and section tissue is below "
                        f"registration.min_silhouette_iou {cfg.min_silhouette_iou}")
     if math.isfinite(tilt_spread) and tilt_spread > cfg.max_tilt_spread_deg:
-        reasons.append(f"refits from tilts of {cfg.check_tilt_deg:g} deg end {tilt_spread:.1f} deg apart, beyond "
-                       f"registration.max_tilt_spread_deg {cfg.max_tilt_spread_deg}")
+        reasons.append(f"after {cfg.tilt_refit_rounds} rounds of refits from tilts of {cfg.check_tilt_deg:g} deg the "
+                       f"plane still moved {tilt_spread:.1f} deg to a higher MI, beyond "
+                       f"registration.max_tilt_spread_deg {cfg.max_tilt_spread_deg}: the tilt has not settled")
     return "uncertain: " + "; ".join(reasons) if reasons else "ok"
 
 
