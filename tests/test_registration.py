@@ -249,9 +249,12 @@ QUICK = load_profile("quick")
 STEEP = dataclasses.replace(PROFILE.dataset, min_tilt_deg=QUICK.dataset.min_tilt_deg,
                             max_tilt_deg=QUICK.dataset.max_tilt_deg,
                             other_axis_fraction=QUICK.dataset.other_axis_fraction)
-FULL = dataclasses.replace(PROFILE.registration, search_axes=QUICK.registration.search_axes,
+FULL = dataclasses.replace(PROFILE.registration, max_tilt_deg=QUICK.registration.max_tilt_deg,
+                           search_axes=QUICK.registration.search_axes,
                            tilt_step_deg=QUICK.registration.tilt_step_deg,
                            check_tilt_deg=QUICK.registration.check_tilt_deg,
+                           tilt_refit_gain=QUICK.registration.tilt_refit_gain,
+                           tilt_refit_rounds=QUICK.registration.tilt_refit_rounds,
                            max_tilt_spread_deg=QUICK.registration.max_tilt_spread_deg)
 
 
