@@ -308,8 +308,8 @@ def check_landmarks(landmarks: Any, histology_shape: Any = None, ct_shape: Any =
     vstain.manifest.ManifestError: m.yaml: pair p1: field 'initial_guess.landmarks': 2 landmark pairs given, at least 3 are needed (three points not on one line fix a plane)
     """
     if isinstance(landmarks, dict) and set(landmarks) == {"histology_yx", "ct_zyx"}:
-        items = [{"histology_yx": h, "ct_zyx": c}
-                 for h, c in zip(np.asarray(landmarks["histology_yx"]).tolist(), np.asarray(landmarks["ct_zyx"]).tolist())]
+        hist_points, ct_points = (np.asarray(landmarks[key]).tolist() for key in ("histology_yx", "ct_zyx"))
+        items = [{"histology_yx": h, "ct_zyx": c} for h, c in zip(hist_points, ct_points)]
     elif isinstance(landmarks, list):
         items = landmarks
     else:

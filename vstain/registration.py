@@ -691,8 +691,9 @@ def _search_start(fixed, mask, fov_small, um, view_shape, ct_voxel_um, bins, cfg
     it, so the grid covers every orientation with shifts and depths around that one position.
     Rotations that cannot bring ``min_inside_fraction`` of the section's footprint inside the
     view's cross-section (:func:`_inside_fractions`) are left out: MI on a small overlap is
-    unreliable (few, alike samples score high), and every grid MI is weighted by that fraction. A view with no such rotation (a thin volume
-    cut across its thin axis) is not searched; ``moving()`` builds the CT view only when needed.
+    unreliable (few, alike samples score high), and every grid MI is weighted by that fraction. A
+    view with no such rotation (a thin volume cut across its thin axis) is not searched;
+    ``moving()`` builds the CT view only when needed.
 
     The grid covers the whole circle on both faces whatever the profile lets the fit take
     (``max_inplane_rotation_deg``, ``search_mirror``, or the pair's ``hint``: a narrower search,
@@ -1256,7 +1257,8 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
     tilt = math.degrees(math.acos(min(1.0, abs(float(normal[axis])))))
     if tilt > cfg.max_tilt_deg:
         raise RegistrationFailed(
-            f"pair {pair_id}: the fitted plane tilts {tilt:.1f} deg from the {AXIS_NAMES[axis]} axis, beyond max_tilt_deg "
+            f"pair {pair_id}: the fitted plane tilts {tilt:.1f} deg from the {AXIS_NAMES[axis]} axis, beyond "
+            "max_tilt_deg "
             f"{cfg.max_tilt_deg}; registration failed"
         )
     if not final_mi > initial_mi:
