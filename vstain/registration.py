@@ -1140,8 +1140,10 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
 
 
 def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
-    """The check against a wrong tilt: refit from the fit tilted ``check_tilt_deg`` four ways.
+    """The check against a wrong tilt: refit from the fit tilted over the cone.
 
+    The first round starts from the fit tilted by every multiple of ``check_tilt_deg`` up to
+    ``max_tilt_deg``, 8 directions each; later rounds by ``check_tilt_deg``, 4 directions.
     On a right fit the refits (the ``refinement_levels`` finest levels) end no higher than the fit:
     wherever the optimiser stops on the flanks, the fit is the top. A fit a few degrees too far over
     (on a partial or featureless section, or a steep plane that converged towards an axial one) lies
@@ -1154,10 +1156,15 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
     (transform, spread_deg)
     """
     spread = 0.0
-    for _ in range(cfg.tilt_refit_rounds):
+    for round_index in range(cfg.tilt_refit_rounds):
         best_value, best = value, transform
-        for k in range(4):
-            start = _tilted(transform, k * math.pi / 2, cfg.check_tilt_deg)
+        # The first round reaches over the whole cone (rings check_tilt_deg apart, 8 directions): a steep
+        # plane that converged to an axial one is far from it; later rounds look round the new fit.
+        rings = np.arange(cfg.check_tilt_deg, cfg.max_tilt_deg + 1e-9, cfg.check_tilt_deg) if round_index == 0 \
+            else [cfg.check_tilt_deg]
+        n_directions = 8 if round_index == 0 else 4
+        for tilt, k in ((tilt, k) for tilt in rings for k in range(n_directions)):
+            start = _tilted(transform, k * 2 * math.pi / n_directions, tilt)
             try:
                 refit, _, _, refit_value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg,
                                                       [], (start, axis), pair_id, round_)
