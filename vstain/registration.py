@@ -48,10 +48,11 @@ inverted: dense bone is bright in CT and pale in toluidine blue):
    did not allow fits better); ``silhouette_iou`` is the overlap of the sample's outline in
    the CT plane and in the registered section (:func:`silhouette_iou`: a plane in the wrong
    place); ``tilt_spread_deg`` (:func:`_tilt_restarts`): the last plane fit is restarted from
-   itself tilted ``check_tilt_deg`` four ways; on a right fit no refit ends clearly higher in MI
-   (``tilt_refit_gain``), on a plane a few degrees too far over one climbs higher: it replaces the
-   fit and the refits start again (``tilt_refit_rounds``); how far the last round still moved the
-   plane is the spread. Below ``min_mi_margin`` or ``min_silhouette_iou``, or
+   itself tilted over the cone (multiples of ``check_tilt_deg`` up to ``max_tilt_deg``, 8
+   directions); on a right fit no refit ends clearly higher in MI (``tilt_refit_gain``), on a plane
+   tilted too little or too far (a 14 degree plane that converged to an axial one) one climbs
+   higher: it replaces the fit and refits start again around it (``tilt_refit_rounds``); how far
+   the last round still moved the plane is the spread. Below ``min_mi_margin`` or ``min_silhouette_iou``, or
    a spread beyond ``max_tilt_spread_deg``, the result's ``status`` is ``uncertain: <reason>``, and
    the registration stage keeps such a pair out of training. The check cannot see a wrong fit
    whose true orientation never reached the finest level while every pose that did is clearly
