@@ -495,3 +495,57 @@ def test_a_ct_as_a_folder_of_slices_or_an_hdf5_dataset_is_a_valid_manifest_ct(ma
     (folder / "slices" / "rec_0001.tif").unlink()  # a missing slice: the folder's checksum changes
     with pytest.raises(ManifestError, match=r"pair p0: field 'ct_sha256': checksum mismatch"):
         load_manifest(_write(folder, pairs))
+
+
+# --------------------------------------------------------------------------- initial guesses (landmarks)
+
+GOOD_LANDMARKS = [{"histology_yx": [0, 0], "ct_zyx": [1, 0, 0]}, {"histology_yx": [0, 7], "ct_zyx": [1, 0, 7]},
+                  {"histology_yx": [7, 3], "ct_zyx": [2, 7, 3]}]
+
+
+def test_an_initial_guess_round_trips_through_the_manifest(manifest_dir):
+    folder, pairs = manifest_dir
+    pairs[0]["initial_guess"] = {"landmarks": GOOD_LANDMARKS}
+    pairs[1]["initial_guess"] = {"rotation_deg": 90, "mirrored": True, "normal_axis": "y"}
+    manifest = load_manifest(_write(folder, pairs))
+    assert manifest.pairs[0].initial_guess["landmarks"]["ct_zyx"][2] == [2.0, 7.0, 3.0]
+    assert manifest.pairs[1].initial_guess == {"rotation_deg": 90.0, "mirrored": True, "normal_axis": "y"}
+    assert manifest.pairs[2].initial_guess is None
+    again = write_manifest(folder / "copy.yaml", manifest.pairs, source="files")
+    assert load_manifest(again).pairs == manifest.pairs
+
+
+@pytest.mark.parametrize("guess, words", [
+    ({"landmarks": GOOD_LANDMARKS[:2]}, ["2 landmark pairs given, at least 3"]),
+    ({"landmarks": []}, ["0 landmark pairs given"]),
+    ({"landmarks": [{"histology_yx": [0, 0], "ct_zyx": [1, 0, 0]}, {"histology_yx": [1, 1], "ct_zyx": [1, 1, 1]},
+                    {"histology_yx": [2, 2], "ct_zyx": [1, 5, 3]}]}, ["histology_yx points lie on one line"]),
+    ({"landmarks": [{"histology_yx": [0, 0], "ct_zyx": [1, 0, 0]}, {"histology_yx": [0, 7], "ct_zyx": [1, 1, 1]},
+                    {"histology_yx": [7, 3], "ct_zyx": [1, 2, 2]}]}, ["ct_zyx points lie on one line"]),
+    ({"landmarks": GOOD_LANDMARKS[:2] + [{"histology_yx": [8, 3], "ct_zyx": [2, 7, 3]}]},
+     ["landmarks'[2].histology_yx [8.0, 3.0] lies outside the histology (shape (8, 8))"]),
+    ({"landmarks": GOOD_LANDMARKS[:2] + [{"histology_yx": [7, 3], "ct_zyx": [4, 7, 3]}]},
+     ["landmarks'[2].ct_zyx [4.0, 7.0, 3.0] lies outside the CT volume (shape (4, 8, 8))"]),
+    ({"landmarks": GOOD_LANDMARKS[:2] + [{"histology_yx": [7, -1], "ct_zyx": [2, 7, 3]}]}, ["outside the histology"]),
+    ({"landmarks": GOOD_LANDMARKS[:2] + [{"histology_yx": [7], "ct_zyx": [2, 7, 3]}]},
+     ["[2].histology_yx must be 2 finite numbers"]),
+    ({"landmarks": GOOD_LANDMARKS[:2] + [{"histology_yx": [7, 3], "ct_zyx": [2, ".nan", 3]}]},
+     ["[2].ct_zyx must be 3 finite numbers"]),
+    ({"landmarks": GOOD_LANDMARKS[:2] + [{"histology_yx": [7, 3]}]}, ["exactly histology_yx and ct_zyx"]),
+    ({"landmarks": "three points"}, ["must be a list"]),
+    ({"landmarks": GOOD_LANDMARKS, "rotation_deg": 10}, ["landmarks or orientation values, not both"]),
+    ({"rotation_deg": "ninety"}, ["initial_guess.rotation_deg' must be a number"]),
+    ({"mirrored": "yes"}, ["initial_guess.mirrored' must be true or false"]),
+    ({"normal_axis": "w"}, ["initial_guess.normal_axis' must be one of z, y, x"]),
+    ({"tilt": 3}, ["unknown field 'tilt'"]),
+    ([1, 2, 3], ["must be a mapping"]),
+])
+def test_every_bad_initial_guess_names_the_manifest_the_pair_and_the_field(manifest_dir, guess, words):
+    folder, pairs = manifest_dir
+    pairs[1]["initial_guess"] = guess
+    path = _write(folder, pairs)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    message = str(info.value)
+    for word in [str(path), "pair p1", "field 'initial_guess"] + words:
+        assert word in message, message

@@ -1,5 +1,6 @@
 """The synthetic dataset: determinism, the physical effects later chapters measure, ground truth."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -97,16 +98,17 @@ def test_he_laser_cut_section(samples):
 
 def test_section_is_oblique_inside_the_volume_at_finer_pixels(samples):
     for s in samples.values():
-        tilt = np.degrees(np.arccos(abs(s.plane_normal[0])))
-        assert 0.3 < tilt < 6.0
+        axis = s.normal_axis
+        tilt = np.degrees(np.arccos(abs(s.plane_normal[axis])))
+        assert tilt == pytest.approx(s.details["tilt_deg"]) and tilt <= CFG.max_tilt_deg
         np.testing.assert_allclose(s.plane_axes @ s.plane_axes.T, np.eye(2), atol=1e-9)
         points = plane_grid(s)
-        tissue = ndi.map_coordinates(s.labels_volume, np.moveaxis(points, -1, 0), order=0) != 0
-        z = points[..., 0][tissue]
-        assert z.min() >= 1 and z.max() <= s.ct_volume.shape[0] - 2
+        inside = np.all((points >= 0) & (points <= np.asarray(s.ct_volume.shape) - 1), axis=-1)
+        tissue = ndi.map_coordinates(s.labels_volume, np.moveaxis(points, -1, 0), order=0, mode="nearest") != 0
+        assert inside[tissue].mean() > 0.9  # a steep tilt may take the block's rim out of a thin volume
         assert s.histology_pixel_um < s.ct_voxel_um
         ratio = s.ct_voxel_um / s.histology_pixel_um
-        assert abs(s.histology.shape[0] - ratio * s.ct_volume.shape[1]) <= 1
+        assert abs(s.histology.shape[0] - ratio * s.plane_shape[0]) <= 1
 
 
 def _consistency(s):
@@ -264,19 +266,58 @@ def test_regenerating_repairs_only_the_damaged_samples(smoke_dataset, tmp_path):
 
 
 def test_sections_lie_at_any_rotation_and_some_face_down():
-    """The slide's affine: rotation uniform over the circle, about MIRROR_FRACTION mirrored (negative
-    determinant exactly when mirrored), scale still the pixel-size ratio."""
-    from vstain.phantom.section import MIRROR_FRACTION, draw_affine
+    """The slide's affine: rotation uniform over the profile's range, the profile's fraction mirrored
+    (negative determinant exactly when mirrored), scale still the pixel-size ratio."""
+    from vstain.phantom.section import draw_affine
 
     rng = np.random.default_rng(5)
-    draws = [draw_affine((96, 96), 0.5, rng) for _ in range(400)]
+    draws = [draw_affine((96, 96), 0.5, rng, rotation_deg=CFG.slide_rotation_deg,
+                         mirror_fraction=CFG.mirror_fraction) for _ in range(400)]
     angles = np.array([d[2]["rotation_deg"] for d in draws])
     mirrored = np.array([d[2]["mirrored"] for d in draws])
     dets = np.array([np.linalg.det(d[0][:2, :2]) for d in draws])
+    assert CFG.slide_rotation_deg == 180.0
     assert np.histogram(angles, bins=4, range=(-180, 180))[0].min() > 60  # every quarter of the circle
-    assert abs(mirrored.mean() - MIRROR_FRACTION) < 0.07
+    assert abs(mirrored.mean() - CFG.mirror_fraction) < 0.07
     assert ((dets < 0) == mirrored).all()
     np.testing.assert_allclose(np.sqrt(np.abs(dets)), 0.5, rtol=0.06)
+    upright = [draw_affine((96, 96), 0.5, rng, rotation_deg=5.0, mirror_fraction=0.0) for _ in range(50)]
+    assert max(abs(d[2]["rotation_deg"]) for d in upright) <= 5.0 and not any(d[2]["mirrored"] for d in upright)
+
+
+def test_tilts_and_normal_axes_follow_the_dataset_profile():
+    """Tilts uniform up to dataset.max_tilt_deg; other_axis_fraction of the normals along y or x."""
+    import types
+
+    from vstain.phantom.section import draw_normal_axis, draw_plane
+
+    rng = np.random.default_rng(3)
+    geometry = types.SimpleNamespace(shape=(24, 96, 96), screw_axis=(11.5, 47.5), core_radius=5.0)
+    tilts = np.array([np.degrees(np.arccos(abs(draw_plane(geometry, rng, 15.0)[2][0]))) for _ in range(400)])
+    assert tilts.max() <= 15.0 and tilts.max() > 14.0 and np.histogram(tilts, bins=3, range=(0, 15))[0].min() > 100
+    axes = np.array([draw_normal_axis(rng, 0.3) for _ in range(1000)])
+    assert abs((axes != 0).mean() - 0.3) < 0.05 and (axes == 1).sum() > 100 and (axes == 2).sum() > 100
+    assert (np.array([draw_normal_axis(rng, 0.0) for _ in range(50)]) == 0).all()
+
+
+@pytest.mark.parametrize("axis", ["y", "x"])
+def test_a_block_turned_in_its_tube_is_cut_along_another_volume_axis(axis):
+    """A sample drawn with its normal along y or x: the volume is the block turned (a rotation), the true
+    plane lies across that axis, and the section still agrees with the label volume through it."""
+    cfg = dataclasses.replace(CFG, other_axis_fraction=0.3, min_tilt_deg=0.0, max_tilt_deg=15.0)  # as quick draws
+    for seed in range(60):
+        s = make_sample(cfg, "turned", "Mg", "toluidine_blue", beamtime=0, session=0, seed=seed)
+        if s.details["normal_axis"] == axis:
+            break
+    assert s.details["normal_axis"] == axis and s.normal_axis == "zyx".index(axis)
+    assert s.ct_volume.shape[s.normal_axis] == CFG.ct_shape[0]  # the thin axis of the block's volume
+    assert abs(s.plane_normal[s.normal_axis]) > np.cos(np.radians(cfg.max_tilt_deg))
+    np.testing.assert_allclose(np.cross(s.plane_axes[0], s.plane_axes[1]), s.plane_normal, atol=1e-9)
+    assert s.plane_shape == tuple(CFG.ct_shape[1:])
+    true_plane, wrong_plane = _consistency(s)
+    assert true_plane > 0.9 and wrong_plane < true_plane - 0.03
+    pair = ground_truth_pair(s)
+    assert pair.ct.shape == pair.histology.shape[:2] and pair.mask.mean() > 0.2
 
 
 def test_a_mirrored_section_is_the_plane_seen_face_down():

@@ -108,13 +108,22 @@ def test_registration_cases_come_from_the_ground_truth(tmp_path):
 
     import pandas as pd
 
-    for pid, rotation, mirrored in (("a", 10.0, False), ("b", 95.0, False), ("c", -350.0, False), ("d", 5.0, True)):
+    for pid, rotation, mirrored, tilt, axis in (("a", 10.0, False, 3.0, "z"), ("b", 95.0, False, 12.0, "z"),
+                                                ("c", -350.0, False, 3.0, "y"), ("d", 5.0, True, 8.0, "x")):
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "truth.json").write_text(json.dumps(
-            {"details": {"affine": {"rotation_deg": rotation, "mirrored": mirrored}, "tilt_deg": 3.0}}))
-    table = pd.DataFrame({"pair_id": list("abcde"), "stain": ["he"] * 5, "status": ["ok"] * 5,
-                          "angle_error_deg": [0.1] * 5, "tre_median_px": [0.2] * 5, "tre_max_px": [0.5] * 4 + [7.0]})
+            {"details": {"affine": {"rotation_deg": rotation, "mirrored": mirrored}, "tilt_deg": tilt,
+                         "normal_axis": axis}}))
+    table = pd.DataFrame({"pair_id": list("abcde"), "stain": ["he"] * 5, "status": ["ok"] * 4 + ["uncertain: x"],
+                          "angle_error_deg": [0.1] * 5, "tre_median_px": [0.2, 0.4, 0.2, 0.2, 9.0],
+                          "tre_max_px": [0.5, 6.0, 0.5, 0.5, 20.0], "seconds": [10.0] * 5})
     cases = register.registration_cases(table, tmp_path)
-    assert cases["case"].tolist() == ["upright", "rotated", "upright", "mirrored", "unknown"]
+    assert cases["rotated"].tolist() == [False, True, False, False, False]
+    assert cases["mirrored"].tolist() == [False, False, False, True, False]
+    assert cases["tilted"].tolist() == [False, True, False, True, False]
+    assert cases["other axis"].tolist() == [False, False, True, True, False]
     summary = register.case_summary(cases).set_index("case")
-    assert summary.loc["unknown", "wrong, not flagged"] == 1 and summary.loc["upright", "pairs"] == 2
+    assert summary.loc["all", "pairs"] == 5 and summary.loc["all", "flagged"] == 1
+    assert summary.loc["all", "flagged, TRE > 5 px"] == 1 and summary.loc["all", "wrong, not flagged"] == 1
+    assert summary.loc["tilted", "pairs"] == 2 and summary.loc["tilted", "wrong, not flagged"] == 1
+    assert summary.loc["other axis", "median TRE (px)"] == 0.2

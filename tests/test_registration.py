@@ -238,3 +238,130 @@ def test_an_uncertain_pair_is_tabled_with_its_figures_and_never_registered(smoke
         assert json.loads((out / f".{pair_id}.failed.json").read_text())["status"].startswith("uncertain")
     register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
     assert sorted(calls) == sorted(table["pair_id"]), "a deterministic verdict was recomputed"
+
+
+# --------------------------------------------------------------------------- steep tilts, other axes, starts
+
+
+#: The phantom as the quick profile draws it (tilts up to 15 degrees, 30 % of normals along y or x) at smoke size,
+#: and the quick profile's search (every axis, the cone of tilts, the tilt check): smoke keeps neither.
+QUICK = load_profile("quick")
+STEEP = dataclasses.replace(PROFILE.dataset, min_tilt_deg=QUICK.dataset.min_tilt_deg,
+                            max_tilt_deg=QUICK.dataset.max_tilt_deg,
+                            other_axis_fraction=QUICK.dataset.other_axis_fraction)
+FULL = dataclasses.replace(PROFILE.registration, max_tilt_deg=QUICK.registration.max_tilt_deg,
+                           search_axes=QUICK.registration.search_axes,
+                           tilt_step_deg=QUICK.registration.tilt_step_deg,
+                           check_tilt_deg=QUICK.registration.check_tilt_deg,
+                           tilt_refit_gain=QUICK.registration.tilt_refit_gain,
+                           tilt_refit_rounds=QUICK.registration.tilt_refit_rounds,
+                           max_tilt_spread_deg=QUICK.registration.max_tilt_spread_deg)
+
+
+def _seeded(seed: int, cfg=None):
+    return make_sample(cfg or STEEP, f"seed_{seed}", "Mg", "toluidine_blue", beamtime=0, session=0, seed=seed)
+
+
+@pytest.mark.parametrize("seed, axis", [(22, "z"), (31, "y"), (17, "x")])
+def test_recovers_a_strongly_tilted_section_along_any_volume_axis(seed, axis):
+    case = _seeded(seed)
+    assert case.details["normal_axis"] == axis and case.details["tilt_deg"] > 9.5  # the draw this test is about
+    result = _register(case, config=FULL, pair_id=f"tilted_{axis}")
+    errors = registration_errors(result, case)
+    assert result.status == "ok", result.status
+    assert result.normal_axis == axis
+    assert errors["angle_error_deg"] < 2.5 and errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
+    assert result.tilt_spread_deg <= FULL.max_tilt_spread_deg
+
+
+def test_the_search_picks_the_right_axis_where_every_axis_could_hold_the_section():
+    """In a cube-shaped volume every axis's cross-section holds the section: all three are searched and
+    the section normal's axis wins (in smoke's thin volumes only the thick cross-section can)."""
+    cube = dataclasses.replace(STEEP, ct_shape=[64, 64, 64])
+    case = _seeded(10, cube)
+    assert case.details["normal_axis"] == "y"
+    result = _register(case, config=FULL, pair_id="cube")
+    errors = registration_errors(result, case)
+    assert result.normal_axis == "y" and result.status == "ok", result.status
+    assert errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
+
+
+def test_a_deliberately_wrong_start_is_flagged_not_accepted(sample):
+    # The pair's "known" orientation is off by 90 degrees: the fit may take only that one, the grid still
+    # scans the rest, and the right orientation beats the fit: uncertain, never ok.
+    wrong = {"rotation_deg": sample.details["affine"]["rotation_deg"] + 90.0, "mirrored": False}
+    result = register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
+                                        histology_pixel_um=sample.histology_pixel_um, config=PROFILE.registration,
+                                        pair_id="wrong_start", initial_guess=wrong)
+    assert result.status.startswith("uncertain"), result.status
+    assert result.mi_margin < 0
+    assert registration_errors(result, sample)["tre_median_px"] > 5.0
+
+
+def test_a_right_orientation_guess_registers(sample):
+    guess = {"rotation_deg": sample.details["affine"]["rotation_deg"], "mirrored": False, "normal_axis": 0}
+    result = register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
+                                        histology_pixel_um=sample.histology_pixel_um, config=PROFILE.registration,
+                                        pair_id="guess", initial_guess=guess)
+    assert result.status == "ok" and registration_errors(result, sample)["tre_max_px"] < 5.0
+
+
+def _landmarks(case, points_yx):
+    points = np.asarray(points_yx, float)
+    return {"landmarks": {"histology_yx": points, "ct_zyx": case.histology_to_volume(points)}}
+
+
+def test_three_landmarks_recover_a_pose_the_global_search_is_denied():
+    case = _seeded(17)  # normal along x, tilted 14 degrees, face down
+    denied = dataclasses.replace(FULL, search_axes=["z"])
+    with pytest.raises(RegistrationFailed, match="pair denied: no plane along the searched axes"):
+        _register(case, config=denied, pair_id="denied")
+    h, w = case.histology.shape[:2]
+    # Three rough clicks: the true correspondences moved by a CT voxel or so.
+    guess = _landmarks(case, [(0.3 * h, 0.3 * w), (0.35 * h, 0.7 * w), (0.75 * h, 0.5 * w)])
+    guess["landmarks"]["ct_zyx"] += np.array([[1.0, -1.0, 0.5], [-0.5, 1.0, 1.0], [0.8, 0.3, -1.0]])
+    result = register_section_to_volume(case.ct_volume, case.histology, ct_voxel_um=case.ct_voxel_um,
+                                        histology_pixel_um=case.histology_pixel_um, config=denied,
+                                        pair_id="landmarks", initial_guess=guess)
+    errors = registration_errors(result, case)
+    assert result.status == "ok", result.status
+    assert result.normal_axis == "x" and result.mirrored and errors["mirror_correct"]
+    assert errors["angle_error_deg"] < 2.5 and errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
+
+
+@pytest.mark.parametrize("points, ct_zyx, words", [
+    ([(10, 10), (10, 60)], None, "2 landmark pairs given, at least 3"),
+    ([(10, 10), (20, 20), (30, 30)], None, "histology_yx points lie on one line"),
+    ([(10, 10), (10, 60), (500, 30)], None, "landmarks'[2].histology_yx [500.0, 30.0] lies outside the histology"),
+    ([(10, 10), (10, 60), (60, 30)], [(1.0, 2.0, 3.0), (1.0, 2.0, 60.0), (1.0, 200.0, 3.0)],
+     "landmarks'[2].ct_zyx [1.0, 200.0, 3.0] lies outside the CT volume"),
+    ([(10, 10), (10, 60), (60, 30)], [(1.0, 2.0, 3.0), (1.0, 4.0, 5.0), (1.0, 6.0, 7.0)],
+     "ct_zyx points lie on one line"),
+])
+def test_bad_landmarks_stop_with_an_error_naming_the_pair_and_field(sample, points, ct_zyx, words):
+    guess = _landmarks(sample, points)
+    if ct_zyx is not None:
+        guess["landmarks"]["ct_zyx"] = np.asarray(ct_zyx)
+    with pytest.raises(RegistrationError) as info:
+        register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
+                                   histology_pixel_um=sample.histology_pixel_um, config=PROFILE.registration,
+                                   pair_id="clicks_01", initial_guess=guess)
+    assert "pair clicks_01: field 'initial_guess.landmarks'" in str(info.value) and words in str(info.value)
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("registration", "search_axes", ["z", "w"]), ("registration", "search_axes", []),
+    ("registration", "search_axes", ["z", "z"]), ("registration", "tilt_step_deg", -1),
+    ("registration", "check_tilt_deg", 25), ("registration", "max_tilt_spread_deg", 0),
+    ("registration", "max_tilt_deg", 60), ("registration", "tilt_refit_rounds", 0),
+    ("registration", "tilt_refit_gain", 1.0), ("dataset", "mirror_fraction", 1.5), ("dataset", "min_tilt_deg", 40),
+    ("dataset", "slide_rotation_deg", 200), ("dataset", "max_tilt_deg", -1),
+    ("dataset", "other_axis_fraction", -0.1),
+])
+def test_search_and_phantom_ranges_are_checked_by_the_profile_loader(tmp_path, section, key, value):
+    data = yaml.safe_load(resolve_profile_path("smoke").read_text())
+    data[section][key] = value
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError, match=rf"variant\.yaml: {section}\.{key}(\[\d\])? must be .*"):
+        load_profile(path)

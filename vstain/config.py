@@ -58,6 +58,11 @@ class DatasetConfig:
     histology_pixel_um: float  # histology pixel size (paper: 0.44 um; finer than CT)
     n_beamtimes: int  # CT acquisition sessions, each with its own gain/offset
     n_staining_sessions: int  # histology sessions, each with its own white balance
+    slide_rotation_deg: float  # sections lie on the slide at an in-plane rotation uniform over +/- this
+    mirror_fraction: float  # this fraction of sections lies face down (the histology is the plane mirrored)
+    min_tilt_deg: float  # the section plane tilts from the screw's plane by an angle uniform from this ...
+    max_tilt_deg: float  # ... up to this
+    other_axis_fraction: float  # this fraction of blocks lies with the section normal along y or x, not z
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +71,9 @@ class RegistrationConfig:
 
     pyramid_levels: int  # coarse-to-fine levels of the plane search, finest at the CT voxel size
     histology_downsample_um: float  # histology pixel size of the coarsest plane-search level
-    max_tilt_deg: float  # a fitted plane tilted more than this from the z axis is a failure
+    max_tilt_deg: float  # the search's cone around each search axis; a fit tilted further is a failure
+    search_axes: list[str]  # volume axes (z, y, x) the section normal may lie along; each is searched
+    tilt_step_deg: float  # starting cone: tilt rings this far apart, up to max_tilt_deg (0: no cone)
     mi_bins: int  # histogram bins of the Mattes mutual information (fewer on small images)
     affine_iterations: int  # optimiser iterations of the 2D affine stage
     plane_iterations: int  # optimiser iterations per level of the rigid plane fit
@@ -85,6 +92,10 @@ class RegistrationConfig:
     orientation_separation_deg: float  # poses further apart in in-plane rotation (or of the other face) differ
     min_mi_margin: float  # (MI of the fit - MI of the best other orientation) / MI of the fit; below: uncertain
     min_silhouette_iou: float  # IoU of the CT plane's sample silhouette and the section's tissue; below: uncertain
+    check_tilt_deg: float  # the check restarts the plane fit from the fit tilted this far, in four directions
+    tilt_refit_gain: float  # a refit whose MI beats the fit's by this fraction replaces it
+    tilt_refit_rounds: int  # rounds of refits from the tilted fit, each from the best so far
+    max_tilt_spread_deg: float  # a last round that still moved the fit further than this: uncertain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,9 +413,27 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("dataset.histology_pixel_um", d.histology_pixel_um, d.histology_pixel_um > 0, positive),
         ("dataset.n_beamtimes", d.n_beamtimes, d.n_beamtimes >= 1, at_least_one),
         ("dataset.n_staining_sessions", d.n_staining_sessions, d.n_staining_sessions >= 1, at_least_one),
+        ("dataset.slide_rotation_deg", d.slide_rotation_deg, 0 <= d.slide_rotation_deg <= 180,
+         "an angle in [0, 180] degrees"),
+        ("dataset.mirror_fraction", d.mirror_fraction, 0 <= d.mirror_fraction <= 1, fraction),
+        ("dataset.max_tilt_deg", d.max_tilt_deg, 0 <= d.max_tilt_deg <= 30, "an angle in [0, 30] degrees"),
+        ("dataset.min_tilt_deg", d.min_tilt_deg, 0 <= d.min_tilt_deg <= d.max_tilt_deg,
+         "an angle between 0 and dataset.max_tilt_deg"),
+        ("dataset.other_axis_fraction", d.other_axis_fraction, 0 <= d.other_axis_fraction <= 1, fraction),
         ("registration.pyramid_levels", r.pyramid_levels, r.pyramid_levels >= 1, at_least_one),
         ("registration.histology_downsample_um", r.histology_downsample_um, r.histology_downsample_um > 0, positive),
-        ("registration.max_tilt_deg", r.max_tilt_deg, 0 < r.max_tilt_deg <= 90, "an angle in (0, 90] degrees"),
+        ("registration.max_tilt_deg", r.max_tilt_deg, 0 < r.max_tilt_deg <= 45, "an angle in (0, 45] degrees"),
+        ("registration.search_axes", r.search_axes,
+         len(r.search_axes) >= 1 and set(r.search_axes) <= {"z", "y", "x"}
+         and len(set(r.search_axes)) == len(r.search_axes),
+         "distinct volume axes among z, y, x"),
+        ("registration.tilt_step_deg", r.tilt_step_deg, 0 <= r.tilt_step_deg <= 45,
+         "an angle in [0, 45] degrees (0: no cone)"),
+        ("registration.check_tilt_deg", r.check_tilt_deg, 0 <= r.check_tilt_deg <= 20,
+         "an angle in [0, 20] degrees (0: no restarts)"),
+        ("registration.max_tilt_spread_deg", r.max_tilt_spread_deg, r.max_tilt_spread_deg > 0, positive),
+        ("registration.tilt_refit_gain", r.tilt_refit_gain, 0 <= r.tilt_refit_gain < 1, "a fraction in [0, 1)"),
+        ("registration.tilt_refit_rounds", r.tilt_refit_rounds, r.tilt_refit_rounds >= 1, at_least_one),
         ("registration.mi_bins", r.mi_bins, r.mi_bins >= 4, "at least 4 bins"),
         ("registration.affine_iterations", r.affine_iterations, r.affine_iterations >= 1, at_least_one),
         ("registration.plane_iterations", r.plane_iterations, r.plane_iterations >= 1, at_least_one),

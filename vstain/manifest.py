@@ -83,7 +83,9 @@ SOURCES = ("synthetic", "files")
 _TOP_KEYS = {"version", "source", "description", "profile", "seed", "counts", "pairs"}
 _REQUIRED = ("id", "material", "stain", "ct_path", "ct_voxel_um", "ct_sha256",
              "histology_path", "histology_pixel_um", "histology_sha256")
-_OPTIONAL = ("extra_mask_path", "extra_mask_sha256", "test", "beamtime", "session")
+_OPTIONAL = ("extra_mask_path", "extra_mask_sha256", "test", "beamtime", "session", "initial_guess")
+#: The orientation values an ``initial_guess`` may give instead of landmarks.
+_GUESS_KEYS = ("rotation_deg", "mirrored", "normal_axis")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 #: The manifest versions this vstain reads.
 SUPPORTED_VERSIONS = (1,)
@@ -114,6 +116,7 @@ class PairEntry:
     beamtime: int | None = None
     session: int | None = None
     ct_dataset: str | None = None  # the dataset inside an HDF5 CT file (``ct_path: scan.h5:/exchange/data``)
+    initial_guess: dict | None = None  # a semi-automatic start of the registration (:func:`parse_initial_guess`)
 
     @property
     def ct_source(self) -> str | None:
@@ -142,7 +145,7 @@ class PairEntry:
             "histology_sha256": self.histology_sha256,
             "extra_mask_path": rel(self.extra_mask_path), "extra_mask_sha256": self.extra_mask_sha256,
         }
-        for key in ("test", "beamtime", "session"):
+        for key in ("test", "beamtime", "session", "initial_guess"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -261,13 +264,128 @@ def _check_image(stem: str, path: Path, where: str, histology_shape: tuple[int, 
     return spatial
 
 
-def _check_ct_volume(source: Path | str, voxel_um: float, where: str) -> None:
-    """Open a CT given as a folder of slices, an OME-Zarr store or an HDF5 dataset: headers only."""
+def _check_ct_volume(source: Path | str, voxel_um: float, where: str) -> tuple[int, ...]:
+    """Open a CT given as a folder of slices, an OME-Zarr store or an HDF5 dataset: headers only; its shape."""
     try:
         volume = open_volume(source, (voxel_um,) * 3)
     except (ValueError, OSError) as err:
         raise ManifestError(f"{where}: {err}") from None
+    shape = tuple(int(n) for n in volume.shape)
     volume.close()
+    return shape
+
+
+def check_landmarks(landmarks: Any, histology_shape: Any = None, ct_shape: Any = None, *,
+                    where: str = "initial_guess.landmarks") -> tuple[np.ndarray, np.ndarray]:
+    """Check landmark pairs (histology pixel ``(y, x)`` <-> CT voxel ``(z, y, x)``) and return them as arrays.
+
+    Parameters
+    ----------
+    landmarks : list of mapping, or mapping
+        ``[{"histology_yx": [y, x], "ct_zyx": [z, y, x]}, ...]`` (the manifest's form), or
+        ``{"histology_yx": (N, 2), "ct_zyx": (N, 3)}``.
+    histology_shape, ct_shape : sequence of int, optional
+        The images' shapes: every point must lie inside (pixel centres 0 .. n - 1).
+    where : str
+        Named in every error (the manifest file, the pair and the field).
+
+    Returns
+    -------
+    (ndarray (N, 2), ndarray (N, 3))
+
+    Raises
+    ------
+    ManifestError
+        Fewer than three pairs, a malformed point, a point outside an image, or points on one
+        line (in either image: they span no plane).
+
+    Examples
+    --------
+    >>> pairs = [{"histology_yx": [0, 0], "ct_zyx": [5, 0, 0]}, {"histology_yx": [0, 10], "ct_zyx": [5, 0, 5]}]
+    >>> check_landmarks(pairs, where="m.yaml: pair p1: field 'initial_guess.landmarks'")
+    Traceback (most recent call last):
+    ...
+    vstain.manifest.ManifestError: m.yaml: pair p1: field 'initial_guess.landmarks': 2 landmark pairs given, at least 3 are needed (three points not on one line fix a plane)
+    """
+    if isinstance(landmarks, dict) and set(landmarks) == {"histology_yx", "ct_zyx"}:
+        hist_points, ct_points = (np.asarray(landmarks[key]).tolist() for key in ("histology_yx", "ct_zyx"))
+        items = [{"histology_yx": h, "ct_zyx": c} for h, c in zip(hist_points, ct_points)]
+    elif isinstance(landmarks, list):
+        items = landmarks
+    else:
+        raise ManifestError(f"{where} must be a list of {{histology_yx: [y, x], ct_zyx: [z, y, x]}}, "
+                            f"got {type(landmarks).__name__}")
+    if len(items) < 3:
+        raise ManifestError(f"{where}: {len(items)} landmark pairs given, at least 3 are needed "
+                            "(three points not on one line fix a plane)")
+    hist, ct = [], []
+    for k, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"histology_yx", "ct_zyx"}:
+            raise ManifestError(f"{where}[{k}] must be a mapping with exactly histology_yx and ct_zyx, got {item!r}")
+        for key, n, into in (("histology_yx", 2, hist), ("ct_zyx", 3, ct)):
+            value = item[key]
+            ok = isinstance(value, (list, tuple)) and len(value) == n and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            if not ok:
+                raise ManifestError(f"{where}[{k}].{key} must be {n} finite numbers, got {value!r}")
+            into.append([float(v) for v in value])
+    hist_yx, ct_zyx = np.asarray(hist), np.asarray(ct)
+    for key, points, shape, image in (("histology_yx", hist_yx, histology_shape, "histology"),
+                                      ("ct_zyx", ct_zyx, ct_shape, "CT volume")):
+        if shape is not None:
+            upper = np.asarray(shape[:points.shape[1]], float) - 1
+            outside = np.flatnonzero(np.any((points < 0) | (points > upper), axis=1))
+            if len(outside):
+                k = int(outside[0])
+                raise ManifestError(f"{where}[{k}].{key} {points[k].tolist()} lies outside the {image} "
+                                    f"(shape {tuple(int(n) for n in shape[:points.shape[1]])})")
+        centred = points - points.mean(axis=0)
+        singular = np.linalg.svd(centred, compute_uv=False)
+        if singular[0] == 0 or singular[1] < 0.02 * singular[0]:
+            raise ManifestError(f"{where}: the {key} points lie on one line (or coincide); "
+                                "landmarks must span the section (three or more, not collinear)")
+    return hist_yx, ct_zyx
+
+
+def parse_initial_guess(raw: Any, where: str, histology_shape: Any = None, ct_shape: Any = None) -> dict:
+    """A pair's ``initial_guess``: landmarks (:func:`check_landmarks`) or orientation values, checked.
+
+    ``{"landmarks": [...]}``, or any of ``rotation_deg`` (a number: the section's turn on the slide,
+    degrees), ``mirrored`` (true when mounted face down) and ``normal_axis`` (``z``, ``y`` or ``x``:
+    the volume axis the section normal lies along). Errors name ``where`` and the field.
+
+    Examples
+    --------
+    >>> parse_initial_guess({"rotation_deg": 90, "normal_axis": "y"}, "m.yaml: pair p1")
+    {'rotation_deg': 90.0, 'normal_axis': 'y'}
+    """
+    field = f"{where}: field 'initial_guess"
+    if not isinstance(raw, dict) or not raw:
+        raise ManifestError(f"{field}' must be a mapping with landmarks, or rotation_deg / mirrored / normal_axis, "
+                            f"got {raw!r}")
+    if "landmarks" in raw:
+        if len(raw) > 1:
+            raise ManifestError(f"{field}': give landmarks or orientation values, not both")
+        hist_yx, ct_zyx = check_landmarks(raw["landmarks"], histology_shape, ct_shape, where=f"{field}.landmarks'")
+        return {"landmarks": {"histology_yx": hist_yx.tolist(), "ct_zyx": ct_zyx.tolist()}}
+    unknown = sorted(set(raw) - set(_GUESS_KEYS))
+    if unknown:
+        raise ManifestError(f"{field}': unknown field {unknown[0]!r} (valid: landmarks, {', '.join(_GUESS_KEYS)})")
+    out: dict[str, Any] = {}
+    if "rotation_deg" in raw:
+        value = raw["rotation_deg"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ManifestError(f"{field}.rotation_deg' must be a number of degrees, got {value!r}")
+        out["rotation_deg"] = float(value)
+    if "mirrored" in raw:
+        if not isinstance(raw["mirrored"], bool):
+            raise ManifestError(f"{field}.mirrored' must be true or false, got {raw['mirrored']!r}")
+        out["mirrored"] = raw["mirrored"]
+    if "normal_axis" in raw:
+        if raw["normal_axis"] not in ("z", "y", "x"):
+            raise ManifestError(f"{field}.normal_axis' must be one of z, y, x, got {raw['normal_axis']!r}")
+        out["normal_axis"] = raw["normal_axis"]
+    return out
 
 
 def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hint: str = "") -> PairEntry:
@@ -297,7 +415,7 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
         if raw.get(key) is not None and (isinstance(raw[key], bool) or not isinstance(raw[key], int)):
             raise ManifestError(f"{here}: field {key!r} must be an integer, got {raw[key]!r}")
     files: dict[str, tuple[Path | None, str | None]] = {}
-    histology_shape = None
+    histology_shape = ct_shape = None
     ct_dataset = None
     for stem in ("ct", "histology", "extra_mask"):  # the histology before the mask: the mask must match its size
         value = raw.get(f"{stem}_path")
@@ -328,22 +446,27 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
                 raise ManifestError(f"{here}: field '{stem}_sha256': checksum mismatch for {path} "
                                     f"(file {actual}, manifest {expected}){hint}")
             if stem == "ct" and (dataset is not None or path.is_dir()):
-                _check_ct_volume(path if dataset is None else f"{path}:{dataset}", ct_um,
-                                 f"{here}: field 'ct_path'")
+                ct_shape = _check_ct_volume(path if dataset is None else f"{path}:{dataset}", ct_um,
+                                            f"{here}: field 'ct_path'")
             else:
                 shape = _check_image(stem, path, f"{here}: field '{stem}_path'", histology_shape)
                 if stem == "histology":
                     histology_shape = shape
+                elif stem == "ct":
+                    ct_shape = shape
         files[stem] = (path, expected)
         if stem == "ct":
             ct_dataset = dataset
+    guess = None
+    if raw.get("initial_guess") is not None:
+        guess = parse_initial_guess(raw["initial_guess"], here, histology_shape, ct_shape)
     return PairEntry(
         pair_id=pid, material=raw["material"], stain=raw["stain"],
         ct_path=files["ct"][0], ct_voxel_um=ct_um, histology_path=files["histology"][0],
         histology_pixel_um=hist_um, extra_mask_path=files["extra_mask"][0],
         ct_sha256=files["ct"][1] or "", histology_sha256=files["histology"][1] or "",
         extra_mask_sha256=files["extra_mask"][1], test=test,
-        beamtime=raw.get("beamtime"), session=raw.get("session"), ct_dataset=ct_dataset,
+        beamtime=raw.get("beamtime"), session=raw.get("session"), ct_dataset=ct_dataset, initial_guess=guess,
     )
 
 

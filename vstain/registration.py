@@ -6,28 +6,35 @@ preparation. Registration recovers both, by mutual information (MI), which needs
 assumption about how CT grey values relate to stain colours (the contrast is often
 inverted: dense bone is bright in CT and pale in toluidine blue):
 
-1. **Global start** (any in-plane rotation, either face). A section lies on its slide at
-   any rotation and may be mounted face down (mirrored), so the start is searched over
-   the whole circle and both faces: the histology is a thin 3D "slab" (the fixed image),
-   block-averaged to the coarsest pyramid level (``histology_downsample_um``, about 50 px
-   across), and the mirrored face is the same slab flipped left-right. Its tissue centroid
-   (optical density above Otsu's split: glass around the section does not move it) is put
-   on the CT volume's centre axis, and an exhaustive grid scores SimpleITK's Mattes MI of
-   the CT values sampled on the slab for every in-plane rotation (``inplane_step_deg``,
-   -180 to 180), in-plane shift (``max_shift_fraction``, ``shift_step_fraction``) and depth
-   (one coarse pixel apart, ``depth_margin_voxels`` from the top and bottom) on each face.
-   **Capture range**: any rotation and face; translations within about
-   ``max_shift_fraction`` of the CT width (plus half a step) of the volume's centre axis;
-   any depth inside the volume; plane tilts of a few degrees from the CT's z slices (the
-   grid has no tilt; the refinement recovers it, and a fit beyond ``max_tilt_deg`` fails).
+1. **Global start** (any in-plane rotation, either face, any searched volume axis). A section
+   lies on its slide at any rotation and may be mounted face down (mirrored), and it is cut along
+   the screw wherever that lies in the volume, so the start is searched over the whole circle,
+   both faces and the volume axes of ``search_axes``: the histology is a thin 3D "slab" (the fixed
+   image), block-averaged to the coarsest pyramid level (``histology_downsample_um``, about 50 px
+   across), and the mirrored face is the same slab flipped left-right. For each axis the CT is
+   turned so that axis is the first (:data:`AXIS_ORDERS`, a rotation). The section's tissue
+   centroid (optical density above Otsu's split: glass around the section does not move it) is
+   put on the view's centre axis, and an exhaustive grid scores SimpleITK's Mattes MI of the CT
+   values sampled on the slab for every in-plane rotation (``inplane_step_deg``, -180 to 180),
+   in-plane shift (``max_shift_fraction``, ``shift_step_fraction``) and depth (one coarse pixel
+   apart, ``depth_margin_voxels`` from the ends) on each face. A rotation whose view cannot hold
+   ``min_inside_fraction`` of the section's footprint is skipped, and every MI is weighted by the
+   fraction of the footprint the volume holds (MI on a sliver of overlap is high for few, alike
+   samples): in a thin volume only the thick cross-section is searched. The ``n_starts`` best depths
+   also start tilted, where a cone of tilts (rings ``tilt_step_deg`` apart up to ``max_tilt_deg``,
+   8 directions) scores best. **Capture range**: any rotation and face; a normal within
+   ``max_tilt_deg`` of any searched axis (the cone reaches 10-15 degree tilts that an untilted
+   start loses to a near-axial optimum); translations within about ``max_shift_fraction`` of the
+   CT width of the view's centre axis; any depth inside the volume. A fit beyond ``max_tilt_deg``
+   fails. A pair's ``initial_guess`` narrows it: landmarks replace the search (the plane they span
+   is refined through every level), orientation values restrict what the fit may take.
 2. **Plane fit** (3D rigid, coarse to fine). A regular-step gradient descent refines the
-   ``n_starts`` best depths and the best poses of ``n_orientation_starts`` other
-   orientations (further than ``orientation_separation_deg`` in rotation, or the other
-   face) at the coarsest level; the best pose of every distinct orientation then goes on
-   through the pyramid (the histology block-averaged, the CT smoothed to match), and the
-   finest level picks the fit. (The profile may narrow the orientations the fit may take,
-   ``max_inplane_rotation_deg`` and ``search_mirror``; the grid still scans all of them, as
-   competitors of the check of step 5.)
+   starts and the best poses of ``n_orientation_starts`` other orientations (further than
+   ``orientation_separation_deg`` in rotation, the other face, or another axis) at the coarsest
+   level; the best pose of every distinct orientation then goes on through the pyramid (the
+   histology block-averaged, the CT smoothed to match), and the finest level picks the fit. (The
+   profile may narrow the orientations the fit may take, ``max_inplane_rotation_deg`` and
+   ``search_mirror``; the grid still scans all of them, as competitors of the check of step 5.)
 3. **2D affine**. The CT is resampled on the fitted plane
    (:func:`scipy.ndimage.map_coordinates`), and a 2D affine of the histology
    (non-uniform scale, shear, rotation, translation; a negative determinant for a section
@@ -40,11 +47,17 @@ inverted: dense bone is bright in CT and pale in toluidine blue):
    orientation clearly best: the margin is small; negative when an orientation the profile
    did not allow fits better); ``silhouette_iou`` is the overlap of the sample's outline in
    the CT plane and in the registered section (:func:`silhouette_iou`: a plane in the wrong
-   place). Below ``min_mi_margin`` or ``min_silhouette_iou`` the result's ``status`` is
-   ``uncertain: <reason>``, and the registration stage keeps such a pair out of training.
-   The check cannot see a wrong fit whose true orientation never reached the finest level
-   while every pose that did is clearly worse than it (measured on the smoke phantom at a
-   coarsest level of only 24 px); the coarsest level must be fine enough (about 50 px).
+   place); ``tilt_spread_deg`` (:func:`_tilt_restarts`): the last plane fit is restarted from
+   itself tilted over the cone (multiples of ``check_tilt_deg`` up to ``max_tilt_deg``, 8
+   directions); on a right fit no refit ends clearly higher in MI (``tilt_refit_gain``), on a plane
+   tilted too little or too far (a 14 degree plane that converged to an axial one) one climbs
+   higher: it replaces the fit and refits start again around it (``tilt_refit_rounds``); how far
+   the last round still moved the plane is the spread. Below ``min_mi_margin`` or ``min_silhouette_iou``, or
+   a spread beyond ``max_tilt_spread_deg``, the result's ``status`` is ``uncertain: <reason>``, and
+   the registration stage keeps such a pair out of training. The check cannot see a wrong fit
+   whose true orientation never reached the finest level while every pose that did is clearly
+   worse than it (measured on the smoke phantom at a coarsest level of only 24 px); the coarsest
+   level must be fine enough (about 50 px).
 
 Coordinates follow :mod:`vstain.phantom`: the plane is ``point(i, j) = plane_point +
 i * plane_axes[0] + j * plane_axes[1]`` in CT voxel (z, y, x) coordinates for plane
@@ -77,6 +90,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.util import compare_images
 
+from vstain.manifest import check_landmarks
 from vstain.masks import convex_hull, segment_ct, segment_histology
 from vstain.phantom.labels import LABELS, RIGID_LABELS
 
@@ -169,8 +183,17 @@ class RegistrationResult:
         (:func:`silhouette_iou`).
     status : str
         ``ok``, or ``uncertain: <reasons>`` when ``mi_margin`` or ``silhouette_iou`` is below
-        the profile's ``min_mi_margin`` / ``min_silhouette_iou``: the fit may be a wrong local
-        optimum and must not be used as a registered pair.
+        the profile's ``min_mi_margin`` / ``min_silhouette_iou``, or ``tilt_spread_deg`` above
+        ``max_tilt_spread_deg``: the fit may be a wrong local optimum and must not be used as a
+        registered pair.
+    tilt_spread_deg : float
+        The tilt check (:func:`_tilt_restarts`): how far (degrees) the last round of refits, from
+        the fit tilted ``check_tilt_deg`` four ways, still moved the plane to a clearly higher MI
+        (0: the fit settled); NaN when the profile sets no refits.
+    normal_axis : str
+        The volume axis (``z``, ``y`` or ``x``) the fitted normal lies nearest.
+    threads : int
+        The SimpleITK threads every registration method of the fit ran with (``config.threads``).
     """
 
     pair_id: str
@@ -190,11 +213,20 @@ class RegistrationResult:
     mi_margin: float = math.nan
     silhouette_iou: float = math.nan
     status: str = "ok"
+    tilt_spread_deg: float = math.nan
+    normal_axis: str = "z"
+    threads: int = 1
 
     @property
     def mirrored(self) -> bool:
-        """Whether the section lies face down: the affine flips the histology (negative determinant)."""
-        return bool(np.linalg.det(self.affine[:2, :2]) < 0)
+        """Whether the section lies face down: the histology is flipped, seen along the normal's positive axis.
+
+        The affine flips the histology (negative determinant) onto a plane whose normal points along its
+        axis; a fit from landmarks may instead turn the plane over (normal against its axis) unflipped.
+        """
+        normal = np.asarray(self.plane_normal, float)
+        facing_back = normal[int(np.argmax(np.abs(normal)))] < 0
+        return bool((np.linalg.det(self.affine[:2, :2]) < 0) != facing_back)
 
     def histology_to_volume(self, points_yx: np.ndarray) -> np.ndarray:
         """Map histology pixel coordinates ``(N, 2)`` (y, x) to CT voxel coordinates ``(N, 3)`` (z, y, x)."""
@@ -436,15 +468,37 @@ def _bins_for(n_samples: int, max_bins: int) -> int:
     return int(np.clip(np.sqrt(n_samples) / 2.0, 12, max_bins))
 
 
-def _fit_plane(ct, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_):
-    """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT, um).
+#: Cyclic axis orders that turn the volume so that its axis 0, 1 or 2 becomes the first (z) axis:
+#: ``view = volume.transpose(order)``; a voxel ``p`` of the volume is ``p[list(order)]`` of the view. A
+#: cyclic order is a rotation, so the plane fit in a view is the same rigid problem.
+AXIS_ORDERS = {0: (0, 1, 2), 1: (1, 2, 0), 2: (2, 0, 1)}
+AXIS_NAMES = ("z", "y", "x")
 
+
+def _to_volume_frame(origin: np.ndarray, axes: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """A plane (origin, axes) in the voxel frame of the view of ``axis`` -> the volume's voxel frame."""
+    back = np.argsort(AXIS_ORDERS[axis])
+    return np.asarray(origin, float)[back], np.asarray(axes, float)[:, back]
+
+
+def _to_view_frame(points: np.ndarray, axis: int) -> np.ndarray:
+    """Volume voxel coordinates ``(..., 3)`` -> those of the view of ``axis``."""
+    return np.asarray(points, float)[..., list(AXIS_ORDERS[axis])]
+
+
+def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_, *,
+               hint=None, n_finest=None):
+    """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT view, um).
+
+    ``views`` maps a volume axis to the CT turned so that axis is its first (:data:`AXIS_ORDERS`);
     ``faces`` holds one ``(grey, fov)`` slab per face of the section (the second, if any,
-    mirrored); with no ``start`` the coarsest level searches them all (:func:`_search_start`),
-    and the best pose of each distinct orientation goes on to the finer levels, where the
-    finest picks the fit. Returns the transform, the index of its face and the orientation
-    check (:func:`_orientation_margin` at the finest level that still had a rival; empty
-    after a given ``start``).
+    mirrored). With no ``start`` the coarsest level searches every view and face
+    (:func:`_search_start`), each start is tilted over the cone (:func:`_best_tilt`), and the best
+    pose of each distinct orientation goes on to the finer levels, where the finest picks the
+    fit. ``start`` is ``(transform, axis)``: a refinement of the ``n_finest`` finest levels
+    (default ``refinement_levels``). Returns the transform, its key ``(axis, face)``, the
+    orientation check (:func:`_orientation_margin` at the finest level that still had a rival;
+    empty after a given ``start``) and the final metric value (minus MI).
     """
     # Geometric steps from the coarsest pixel size down to the CT voxel size.
     finest_um = max(ct_voxel_um, histology_pixel_um)
@@ -454,36 +508,70 @@ def _fit_plane(ct, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, 
     if n_levels == 1:
         level_um = [finest_um]
     if start is not None:
-        level_um = level_um[-cfg.refinement_levels:]  # refinement: the plane is already close
-    candidates = None if start is None else [(start, 0, True)]
+        level_um = level_um[-(n_finest or cfg.refinement_levels):]  # refinement: the plane is already close
+    candidates = None if start is None else [(start[0], (start[1], 0), True)]
     search: dict[str, float] = {}
     for level, um in enumerate(level_um):
         factor = um / histology_pixel_um
-        moving = sitk.GetImageFromArray(ndi.gaussian_filter(ct, max(0.0, (um / ct_voxel_um - 1) / 2)))
-        moving.SetSpacing((ct_voxel_um,) * 3)
-        images = {}
+        sigma = max(0.0, (um / ct_voxel_um - 1) / 2)
+        movings: dict[int, sitk.Image] = {}
+        images: dict[int, tuple] = {}
+        tissue: dict[int, np.ndarray] = {}
+
+        def moving_for(axis, sigma=sigma, movings=movings):
+            if axis not in movings:
+                moving = sitk.GetImageFromArray(np.ascontiguousarray(ndi.gaussian_filter(views[axis], sigma)))
+                moving.SetSpacing((ct_voxel_um,) * 3)
+                movings[axis] = moving
+            return movings[axis]
 
         def level_images(index, factor=factor, um=um, images=images):
             if index not in images:  # the fixed slab, its mask and bins of one face at this level
                 grey, fov = faces[index]
-                fixed = _slab(_block_mean(grey, factor), um)
+                small = _block_mean(grey, factor)
+                fixed = _slab(small, um)
                 fov_small = _fov_at(fov, factor)
+                rows, cols = np.nonzero(_tissue_pixels(np.where(fov_small, small, 0.0)) & fov_small)
+                tissue[index] = np.column_stack([cols * um, rows * um, np.zeros(len(rows))])
                 images[index] = (fixed, _mask_image(fov_small, fixed), fov_small,
                                  _bins_for(int(fov_small.sum()), cfg.mi_bins))
             return images[index]
 
+        def weighted(value, transform, key, tissue=tissue):
+            # MI on a small overlap is high for few, alike samples: a pose keeps its MI in proportion to the
+            # section's tissue it holds inside the volume, so a thin volume's other axes cannot win on a sliver.
+            level_images(key[1])
+            return value * _coverage(transform, tissue[key[1]], views[key[0]].shape, ct_voxel_um)
+
         if candidates is None:
             grid = []
-            for index in range(len(faces)):
-                fixed, mask, fov_small, bins = level_images(index)
-                grid += _search_start(fixed, moving, mask, fov_small, um, ct.shape, ct_voxel_um, bins, cfg, index)
+            for axis in views:
+                for index in range(len(faces)):
+                    fixed, mask, fov_small, bins = level_images(index)
+                    grid += _search_start(fixed, mask, fov_small, um, views[axis].shape, ct_voxel_um, bins, cfg,
+                                          (axis, index), lambda axis=axis: moving_for(axis), hint)
+            if not grid:
+                raise RegistrationFailed(
+                    f"pair {pair_id}: no plane along the searched axes ({', '.join(AXIS_NAMES[a] for a in views)}) "
+                    f"holds registration.min_inside_fraction {cfg.min_inside_fraction} of the section's tissue; "
+                    "registration failed")
             starts = _pick_starts(grid, cfg)
             history.append({"stage": "search", "level": 0, "iteration": 0, "mi": -min(g[0] for g in grid)})
+            # The grid has no tilt, and the gradient descent from an untilted start may stop at a nearer
+            # optimum of a plane tilted 10-15 degrees: each of the best depths also starts tilted as the
+            # cone scores best there (the other orientations, the check's rivals, start untilted).
+            tilted = []
+            for start_transform, key, allowed in (starts[:cfg.n_starts] if cfg.tilt_step_deg > 0 else []):
+                fixed, mask, _, bins = level_images(key[1])
+                best_tilt = _best_cone_tilt(start_transform, fixed, mask, bins, moving_for(key[0]), cfg)
+                if best_tilt is not None:
+                    tilted.append((best_tilt, key, allowed))
+            starts = starts + tilted
         else:
             starts = candidates
-        refined: list[tuple[float, Any, int, list, bool]] = []
-        for start, index, allowed in starts:
-            fixed, mask, _, bins = level_images(index)
+        refined: list[tuple[float, Any, tuple, list, bool]] = []
+        for start_transform, key, allowed in starts:
+            fixed, mask, _, bins = level_images(key[1])
             trial_history: list[dict[str, Any]] = []
             method = _new_method(bins, mask, trial_history, f"plane{round_}", level)
             method.SetOptimizerAsRegularStepGradientDescent(
@@ -491,17 +579,17 @@ def _fit_plane(ct, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, 
                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8,
             )
             method.SetOptimizerScalesFromPhysicalShift()
-            method.SetInitialTransform(start, inPlace=True)
+            method.SetInitialTransform(start_transform, inPlace=True)
             try:
-                method.Execute(fixed, moving)
-                value = float(method.MetricEvaluate(fixed, moving))
+                method.Execute(fixed, moving_for(key[0]))
+                value = float(method.MetricEvaluate(fixed, moving_for(key[0])))
             except RuntimeError as err:  # e.g. every sample left the volume
                 if len(starts) > 1:
                     continue
                 raise RegistrationFailed(
                     f"pair {pair_id}: plane fit failed at level {level} ({um:g} um): {err}; registration failed"
                 ) from err
-            refined.append((value, start, index, trial_history, allowed))
+            refined.append((weighted(value, start_transform, key), start_transform, key, trial_history, allowed))
         if not any(item[4] for item in refined):
             raise RegistrationFailed(f"pair {pair_id}: plane fit failed at level {level} ({um:g} um) from every "
                                      "starting point; registration failed")
@@ -520,7 +608,67 @@ def _fit_plane(ct, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, 
         else:
             candidates = [(best[1], best[2], True)]
         history.extend(best[3])
-    return best[1], best[2], search
+    return best[1], best[2], search, best[0]
+
+
+def _coverage(transform: sitk.Euler3DTransform, points_xyz: np.ndarray, view_shape, ct_voxel_um: float) -> float:
+    """The fraction of slab points (physical x, y, 0 um) that ``transform`` maps inside a CT view."""
+    if not len(points_xyz):
+        return 1.0
+    matrix = np.asarray(transform.GetMatrix()).reshape(3, 3)
+    centre = np.asarray(transform.GetCenter())
+    mapped = (points_xyz - centre) @ matrix.T + centre + np.asarray(transform.GetTranslation())
+    upper = (np.asarray(view_shape[::-1], float) - 1) * ct_voxel_um
+    return float(np.mean(np.all((mapped >= 0) & (mapped <= upper), axis=1)))
+
+
+def _tilted(transform: sitk.Euler3DTransform, direction: float, tilt_deg: float) -> sitk.Euler3DTransform:
+    """``transform`` with its plane turned by ``tilt_deg`` about the in-plane direction ``direction`` (rad, CT x-y).
+
+    The turn is about the transform's centre as mapped into the CT, so the plane keeps its depth there.
+    """
+    axis = np.array([math.cos(direction), math.sin(direction), 0.0])
+    turn = _axis_rotation(axis, math.radians(tilt_deg))
+    out = sitk.Euler3DTransform(transform)
+    out.SetMatrix(tuple((turn @ np.asarray(transform.GetMatrix()).reshape(3, 3)).ravel()))
+    return out
+
+
+def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues rotation matrix about a unit ``axis`` by ``angle`` radians."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
+
+
+def _normal_of(transform: sitk.Euler3DTransform) -> np.ndarray:
+    """The plane normal (the slab's z axis) of a transform, in CT physical (x, y, z)."""
+    return np.asarray(transform.GetMatrix()).reshape(3, 3)[:, 2]
+
+
+def _best_cone_tilt(transform, fixed, mask, bins, moving, cfg) -> sitk.Euler3DTransform | None:
+    """The start tilted over the cone where the coarse MI is best, or None if no tilt beats it.
+
+    The cone: rings ``tilt_step_deg`` apart up to ``max_tilt_deg``, 8 directions each, about the
+    start's centre (the section's tissue centre: its depth there stays).
+    """
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetMetricUseMovingImageGradientFilter(False)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetMetricFixedMask(mask)
+    best, best_value = None, math.inf
+    for tilt in np.arange(0.0, cfg.max_tilt_deg + 1e-9, cfg.tilt_step_deg):
+        for direction in (np.arange(8) * math.pi / 4 if tilt > 0 else [0.0]):
+            trial = _tilted(transform, direction, tilt) if tilt > 0 else transform
+            method.SetInitialTransform(trial, inPlace=False)
+            try:
+                value = float(method.MetricEvaluate(fixed, moving))
+            except RuntimeError:  # the tilted slab leaves the volume
+                continue
+            if value < best_value:
+                best, best_value = (None if tilt == 0 else sitk.Euler3DTransform(trial)), value
+    return best
 
 
 def _tissue_centre(grey_small: np.ndarray, fov_small: np.ndarray) -> np.ndarray:
@@ -536,34 +684,44 @@ def _tissue_centre(grey_small: np.ndarray, fov_small: np.ndarray) -> np.ndarray:
     return np.array([rows.mean(), cols.mean()])
 
 
-def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bins, cfg, face):
-    """Exhaustive MI grid over in-plane rotation, in-plane shift and depth for one face of the section.
+def _search_start(fixed, mask, fov_small, um, view_shape, ct_voxel_um, bins, cfg, key, moving, hint=None):
+    """Exhaustive MI grid over in-plane rotation, in-plane shift and depth for one view and face.
 
-    The section's tissue centre starts on the volume's centre axis and the rotation turns
-    about it, so the grid covers every orientation with shifts and depths around that one
-    position.
+    ``key`` is ``(axis, face)``: the volume axis the view turns to z and the face of the section.
+    The section's tissue centre starts on the view's centre axis and the rotation turns about
+    it, so the grid covers every orientation with shifts and depths around that one position.
+    Rotations that cannot bring ``min_inside_fraction`` of the section's footprint inside the
+    view's cross-section (:func:`_inside_fractions`) are left out: MI on a small overlap is
+    unreliable (few, alike samples score high), and every grid MI is weighted by that fraction. A
+    view with no such rotation (a thin volume cut across its thin axis) is not searched;
+    ``moving()`` builds the CT view only when needed.
 
     The grid covers the whole circle on both faces whatever the profile lets the fit take
-    (``max_inplane_rotation_deg``, ``search_mirror``: a narrower search, as from a known
-    orientation): the poses outside it are the competitors of the quality check.
+    (``max_inplane_rotation_deg``, ``search_mirror``, or the pair's ``hint``: a narrower search,
+    as from a known orientation): the poses outside it are the competitors of the quality check.
 
     Returns
     -------
-    list of (value, parameters, face, transform, allowed)
+    list of (value, parameters, key, transform, allowed)
         Every grid pose: its metric value (minus MI), its Euler3D parameters (the in-plane
-        rotation in radians is the third), the face index, the transform they set, and
-        whether the fit may take it.
+        rotation in radians is the third), the key, the transform they set, and whether the fit
+        may take it.
     """
     grey_small = sitk.GetArrayViewFromImage(fixed)[0]
     cy, cx = _tissue_centre(grey_small, fov_small)
     centre_hist = np.array([cx * um, cy * um, 0.0])
-    z, y, x = (np.asarray(ct_shape, float) - 1) * ct_voxel_um
-    transform = sitk.Euler3DTransform()
-    transform.SetCenter(tuple(centre_hist))
-    transform.SetTranslation(tuple(np.array([x / 2, y / 2, z / 2]) - centre_hist))
+    z, y, x = (np.asarray(view_shape, float) - 1) * ct_voxel_um
     n_rot = int(math.ceil(180.0 / cfg.inplane_step_deg - 1e-9))  # the whole circle, whatever the fit may take
     shift_step = cfg.shift_step_fraction * min(x, y)
     n_shift = int(round(cfg.max_shift_fraction / cfg.shift_step_fraction))
+    angles = np.arange(-n_rot, n_rot + 1) * math.radians(cfg.inplane_step_deg)
+    fractions = _inside_fractions(grey_small, fov_small, (cx, cy), um, angles, (x, y))
+    feasible = fractions >= cfg.min_inside_fraction
+    if not feasible.any():
+        return []
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(tuple(centre_hist))
+    transform.SetTranslation(tuple(np.array([x / 2, y / 2, z / 2]) - centre_hist))
     depth_step = um
     n_depth = max(0, int((z / 2 - cfg.depth_margin_voxels * ct_voxel_um) // depth_step))
     method = sitk.ImageRegistrationMethod()
@@ -578,12 +736,48 @@ def _search_start(fixed, moving, mask, fov_small, um, ct_shape, ct_voxel_um, bin
     grid: list[tuple[float, tuple]] = []
     method.AddCommand(sitk.sitkIterationEvent,
                       lambda: grid.append((float(method.GetMetricValue()), tuple(method.GetOptimizerPosition()))))
-    method.Execute(fixed, moving)
-    allowed_face = face == 0 or cfg.search_mirror
-    limit = math.radians(cfg.max_inplane_rotation_deg) + 1e-9
-    return [(value, position, face, transform, allowed_face and abs(position[2]) <= limit)
-            for value, position in grid
-            if abs(position[2]) < math.pi - 1e-6 or position[2] < 0]  # +180 deg is -180 deg again
+    try:
+        method.Execute(fixed, moving())
+    except RuntimeError:  # some grid pose left the view entirely: keep the poses scored before it
+        pass
+    hint = hint or {}
+    axis, face = key
+    mirrored = bool(face)
+    allowed_key = (mirrored is False or cfg.search_mirror) and hint.get("mirrored", mirrored) == mirrored \
+        and hint.get("normal_axis", axis) == axis
+    centre = -math.radians(hint["rotation_deg"]) if "rotation_deg" in hint else 0.0
+    limit = math.radians(cfg.inplane_step_deg if "rotation_deg" in hint else cfg.max_inplane_rotation_deg) + 1e-9
+    out = []
+    for value, position in grid:
+        if abs(position[2]) >= math.pi - 1e-6 and position[2] > 0:
+            continue  # +180 deg is -180 deg again
+        index = int(round(position[2] / math.radians(cfg.inplane_step_deg))) + n_rot
+        if not feasible[index]:
+            continue
+        allowed = allowed_key and abs(math.remainder(position[2] - centre, 2 * math.pi)) <= limit
+        # as in the refinement: MI in proportion to the tissue the cross-section can hold
+        out.append((value * min(1.0, fractions[index]), position, key, transform, allowed))
+    return out
+
+
+def _inside_fractions(grey_small, fov_small, centre_xy, um, angles, extent_xy) -> np.ndarray:
+    """Per in-plane rotation, the fraction of the section's footprint inside a view's cross-section.
+
+    The footprint is the convex hull of the tissue (:func:`_tissue_pixels`: pale soft tissue between
+    stained bone belongs to the section too), turned by each angle about the tissue centre, which
+    lies on the view's centre axis, against the cross-section ``extent_xy`` (um, x and y, centred).
+    """
+    tissue = _tissue_pixels(np.where(fov_small, grey_small, 0.0)) & fov_small
+    if not tissue.any():
+        return np.ones(len(angles))
+    rows, cols = np.nonzero(convex_hull(tissue))
+    dx, dy = (cols - centre_xy[0]) * um, (rows - centre_xy[1]) * um
+    out = []
+    for angle in angles:
+        ca, sa = math.cos(angle), math.sin(angle)
+        px, py = ca * dx - sa * dy, sa * dx + ca * dy
+        out.append(np.mean((np.abs(px) <= extent_xy[0] / 2) & (np.abs(py) <= extent_xy[1] / 2)))
+    return np.asarray(out)
 
 
 def _orientation_distance(a: tuple[int, float], b: tuple[int, float]) -> float:
@@ -783,6 +977,7 @@ def register_section_to_volume(
     config: Any,
     fov_mask: np.ndarray | None = None,
     pair_id: str = "?",
+    initial_guess: dict | None = None,
 ) -> RegistrationResult:
     """Register a stained section to the oblique plane of a CT volume it was cut from.
 
@@ -800,6 +995,14 @@ def register_section_to_volume(
         Where the section image has data (a stitched, non-rectangular field of view).
     pair_id : str
         Named in every error.
+    initial_guess : dict, optional
+        A semi-automatic start. ``landmarks``: ``{"histology_yx": (N, 2), "ct_zyx": (N, 3)}``,
+        N >= 3 corresponding points (histology pixels, CT voxels), not collinear, inside the
+        images: the plane fit starts from the plane they span and searches nothing. Or any of
+        ``rotation_deg`` (the section's turn on the slide, as :func:`vstain.phantom.section.draw_affine`
+        draws it), ``mirrored`` (bool) and ``normal_axis`` (0 z, 1 y, 2 x): the global search
+        still scans every orientation, but the fit may take only those within
+        ``inplane_step_deg`` of the rotation, on that face, along that axis.
 
     Returns
     -------
@@ -826,7 +1029,7 @@ def register_section_to_volume(
     # optimiser amplifies: the profile fixes the count (1: bit-for-bit the same fit on any machine).
     with _sitk_threads(config.threads):
         return _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pixel_um,
-                                           config, fov_mask, pair_id)
+                                           config, fov_mask, pair_id, initial_guess)
 
 
 @contextlib.contextmanager
@@ -839,7 +1042,8 @@ def _sitk_threads(threads: int):
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
-def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pixel_um, config, fov_mask, pair_id):
+def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pixel_um, config, fov_mask, pair_id,
+                                initial_guess=None):
     started = time.perf_counter()
     check_registration_inputs(ct_volume, histology, ct_voxel_um, histology_pixel_um, pair_id=pair_id)
     ct_voxel_um = float(ct_voxel_um)
@@ -869,21 +1073,58 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
     # ``pre`` maps histology pixels to the pixels of the image the plane fit saw (the "slab"); the
     # first fit searches both faces (the mirrored slab is the section flipped left-right).
     # (searched even when the profile forbids a mirrored fit: its poses are the check's competitors).
+    # Each search axis has its view of the CT (the volume turned so the axis is z); after the first
+    # fit everything runs in the view of the fit's axis, where the plane is near-axial.
     flip = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, grey.shape[1] - 1.0], [0.0, 0.0, 1.0]])
     faces = [(np.eye(3), grey, fov),
              (flip, np.ascontiguousarray(grey[:, ::-1]), np.ascontiguousarray(fov[:, ::-1]))]
-    transform, search = None, {}
+    guess = dict(initial_guess or {})
+    landmarks = guess.pop("landmarks", None)
+    search: dict[str, float] = {}
+    if landmarks is not None:
+        hist_yx, ct_zyx = _checked_landmarks(landmarks, histology.shape[:2], ct.shape, pair_id)
+        axis, transform = _landmark_start(hist_yx, ct_zyx, ct_voxel_um, histology_pixel_um, grey.shape)
+        view = np.ascontiguousarray(ct.transpose(AXIS_ORDERS[axis]))
+        slab, pre = faces[0][1:], faces[0][0]
+        transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
+                                            history, (transform, axis), pair_id, 0, n_finest=config.pyramid_levels)
+        candidates = [(transform, value, history)]
+    else:
+        search_axes = [AXIS_NAMES.index(a) for a in config.search_axes]
+        if "normal_axis" in guess and guess["normal_axis"] not in search_axes:
+            search_axes.append(guess["normal_axis"])
+        views = {a: ct.transpose(AXIS_ORDERS[a]) for a in search_axes}
+        transform, key, search, value = _fit_plane(views, [f[1:] for f in faces], ct_voxel_um, histology_pixel_um,
+                                                    config, history, None, pair_id, 0, hint=guess)
+        axis, (pre, *slab) = key[0], faces[key[1]]
+        view = np.ascontiguousarray(views[axis])
+    affine, origin, axes, final_mi, spread, history = _complete(view, axis, transform, value, slab, pre, grey, fov,
+                                                                factor, scale, ct_voxel_um, histology_pixel_um,
+                                                                config, history, pair_id)
+    origin, axes = _to_volume_frame(origin, axes, axis)
+    return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
+                   final_mi, initial_mi, history, started, config, pair_id, search, axis, spread)
+
+
+def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
+              config, history, pair_id):
+    """From a first plane fit: the 2D affine, the plane refits on the undistorted section, the tilt check.
+
+    Returns ``(affine, origin, axes, final_mi, tilt_spread, history)`` in the view's voxel frame.
+    """
+    spread = math.nan
     for round_ in range(1 + config.refinement_rounds):
-        if transform is None:
-            transform, face, search = _fit_plane(ct, [f[1:] for f in faces], ct_voxel_um, histology_pixel_um,
-                                                 config, history, None, pair_id, round_)
-            pre = faces[face][0]
-        else:
-            transform, _, _ = _fit_plane(ct, [(slab_grey, slab_fov)], ct_voxel_um, histology_pixel_um, config,
-                                         history, transform, pair_id, round_)
+        last = round_ == config.refinement_rounds
+        if round_ > 0:
+            slab = (slab_grey, slab_fov)
+            transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
+                                                history, (transform, axis), pair_id, round_)
+        if last and config.check_tilt_deg > 0:
+            transform, spread = _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um,
+                                               config, pair_id, round_)
         slab_origin, axes = _Plane.from_transform(transform).voxel_frame(ct_voxel_um)
-        origin, grid_shape = _plane_grid(slab_origin, axes, ct.shape)
-        ct_plane = oblique_slice(ct, origin, axes, grid_shape)
+        origin, grid_shape = _plane_grid(slab_origin, axes, view.shape)
+        ct_plane = oblique_slice(view, origin, axes, grid_shape)
         plane_valid = np.isfinite(ct_plane)
         if plane_valid.sum() < 64:
             raise RegistrationFailed(f"pair {pair_id}: the fitted plane leaves the volume; registration failed")
@@ -892,12 +1133,86 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
         start = start @ scale @ pre
         affine, final_mi = _fit_affine(ct_plane, plane_valid, grey, fov, factor, start, config, history,
                                        pair_id, f"affine{round_}")
-        if round_ < config.refinement_rounds:
+        if not last:
             # the rectified section is the section undistorted (and un-mirrored) by the affine
             transform, pre, slab_grey, slab_fov = _rectify(grey, fov, affine, factor, origin, axes,
                                                            histology_pixel_um, ct_voxel_um)
-    return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
-                   final_mi, initial_mi, history, started, config, pair_id, search)
+    return affine, origin, axes, final_mi, spread, history
+
+
+def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
+    """The check against a wrong tilt: refit from the fit tilted over the cone.
+
+    The first round starts from the fit tilted by every multiple of ``check_tilt_deg`` up to
+    ``max_tilt_deg``, 8 directions each; later rounds by ``check_tilt_deg``, 4 directions.
+    On a right fit the refits (the ``refinement_levels`` finest levels) end no higher than the fit:
+    wherever the optimiser stops on the flanks, the fit is the top. A fit a few degrees too far over
+    (on a partial or featureless section, or a steep plane that converged towards an axial one) lies
+    on a slope: a refit climbs clearly higher (``tilt_refit_gain``, relative MI) and replaces the fit,
+    and the refits start again from there, up to ``tilt_refit_rounds`` rounds. The spread is how far
+    the last round still moved the plane: 0 when the fit settled, more when it was still climbing.
+
+    Returns
+    -------
+    (transform, spread_deg)
+    """
+    spread = 0.0
+    for round_index in range(cfg.tilt_refit_rounds):
+        best_value, best = value, transform
+        # The first round reaches over the whole cone (rings check_tilt_deg apart, 8 directions): a steep
+        # plane that converged to an axial one is far from it; later rounds look round the new fit.
+        rings = np.arange(cfg.check_tilt_deg, cfg.max_tilt_deg + 1e-9, cfg.check_tilt_deg) if round_index == 0 \
+            else [cfg.check_tilt_deg]
+        n_directions = 8 if round_index == 0 else 4
+        for tilt, k in ((tilt, k) for tilt in rings for k in range(n_directions)):
+            start = _tilted(transform, k * 2 * math.pi / n_directions, tilt)
+            try:
+                refit, _, _, refit_value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg,
+                                                      [], (start, axis), pair_id, round_)
+            except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
+                continue
+            if refit_value < best_value and refit_value < value - cfg.tilt_refit_gain * abs(value):  # minus MI
+                best_value, best = refit_value, refit
+        cosine = abs(float(np.dot(_normal_of(transform), _normal_of(best))))
+        spread = math.degrees(math.acos(min(1.0, cosine)))
+        if best is transform:
+            return transform, 0.0
+        transform, value = best, best_value
+    return transform, spread
+
+
+def _checked_landmarks(landmarks, histology_shape, ct_shape, pair_id):
+    """The landmark arrays, checked (:func:`vstain.manifest.check_landmarks`); errors name the pair and field."""
+    try:
+        return check_landmarks(landmarks, histology_shape, ct_shape,
+                               where=f"pair {pair_id}: field 'initial_guess.landmarks'")
+    except ValueError as err:
+        raise RegistrationError(str(err)) from None
+
+
+def _landmark_start(hist_yx, ct_zyx, ct_voxel_um, histology_pixel_um, grey_shape):
+    """The plane start from landmark pairs: ``(axis, Euler3D transform in that axis's view)``.
+
+    A least-squares map ``ct = o + y * u + x * v`` of the histology pixels onto the CT voxels gives
+    the plane (normal ``u x v``, nearest volume axis ``axis``); its in-plane directions, made
+    orthonormal (the nearest rotation), and ``o`` set the rigid slab transform. Scale, shear and a
+    mirror are left to the 2D affine: the rotation ``[cols, rows, cols x rows]`` is proper either way.
+    """
+    design = np.column_stack([hist_yx, np.ones(len(hist_yx))])
+    solution, *_ = np.linalg.lstsq(design, ct_zyx, rcond=None)
+    u, v, o = solution
+    axis = int(np.argmax(np.abs(np.cross(u, v))))
+    u, v, o = (_to_view_frame(w, axis) for w in (u, v, o))
+    directions = np.stack([v[::-1], u[::-1]], axis=1)  # slab x (columns), y (rows) in CT physical xyz
+    left, _, right = np.linalg.svd(directions, full_matrices=False)
+    columns = left @ right
+    rotation = np.column_stack([columns[:, 0], columns[:, 1], np.cross(columns[:, 0], columns[:, 1])])
+    centre = np.array([(grey_shape[1] - 1) / 2, (grey_shape[0] - 1) / 2, 0.0]) * histology_pixel_um
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(tuple(centre))
+    transform.SetMatrix(tuple(rotation.ravel()))
+    transform.SetTranslation(tuple(o[::-1] * ct_voxel_um + rotation @ centre - centre))
+    return axis, transform
 
 
 def _initial_mi(ct, grey, fov, factor, cfg) -> float:
@@ -943,14 +1258,15 @@ def _rectify(grey, fov, affine, factor, origin, axes, histology_pixel_um, ct_vox
 
 
 def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um, final_mi, initial_mi,
-            history, started, cfg, pair_id, search) -> RegistrationResult:
+            history, started, cfg, pair_id, search, axis=0, tilt_spread=math.nan) -> RegistrationResult:
     """Checks, crop to the common field of view, warp the RGB section, judge the fit (:func:`_judge`)."""
     normal = np.cross(axes[0], axes[1])
     normal /= np.linalg.norm(normal)
-    tilt = math.degrees(math.acos(min(1.0, abs(float(normal[0])))))
+    tilt = math.degrees(math.acos(min(1.0, abs(float(normal[axis])))))
     if tilt > cfg.max_tilt_deg:
         raise RegistrationFailed(
-            f"pair {pair_id}: the fitted plane tilts {tilt:.1f} deg from the z axis, beyond max_tilt_deg "
+            f"pair {pair_id}: the fitted plane tilts {tilt:.1f} deg from the {AXIS_NAMES[axis]} axis, beyond "
+            "max_tilt_deg "
             f"{cfg.max_tilt_deg}; registration failed"
         )
     if not final_mi > initial_mi:
@@ -1003,7 +1319,9 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
         pixel_size_um=ct_voxel_um, mutual_information=float(final_mi),
         initial_mutual_information=float(initial_mi), mi_history=history,
         seconds=time.perf_counter() - started, mi_margin=margin, silhouette_iou=iou,
-        status=_judge(margin, iou, cfg),
+        tilt_spread_deg=float(tilt_spread), normal_axis=AXIS_NAMES[axis],
+        threads=int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()),
+        status=_judge(margin, iou, cfg, tilt_spread),
     )
 
 
@@ -1051,7 +1369,7 @@ def silhouette_iou(ct_slice: np.ndarray, ct_valid: np.ndarray, histology: np.nda
     return float((ct_sample & section).sum() / union) if union else math.nan
 
 
-def _judge(mi_margin: float, iou: float, cfg) -> str:
+def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan) -> str:
     """``ok``, or ``uncertain: <reasons>`` when the fit may be a wrong local optimum."""
     reasons = []
     if math.isfinite(mi_margin) and mi_margin < 0:
@@ -1062,6 +1380,10 @@ def _judge(mi_margin: float, iou: float, cfg) -> str:
     if not math.isfinite(iou) or iou < cfg.min_silhouette_iou:
         reasons.append(f"silhouette IoU {iou:.2f} of CT sample and section tissue is below "
                        f"registration.min_silhouette_iou {cfg.min_silhouette_iou}")
+    if math.isfinite(tilt_spread) and tilt_spread > cfg.max_tilt_spread_deg:
+        reasons.append(f"after {cfg.tilt_refit_rounds} rounds of refits from tilts of {cfg.check_tilt_deg:g} deg the "
+                       f"plane still moved {tilt_spread:.1f} deg to a higher MI, beyond "
+                       f"registration.max_tilt_spread_deg {cfg.max_tilt_spread_deg}: the tilt has not settled")
     return "uncertain: " + "; ".join(reasons) if reasons else "ok"
 
 

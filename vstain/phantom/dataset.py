@@ -38,8 +38,9 @@ from vstain.phantom.sample import PhantomSample
 _TRUTH_ARRAYS = ("labels_volume", "section_labels", "fov_mask", "artefacts", "plane_point", "plane_axes",
                  "plane_normal", "affine")
 #: Bump when the generator changes what it draws, so cached datasets are regenerated
-#: (3: sections at any rotation on the slide, 30 % mirrored).
-PHANTOM_MODEL_VERSION = 3
+#: (3: sections at any rotation on the slide, 30 % mirrored; 4: tilts up to the profile's
+#: ``max_tilt_deg``, section normals along y or x, the draws' ranges from the profile).
+PHANTOM_MODEL_VERSION = 4
 STAIN_PREFIX = {"toluidine_blue": "tb", "he": "he"}
 
 def dataset_plan(cfg: Any, seed: int, *, where: str = "dataset") -> list[dict[str, Any]]:

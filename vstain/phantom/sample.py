@@ -4,7 +4,7 @@ Examples
 --------
 >>> from vstain.config import load_profile
 >>> cfg = load_profile("smoke").dataset
->>> sample = make_sample(cfg, "tb_mg_01", "Mg", "toluidine_blue", beamtime=0, session=1, seed=7)
+>>> sample = make_sample(cfg, "tb_mg_01", "Mg", "toluidine_blue", beamtime=0, session=1, seed=5)
 >>> sample.ct_volume.shape == tuple(cfg.ct_shape), sample.histology.dtype
 (True, dtype('uint8'))
 >>> sample.histology_to_volume([[0.0, 0.0]]).shape
@@ -27,8 +27,8 @@ from vstain.pairs import RegisteredPair
 from vstain.phantom.ct import beamtime_params, simulate_ct
 from vstain.phantom.geometry import draw_geometry, label_volume
 from vstain.phantom.labels import LABELS, MATERIALS, RIGID_LABELS, STAINS, label_name
-from vstain.phantom.section import (add_artefacts, cut_section, draw_affine, draw_plane, histology_to_plane,
-                                    plane_to_volume, stitched_fov)
+from vstain.phantom.section import (AXIS_NAMES, NORMAL_AXIS_ORDERS, add_artefacts, cut_section, draw_affine,
+                                    draw_normal_axis, draw_plane, histology_to_plane, plane_to_volume, stitched_fov)
 from vstain.phantom.stain import render_stain, session_params, stain_concentrations
 
 
@@ -63,9 +63,15 @@ class PhantomSample:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def normal_axis(self) -> int:
+        """The volume axis (0 z, 1 y, 2 x) the section normal lies along (``details["normal_axis"]``)."""
+        return AXIS_NAMES.index(self.details.get("normal_axis", "z"))
+
+    @property
     def plane_shape(self) -> tuple[int, int]:
-        """The plane grid (rows, columns) at CT pixel size: the CT slice shape."""
-        return tuple(self.ct_volume.shape[1:])
+        """The plane grid (rows, columns) at CT pixel size: the CT slice shape across the normal's axis."""
+        order = NORMAL_AXIS_ORDERS[self.normal_axis]
+        return (int(self.ct_volume.shape[order.index(1)]), int(self.ct_volume.shape[order.index(2)]))
 
     def histology_to_volume(self, points_yx) -> np.ndarray:
         """Voxel ``(z, y, x)`` coordinates ``(N, 3)`` of histology pixels ``(y, x)`` ``(N, 2)``.
@@ -88,7 +94,11 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     Parameters
     ----------
     dataset_cfg : vstain.config.DatasetConfig
-        Uses ``ct_shape``, ``ct_voxel_um`` and ``histology_pixel_um``.
+        Uses ``ct_shape``, ``ct_voxel_um``, ``histology_pixel_um`` and the section's draws:
+        ``slide_rotation_deg``, ``mirror_fraction``, ``min_tilt_deg``, ``max_tilt_deg``, ``other_axis_fraction``
+        (a block drawn with its section normal along y or x is the same block with the volume's
+        axes turned: :data:`~vstain.phantom.section.NORMAL_AXIS_ORDERS`; ``ct_shape`` is then
+        turned too).
     pair_id : str
     material : {"Mg", "Ti", "PEEK"}
     stain : {"toluidine_blue", "he"}
@@ -117,8 +127,13 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     labels = label_volume(geometry)
     ct_params = beamtime_params(beamtime)
     ct = simulate_ct(labels, material, ct_params, rng_ct)
-    plane_point, plane_axes, plane_normal = draw_plane(geometry, rng_plane)
-    affine, hist_shape, affine_details = draw_affine(shape[1:], hist_um / ct_um, rng_plane)
+    plane_point, plane_axes, plane_normal = draw_plane(geometry, rng_plane, float(dataset_cfg.max_tilt_deg),
+                                                       float(dataset_cfg.min_tilt_deg))
+    affine, hist_shape, affine_details = draw_affine(shape[1:], hist_um / ct_um, rng_plane,
+                                                     rotation_deg=float(dataset_cfg.slide_rotation_deg),
+                                                     mirror_fraction=float(dataset_cfg.mirror_fraction))
+    normal_axis = draw_normal_axis(rng_plane, float(dataset_cfg.other_axis_fraction))
+    tilt_deg = float(np.degrees(np.arccos(min(1.0, abs(plane_normal[0])))))
     section = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section)
     params = session_params(stain, session)
     conc = stain_concentrations(section, stain, params, rng_stain)
@@ -133,6 +148,12 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         histology[~fov] = 0
     else:
         fov = np.ones(hist_shape, bool)
+    if normal_axis:
+        # The block lies turned in its tube: the same block, its volume axes turned (a rotation).
+        order = NORMAL_AXIS_ORDERS[normal_axis]
+        ct, labels = (np.ascontiguousarray(a.transpose(order)) for a in (ct, labels))
+        plane_point, plane_normal = plane_point[list(order)], plane_normal[list(order)]
+        plane_axes = plane_axes[:, list(order)]
     return PhantomSample(
         pair_id=pair_id, material=material, stain=stain, ct_volume=ct, ct_voxel_um=ct_um,
         labels_volume=labels, histology=histology, histology_pixel_um=hist_um, section_labels=section,
@@ -140,7 +161,7 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         affine=affine, beamtime=int(beamtime), session=int(session), stain_params=params,
         ct_params=ct_params, artefacts=artefacts,
         details={"seed": int(seed), "affine": affine_details, "artefacts": artefact_details,
-                 "tilt_deg": float(np.degrees(np.arccos(min(1.0, abs(plane_normal[0])))))},
+                 "tilt_deg": tilt_deg, "normal_axis": AXIS_NAMES[normal_axis]},
     )
 
 
@@ -193,14 +214,19 @@ def screw_contrast(ct_volume: np.ndarray, labels_volume: np.ndarray) -> float:
 def plane_height(sample: PhantomSample, y, x) -> np.ndarray:
     """The true plane's z (voxels) above CT positions ``(y, x)``, to draw it on orthogonal views.
 
+    Only for a section whose normal lies along z (``sample.normal_axis == 0``).
+
     Examples
     --------
     >>> from vstain.config import load_profile
-    >>> s = make_sample(load_profile("smoke").dataset, "p", "Ti", "toluidine_blue", 0, 0, seed=3)
+    >>> s = make_sample(load_profile("smoke").dataset, "p", "Ti", "toluidine_blue", 0, 0, seed=6)
     >>> z = plane_height(s, np.array([0.0, 95.0]), np.array([0.0, 95.0]))
     >>> bool(abs(z[0] - z[1]) < 10)
     True
     """
+    if sample.normal_axis != 0:
+        raise ValueError(f"pair {sample.pair_id}: the section normal lies along {AXIS_NAMES[sample.normal_axis]}, "
+                         "not z: the plane has no height above (y, x)")
     n = sample.plane_normal
     p = sample.plane_point
     return p[0] - (n[1] * (np.asarray(y, float) - p[1]) + n[2] * (np.asarray(x, float) - p[2])) / n[0]

@@ -1,13 +1,14 @@
 """Cutting the histology section: the oblique plane, the slide's affine distortion, artefacts.
 
-The section is the block's tissue on a plane a few degrees off the CT's
-z-slices, passing near the screw axis (the paper cuts along the screw). The
+The section is the block's tissue on a plane tilted up to ``max_tilt_deg`` off the
+CT's z-slices, passing near the screw axis (the paper cuts along the screw). The
 plane is parametrised in CT voxels: ``point(i, j) = plane_point + i * axes[0] +
 j * axes[1]`` for plane-pixel coordinates ``(i, j)`` at CT pixel size. The
 histology image samples that plane at its own finer pixel size through an
 affine map ``[i, j, 1] = affine @ [y, x, 1]`` (pixel-size ratio, the section's
-rotation on the slide, uniform over the whole circle, a mirror for the
-:data:`MIRROR_FRACTION` of sections mounted face down, non-uniform scale and shear
+rotation on the slide, uniform over +/- ``rotation_deg`` (the whole circle in every
+profile), a mirror for the ``mirror_fraction`` of sections mounted face down (the
+dataset profile's ``slide_rotation_deg`` and ``mirror_fraction``), non-uniform scale and shear
 from section preparation, translation). The slide image keeps the CT slice's size,
 so at most rotations its corners show glass beyond the CT's field of view.
 
@@ -36,10 +37,6 @@ from vstain.phantom.geometry import BlockGeometry, labels_at
 from vstain.phantom.labels import LABELS, RIGID_LABELS
 
 ARTEFACT_CODES = {"none": 0, "crack": 1, "droplet": 2, "tissue_loss": 3}
-#: Sections lie on the slide at any rotation (degrees, uniform over +/- this) ...
-SLIDE_ROTATION_DEG = 180.0
-#: ... and this fraction of them face down: the histology is the mirror image of the plane.
-MIRROR_FRACTION = 0.3
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -49,8 +46,13 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: float = 4.0):
-    """Draw the true section plane: near the screw axis, tilted a few degrees.
+def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: float = 4.0,
+               min_tilt_deg: float = 0.0):
+    """Draw the true section plane: near the screw axis, tilted uniformly between ``min_tilt_deg`` and ``max_tilt_deg``.
+
+    The tilt turns the plane about a random in-plane direction through its centre; a steep tilt
+    in a thin volume may take the plane's corners (glass, the tube) out of the volume, as on
+    real blocks, but the block's tissue stays mostly inside.
 
     Returns
     -------
@@ -60,15 +62,10 @@ def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: 
         Orthonormal directions of plane rows ``i`` and columns ``j`` (unit CT voxels).
     plane_normal : (3,) ndarray
     """
-    nz, ny, nx = geometry.shape
+    _, ny, nx = geometry.shape
     center = np.array([geometry.screw_axis[0] + rng.uniform(-0.15, 0.15) * geometry.core_radius,
                        (ny - 1) / 2, (nx - 1) / 2])
-    # Keep the plane inside the volume with a margin over the whole block.
-    reach = geometry.block_radius * 1.1 + np.hypot(geometry.block_center[0] - center[1],
-                                                   geometry.block_center[1] - center[2])
-    room = min(center[0], nz - 1 - center[0]) - max(2.0, 0.1 * nz)
-    tilt_limit = min(np.deg2rad(max_tilt_deg), np.arctan(max(room, 0) / reach))
-    tilt = rng.uniform(0.4, 1.0) * tilt_limit
+    tilt = np.deg2rad(min_tilt_deg + rng.uniform(0.0, 1.0) * (max_tilt_deg - min_tilt_deg))
     direction = rng.uniform(0, 2 * np.pi)
     rotation = _rotation(np.array([0.0, np.sin(direction), np.cos(direction)]), tilt)
     normal = rotation @ np.array([1.0, 0, 0])
@@ -77,13 +74,40 @@ def draw_plane(geometry: BlockGeometry, rng: np.random.Generator, max_tilt_deg: 
     return point, axes, normal
 
 
+#: Cyclic axis orders that carry the block's z axis (the section normal's) to volume axis 0, 1 or 2:
+#: ``volume.transpose(order)``, and a point ``p`` moves to ``p[list(order)]``. A cyclic order is a
+#: rotation, so a right-handed plane frame stays right-handed (a mirror stays a mirror).
+NORMAL_AXIS_ORDERS = {0: (0, 1, 2), 1: (2, 0, 1), 2: (1, 2, 0)}
+AXIS_NAMES = ("z", "y", "x")
+
+
+def draw_normal_axis(rng: np.random.Generator, other_axis_fraction: float) -> int:
+    """The volume axis the section normal lies along: 0 (z), or for ``other_axis_fraction`` of blocks 1 or 2.
+
+    The block sits in its tube at any orientation and is cut along its screw wherever that
+    lies, so the section's plane is a y or x "slice" of some volumes.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> sorted({draw_normal_axis(rng, 0.5) for _ in range(50)})
+    [0, 1, 2]
+    >>> draw_normal_axis(rng, 0.0)
+    0
+    """
+    if rng.random() < other_axis_fraction:
+        return int(rng.integers(1, 3))
+    return 0
+
+
 def plane_to_volume(plane_point: np.ndarray, plane_axes: np.ndarray, ij: np.ndarray) -> np.ndarray:
     """Voxel ``(z, y, x)`` coordinates of plane-pixel coordinates ``ij`` (``(..., 2)``)."""
     ij = np.asarray(ij, float)
     return plane_point + ij[..., :1] * plane_axes[0] + ij[..., 1:2] * plane_axes[1]
 
 
-def draw_affine(plane_shape: tuple[int, int], pixel_ratio: float, rng: np.random.Generator):
+def draw_affine(plane_shape: tuple[int, int], pixel_ratio: float, rng: np.random.Generator, *,
+                rotation_deg: float = 180.0, mirror_fraction: float = 0.3):
     """Draw the slide's affine map from histology pixels to plane pixels.
 
     Parameters
@@ -92,6 +116,10 @@ def draw_affine(plane_shape: tuple[int, int], pixel_ratio: float, rng: np.random
         Plane grid covered by the section, in CT pixels.
     pixel_ratio : float
         Histology pixel size / CT voxel size (< 1: the histology is finer).
+    rotation_deg : float
+        The section's rotation on the slide is uniform over +/- this (180: any).
+    mirror_fraction : float
+        The probability that the section lies face down.
 
     Returns
     -------
@@ -104,8 +132,8 @@ def draw_affine(plane_shape: tuple[int, int], pixel_ratio: float, rng: np.random
         translation.
     """
     height, width = (int(round(n / pixel_ratio)) for n in plane_shape)
-    angle = rng.uniform(-SLIDE_ROTATION_DEG, SLIDE_ROTATION_DEG)
-    mirrored = bool(rng.random() < MIRROR_FRACTION)
+    angle = rng.uniform(-rotation_deg, rotation_deg)
+    mirrored = bool(rng.random() < mirror_fraction)
     scale = 1 + rng.uniform(-0.03, 0.03, 2)
     shear = rng.uniform(-0.03, 0.03)
     shift = rng.uniform(-3.0, 3.0, 2)
