@@ -37,16 +37,23 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
+from tqdm.auto import tqdm
 
 from vstain.data import ct_to_network
 from vstain.infer import infer_slide
+from vstain.io import remove_path
 from vstain.masks import from_optical_density, optical_density
+from vstain.volume import filtered_slices
+from vstain.volume_io import RawStore, write_rgb_volume, write_scalar_volume
 
 #: The sources of uncertainty, each alone, and all of them combined.
 SOURCES = ("ensemble", "tta", "tiling", "combined")
@@ -352,6 +359,103 @@ def make_uncertainty_stainer(
         return result.means[source][:height, :width], result.spreads[source][:height, :width]
 
     return stain
+
+
+def uncertainty_path(output: str | Path) -> Path:
+    """Where the uncertainty map of a stained output is written: beside it, ``<name>_uncertainty<suffixes>``.
+
+    Examples
+    --------
+    >>> uncertainty_path("out/stained.ome.zarr").as_posix(), uncertainty_path("he.tif").name
+    ('out/stained_uncertainty.ome.zarr', 'he_uncertainty.tif')
+    """
+    output = Path(output)
+    stem, dot, suffixes = output.name.partition(".")
+    return output.with_name(f"{stem}_uncertainty{dot}{suffixes}")
+
+
+def stain_volume_uncertainty(
+    source: Any,
+    stain_slice: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    output: str | Path,
+    *,
+    sigma_voxels: float,
+    uncertainty_output: str | Path | None = None,
+    metadata: dict | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> tuple[Path, Path]:
+    """Stain a CT volume slice-wise along Z with its uncertainty, streaming; write both.
+
+    The stain goes to ``output`` (as :func:`vstain.volume.stain_volume`), the uncertainty
+    (float32, optical density) to ``uncertainty_output`` (default :func:`uncertainty_path`)
+    with the same voxel size: a TIFF stack, or an OME-Zarr ``(z, y, x)`` image for ``.zarr``.
+    One pass over the slices: each slice's uncertainty waits in a scratch file on disk
+    while its stain is written, so memory stays flat in depth.
+
+    Parameters
+    ----------
+    source : ArrayVolume, TiffVolume, ZarrVolume, ...
+        Anything with ``shape``, ``voxel_size_um`` and ``read_slice(z)``.
+    stain_slice : callable
+        One CT slice (float32) to ``(uint8 RGB, float32 uncertainty)``, e.g. :func:`make_uncertainty_stainer`.
+    output : path
+        ``.tif`` or ``.zarr``.
+    sigma_voxels : float
+        Gaussian pre-filter (paper: 1).
+    uncertainty_output : path, optional
+    metadata : dict, optional
+        Provenance stored in both outputs.
+    overwrite : bool
+        Replace existing outputs (refused otherwise, before any work).
+    progress : bool
+
+    Returns
+    -------
+    (Path, Path)
+        The stain and its uncertainty, complete.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from vstain.volume_io import ArrayVolume
+    >>> vol = ArrayVolume(np.zeros((3, 8, 8), np.float32), (5.0, 5.0, 5.0))
+    >>> fake = lambda ct: (np.full(ct.shape + (3,), 255, np.uint8), np.zeros(ct.shape, np.float32))
+    >>> out, unc = stain_volume_uncertainty(vol, fake, pathlib.Path(tempfile.mkdtemp()) / "s.tif", sigma_voxels=1.0)
+    >>> unc.name
+    's_uncertainty.tif'
+    """
+    output = Path(output)
+    uncertainty_output = uncertainty_path(output) if uncertainty_output is None else Path(uncertainty_output)
+    for path in (output, uncertainty_output):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path}: output exists; choose another path or pass --overwrite")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    uncertainty_output.parent.mkdir(parents=True, exist_ok=True)
+    depth = int(source.shape[0])
+    meta = {"axes": "z", "sigma_voxels": sigma_voxels, "uncertainty_unit": "optical density (ln, offset 1)",
+            **(metadata or {})}
+    scratch = Path(tempfile.mkdtemp(prefix=".vstain-uncertainty-", dir=uncertainty_output.parent))
+    store = RawStore(scratch / "uncertainty.raw", tuple(source.shape), np.float32)
+    try:
+        def stains() -> Iterator[np.ndarray]:
+            slices = tqdm(filtered_slices(source, sigma_voxels), total=depth, desc="stain z + uncertainty",
+                          disable=not progress, unit="slice")
+            for z, (rgb, spread) in enumerate(uncertain_slices(slices, stain_slice)):
+                store.write((z,), spread)
+                yield rgb
+
+        write_rgb_volume(output, stains(), source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite)
+        try:
+            write_scalar_volume(uncertainty_output, (store.read((z,)) for z in range(depth)), source.shape,
+                                source.voxel_size_um, metadata=meta, overwrite=overwrite)
+        except BaseException:
+            remove_path(output)  # no stain without its uncertainty
+            raise
+    finally:
+        store.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return output, uncertainty_output
 
 
 # --------------------------------------------------------------------------- measured against the truth
