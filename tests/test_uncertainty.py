@@ -16,7 +16,7 @@ from vstain.uncertainty import (
     dihedral,
     flag_auroc,
     make_uncertainty_stainer,
-    network_optical_density,
+    network_lab,
     rank_correlation,
     reliability_curve,
     slide_uncertainty,
@@ -74,11 +74,11 @@ def test_uncertainty_grows_with_disagreement():
     assert all(a < b for a, b in zip(medians, medians[1:])), medians
 
 
-def test_ensemble_spread_is_the_std_of_optical_density():
+def test_ensemble_spread_is_the_rms_delta_e_from_the_mean():
     image = _slide()
     members = [torch.nn.Identity(), Shift(0.3)]
     result = slide_uncertainty(members, image, tta=False, tiling=False, **TILING)
-    ods = [network_optical_density(np.clip(image + offset, -1, 1)) for offset in (0.0, 0.3)]
+    ods = [network_lab(np.clip(image + offset, -1, 1)) for offset in (0.0, 0.3)]
     expected = np.sqrt(np.var(np.stack(ods), axis=0).sum(axis=-1))
     np.testing.assert_allclose(result.spreads["ensemble"], expected, atol=1e-5)
 
@@ -106,13 +106,13 @@ def test_dihedral_round_trip_and_eight_distinct_transforms():
 
 def test_tiling_spread_zero_for_a_translation_equivariant_net_and_positive_otherwise():
     image = _slide(2)
-    out, spread = infer_slide(torch.nn.Identity(), image, spread_of=network_optical_density, **TILING)
+    out, spread = infer_slide(torch.nn.Identity(), image, spread_of=network_lab, **TILING)
     assert np.array_equal(out, image)
     assert float(spread.max()) < 1e-6
-    _, spread = infer_slide(Ramp(), image, spread_of=network_optical_density, **TILING)
+    _, spread = infer_slide(Ramp(), image, spread_of=network_lab, **TILING)
     assert float(np.median(spread)) > 0.01
     plain = infer_slide(Ramp(), image, **TILING)
-    with_spread, _ = infer_slide(Ramp(), image, spread_of=network_optical_density, **TILING)
+    with_spread, _ = infer_slide(Ramp(), image, spread_of=network_lab, **TILING)
     assert np.array_equal(plain, with_spread)  # measuring the spread does not change the stain
 
 
@@ -160,12 +160,16 @@ def test_reliability_curve_and_per_tissue_table():
     assert table.set_index("tissue").loc["soft", "uncertainty"] == pytest.approx(0.5)
 
 
-def test_stain_error_is_optical_density_distance():
+def test_stain_error_is_delta_e():
     white = np.full((1, 2, 3), 255, np.uint8)
     assert float(stain_error(white, white).max()) == 0.0
     grey = white.copy()
-    grey[0, 1] = 93
-    assert stain_error(grey, white)[0, 1] == pytest.approx(np.sqrt(3) * np.log(256 / 94), rel=1e-5)
+    grey[0, 1] = 0
+    assert stain_error(grey, white)[0, 1] == pytest.approx(100.0, abs=1e-3)  # black to white: L* 0 to 100
+    red = white.copy()
+    red[0, 1] = (255, 0, 0)
+    assert stain_error(red, white)[0, 1] == pytest.approx(np.sqrt((100 - 53.24) ** 2 + 80.09 ** 2 + 67.20 ** 2),
+                                                          abs=0.05)  # sRGB red: L* 53.24, a* 80.09, b* 67.20
     with pytest.raises(ValueError, match="one shape"):
         stain_error(white, white[:, :1])
 

@@ -262,7 +262,7 @@ def infer_slide(
     spread_of : callable, optional
         Also measure how much the overlapping patches disagree: ``spread_of`` maps one
         patch output ``(P, P, C_out)`` (network range) to the quantity whose spread is
-        wanted (e.g. optical density, :func:`vstain.uncertainty.network_optical_density`);
+        wanted (e.g. CIELAB colour, :func:`vstain.uncertainty.network_lab`);
         its per-pixel weighted first and second moments over every patch covering the
         pixel are accumulated with the blend's weights.
 

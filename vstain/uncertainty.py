@@ -12,13 +12,14 @@ sources of disagreement, each available alone and combined:
   pixel several times; their spread (:func:`vstain.infer.infer_slide` with ``spread_of``);
 * ``combined``: every member under every transform, with the tiling spread inside each run.
 
-Spread is measured in optical density (Beer-Lambert, ``-ln((I + 1) / 256)`` per RGB channel,
-:func:`vstain.masks.optical_density` with ``offset=1``, the unit the 3D fusion averages in):
-the uncertainty of a pixel is ``sqrt(sum_c var_c)``, the root of the summed per-channel
-variance, so it is a Euclidean distance in the same space as the error of
-:func:`stain_error`. For several runs with tiling spread the variance is the law of total
-variance, ``var(run means) + mean(run variances)``. The mean over the runs, in optical
-density, is a stain of its own (:func:`mean_stain`: the ensemble mean).
+Spread is measured in CIELAB (sRGB, D65), where a Euclidean distance is the colour difference
+Delta E (CIE76; about 2.3 is just noticeable): the uncertainty of a pixel is
+``sqrt(var_L + var_a + var_b)``, the root-mean-square Delta E of the predictions from their mean,
+so it is in the unit of the error of :func:`stain_error`. (Optical density, the 3D fusion's
+unit, was not used: it diverges towards black, so the black screw's grain would outweigh every
+tissue.) For several runs with tiling spread the variance is the law of total variance,
+``var(run means) + mean(run variances)``. The mean over the runs, in CIELAB, is a stain of its
+own (:func:`mean_stain`: the ensemble mean).
 
 Measured against the truth: :func:`rank_correlation` (Spearman), :func:`flag_auroc` (how well
 the uncertainty ranks pixels whose error exceeds a threshold), :func:`reliability_curve`
@@ -50,8 +51,9 @@ from tqdm.auto import tqdm
 
 from vstain.data import ct_to_network
 from vstain.infer import infer_slide
+from skimage.color import lab2rgb, rgb2lab
+
 from vstain.io import remove_path
-from vstain.masks import from_optical_density, optical_density
 from vstain.volume import filtered_slices
 from vstain.volume_io import RawStore, write_rgb_volume, write_scalar_volume
 
@@ -59,32 +61,43 @@ from vstain.volume_io import RawStore, write_rgb_volume, write_scalar_volume
 SOURCES = ("ensemble", "tta", "tiling", "combined")
 #: The 8 symmetries of a square grid: (quarter turns, flipped left-right first).
 DIHEDRAL = tuple((turns, flip) for flip in (False, True) for turns in range(4))
-#: Optical density offset: 1 keeps black finite (Beer-Lambert form of the 3D fusion, paper 2.11).
-OD_OFFSET = 1.0
+#: The unit of uncertainty and error.
+UNIT = "Delta E (CIE76, CIELAB)"
 
 
 # --------------------------------------------------------------------------- units
 
 
-def network_optical_density(network: np.ndarray) -> np.ndarray:
-    """Optical density of a network-range RGB image ``(..., 3)`` in ``[-1, 1]`` (unrounded).
+def network_lab(network: np.ndarray) -> np.ndarray:
+    """CIELAB of a network-range RGB image ``(..., 3)`` in ``[-1, 1]`` (unrounded).
 
-    The network output maps to intensity ``I = 127.5 (x + 1)`` (as
-    :func:`vstain.data.network_to_histology`, before rounding), then
-    :func:`vstain.masks.optical_density` with ``offset=1``.
+    The network output maps to intensity ``(x + 1) / 2`` in ``[0, 1]`` (as
+    :func:`vstain.data.network_to_histology`, before rounding), read as sRGB.
 
     Examples
     --------
     >>> import numpy as np
-    >>> [round(float(v), 3) for v in network_optical_density(np.array([1.0, -1.0]))]
-    [0.0, 5.545]
+    >>> [round(float(v), 1) for v in network_lab(np.array([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]))[:, 0]]
+    [100.0, 0.0]
     """
-    intensity = (np.asarray(network, np.float32) + 1.0) * 127.5
-    return optical_density(np.clip(intensity, 0.0, 255.0), offset=OD_OFFSET)
+    rgb = np.clip((np.asarray(network, np.float64) + 1.0) / 2.0, 0.0, 1.0)
+    return rgb2lab(rgb).astype(np.float32)
+
+
+def stain_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB of a uint8 RGB image ``(..., 3)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> [round(float(v), 1) for v in stain_lab(np.array([255, 0, 0], np.uint8))]   # sRGB red
+    [53.2, 80.1, 67.2]
+    """
+    return rgb2lab(np.asarray(rgb, np.float64) / 255.0).astype(np.float32)
 
 
 def stain_error(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-pixel error of a stain: Euclidean distance of optical densities over RGB.
+    """Per-pixel error of a stain: the colour difference Delta E (CIE76) from the true stain.
 
     Parameters
     ----------
@@ -94,32 +107,33 @@ def stain_error(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray
-        ``(...)`` float32, in optical density units (the unit of the uncertainty).
+        ``(...)`` float32 Delta E (the unit of the uncertainty).
 
     Examples
     --------
     >>> import numpy as np
-    >>> white, grey = np.full((1, 1, 3), 255, np.uint8), np.full((1, 1, 3), 93, np.uint8)
-    >>> round(float(stain_error(grey, white)[0, 0]), 3)   # sqrt(3) * ln(256 / 94)
-    1.735
+    >>> white, black = np.full((1, 1, 3), 255, np.uint8), np.zeros((1, 1, 3), np.uint8)
+    >>> round(float(stain_error(black, white)[0, 0]), 1)   # L* from 0 to 100
+    100.0
     """
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     if prediction.shape != truth.shape or prediction.shape[-1:] != (3,):
         raise ValueError(f"prediction {prediction.shape} and truth {truth.shape} must be RGB images of one shape")
-    difference = optical_density(prediction, offset=OD_OFFSET) - optical_density(truth, offset=OD_OFFSET)
+    difference = stain_lab(prediction) - stain_lab(truth)
     return np.sqrt(np.sum(difference * difference, axis=-1)).astype(np.float32)
 
 
-def mean_stain(mean_od: np.ndarray) -> np.ndarray:
-    """The uint8 RGB stain of a mean optical density (the ensemble mean as a stain).
+def mean_stain(mean_lab: np.ndarray) -> np.ndarray:
+    """The uint8 RGB stain of a mean CIELAB colour (the ensemble mean as a stain).
 
     Examples
     --------
     >>> import numpy as np
-    >>> mean_stain(np.zeros((1, 1, 3))).tolist()
+    >>> mean_stain(np.array([[[100.0, 0.0, 0.0]]])).tolist()
     [[[255, 255, 255]]]
     """
-    return from_optical_density(mean_od, offset=OD_OFFSET)
+    rgb = lab2rgb(np.asarray(mean_lab, np.float64))
+    return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- spread
@@ -147,19 +161,19 @@ def undo_dihedral(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
 
 def spread_of_runs(run_means: Sequence[np.ndarray], run_variances: Sequence[np.ndarray] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and spread of several predictions of the same pixels, in optical density.
+    """Mean and spread of several predictions of the same pixels, in CIELAB.
 
     Parameters
     ----------
     run_means : sequence of ndarray
-        ``(Y, X, 3)`` optical density of each run (member, transform).
+        ``(Y, X, 3)`` CIELAB of each run (member, transform).
     run_variances : sequence of ndarray, optional
         ``(Y, X, 3)`` variance inside each run (over its overlapping patches).
 
     Returns
     -------
     mean : ndarray
-        ``(Y, X, 3)`` float32 mean optical density.
+        ``(Y, X, 3)`` float32 mean CIELAB.
     spread : ndarray
         ``(Y, X)`` float32, ``sqrt(sum_c (var_c(run means) + mean_c(run variances)))``
         (population variance: one run has spread 0 without ``run_variances``).
@@ -204,7 +218,7 @@ class SlideUncertainty:
         Source name -> ``(Y, X, 3)`` uint8 mean stain over that source's runs (``ensemble``:
         the ensemble mean; ``tiling``: the single stain).
     spreads : dict
-        Source name -> ``(Y, X)`` float32 uncertainty in optical density.
+        Source name -> ``(Y, X)`` float32 uncertainty in Delta E.
     """
 
     single: np.ndarray
@@ -274,24 +288,24 @@ def slide_uncertainty(
     if sources is None:
         wanted = {"ensemble": len(members) > 1, "tta": tta, "tiling": tiling, "combined": True}
         sources = [s for s in SOURCES if wanted[s]]
-    od: dict[tuple[int, int], np.ndarray] = {}
+    lab: dict[tuple[int, int], np.ndarray] = {}
     var: dict[tuple[int, int], np.ndarray] = {}
     for m, generator in enumerate(members):
         for t, (turns, flip) in enumerate(transforms):
             out = infer_slide(generator, dihedral(image, turns, flip), patch_size=patch_size, step=step,
-                              batch_size=batch_size, spread_of=network_optical_density if tiling else None,
+                              batch_size=batch_size, spread_of=network_lab if tiling else None,
                               **infer_kwargs)
             blended, spread = out if tiling else (out, None)
-            od[m, t] = network_optical_density(undo_dihedral(blended, turns, flip))
+            lab[m, t] = network_lab(undo_dihedral(blended, turns, flip))
             if spread is not None:
                 var[m, t] = undo_dihedral(spread, turns, flip).astype(np.float64) ** 2
     means, spreads = {}, {}
     for source in sources:
         runs = source_runs(source, len(members), len(transforms))
         with_tiling = tiling and source in ("tiling", "combined")
-        mean, spread = spread_of_runs([od[r] for r in runs], [var[r] for r in runs] if with_tiling else None)
+        mean, spread = spread_of_runs([lab[r] for r in runs], [var[r] for r in runs] if with_tiling else None)
         means[source], spreads[source] = mean_stain(mean), spread
-    return SlideUncertainty(single=mean_stain(od[0, 0]), means=means, spreads=spreads)
+    return SlideUncertainty(single=mean_stain(lab[0, 0]), means=means, spreads=spreads)
 
 
 def uncertain_slices(
@@ -388,7 +402,7 @@ def stain_volume_uncertainty(
     """Stain a CT volume slice-wise along Z with its uncertainty, streaming; write both.
 
     The stain goes to ``output`` (as :func:`vstain.volume.stain_volume`), the uncertainty
-    (float32, optical density) to ``uncertainty_output`` (default :func:`uncertainty_path`)
+    (float32, Delta E) to ``uncertainty_output`` (default :func:`uncertainty_path`)
     with the same voxel size: a TIFF stack, or an OME-Zarr ``(z, y, x)`` image for ``.zarr``.
     One pass over the slices: each slice's uncertainty waits in a scratch file on disk
     while its stain is written, so memory stays flat in depth.
@@ -433,7 +447,7 @@ def stain_volume_uncertainty(
     output.parent.mkdir(parents=True, exist_ok=True)
     uncertainty_output.parent.mkdir(parents=True, exist_ok=True)
     depth = int(source.shape[0])
-    meta = {"axes": "z", "sigma_voxels": sigma_voxels, "uncertainty_unit": "optical density (ln, offset 1)",
+    meta = {"axes": "z", "sigma_voxels": sigma_voxels, "uncertainty_unit": UNIT,
             **(metadata or {})}
     scratch = Path(tempfile.mkdtemp(prefix=".vstain-uncertainty-", dir=uncertainty_output.parent))
     store = RawStore(scratch / "uncertainty.raw", tuple(source.shape), np.float32)

@@ -7,7 +7,7 @@ Examples
 >>> curve = pd.DataFrame({"role": "test", "source": "tta", "uncertainty": [0.1, 0.2], "error": [0.2, 0.5]})
 >>> fig = plot_reliability(curve)
 >>> fig.axes[0].get_xlabel()
-'mean uncertainty in the bin (OD)'
+'mean uncertainty in the bin (Delta E)'
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]], vmax: 
     ----------
     slides : sequence of dict
         Each with ``title``, ``ct`` (Y, X), ``truth``, ``stain`` (Y, X, 3 uint8), ``uncertainty``,
-        ``error`` (Y, X, optical density) and ``mask`` (Y, X bool; outside is greyed).
+        ``error`` (Y, X, Delta E) and ``mask`` (Y, X bool; outside is greyed).
     vmax : float, optional
         Top of the uncertainty and error colour scale (default: the 99th percentile of the errors).
 
@@ -50,7 +50,7 @@ def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]], vmax: 
     >>> fig = plot_uncertainty_beside_error([{"title": "p", "ct": z, "truth": rgb, "stain": rgb,
     ...                                        "uncertainty": z, "error": z, "mask": z > -1}])
     >>> [ax.get_title() for ax in fig.axes[:5]]
-    ['p: CT', 'true stain', 'stain', 'uncertainty (OD)', 'actual error (OD)']
+    ['p: CT', 'true stain', 'stain', 'uncertainty (Delta E)', 'actual error (Delta E)']
     """
     if vmax is None:
         errors = [np.asarray(s["error"])[np.asarray(s["mask"], bool)] for s in slides]
@@ -64,12 +64,12 @@ def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]], vmax: 
         for c, (title, image, cmap) in enumerate(panels):
             axes[r, c].imshow(image, cmap=cmap)
             axes[r, c].set_title(title)
-        for c, (title, name) in enumerate((("uncertainty (OD)", "uncertainty"), ("actual error (OD)", "error")), 3):
+        for c, (title, name) in enumerate((("uncertainty (Delta E)", "uncertainty"), ("actual error (Delta E)", "error")), 3):
             shown = np.ma.masked_array(np.asarray(slide[name], float), ~mask)
             image = axes[r, c].imshow(shown, cmap=MAP_CMAP, vmin=0, vmax=vmax)
             axes[r, c].set_facecolor("0.85")
             axes[r, c].set_title(title)
-            _colourbar(fig, axes[r, c], image, "optical density")
+            _colourbar(fig, axes[r, c], image, "Delta E (CIE76)")
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -98,10 +98,10 @@ def plot_reliability(curve: pd.DataFrame, threshold: float | None = None) -> Fig
         ax.plot([0, top], [0, top], ":", color="0.5", label="error = uncertainty")
         if threshold is not None:
             ax.axhline(threshold, ls="--", color="0.3", lw=1, label=f"error threshold {threshold:g}")
-        ax.set_xlabel("mean uncertainty in the bin (OD)")
+        ax.set_xlabel("mean uncertainty in the bin (Delta E)")
         ax.set_title(f"{role} slides")
         ax.legend(fontsize=8)
-    axes[0, 0].set_ylabel("mean actual error (OD)")
+    axes[0, 0].set_ylabel("mean actual error (Delta E)")
     fig.tight_layout()
     return fig
 
@@ -163,6 +163,6 @@ def plot_uncertainty_views(stain: np.ndarray, uncertainty: np.ndarray, error: np
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             if cmap and c == 2:
-                _colourbar(fig, axes[r, c], shown, "optical density")
+                _colourbar(fig, axes[r, c], shown, "Delta E (CIE76)")
     fig.tight_layout()
     return fig

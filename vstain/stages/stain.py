@@ -351,7 +351,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
                         help="a box of background on slice Z")
     parser.add_argument("--uncertainty", action="store_true",
-                        help="also write a per-voxel uncertainty map (optical density) beside the output, "
+                        help="also write a per-voxel uncertainty map (Delta E, CIELAB) beside the output, "
                              "<name>_uncertainty.tif or .zarr (slice-wise along Z only)")
     parser.add_argument("--uncertainty-source", choices=SOURCES, default="combined",
                         help="ensemble: spread over --ensemble members; tta: over the 8 flips / quarter turns; "
@@ -400,5 +400,5 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
           f"voxel size {source.voxel_size_um} um)")
     if getattr(args, "uncertainty", False):
-        print(f"wrote {uncertainty_path(output)} (uncertainty: {args.uncertainty_source}, optical density)")
+        print(f"wrote {uncertainty_path(output)} (uncertainty: {args.uncertainty_source}, Delta E)")
     return 0

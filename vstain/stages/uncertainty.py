@@ -67,6 +67,7 @@ from vstain.uncertainty import (
     stain_error,
     stain_volume_uncertainty,
     uncertainty_path,
+    UNIT,
 )
 from vstain.volume_io import ArrayVolume
 
@@ -232,7 +233,7 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
         for source, spread in result.spreads.items():
             write_tiff(folder / f"{source}.tif", result.means[source], pixel, metadata={**meta, "source": source})
             write_tiff(uncertainty_path(folder / f"{source}.tif"), spread, pixel,
-                       metadata={**meta, "source": source, "unit": "optical density (ln, offset 1)"})
+                       metadata={**meta, "source": source, "unit": UNIT})
             key = (role, source)
             pooled.setdefault(key, ([], []))
             pooled[key][0].append(spread[pair.mask])
