@@ -274,7 +274,8 @@ def _measure_volume(profile: Profile, members: list, infos: list[dict], out: Pat
     tta = cfg.tta and cfg.volume_source in ("tta", "combined")
     chosen = members if cfg.volume_source in ("ensemble", "combined") else members[:1]
     stainer = make_uncertainty_stainer(chosen, patch_size=inf.patch_size, step=inf.step, batch_size=inf.batch_size,
-                                       source=cfg.volume_source, tta=tta, tiling=cfg.tiling, blend=inf.blend,
+                                       source=cfg.volume_source, tta=tta,
+                                       tiling=cfg.tiling and cfg.volume_source in ("tiling", "combined"), blend=inf.blend,
                                        device=device, invert=bool(infos[0].get("invert_ct")))
     started = time.perf_counter()
     stained, uncertainty = stain_volume_uncertainty(
