@@ -207,3 +207,20 @@ def test_streaming_a_volume_equals_computing_it_whole(tmp_path, suffix):
     np.testing.assert_allclose(spread, spread_whole, atol=1e-4)
     with pytest.raises(FileExistsError, match="output exists"):
         stain_volume_uncertainty(volume, stainer, out, sigma_voxels=1.0)
+
+
+def test_volume_memory_is_flat_in_depth(tmp_path):
+    from test_volume import CountingVolume, colour_map, random_volume
+
+    def with_uncertainty(ct):
+        return colour_map(ct), (ct / 100.0).astype(np.float32)
+
+    held = {}
+    for depth in (16, 48):
+        source = CountingVolume(random_volume((depth, 8, 8), seed=depth))
+        _, unc = stain_volume_uncertainty(source, with_uncertainty, tmp_path / f"s{depth}.tif", sigma_voxels=1.0)
+        held[depth] = source.max_alive
+        assert source.reads == depth  # each slice is read once
+        assert read_tiff(unc)[0].shape == (depth, 8, 8)
+    window = 2 * int(4 * 1.0 + 0.5) + 1
+    assert held[16] == held[48] <= window + 1, held
