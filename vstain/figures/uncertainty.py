@@ -32,16 +32,23 @@ def _colourbar(fig: Figure, ax, image, label: str) -> None:
     bar.set_label(label)
 
 
-def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]], vmax: float | None = None) -> Figure:
-    """Per slide one row: CT, true stain, stain, its uncertainty, its actual error (same colour scale).
+def _top(maps: Sequence[np.ndarray]) -> float:
+    """The 99th percentile of the values of several maps: the top of their colour scale."""
+    values = np.concatenate([np.ravel(m) for m in maps if np.size(m)] or [np.zeros(1)])
+    return float(np.percentile(values, 99)) or 1.0
+
+
+def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]]) -> Figure:
+    """Per slide one row: CT, true stain, stain, its uncertainty, its actual error.
+
+    Uncertainty and error each have one colour scale over all slides (0 to the 99th percentile
+    inside the masks): the maps show where, the reliability plot how much.
 
     Parameters
     ----------
     slides : sequence of dict
         Each with ``title``, ``ct`` (Y, X), ``truth``, ``stain`` (Y, X, 3 uint8), ``uncertainty``,
         ``error`` (Y, X, Delta E) and ``mask`` (Y, X bool; outside is greyed).
-    vmax : float, optional
-        Top of the uncertainty and error colour scale (default: the 99th percentile of the errors).
 
     Examples
     --------
@@ -52,10 +59,8 @@ def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]], vmax: 
     >>> [ax.get_title() for ax in fig.axes[:5]]
     ['p: CT', 'true stain', 'stain', 'uncertainty (Delta E)', 'actual error (Delta E)']
     """
-    if vmax is None:
-        errors = [np.asarray(s["error"])[np.asarray(s["mask"], bool)] for s in slides]
-        values = np.concatenate([e for e in errors if e.size] or [np.zeros(1)])
-        vmax = float(np.percentile(values, 99)) or 1.0
+    tops = {name: _top([np.asarray(s[name])[np.asarray(s["mask"], bool)] for s in slides])
+            for name in ("uncertainty", "error")}
     fig, axes = plt.subplots(len(slides), 5, figsize=(16, 3.3 * len(slides)), squeeze=False)
     for r, slide in enumerate(slides):
         mask = np.asarray(slide["mask"], bool)
@@ -66,7 +71,7 @@ def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]], vmax: 
             axes[r, c].set_title(title)
         for c, (title, name) in enumerate((("uncertainty (Delta E)", "uncertainty"), ("actual error (Delta E)", "error")), 3):
             shown = np.ma.masked_array(np.asarray(slide[name], float), ~mask)
-            image = axes[r, c].imshow(shown, cmap=MAP_CMAP, vmin=0, vmax=vmax)
+            image = axes[r, c].imshow(shown, cmap=MAP_CMAP, vmin=0, vmax=tops[name])
             axes[r, c].set_facecolor("0.85")
             axes[r, c].set_title(title)
             _colourbar(fig, axes[r, c], image, "Delta E (CIE76)")
@@ -140,8 +145,11 @@ def plot_source_scores(slides: pd.DataFrame) -> Figure:
 
 
 def plot_uncertainty_views(stain: np.ndarray, uncertainty: np.ndarray, error: np.ndarray,
-                           voxel_size_um: Sequence[float], vmax: float | None = None) -> Figure:
+                           voxel_size_um: Sequence[float], inside: np.ndarray | None = None) -> Figure:
     """Orthogonal XY, XZ, YZ planes of a stained volume, its uncertainty and its actual error.
+
+    Uncertainty and error each have their own colour scale, 0 to the 99th percentile (inside
+    ``inside``, a boolean volume, when given).
 
     Examples
     --------
@@ -151,11 +159,11 @@ def plot_uncertainty_views(stain: np.ndarray, uncertainty: np.ndarray, error: np
     >>> fig.axes[3].get_title()
     'uncertainty: XY'
     """
-    if vmax is None:
-        vmax = float(np.percentile(error, 99)) or 1.0
-    rows = (("stain", stain, None), ("uncertainty", uncertainty, MAP_CMAP), ("actual error", error, MAP_CMAP))
+    select = (lambda v: v[inside]) if inside is not None else (lambda v: v)
+    rows = (("stain", stain, None, None), ("uncertainty", uncertainty, MAP_CMAP, _top([select(uncertainty)])),
+            ("actual error", error, MAP_CMAP, _top([select(error)])))
     fig, axes = plt.subplots(3, 3, figsize=(11, 9), squeeze=False)
-    for r, (name, volume, cmap) in enumerate(rows):
+    for r, (name, volume, cmap, vmax) in enumerate(rows):
         for c, (view, image) in enumerate(orthogonal_views(volume).items()):
             shown = axes[r, c].imshow(image, cmap=cmap, vmin=0 if cmap else None, vmax=vmax if cmap else None,
                                       aspect=voxel_size_um[0] / voxel_size_um[1] if view != "xy" else 1)
