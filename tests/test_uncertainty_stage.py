@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from test_stain_cli import ct_stack, make_checkpoint, one_thread, run  # noqa: F401  (fixtures)
+from test_stain_cli import ct_stack, make_checkpoint, one_thread, run  # noqa: F401  (fixtures; one_thread is autouse)
 
 from vstain.config import load_profile
 from vstain.io import read_tiff, write_json

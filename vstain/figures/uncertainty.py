@@ -69,7 +69,8 @@ def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]]) -> Fig
         for c, (title, image, cmap) in enumerate(panels):
             axes[r, c].imshow(image, cmap=cmap)
             axes[r, c].set_title(title)
-        for c, (title, name) in enumerate((("uncertainty (Delta E)", "uncertainty"), ("actual error (Delta E)", "error")), 3):
+        maps = (("uncertainty (Delta E)", "uncertainty"), ("actual error (Delta E)", "error"))
+        for c, (title, name) in enumerate(maps, 3):
             shown = np.ma.masked_array(np.asarray(slide[name], float), ~mask)
             image = axes[r, c].imshow(shown, cmap=MAP_CMAP, vmin=0, vmax=tops[name])
             axes[r, c].set_facecolor("0.85")

@@ -386,9 +386,9 @@ def run_cli(args: argparse.Namespace) -> int:
                           input=str(args.input), patch_size=info["patch_size"], step=info["step"],
                           ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
         if getattr(args, "uncertainty", False):
-            uncertain, uinfo = load_uncertainty_stainer([args.checkpoint, *args.ensemble], source=args.uncertainty_source,
-                                                        device=device, patch_size=args.patch_size, step=args.step,
-                                                        batch_size=args.batch_size, blend=args.blend)
+            uncertain, uinfo = load_uncertainty_stainer(
+                [args.checkpoint, *args.ensemble], source=args.uncertainty_source, device=device,
+                patch_size=args.patch_size, step=args.step, batch_size=args.batch_size, blend=args.blend)
             meta = {**meta, "members": uinfo["members"], "uncertainty_source": args.uncertainty_source}
             stain_volume_uncertainty(normalised, uncertain, output, sigma_voxels=args.sigma, metadata=meta,
                                      overwrite=args.overwrite, progress=True)

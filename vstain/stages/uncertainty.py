@@ -186,7 +186,7 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
         ``results/<profile>/uncertainty/done.json``. Idempotent: an up-to-date result is kept.
     """
     profile = as_profile(profile)
-    cfg, inf = profile.uncertainty, profile.inference
+    cfg = profile.uncertainty
     out = uncertainty_dir(profile.name)
     done = out / "done.json"
     settings = {"uncertainty": profile.to_dict()["uncertainty"], "inference": profile.to_dict()["inference"],
@@ -273,9 +273,9 @@ def _measure_volume(profile: Profile, members: list, infos: list[dict], out: Pat
     voxel = (sample.ct_voxel_um,) * 3
     tta = cfg.tta and cfg.volume_source in ("tta", "combined")
     chosen = members if cfg.volume_source in ("ensemble", "combined") else members[:1]
+    tiling = cfg.tiling and cfg.volume_source in ("tiling", "combined")
     stainer = make_uncertainty_stainer(chosen, patch_size=inf.patch_size, step=inf.step, batch_size=inf.batch_size,
-                                       source=cfg.volume_source, tta=tta,
-                                       tiling=cfg.tiling and cfg.volume_source in ("tiling", "combined"), blend=inf.blend,
+                                       source=cfg.volume_source, tta=tta, tiling=tiling, blend=inf.blend,
                                        device=device, invert=bool(infos[0].get("invert_ct")))
     started = time.perf_counter()
     stained, uncertainty = stain_volume_uncertainty(
