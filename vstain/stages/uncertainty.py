@@ -398,3 +398,22 @@ def source_costs(slides: pd.DataFrame, timing: pd.DataFrame, members: pd.DataFra
     table = pd.DataFrame(rows).set_index("source")
     table["total_seconds"] = table["stain_seconds"] + table["training_seconds"]
     return table
+
+
+def profile_section(text: str, section: str = "uncertainty") -> str:
+    """A profile's ``section`` with the comment lines just above it (where a profile records why).
+
+    Examples
+    --------
+    >>> profile_section("a: 1\\n# why\\nuncertainty:\\n  tta: true\\nb: 2\\n")
+    '# why\\nuncertainty:\\n  tta: true'
+    """
+    lines = text.splitlines()
+    if f"{section}:" not in lines:
+        return ""
+    start = end = lines.index(f"{section}:")
+    while start > 0 and lines[start - 1].startswith("#"):
+        start -= 1
+    while end + 1 < len(lines) and (lines[end + 1].startswith(" ") or not lines[end + 1].strip()):
+        end += 1
+    return "\n".join(lines[start:end + 1]).rstrip()
