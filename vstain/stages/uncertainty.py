@@ -348,7 +348,7 @@ def tissue_summary(tissue: pd.DataFrame, source: str) -> pd.DataFrame:
         rows[name] = {"pixels": int(weights.sum()),
                       "uncertainty": float(np.average(group["uncertainty"], weights=weights)),
                       "error": float(np.average(group["error"], weights=weights))}
-    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["pixels", "uncertainty", "error"])
     reference = [t for t in ("dense_bone", "soft_tissue") if t in table.index]
     base = float(table.loc[reference, "uncertainty"].mean()) if reference else float("nan")
     table["relative"] = table["uncertainty"] / base
