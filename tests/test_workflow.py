@@ -40,8 +40,8 @@ def test_paper_profile_dag_has_every_job(tmp_path):
     assert counts["train"] == grid and counts["infer"] == grid
     assert counts["train_he"] == len(paper.he.models) == counts["infer_he"]
     chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert counts["notebook"] == len(chapters) == 10
-    for stage in ("dataset", "register", "evaluate", "evaluate_he", "frc", "volume", "book"):
+    assert counts["notebook"] == len(chapters) == 11
+    for stage in ("dataset", "register", "evaluate", "evaluate_he", "frc", "volume", "uncertainty", "book"):
         assert counts[stage] == 1, stage
 
 

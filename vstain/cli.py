@@ -43,6 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stain": ("vstain.stages.stain", "virtually stain a CT volume with a trained generator"),
     "volume": ("vstain.stages.volume", "the study's 3D stage: stain the phantom test volume, single-axis and fused"),
     "he": ("vstain.stages.he", "the H&E secondary study: train, infer and measure on the H&E pairs"),
+    "uncertainty": ("vstain.stages.uncertainty",
+                    "per-pixel uncertainty (fold ensemble, flips / turns, overlapping tiles) against the phantom's truth"),
 }
 
 

@@ -187,6 +187,20 @@ class VolumeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class UncertaintyConfig:
+    """Per-pixel uncertainty of the virtual stain (ours: the paper, 3.3, can only describe its model's doubt)."""
+
+    model: str  # the model whose fold models form the ensemble
+    folds: list[int]  # ensemble members, one model per fold (paper: all five)
+    member_epochs: int  # epochs of members outside training.folds (0: training.epochs, the fold's own run)
+    tta: bool  # the 8 flips and quarter turns (test-time augmentation)
+    tiling: bool  # the spread over the overlapping patches of whole-slide inference
+    volume_source: Literal["ensemble", "tta", "tiling", "combined"]  # which uncertainty the volume carries
+    error_threshold: float  # optical-density distance above which a stained pixel counts as wrong (AUROC)
+    reliability_bins: int  # uncertainty bins of the reliability curve
+
+
+@dataclasses.dataclass(frozen=True)
 class HEConfig:
     """The H&E secondary study (paper S2)."""
 
@@ -210,6 +224,7 @@ class Profile:
     frc: FRCConfig
     volume: VolumeConfig
     he: HEConfig
+    uncertainty: UncertaintyConfig
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain nested dicts (for provenance records)."""
@@ -499,6 +514,15 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("he.models", p.he.models, bool(p.he.models) and set(p.he.models) <= set(MODEL_NAMES),
          f"a list of model names from {list(MODEL_NAMES)}"),
         ("he.epochs", p.he.epochs, p.he.epochs >= 1, at_least_one),
+        ("uncertainty.model", p.uncertainty.model, p.uncertainty.model in MODEL_NAMES, f"one of {list(MODEL_NAMES)}"),
+        ("uncertainty.folds", p.uncertainty.folds, bool(p.uncertainty.folds)
+         and all(0 <= k < d.n_folds for k in p.uncertainty.folds) and len(set(p.uncertainty.folds)) == len(p.uncertainty.folds),
+         f"distinct folds between 0 and dataset.n_folds - 1 ({d.n_folds - 1})"),
+        ("uncertainty.member_epochs", p.uncertainty.member_epochs, p.uncertainty.member_epochs >= 0,
+         "non-negative (0: training.epochs)"),
+        ("uncertainty.error_threshold", p.uncertainty.error_threshold, p.uncertainty.error_threshold > 0, positive),
+        ("uncertainty.reliability_bins", p.uncertainty.reliability_bins, p.uncertainty.reliability_bins >= 2,
+         "at least 2"),
     ]
     return checks
 

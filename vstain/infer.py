@@ -230,7 +230,8 @@ def infer_slide(
     in_channels: int | None = None,
     window_floor: float = WINDOW_FLOOR,
     progress: bool = False,
-) -> np.ndarray:
+    spread_of: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Run ``generator`` over a whole slide by overlapping patches and blend the outputs.
 
     Parameters
@@ -258,11 +259,20 @@ def infer_slide(
         Edge weight of the ``window`` blend.
     progress : bool
         Show a tqdm bar over batches.
+    spread_of : callable, optional
+        Also measure how much the overlapping patches disagree: ``spread_of`` maps one
+        patch output ``(P, P, C_out)`` (network range) to the quantity whose spread is
+        wanted (e.g. CIELAB colour, :func:`vstain.uncertainty.network_lab`);
+        its per-pixel weighted first and second moments over every patch covering the
+        pixel are accumulated with the blend's weights.
 
     Returns
     -------
     ndarray
         ``(Y, X, C_out)`` float32 in network range.
+    spread : ndarray
+        Only with ``spread_of``: ``(Y, X, C)`` float32, the per-pixel weighted standard
+        deviation of ``spread_of`` over the overlapping patches (0 where they agree).
 
     Raises
     ------
@@ -295,6 +305,7 @@ def infer_slide(
     # float64 accumulators: the blended value of identical inputs rounds back to the input exactly.
     weighted_sum: np.ndarray | None = None
     weight_sum = np.zeros(grid.padded_shape, np.float64)
+    moments: list[np.ndarray] | None = None  # weighted sums of spread_of and of its square
     origins = grid.origins()
     n_batches = math.ceil(grid.n_patches / batch_size)
     was_training = getattr(generator, "training", False)
@@ -324,6 +335,9 @@ def infer_slide(
                 for (y, x), patch in zip(batch_origins, output):
                     weighted_sum[y:y + patch_size, x:x + patch_size] += patch.transpose(1, 2, 0) * weights[..., None]
                     weight_sum[y:y + patch_size, x:x + patch_size] += weights
+                    if spread_of is not None:
+                        moments = _add_moments(moments, spread_of(patch.transpose(1, 2, 0)), weights, (y, x),
+                                               grid.padded_shape)
     finally:
         if isinstance(generator, torch.nn.Module) and was_training:
             generator.train()
@@ -331,7 +345,28 @@ def infer_slide(
     inner = (slice(pb_y, pb_y + grid.shape[0]), slice(pb_x, pb_x + grid.shape[1]))
     blended = weighted_sum[inner]
     blended /= weight_sum[inner][..., None]  # in place: no second float64 copy of the slide
-    return blended.astype(np.float32)
+    if spread_of is None:
+        return blended.astype(np.float32)
+    assert moments is not None
+    total = weight_sum[inner][..., None]
+    mean = moments[0][inner] / total
+    variance = np.maximum(moments[1][inner] / total - mean * mean, 0.0)  # rounding can dip below 0
+    return blended.astype(np.float32), np.sqrt(variance).astype(np.float32)
+
+
+def _add_moments(moments: list[np.ndarray] | None, value: np.ndarray, weights: np.ndarray,
+                 origin: tuple[int, int], padded_shape: tuple[int, int]) -> list[np.ndarray]:
+    """Add one patch's weighted first and second moments of ``value`` (P, P, C) at ``origin``."""
+    value = np.asarray(value, np.float64)
+    if value.ndim == 2:
+        value = value[..., None]
+    if moments is None:
+        moments = [np.zeros(padded_shape + value.shape[2:], np.float64) for _ in range(2)]
+    (y, x), size = origin, weights.shape[0]
+    weighted = value * weights[..., None]
+    moments[0][y:y + size, x:x + size] += weighted
+    moments[1][y:y + size, x:x + size] += weighted * value
+    return moments
 
 
 # --------------------------------------------------------------------------- seams

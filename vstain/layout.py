@@ -34,6 +34,7 @@ STAGES = (
     "frc",          # vstain.frc
     "volume",       # vstain.volume
     "he",           # the H&E study
+    "uncertainty",  # vstain.uncertainty: per-pixel uncertainty measured against the phantom's truth
     "notebooks",    # executed notebooks (the book's pages)
 )
 

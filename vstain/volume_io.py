@@ -596,6 +596,63 @@ def write_rgb_volume(path: str | Path, slices: Iterable[np.ndarray], shape: Sequ
         write_rgb_tiff_stack(path, slices, shape, voxel_size_um, **kwargs)
 
 
+def write_scalar_volume(path: str | Path, slices: Iterable[np.ndarray], shape: Sequence[int],
+                        voxel_size_um: Sequence[float], *, metadata: dict | None = None, overwrite: bool = False,
+                        chunk_depth: int = 16) -> None:
+    """Write ``(Y, X)`` float32 slices (a map such as uncertainty) as a TIFF stack or OME-Zarr ``(z, y, x)``.
+
+    Streams like :func:`write_rgb_volume` (``.zarr`` suffix: OME-Zarr, else an ImageJ float32
+    stack with the voxel size), to a temporary name renamed when the last slice is in.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from vstain.io import read_tiff
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "u.tif"
+    >>> write_scalar_volume(p, (np.full((4, 5), 0.5, np.float32) for _ in range(2)), (2, 4, 5), (2.0, 1.0, 1.0))
+    >>> image, spacing, _ = read_tiff(p); image.shape, image.dtype.name, spacing
+    ((2, 4, 5), 'float32', (2.0, 1.0, 1.0))
+    """
+    depth, height, width = (int(s) for s in shape)
+    voxel = _check_voxel_size(voxel_size_um, str(path))
+    count = [0]
+
+    def checked() -> Iterator[np.ndarray]:
+        for plane in slices:
+            plane = np.asarray(plane)
+            if plane.shape != (height, width):
+                raise ValueError(f"{path}: slice {count[0]} has shape {plane.shape}, expected {(height, width)}")
+            count[0] += 1
+            yield plane.astype(np.float32, copy=False)
+
+    with atomic_target(Path(path), overwrite=overwrite) as tmp:
+        if str(path).lower().endswith(".zarr"):
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+            group.attrs.update(ngff_metadata(voxel, Path(path).name, rgb=False))
+            if metadata:
+                group.attrs["vstain"] = json.loads(json.dumps(metadata, default=str))
+            array = group.create_array("0", shape=(depth, height, width), dtype=np.float32,
+                                       chunks=(chunk_depth, height, width),
+                                       chunk_key_encoding={"name": "v2", "separator": "/"})
+            slab: list[np.ndarray] = []
+            for plane in checked():
+                slab.append(plane)
+                if len(slab) == chunk_depth:
+                    array[count[0] - len(slab):count[0]] = np.stack(slab)
+                    slab = []
+            if slab:
+                array[count[0] - len(slab):count[0]] = np.stack(slab)
+        else:
+            ij_meta: dict[str, Any] = {"unit": "um", "spacing": voxel[0], "axes": "ZYX"}
+            if metadata:
+                ij_meta["Info"] = json.dumps(metadata, default=str)
+            with tifffile.TiffWriter(tmp, imagej=True) as tif:
+                tif.write(checked(), shape=(depth, height, width), dtype=np.float32,
+                          resolution=(1.0 / voxel[2], 1.0 / voxel[1]), metadata=ij_meta)
+        if count[0] != depth:
+            raise ValueError(f"{path}: got {count[0]} slices, expected {depth}")
+
+
 # --------------------------------------------------------------------------- scratch arrays
 
 

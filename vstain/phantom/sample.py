@@ -327,3 +327,31 @@ def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone
         extras={"source": "ground_truth", "crop_origin_ij": [int(rows.min()), int(cols.min())],
                 "normalised": bool(normalised)},
     )
+
+
+def ground_truth_labels(sample: PhantomSample, pair: RegisteredPair) -> np.ndarray:
+    """The section's tissue labels on the grid of the sample's :func:`ground_truth_pair`.
+
+    The labels the stained section shows, pixel by pixel (warped through the true affine
+    like its histology, nearest neighbour), cropped as the pair was (``crop_origin_ij``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vstain.config import load_profile
+    >>> sample = make_sample(load_profile("smoke").dataset, "s0", "Mg", "toluidine_blue", 0, 0, seed=1)
+    >>> pair = ground_truth_pair(sample)
+    >>> labels = ground_truth_labels(sample, pair)
+    >>> labels.shape == pair.ct.shape, bool(np.isin(labels[pair.mask], list(LABELS.values())).all())
+    (True, True)
+    """
+    origin = (pair.extras or {}).get("crop_origin_ij")
+    if origin is None:
+        raise ValueError(f"pair {pair.pair_id}: not a ground-truth pair (no crop_origin_ij in its extras)")
+    height, width = pair.ct.shape
+    ij = np.stack(np.meshgrid(np.arange(origin[0], origin[0] + height, dtype=float),
+                              np.arange(origin[1], origin[1] + width, dtype=float), indexing="ij"), -1)
+    inverse = np.linalg.inv(sample.affine)
+    yx = ij @ inverse[:2, :2].T + inverse[:2, 2]
+    return ndi.map_coordinates(sample.section_labels, np.moveaxis(yx, -1, 0), order=0, mode="constant").astype(
+        np.uint8)

@@ -34,6 +34,7 @@ from vstain.masks import segment_ct
 from vstain.models.checkpoint import load_generator
 from vstain.normalise import compare_ct_statistics, ct_statistics, linear_ct_map, volume_scale_from_slices
 from vstain.stages.arguments import non_negative_float, positive_float, positive_int
+from vstain.uncertainty import SOURCES, make_uncertainty_stainer, stain_volume_uncertainty, uncertainty_path
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
 from vstain.volume_io import NormalisedVolume, open_volume
 
@@ -83,15 +84,7 @@ def load_forward_stainer(
     ValueError
         If it holds no CT-to-histology generator of 3 input and 3 output channels.
     """
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():  # a training run folder: the checkpoint its selection chose
-        record = checkpoint / "selection.json"
-        if not record.is_file():
-            raise FileNotFoundError(f"{checkpoint}: a run folder without selection.json (the checkpoint choice); "
-                                    "pass a .pt file such as last.pt, or run vstain infer on the run first")
-        checkpoint = checkpoint / json.loads(record.read_text())["file"]
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+    checkpoint = selected_checkpoint(checkpoint)
     try:
         generator, info = load_generator(checkpoint, direction="ct_to_histology")
     except (KeyError, TypeError, RuntimeError, EOFError, AttributeError) as err:
@@ -112,6 +105,60 @@ def load_forward_stainer(
                                  batch_size=batch_size, blend=blend, device=device,
                                  invert=bool(info.get("invert_ct")))
     return stainer, {**info, "patch_size": patch, "step": int(step or max(1, patch // 4))}
+
+
+def selected_checkpoint(checkpoint: str | Path) -> Path:
+    """The checkpoint file of ``checkpoint``: itself, or for a training run folder the one its selection chose.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing file, or a run folder without ``selection.json``.
+    """
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():  # a training run folder: the checkpoint its selection chose
+        record = checkpoint / "selection.json"
+        if not record.is_file():
+            raise FileNotFoundError(f"{checkpoint}: a run folder without selection.json (the checkpoint choice); "
+                                    "pass a .pt file such as last.pt, or run vstain infer on the run first")
+        checkpoint = checkpoint / json.loads(record.read_text())["file"]
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+    return checkpoint
+
+
+def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, device: str = "cpu",
+                             patch_size: int | None = None, step: int | None = None, batch_size: int = 4,
+                             blend: str = "mean") -> tuple[Callable, dict]:
+    """A slice stainer that also returns the uncertainty (:func:`vstain.uncertainty.make_uncertainty_stainer`).
+
+    ``checkpoints``: the model first, then the other members of its ensemble (e.g. its other folds'
+    runs). ``source`` is one of :data:`vstain.uncertainty.SOURCES`; ``ensemble`` needs at least two
+    checkpoints, ``tta`` and ``tiling`` use the first only. Each checkpoint is checked as
+    :func:`load_forward_stainer` checks it; all must share the first one's CT mapping.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"--uncertainty-source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source == "ensemble" and len(checkpoints) < 2:
+        raise ValueError("--uncertainty-source ensemble needs other members: pass their checkpoints with --ensemble")
+    members, infos = [], []
+    for checkpoint in checkpoints:
+        _, info = load_forward_stainer(checkpoint, device=device, patch_size=patch_size, step=step,
+                                       batch_size=batch_size, blend=blend)
+        generator, _ = load_generator(selected_checkpoint(checkpoint), direction="ct_to_histology")
+        if bool(info.get("invert_ct")) != bool(infos[0].get("invert_ct") if infos else info.get("invert_ct")):
+            raise ValueError(f"{checkpoint}: field invert_ct differs from {checkpoints[0]}'s; an ensemble shares "
+                             "one CT mapping")
+        members.append(generator.to(device))
+        infos.append(info)
+    if source in ("tta", "tiling"):
+        members = members[:1]
+    stainer = make_uncertainty_stainer(members, patch_size=infos[0]["patch_size"], step=infos[0]["step"],
+                                       batch_size=batch_size, source=source, tta=source in ("tta", "combined"),
+                                       tiling=source in ("tiling", "combined"), blend=blend, device=device,
+                                       invert=bool(infos[0].get("invert_ct")))
+    return stainer, {**infos[0], "members": [str(i.get("path", c)) for i, c in zip(infos, checkpoints)],
+                     "uncertainty_source": source}
 
 
 #: Output suffixes the writers make (anything else would be TIFF content under a misleading name).
@@ -303,11 +350,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bone-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1", help="a box of bone on slice Z")
     parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
                         help="a box of background on slice Z")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write a per-voxel uncertainty map (Delta E, CIELAB) beside the output, "
+                             "<name>_uncertainty.tif or .zarr (slice-wise along Z only)")
+    parser.add_argument("--uncertainty-source", choices=SOURCES, default="combined",
+                        help="ensemble: spread over --ensemble members; tta: over the 8 flips / quarter turns; "
+                             "tiling: over overlapping patches; combined (default): all of them")
+    parser.add_argument("--ensemble", nargs="+", default=[], metavar="CHECKPOINT",
+                        help="other members of the ensemble (e.g. the model's other folds); the stain is their mean")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """``vstain stain``: stain a CT volume with a trained generator, no notebook needed."""
     output = check_output_path(args.output, overwrite=args.overwrite)
+    if getattr(args, "uncertainty", False):
+        if args.axes != "z":
+            raise ValueError("--uncertainty stains slice-wise along Z only; leave out --axes zyx")
+        check_output_path(uncertainty_path(output), overwrite=args.overwrite)
+    elif getattr(args, "ensemble", None):
+        raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
     device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
     try:
@@ -324,10 +385,20 @@ def run_cli(args: argparse.Namespace) -> int:
         meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
                           input=str(args.input), patch_size=info["patch_size"], step=info["step"],
                           ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
-        stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
-                     metadata=meta, overwrite=args.overwrite, progress=True)
+        if getattr(args, "uncertainty", False):
+            uncertain, uinfo = load_uncertainty_stainer(
+                [args.checkpoint, *args.ensemble], source=args.uncertainty_source, device=device,
+                patch_size=args.patch_size, step=args.step, batch_size=args.batch_size, blend=args.blend)
+            meta = {**meta, "members": uinfo["members"], "uncertainty_source": args.uncertainty_source}
+            stain_volume_uncertainty(normalised, uncertain, output, sigma_voxels=args.sigma, metadata=meta,
+                                     overwrite=args.overwrite, progress=True)
+        else:
+            stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
+                         metadata=meta, overwrite=args.overwrite, progress=True)
     finally:
         source.close()
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
           f"voxel size {source.voxel_size_um} um)")
+    if getattr(args, "uncertainty", False):
+        print(f"wrote {uncertainty_path(output)} (uncertainty: {args.uncertainty_source}, Delta E)")
     return 0
