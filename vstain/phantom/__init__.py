@@ -37,12 +37,12 @@ Examples
 from vstain.phantom.ct import beamtime_params, simulate_ct
 from vstain.phantom.dataset import dataset_plan, load_sample, write_sample
 from vstain.phantom.labels import LABEL_COLOURS, LABELS, MATERIALS, STAINS, label_colormap, label_name
-from vstain.phantom.sample import (PhantomSample, ground_truth_pair, label_means, make_sample, plane_grid,
-                                   plane_height, screw_contrast)
+from vstain.phantom.sample import (PhantomSample, ground_truth_labels, ground_truth_pair, label_means, make_sample,
+                                   plane_grid, plane_height, screw_contrast)
 from vstain.phantom.stain import session_params, stain_labels
 
 __all__ = [
     "LABEL_COLOURS", "LABELS", "MATERIALS", "STAINS", "PhantomSample", "beamtime_params", "dataset_plan",
-    "ground_truth_pair", "label_colormap", "label_means", "label_name", "load_sample", "make_sample", "plane_grid",
+    "ground_truth_labels", "ground_truth_pair", "label_colormap", "label_means", "label_name", "load_sample", "make_sample", "plane_grid",
     "plane_height", "screw_contrast", "session_params", "simulate_ct", "stain_labels", "write_sample",
 ]
