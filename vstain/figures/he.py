@@ -39,7 +39,7 @@ ROLE_NAMES = {"train": "training", "test": "validation/testing"}
 
 def order_for_figure(materials: Mapping[str, str], n: int | None = None) -> list[str]:
     """Pair ids ordered as the paper's Figures S2/S3 (PEEK, Ti, Mg), at most one per material
-    first, then the rest; at most ``n`` (:func:`vstain.figures.plotting.order_for_figure`).
+    first, then the rest; at most ``n`` (:func:`vstain.figures.plotting.order_by_material`).
 
     Examples
     --------

@@ -184,7 +184,7 @@ def order_by_material(materials: Mapping[str, str], n: int | None = None, *,
 
 def roi_origin(mask: np.ndarray, size: int) -> tuple[int, int]:
     """The ``(y, x)`` corner of the ``size`` x ``size`` window the mask covers most
-    (first such window in row order): the region of interest of Figure S4.
+    (first such window in row order): the ROI of Figure S4, the enlarged view of Figure 1.
 
     Every window position is considered (an integral image), unlike
     :func:`vstain.metrics.choose_roi`, which searches a coarse grid and prefers structure.
