@@ -3,7 +3,10 @@
 import pytest
 
 from vstain.config import load_profile
+from vstain.pairs import read_registered_pair
+from vstain.stages import infer as infer_stage
 from vstain.stages.dataset import generate_dataset
+from vstain.train import train_model
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +14,27 @@ def smoke_dataset(tmp_path_factory):
     """Path of the smoke dataset's manifest.yaml (samples, split.csv beside it), generated once."""
     out = tmp_path_factory.mktemp("smoke_dataset")
     return generate_dataset(load_profile("smoke"), out, progress=False)
+
+
+@pytest.fixture
+def one_epoch_models(tmp_path, monkeypatch):
+    """``results/smoke`` under ``tmp_path`` where the inference stage finds its models without the pipeline.
+
+    The stage's ``ensure_selected`` becomes one smoke epoch on the registered pair ``p0`` (the test
+    writes it under the returned folder), trained once per model into ``tmp_path/models/<model>``;
+    ``ensure_registered`` does nothing. Returns the ``results/smoke`` folder.
+    """
+    smoke = load_profile("smoke")
+    root = tmp_path / "results" / "smoke"
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(infer_stage, "ensure_registered", lambda *a, **k: None)
+
+    def ensure_selected(profile, model, fold, stain="toluidine_blue", **kwargs):
+        out = tmp_path / "models" / model
+        if not (out / "last.pt").is_file():
+            train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
+                        seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
+        return out / "last.pt"
+
+    monkeypatch.setattr(infer_stage, "ensure_selected", ensure_selected)
+    return root

@@ -123,3 +123,26 @@ def test_gpu_training_settings_are_checked_at_load(tmp_path, key, value, message
     path = _write_variant(tmp_path, lambda d: d["training"].update({key: value}))
     with pytest.raises(ProfileError, match=rf"variant\.yaml.*{message}"):
         load_profile(path)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("training", "cuda_precision", "half", r"training\.cuda_precision must be one of \['fp32', 'bf16', 'fp16'\]"),
+    ("training", "cuda_precision", 16, r"training\.cuda_precision must be one of"),
+    ("inference", "cuda_precision", "fp8", r"inference\.cuda_precision must be one of \['fp32', 'bf16', 'fp16'\]"),
+    ("training", "lr_decay_start_epoch", 2, r"training\.lr_decay_start_epoch must be 0 \(constant\) or an epoch before"),
+    ("training", "prefetch_batches", 65, r"training\.prefetch_batches must be between 0 and 64"),
+])
+def test_every_precision_and_schedule_option_names_the_file_and_key(tmp_path, section, key, value, message):
+    path = _write_variant(tmp_path, lambda d: d[section].update({key: value}))
+    with pytest.raises(ProfileError, match=rf"variant\.yaml.*{message}"):
+        load_profile(path)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_each_cuda_precision_loads_for_training_and_inference(tmp_path, precision):
+    def both(d):
+        d["training"]["cuda_precision"] = precision
+        d["inference"]["cuda_precision"] = precision
+
+    profile = load_profile(_write_variant(tmp_path, both))
+    assert profile.training.cuda_precision == profile.inference.cuda_precision == precision

@@ -16,8 +16,6 @@ from vstain.io import read_tiff
 from vstain.layout import frc_dir
 from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
 from vstain.stages import frc as frc_stage
-from vstain.stages import infer as infer_stage
-from vstain.train import train_model
 
 
 def blurred_texture(sigma, size=256, snr=100.0, seed=0):
@@ -190,12 +188,10 @@ def test_interpolation_makes_noise_look_like_signal():
         frc.interpolation_effect(np.zeros((4, 8, 8)))
 
 
-def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(tmp_path, monkeypatch, capsys):
+def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(one_epoch_models, capsys):
     """Stain two written pairs with a one-epoch smoke model, then measure every patch inside the masks."""
     smoke = load_profile("smoke")
-    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setattr(infer_stage, "ensure_registered", lambda *a, **k: None)
-    root = tmp_path / "results" / "smoke"
+    root = one_epoch_models
     rng = np.random.default_rng(0)
     for pair_id in ("p0", "p1"):
         base = ndimage.gaussian_filter(rng.normal(size=(64, 96)), 2)
@@ -209,14 +205,6 @@ def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(tm
     (root / "dataset" / "split.csv").write_text(
         "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,test\n")
 
-    def ensure_selected(profile, model, fold, stain="toluidine_blue", **kwargs):
-        out = tmp_path / "models" / model
-        if not (out / "last.pt").is_file():
-            train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
-                        seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
-        return out / "last.pt"
-
-    monkeypatch.setattr(infer_stage, "ensure_selected", ensure_selected)
     csv_path = frc_stage.measure_resolution("smoke", "mod_cyclegan", 0, progress=False)
     assert csv_path == frc_dir("smoke", "mod_cyclegan", 0) / "resolution.csv"
     table = pd.read_csv(csv_path)

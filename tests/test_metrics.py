@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from vstain import metrics
-from vstain.config import load_profile
 from vstain.frc import patch_origins
 from vstain.metrics import (
     PAPER_TABLE1,
@@ -25,10 +24,8 @@ from vstain.metrics import (
     ssim,
     table1,
 )
-from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
+from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.stages import evaluate as evaluate_stage
-from vstain.stages import infer as infer_stage
-from vstain.train import train_model
 from vstain.vocabulary import BASELINE
 
 torch.set_num_threads(1)
@@ -174,12 +171,10 @@ def test_raw_ct_baseline_is_greyscale():
     assert rgb.shape == (1, 2, 3) and (rgb[..., 0] == rgb[..., 2]).all() and rgb[0, 0, 0] < rgb[0, 1, 0]
 
 
-def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
+def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, one_epoch_models, capsys):
     """Train two smoke models on two written pairs, stain them, and write Table 1 without LPIPS."""
-    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setattr(infer_stage, "ensure_registered", lambda *a, **k: None)
     rng = np.random.default_rng(3)
-    root = tmp_path / "results" / "smoke"
+    root = one_epoch_models
     for pair_id in ("p0", "p1", "p2"):
         ct = rng.integers(5000, 40000, (48, 48)).astype(np.uint16)
         histology = np.repeat((255 - ct // 160).astype(np.uint8)[..., None], 3, axis=-1)
@@ -191,17 +186,6 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, monkeypatch, capsys):
     (root / "dataset" / "split.csv").write_text(
         "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,validation\n"
         "p2,toluidine_blue,Mg,test\n")
-    smoke = load_profile("smoke")
-
-    def ensure_selected(profile, model, fold, stain="toluidine_blue", **kwargs):
-        # isolated from the real pipeline: one epoch on the written training pair only
-        out = tmp_path / "models" / model
-        if not (out / "last.pt").is_file():
-            train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
-                        seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
-        return out / "last.pt"
-
-    monkeypatch.setattr(infer_stage, "ensure_selected", ensure_selected)
     path = evaluate_stage.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                             progress=False)
     assert capsys.readouterr().err.count("LPIPS unavailable") == 1

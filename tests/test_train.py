@@ -285,6 +285,24 @@ def test_a_split_of_another_fold_count_is_refused_before_training(tmp_path, caps
     assert not model_dir("smoke", "pix2pix", 0, root=tmp_path).exists()
 
 
+def test_training_a_fold_reads_the_split_once(tmp_path, monkeypatch):
+    import vstain.pairs as pairs_module
+
+    _write_registered_dataset(tmp_path)
+    reads = []
+    original = pairs_module.read_profile_split
+
+    def counting(profile_name, root=None):
+        reads.append(profile_name)
+        return original(profile_name, root)
+
+    monkeypatch.setattr(pairs_module, "read_profile_split", counting)
+    monkeypatch.setattr(train_stage, "read_profile_split", counting)
+    out = train_fold(SMOKE, "pix2pix", 0, epochs=1, progress=False, root=tmp_path)
+    assert reads == ["smoke"]
+    assert torch.load(out / "last.pt", weights_only=True)["pair_ids"] == ["p0", "p1"]
+
+
 def test_checkpoint_records_the_training_ct_statistics_inside_the_masks(tmp_path):
     out = train(SMOKE, "pix2pix", 0, epochs=1, out_dir=tmp_path)
     stats = torch.load(out / "last.pt", weights_only=True)["ct_statistics"]
@@ -380,3 +398,104 @@ def test_cuda_precision_is_checked_and_means_nothing_on_the_cpu():
     assert trainer.scaler is None and trainer.cuda_dtype is None
     with pytest.raises(ValueError, match="training.cuda_precision must be one of"):
         Trainer("pix2pix", SMOKE.training, 0, "cpu", cuda_precision="int8")
+
+
+# --------------------------------------------------------------------------- CUDA paths, by their selection logic
+# No GPU runs these tests: the choices the CUDA paths depend on are checked on the CPU.
+
+
+@pytest.mark.parametrize("precision, device, dtype, scaler", [
+    ("fp32", "cuda", None, False), ("bf16", "cuda", torch.bfloat16, False), ("fp16", "cuda", torch.float16, True),
+    ("fp32", "cpu", None, False), ("bf16", "cpu", None, False), ("fp16", "cpu", None, False),
+])
+def test_cuda_precision_plan_scales_the_loss_for_fp16_on_cuda_only(precision, device, dtype, scaler):
+    from vstain.train import cuda_precision_plan
+
+    assert cuda_precision_plan(precision, device) == (dtype, scaler)
+
+
+def test_cuda_precision_plan_refuses_an_unknown_precision_on_any_device():
+    from vstain.train import cuda_precision_plan
+
+    for device in ("cuda", "cpu"):
+        with pytest.raises(ValueError, match=r"training\.cuda_precision must be one of \['fp32', 'bf16', 'fp16'\]"):
+            cuda_precision_plan("fp8", device)
+
+
+def _one_batch():
+    from vstain.data import PatchSampler
+
+    sampler = PatchSampler.from_profile(PAIRS, SMOKE.training, 0, invert_ct=False)
+    return next(iter(sampler.epoch(1)))
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "mod_cyclegan"])
+def test_the_gradient_scaler_path_updates_like_the_unscaled_one_and_skips_overflows(model):
+    """The fp16 path's loss scaling (scale, unscale in step, update), run on the CPU's GradScaler."""
+    from vstain.train import Trainer
+
+    batch = _one_batch()
+    plain = Trainer(model, SMOKE.training, 0, "cpu")
+    scaled = Trainer(model, SMOKE.training, 0, "cpu")
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    torch.manual_seed(0)
+    plain.step(batch)
+    torch.manual_seed(0)
+    scaled.step(batch)
+    for name in plain.nets:
+        for (key, a), b in zip(plain.nets[name].state_dict().items(), scaled.nets[name].state_dict().values()):
+            assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5), f"{name}.{key}"
+    assert scaled.scaler.get_scale() == 2.0 ** 10  # no overflow: the scale stays until the growth interval
+    assert scaled.state_dict()["scaler"]["scale"] == 2.0 ** 10
+
+    overflowing = Trainer(model, SMOKE.training, 0, "cpu")
+    overflowing.scaler = torch.amp.GradScaler("cpu", init_scale=3.0e38)
+    before = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in overflowing.nets.items()}
+    overflowing.step(batch)
+    generator = next(name for name in overflowing.nets if name.startswith("G"))
+    assert all(torch.equal(before[generator][k], v) for k, v in overflowing.nets[generator].state_dict().items()
+               if v.is_floating_point() and "running" not in k), "an overflowing step must be skipped"
+    assert overflowing.scaler.get_scale() < 3.0e38
+
+
+def test_prefetch_pins_every_tensor_only_when_asked(monkeypatch):
+    from vstain.train import prefetched
+
+    pinned = []
+
+    def fake_pin(tensor):  # Tensor.pin_memory needs CUDA; record the call instead
+        pinned.append(tuple(tensor.shape))
+        return tensor.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    batches = [{"x": torch.zeros(2, 3), "mask": torch.ones(2), "pair_id": "a"} for _ in range(3)]
+    assert [b["pair_id"] for b in prefetched(iter(batches), 2)] == ["a"] * 3 and pinned == []
+    out = list(prefetched(iter(batches), 2, pin_memory=True))
+    assert pinned == [(2, 3), (2,)] * 3 and all(b["pair_id"] == "a" for b in out)
+
+
+def test_training_on_the_cpu_prefetches_without_pinning(tmp_path, monkeypatch):
+    import vstain.train as train_module
+
+    calls = []
+    original = train_module.prefetched
+
+    def recording(batches, depth, *, pin_memory=False):
+        calls.append((depth, pin_memory))
+        return original(batches, depth, pin_memory=pin_memory)
+
+    monkeypatch.setattr(train_module, "prefetched", recording)
+    ahead = dataclasses.replace(SMOKE.training, prefetch_batches=2)
+    train_model(PAIRS, tmp_path, "pix2pix", ahead, epochs=1, seed=SMOKE.seed, fold=0, profile_name="smoke")
+    assert calls == [(2, False)]
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                              ("fp16", torch.float16)])
+def test_inference_dtype_follows_the_profile_on_cuda_and_is_fp32_on_the_cpu(precision, dtype):
+    from vstain.stages.infer import inference_dtype
+
+    profile = dataclasses.replace(SMOKE, inference=dataclasses.replace(SMOKE.inference, cuda_precision=precision))
+    assert inference_dtype(profile, "cuda") == dtype
+    assert inference_dtype(profile, "cuda:1") == dtype
+    assert inference_dtype(profile, "cpu") == torch.float32

@@ -157,10 +157,14 @@ def split_roles(profile_name: str, fold: int, stain: str | None = None,
 
 
 def fold_pair_ids(profile_name: str, fold: int, role: str, stain: str = "toluidine_blue",
-                  root: str | Path | None = None) -> list[str]:
-    """The pair ids of one fold and role (train / validation / test) for ``stain``, in split order."""
+                  root: str | Path | None = None, *, split: pd.DataFrame | None = None) -> list[str]:
+    """The pair ids of one fold and role (train / validation / test) for ``stain``, in split order.
+
+    ``split``: the profile's split as :func:`read_profile_split` returned it, when the caller has read it.
+    """
     check_word(role, ROLES, "role")
-    return pairs_in_role(read_profile_split(profile_name, root), fold, role, stain=check_word(stain, STAINS, "stain"))
+    split = read_profile_split(profile_name, root) if split is None else split
+    return pairs_in_role(split, fold, role, stain=check_word(stain, STAINS, "stain"))
 
 
 def registered_pair_ids(profile_name: str, stain: str | None = "toluidine_blue",
@@ -175,8 +179,10 @@ def registered_pair_ids(profile_name: str, stain: str | None = "toluidine_blue",
 
 
 def load_fold_pairs(profile_name: str, fold: int, role: str = "train", stain: str = "toluidine_blue",
-                    root: str | Path | None = None) -> list[RegisteredPair]:
+                    root: str | Path | None = None, *, split: pd.DataFrame | None = None) -> list[RegisteredPair]:
     """The registered pairs of one fold and role, read from ``results/<profile>/registered/``.
+
+    ``split``: the profile's split as :func:`read_profile_split` returned it, when the caller has read it.
 
     Raises
     ------
@@ -185,7 +191,7 @@ def load_fold_pairs(profile_name: str, fold: int, role: str = "train", stain: st
     FileNotFoundError
         If a pair of the split is not registered (its folder names the first missing one).
     """
-    ids = fold_pair_ids(profile_name, fold, role, stain, root)
+    ids = fold_pair_ids(profile_name, fold, role, stain, root, split=split)
     if not ids:
         raise ValueError(f"{split_path(profile_name, root)}: no {stain} pairs with role {role!r} in fold {fold}")
     registered = registered_dir(profile_name, root)

@@ -139,6 +139,32 @@ def _set_requires_grad(nets: Sequence[torch.nn.Module], flag: bool) -> None:
 CUDA_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cuda_precision_plan(precision: str, device_type: str) -> tuple[torch.dtype | None, bool]:
+    """What ``training.cuda_precision`` means on a device: the autocast dtype and whether to scale the loss.
+
+    On CUDA, ``fp32`` runs without autocast, ``bf16`` autocasts to bfloat16 (fp32's exponent range:
+    no scaler) and ``fp16`` autocasts to float16 with a gradient scaler (small fp16 gradients
+    underflow without loss scaling). Elsewhere the setting means nothing: fp32, no scaler.
+
+    Raises
+    ------
+    ValueError
+        If ``precision`` is not one of :data:`CUDA_PRECISIONS`.
+
+    Examples
+    --------
+    >>> cuda_precision_plan("fp16", "cuda")
+    (torch.float16, True)
+    >>> cuda_precision_plan("bf16", "cuda"), cuda_precision_plan("fp16", "cpu")
+    ((torch.bfloat16, False), (None, False))
+    """
+    if precision not in CUDA_PRECISIONS:
+        raise ValueError(f"training.cuda_precision must be one of {list(CUDA_PRECISIONS)}, got {precision!r}")
+    if device_type != "cuda":
+        return None, False
+    return CUDA_PRECISIONS[precision], precision == "fp16"
+
+
 def learning_rate_factor(epoch: int, epochs: int, decay_start_epoch: int) -> float:
     """The learning-rate multiplier of an epoch (1-based): constant, then linear decay towards zero.
 
@@ -246,12 +272,8 @@ class Trainer:
         # Pix2Pix shows the discriminator the current pair only (reference implementation: no pool).
         pool = training.pool_size if self.spec.family == "cyclegan" else 0
         self.buffers = {"X": losses.ImageBuffer(pool, seed + 1), "Y": losses.ImageBuffer(pool, seed + 2)}
-        if cuda_precision not in CUDA_PRECISIONS:
-            raise ValueError(f"training.cuda_precision must be one of {list(CUDA_PRECISIONS)}, got {cuda_precision!r}")
-        on_cuda = self.device.type == "cuda"
-        self.cuda_dtype = CUDA_PRECISIONS[cuda_precision] if on_cuda else None
-        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
-        self.scaler = torch.amp.GradScaler("cuda") if on_cuda and cuda_precision == "fp16" else None
+        self.cuda_dtype, needs_scaler = cuda_precision_plan(cuda_precision, self.device.type)
+        self.scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
 
     def generator_components(self) -> list[str]:
         """Names of the generator loss components, the total last."""

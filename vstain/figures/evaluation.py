@@ -17,7 +17,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -25,8 +25,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from vstain.figures.plotting import (add_scale_bar, crop, draw_roi, image_grid, intensity_profiles,
-                                     legend_real_generated, rgb_histograms, show_image)
+from vstain.figures.plotting import (add_scale_bar, crop, ct_display_range, draw_roi, image_grid,
+                                     intensity_profiles, legend_real_generated, order_by_material, rgb_histograms,
+                                     row_label, show_image)
 from vstain.frc import FRCResult
 from vstain.masks import apply_mask
 from vstain.pairs import RegisteredPair
@@ -61,13 +62,78 @@ def plot_masked_slide(pair: RegisteredPair, outputs: dict[str, Any]) -> Figure:
     return fig
 
 
-def plot_unmasked_slides(pairs: Sequence[RegisteredPair], generated: Sequence[np.ndarray]) -> Figure:
-    """Figure S1: per pair (column) the real CT, the generated histology and the real histology, unmasked."""
-    fig, axes = image_grid(3, len(pairs), panel_size=2.4, squeeze=False)
-    for j, (pair, image) in enumerate(zip(pairs, generated)):
-        show_image(axes[0, j], pair.ct, pixel_size_um=pair.pixel_size_um, title=f"Sample {j + 1}: real CT")
-        show_image(axes[1, j], image, pixel_size_um=pair.pixel_size_um, title="generated histology")
-        show_image(axes[2, j], pair.histology, pixel_size_um=pair.pixel_size_um, title="real histology")
+#: Slides per split in the paper's Figure S1 (training, validation, testing).
+PAPER_S1_SLIDES = {"train": 5, "validation": 5, "test": 3}
+
+
+def figure_slides(catalogue: pd.DataFrame, counts: Mapping[str, int]) -> dict[str, list[str]]:
+    """The slides a figure shows per split: every material before a second slide of one.
+
+    The first slide of each split (in catalogue order) always comes first, so the first sample
+    of Figure S1 is the slide of Figure 5, as in the paper; then one slide of each other
+    material, then the rest (:func:`vstain.figures.plotting.order_by_material`).
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        ``pair_id, material, role`` (:func:`vstain.pairs.pair_catalogue`).
+    counts : dict
+        ``role -> how many`` (e.g. :data:`PAPER_S1_SLIDES`); a split with fewer slides gives
+        all it has, a split without any is left out.
+
+    Returns
+    -------
+    dict
+        ``role -> pair ids``, in the order of ``counts``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"pair_id": ["a", "b", "c", "d"], "material": ["Mg", "Mg", "Ti", "Mg"],
+    ...                   "role": ["train", "train", "train", "test"]})
+    >>> figure_slides(t, {"train": 2, "validation": 5, "test": 3})
+    {'train': ['a', 'c'], 'test': ['d']}
+    """
+    chosen = {}
+    for role, n in counts.items():
+        rows = catalogue[catalogue.role == role]
+        if len(rows):
+            chosen[role] = order_by_material(dict(zip(rows.pair_id, rows.material)), n)
+    return chosen
+
+
+def plot_unmasked_slides(pairs: Sequence[RegisteredPair], outputs: Sequence[Mapping[str, Any]]) -> Figure:
+    """Figure S1: per pair (column) the real CT, the generated histology, the real histology and
+    (CycleGANs) the generated CT, all unmasked: the whole field of view, background included.
+
+    Parameters
+    ----------
+    pairs : sequence of RegisteredPair
+    outputs : sequence of dict
+        :func:`vstain.stages.infer.read_inference` of each pair (``histology``, and ``ct`` for
+        a model with a reverse generator; the generated-CT row is drawn when every pair has it).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Rows: real CT, generated histology, real histology[, generated CT]; one column per pair.
+    """
+    if not pairs or len(pairs) != len(outputs):
+        raise ValueError(f"need one output per pair and at least one pair, got {len(pairs)} pairs and "
+                         f"{len(outputs)} outputs")
+    with_ct = all("ct" in out for out in outputs)
+    rows = ["real CT", "generated histology", "real histology"] + (["generated CT"] if with_ct else [])
+    fig, axes = image_grid(len(rows), len(pairs), panel_size=2.4, squeeze=False)
+    for j, (pair, out) in enumerate(zip(pairs, outputs)):
+        low, high = ct_display_range(pair.ct, pair.mask)
+        panels = [(pair.ct, True), (out["histology"], False), (pair.histology, False)]
+        if with_ct:
+            panels.append((out["ct"], True))
+        for i, (image, grey) in enumerate(panels):
+            show_image(axes[i, j], image, pixel_size_um=pair.pixel_size_um, vmin=low if grey else None,
+                       vmax=high if grey else None,
+                       title=f"Sample {j + 1} = {pair.material}" if i == 0 else None)
+    for i, name in enumerate(rows):
+        row_label(axes[i, 0], name)
     return fig
 
 
@@ -92,32 +158,51 @@ def plot_blend_comparison(blends: dict[str, Any]) -> Figure:
 
 def plot_rois(examples: Sequence[tuple[str, RegisteredPair, dict[str, Any], tuple[int, int]]],
               roi_size: int) -> Figure:
-    """Figure 5: per split a slide (CT, generated and real histology) with its ROI, the ROI, histograms, profiles.
+    """Figure 5: per split a CT row and a histology row, each real and generated, with an ROI.
+
+    Each row shows the real slide and the generated one (masked) with the ROI (orange box, the
+    arrow marks the profile line), the ROI real beside generated, their intensity histograms
+    (solid real, dashed generated) and the intensity profile along the arrow. The CT row is the
+    reverse generator's (histology to CT) output beside the real CT; a model without one
+    (Pix2Pix) has the histology row only. Both CT images share the real CT's grey window.
 
     Parameters
     ----------
     examples : sequence of (role, pair, outputs, (y, x))
-        ``outputs`` from :func:`vstain.stages.infer.read_inference`; ``(y, x)`` the ROI origin.
+        ``outputs`` from :func:`vstain.stages.infer.read_inference` (``histology``,
+        ``histology_masked``; ``ct``, ``ct_masked`` when there is a reverse generator);
+        ``(y, x)`` the ROI origin.
     roi_size : int
         ROI side in pixels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Five columns; two rows per example (CT, histology), or one without a generated CT.
     """
-    fig, axes = plt.subplots(len(examples), 6, figsize=(17, 2.9 * len(examples)), squeeze=False,
-                             constrained_layout=True)
-    for row, (role, pair, generated, (y, x)) in enumerate(examples):
-        real_roi, generated_roi = crop(pair.histology, y, x, roi_size), crop(generated["histology"], y, x, roi_size)
-        show_image(axes[row, 0], pair.ct, pixel_size_um=pair.pixel_size_um,
-                   title=f"{role}: real CT ({pair.material})")
-        show_image(axes[row, 1], generated["histology_masked"], pixel_size_um=pair.pixel_size_um,
-                   title="generated histology")
-        show_image(axes[row, 2], pair.histology, pixel_size_um=pair.pixel_size_um, title="real histology")
-        for ax in axes[row, :3]:
+    rows = []
+    for role, pair, generated, (y, x) in examples:
+        label = f"{role}: {pair.pair_id} ({pair.material})"
+        if "ct" in generated:
+            rows.append((label, "CT", pair, pair.ct, generated["ct"], generated["ct_masked"], (y, x)))
+        rows.append((label, "histology", pair, pair.histology, generated["histology"],
+                     generated["histology_masked"], (y, x)))
+    fig, axes = plt.subplots(len(rows), 5, figsize=(14.5, 2.9 * len(rows)), squeeze=False, constrained_layout=True)
+    for r, (label, domain, pair, real, generated, generated_masked, (y, x)) in enumerate(rows):
+        grey = domain == "CT"
+        low, high = ct_display_range(pair.ct, pair.mask) if grey else (None, None)
+        real_roi, generated_roi = crop(real, y, x, roi_size), crop(generated, y, x, roi_size)
+        show_image(axes[r, 0], real, pixel_size_um=pair.pixel_size_um, vmin=low, vmax=high, title=f"real {domain}")
+        show_image(axes[r, 1], generated_masked, pixel_size_um=pair.pixel_size_um, vmin=low, vmax=high,
+                   title=f"generated {domain}")
+        for ax in axes[r, :2]:
             draw_roi(ax, y, x, roi_size)
-        axes[row, 3].imshow(np.concatenate([real_roi, generated_roi], axis=1))
-        axes[row, 3].set_axis_off()
-        axes[row, 3].set_title("ROI: real | generated", fontsize=9)
-        rgb_histograms(axes[row, 4], real_roi, generated_roi)
-        intensity_profiles(axes[row, 5], real_roi, generated_roi, pixel_size_um=pair.pixel_size_um)
-    legend_real_generated(axes[0, 4])
+        show_image(axes[r, 2], np.concatenate([real_roi, generated_roi], axis=1), vmin=low, vmax=high,
+                   title=f"ROI {domain}: real | generated")
+        rgb_histograms(axes[r, 3], real_roi, generated_roi)
+        intensity_profiles(axes[r, 4], real_roi, generated_roi, pixel_size_um=pair.pixel_size_um)
+        row_label(axes[r, 0], label)
+    legend_real_generated(axes[0, 3])
     return fig
 
 

@@ -3,8 +3,9 @@ views, the model comparison with its ROI, training curves and the patch metrics.
 
 Every function takes what it draws (registered pairs, the views of
 :func:`vstain.stages.he.he_views`, tables) and returns a matplotlib figure; the
-choices of what to show (:func:`order_for_figure`, :func:`roi_origin`,
-:func:`ct_display_range`) are here too, as pure functions of their arguments.
+choices of what to show (:func:`order_for_figure`; :func:`~vstain.figures.plotting.roi_origin` and
+:func:`~vstain.figures.plotting.ct_display_range`, shared with the other chapters) are pure functions of
+their arguments.
 
 Examples
 --------
@@ -21,11 +22,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from vstain.figures.plotting import crop, draw_roi, image_grid, show_image
+from vstain.figures.plotting import (crop, ct_display_range, draw_roi, image_grid, order_by_material, roi_origin,
+                                     row_label, show_image)
 from vstain.pairs import RegisteredPair
 from vstain.vocabulary import MODEL_LABELS
 
@@ -38,84 +39,14 @@ ROLE_NAMES = {"train": "training", "test": "validation/testing"}
 
 def order_for_figure(materials: Mapping[str, str], n: int | None = None) -> list[str]:
     """Pair ids ordered as the paper's Figures S2/S3 (PEEK, Ti, Mg), at most one per material
-    first, then the rest; at most ``n``.
-
-    Parameters
-    ----------
-    materials : dict
-        ``pair_id -> material``, in split order.
-    n : int, optional
-        How many to keep (default all).
-
-    Returns
-    -------
-    list of str
+    first, then the rest; at most ``n`` (:func:`vstain.figures.plotting.order_by_material`).
 
     Examples
     --------
     >>> order_for_figure({"a": "Mg", "b": "Mg", "c": "PEEK"}, 2)
     ['c', 'a']
     """
-    rank = {m: i for i, m in enumerate(FIGURE_ORDER)}
-    first, rest, seen = [], [], set()
-    for pid, material in sorted(materials.items(), key=lambda kv: rank.get(kv[1], len(rank))):
-        (rest if material in seen else first).append(pid)
-        seen.add(material)
-    ordered = first + rest
-    return ordered if n is None else ordered[:n]
-
-
-def roi_origin(mask: np.ndarray, size: int) -> tuple[int, int]:
-    """The ``(y, x)`` corner of the ``size`` x ``size`` window the mask covers most
-    (first such window in row order): the region of interest of Figure S4.
-
-    Every window position is considered (an integral image), unlike
-    :func:`vstain.metrics.choose_roi`, which searches a coarse grid and prefers structure.
-
-    Parameters
-    ----------
-    mask : ndarray of bool
-        ``(Y, X)``.
-    size : int
-        Window side in pixels.
-
-    Returns
-    -------
-    (int, int)
-
-    Raises
-    ------
-    ValueError
-        If the image is smaller than the window.
-    """
-    mask = np.asarray(mask, bool)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2D, got shape {mask.shape}")
-    if size < 1 or min(mask.shape) < size:
-        raise ValueError(f"ROI size {size} does not fit in an image of shape {mask.shape}")
-    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    cover = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
-    y, x = np.unravel_index(int(np.argmax(cover)), cover.shape)
-    return int(y), int(x)
-
-
-def ct_display_range(ct: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Grey-value window shared by a real CT slice and the generated ones: the 1st to
-    99.5th percentile of the real slice inside the mask (the whole slice if the mask is empty).
-
-    Examples
-    --------
-    >>> ct_display_range(np.arange(1000.0).reshape(25, 40), np.ones((25, 40), bool))
-    (9.99, 994.005)
-    """
-    ct = np.asarray(ct, float)
-    values = ct[np.asarray(mask, bool)] if np.asarray(mask, bool).any() else ct.ravel()
-    low, high = np.percentile(values, (1.0, 99.5))
-    return float(low), float(high)
-
-
-def _row_label(ax: Any, text: str) -> None:
-    ax.text(-0.06, 0.5, text, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
+    return order_by_material(materials, n, order=FIGURE_ORDER)
 
 
 # --------------------------------------------------------------------------- figures
@@ -146,8 +77,8 @@ def plot_he_pairs(pairs: Sequence[RegisteredPair], roles: Mapping[str, str]) -> 
                    title=f"{pair.pair_id} ({pair.material}, {roles.get(pair.pair_id, '?')})")
         show_image(axes[1, column], pair.histology, pixel_size_um=pair.pixel_size_um)
         axes[1, column].contour(pair.mask, levels=[0.5], colors="cyan", linewidths=1.0)
-    _row_label(axes[0, 0], "µCT slice")
-    _row_label(axes[1, 0], "H&E section + mask")
+    row_label(axes[0, 0], "µCT slice")
+    row_label(axes[1, 0], "H&E section + mask")
     return fig
 
 
@@ -189,7 +120,7 @@ def plot_he_examples(rows: Sequence[tuple[str, Mapping[str, Any]]], *, masked: b
         for c, (image, grey) in enumerate(panels):
             show_image(axes[r, c], image, pixel_size_um=size, vmin=low if grey else None,
                        vmax=high if grey else None, title=titles[c] if r == 0 else None)
-        _row_label(axes[r, 0], f"{ROLE_NAMES.get(role, role)} {counters[role]}: {view['material']}")
+        row_label(axes[r, 0], f"{ROLE_NAMES.get(role, role)} {counters[role]}: {view['material']}")
     return fig
 
 
@@ -222,8 +153,8 @@ def plot_model_comparison(views: Mapping[str, Mapping[str, Any]], pair_id: str, 
         show_image(axes[0, c], image, pixel_size_um=size, title=title)
         draw_roi(axes[0, c], y, x, roi_size, arrow=False)
         show_image(axes[1, c], crop(image, y, x, roi_size), pixel_size_um=size)
-    _row_label(axes[0, 0], f"{pair_id} ({first['material']}, WSI)")
-    _row_label(axes[1, 0], f"{roi_size} x {roi_size} px ROI")
+    row_label(axes[0, 0], f"{pair_id} ({first['material']}, WSI)")
+    row_label(axes[1, 0], f"{roi_size} x {roi_size} px ROI")
     return fig
 
 

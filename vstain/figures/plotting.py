@@ -16,7 +16,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -140,29 +140,150 @@ def crop(image: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
     return np.asarray(image)[y:y + size, x:x + size]
 
 
+def order_by_material(materials: Mapping[str, str], n: int | None = None, *,
+                      order: Sequence[str] = ()) -> list[str]:
+    """Pair ids with one pair per material first, then the rest; at most ``n``.
+
+    The first pair of each material comes first, materials named in ``order`` in that order,
+    the others in order of first appearance (so with no ``order`` the first pair stays
+    first); then the remaining pairs, grouped the same way. Figures of several slides show
+    every material before repeating one.
+
+    Parameters
+    ----------
+    materials : dict
+        ``pair_id -> material``, in split order.
+    n : int, optional
+        How many to keep (default all).
+    order : sequence of str
+        Materials to put first, in this order (the paper's Figures S2/S3: PEEK, Ti, Mg).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> order_by_material({"a": "Mg", "b": "Mg", "c": "PEEK", "d": "Ti"})
+    ['a', 'c', 'd', 'b']
+    >>> order_by_material({"a": "Mg", "b": "Mg", "c": "PEEK"}, 2, order=("PEEK", "Ti", "Mg"))
+    ['c', 'a']
+    """
+    if n is not None and n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rank = {m: i for i, m in enumerate(order)}
+    for material in materials.values():
+        rank.setdefault(material, len(rank))
+    first, rest, seen = [], [], set()
+    for pid, material in sorted(materials.items(), key=lambda kv: rank[kv[1]]):
+        (rest if material in seen else first).append(pid)
+        seen.add(material)
+    ordered = first + rest
+    return ordered if n is None else ordered[:n]
+
+
+def roi_origin(mask: np.ndarray, size: int) -> tuple[int, int]:
+    """The ``(y, x)`` corner of the ``size`` x ``size`` window the mask covers most
+    (first such window in row order): the ROI of Figure S4, the enlarged view of Figure 1.
+
+    Every window position is considered (an integral image), unlike
+    :func:`vstain.metrics.choose_roi`, which searches a coarse grid and prefers structure.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        ``(Y, X)``.
+    size : int
+        Window side in pixels.
+
+    Returns
+    -------
+    (int, int)
+
+    Raises
+    ------
+    ValueError
+        If the image is smaller than the window.
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2D, got shape {mask.shape}")
+    if size < 1 or min(mask.shape) < size:
+        raise ValueError(f"ROI size {size} does not fit in an image of shape {mask.shape}")
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    cover = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
+    y, x = np.unravel_index(int(np.argmax(cover)), cover.shape)
+    return int(y), int(x)
+
+
+def ct_display_range(ct: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Grey-value window shared by a real CT slice and the generated ones: the 1st to
+    99.5th percentile of the real slice inside the mask (the whole slice if the mask is empty).
+
+    Examples
+    --------
+    >>> ct_display_range(np.arange(1000.0).reshape(25, 40), np.ones((25, 40), bool))
+    (9.99, 994.005)
+    """
+    ct = np.asarray(ct, float)
+    values = ct[np.asarray(mask, bool)] if np.asarray(mask, bool).any() else ct.ravel()
+    low, high = np.percentile(values, (1.0, 99.5))
+    return float(low), float(high)
+
+
+def row_label(ax: Any, text: str) -> None:
+    """Write ``text`` vertically left of an image axes (the label of a row of panels)."""
+    ax.text(-0.06, 0.5, text, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
+
+
+def _channels(image: np.ndarray) -> list[tuple[np.ndarray, str, str]]:
+    """``(values, colour, name)`` per channel: R, G, B of an RGB image, or the grey values."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return [(image, "k", "grey")]
+    return [(image[..., c], colour, "RGB"[c]) for c, colour in enumerate(RGB_COLOURS)]
+
+
+def _value_range(real: np.ndarray, generated: np.ndarray) -> tuple[float, float]:
+    """0-255 for RGB; for greyscale the range both images span."""
+    if np.asarray(real).ndim == 3:
+        return 0.0, 255.0
+    low = float(min(np.min(real), np.min(generated)))
+    high = float(max(np.max(real), np.max(generated)))
+    return low, max(high, low + 1.0)
+
+
 def rgb_histograms(ax: Any, real: np.ndarray, generated: np.ndarray, *, bins: int = 64) -> None:
-    """Per-channel intensity histograms of a real (solid) and a generated (dashed) RGB ROI."""
-    edges = np.linspace(0, 256, bins + 1)
+    """Per-channel intensity histograms of a real (solid) and a generated (dashed) ROI.
+
+    RGB ROIs give one curve per channel (0-255); greyscale ROIs (a CT and a generated CT)
+    one black curve over the range both span.
+    """
+    low, high = _value_range(real, generated)
+    edges = np.linspace(low, high + (1.0 if np.asarray(real).ndim == 3 else 0.0), bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    for channel, colour in enumerate(RGB_COLOURS):
-        for image, style, label in ((real, "-", "real"), (generated, "--", "generated")):
-            counts, _ = np.histogram(np.asarray(image)[..., channel], bins=edges)
+    for (real_values, colour, name), (generated_values, _, _) in zip(_channels(real), _channels(generated)):
+        for values, style, label in ((real_values, "-", "real"), (generated_values, "--", "generated")):
+            counts, _ = np.histogram(values, bins=edges)
             ax.plot(centres, counts / max(1, counts.sum()), style, color=colour, linewidth=1,
-                    label=f"{'RGB'[channel]} {label}")
-    ax.set_xlim(0, 255)
+                    label=f"{name} {label}")
+    ax.set_xlim(low, high)
     ax.set_xlabel("intensity")
     ax.set_ylabel("fraction of pixels")
 
 
 def intensity_profiles(ax: Any, real: np.ndarray, generated: np.ndarray, *, pixel_size_um: float | None = None) -> None:
-    """Per-channel intensity along the horizontal line through the ROI midpoint, real vs generated."""
+    """Intensity along the horizontal line through the ROI midpoint, real (solid) vs generated (dashed).
+
+    One curve per RGB channel, or one black curve for greyscale ROIs.
+    """
     row = np.asarray(real).shape[0] // 2
     n = np.asarray(real).shape[1]
     position = np.arange(n) * (pixel_size_um or 1.0)
-    for channel, colour in enumerate(RGB_COLOURS):
-        ax.plot(position, np.asarray(real)[row, :, channel], "-", color=colour, linewidth=1)
-        ax.plot(position, np.asarray(generated)[row, :, channel], "--", color=colour, linewidth=1)
-    ax.set_ylim(0, 255)
+    for (real_values, colour, _), (generated_values, _, _) in zip(_channels(real), _channels(generated)):
+        ax.plot(position, real_values[row], "-", color=colour, linewidth=1)
+        ax.plot(position, generated_values[row], "--", color=colour, linewidth=1)
+    ax.set_ylim(*_value_range(real, generated))
     ax.set_xlabel("position (µm)" if pixel_size_um else "position (px)")
     ax.set_ylabel("intensity")
 

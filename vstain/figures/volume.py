@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 from vstain.volume import orthogonal_views
 
 
-def plot_orthogonal_views(volumes: Mapping[str, np.ndarray], voxel_size_um: Sequence[float]) -> Figure:
+def plot_orthogonal_views(volumes: Mapping[str, np.ndarray], voxel_size_um: Sequence[float], *,
+                          insets: Mapping[str, np.ndarray] | None = None, inset_fraction: float = 0.4) -> Figure:
     """The XY, XZ and YZ planes through the centre of each volume, one row per volume (Fig. 8a-c).
 
     Parameters
@@ -30,7 +31,24 @@ def plot_orthogonal_views(volumes: Mapping[str, np.ndarray], voxel_size_um: Sequ
         ``name -> (Z, Y, X)`` greyscale or ``(Z, Y, X, 3)`` RGB volume, in row order.
     voxel_size_um : (z, y, x)
         The XZ and YZ planes are drawn with the aspect ratio ``z / y``.
+    insets : dict, optional
+        ``name -> image`` (greyscale or RGB) shown in the bottom-left corner of that row's XY
+        view, as the paper's Figure 8a shows the real histology of the sample.
+    inset_fraction : float
+        The inset's box as a fraction of the XY view's width and height (the image keeps its
+        aspect ratio inside it, anchored bottom-left).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three panels per volume; each inset is a child axes of its XY panel.
     """
+    insets = dict(insets or {})
+    unknown = set(insets) - set(volumes)
+    if unknown:
+        raise ValueError(f"insets name volumes that are not shown: {sorted(unknown)}; volumes: {list(volumes)}")
+    if not 0 < inset_fraction <= 1:
+        raise ValueError(f"inset_fraction must be in (0, 1], got {inset_fraction}")
     fig, axes = plt.subplots(len(volumes), 3, figsize=(10, 3 * len(volumes)), squeeze=False)
     for r, (name, vol) in enumerate(volumes.items()):
         for c, (view, image) in enumerate(orthogonal_views(vol).items()):
@@ -38,6 +56,16 @@ def plot_orthogonal_views(volumes: Mapping[str, np.ndarray], voxel_size_um: Sequ
                               aspect=voxel_size_um[0] / voxel_size_um[1] if view != "xy" else 1)
             axes[r, c].set_title(f"{name}: {view.upper()}")
             axes[r, c].axis("off")
+        if name in insets:
+            inset = axes[r, 0].inset_axes([0.0, 0.0, inset_fraction, inset_fraction])
+            picture = np.asarray(insets[name])
+            inset.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest")
+            inset.set_anchor("SW")
+            inset.set_xticks([])
+            inset.set_yticks([])
+            for spine in inset.spines.values():
+                spine.set_edgecolor("white")
+                spine.set_linewidth(1.5)
     fig.tight_layout()
     return fig
 

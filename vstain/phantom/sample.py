@@ -264,6 +264,67 @@ def _normalise_histology(rgb: np.ndarray, labels: np.ndarray, valid: np.ndarray,
     return out
 
 
+def _on_true_plane(sample: PhantomSample) -> dict[str, np.ndarray | tuple[int, int]]:
+    """CT, histology and both label maps on the true plane, cropped to their common field of view.
+
+    The CT and its labels are resampled on the plane grid; the section and its labels are
+    warped through the true affine. ``valid`` marks the pixels inside the CT volume, the
+    section and its stitched field of view; ``origin`` is the crop's corner on the plane grid.
+    """
+    points = plane_grid(sample)
+    shape = np.asarray(sample.ct_volume.shape)
+    in_volume = np.all((points >= 0) & (points <= shape - 1), axis=-1)
+    ct = _sample_volume(sample.ct_volume, points, 1).astype(np.float32)
+    ct_labels = _sample_volume(sample.labels_volume, points, 0)
+    ij = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in sample.plane_shape), indexing="ij"), -1)
+    inverse = np.linalg.inv(sample.affine)
+    yx = ij @ inverse[:2, :2].T + inverse[:2, 2]
+    height, width = sample.histology.shape[:2]
+    in_histology = (yx[..., 0] >= 0) & (yx[..., 0] <= height - 1) & (yx[..., 1] >= 0) & (yx[..., 1] <= width - 1)
+    coords = np.moveaxis(yx, -1, 0)
+    fov = ndi.map_coordinates(sample.fov_mask.astype(np.uint8), coords, order=0, mode="constant") > 0
+    valid = in_volume & in_histology & fov
+    if not valid.any():
+        raise ValueError(f"pair {sample.pair_id}: the histology does not overlap the CT plane")
+    histology = np.stack([ndi.map_coordinates(sample.histology[..., c], coords, order=1, mode="constant")
+                          for c in range(3)], axis=-1)
+    histology_labels = ndi.map_coordinates(sample.section_labels, coords, order=0, mode="constant")
+    rows, cols = np.nonzero(valid)
+    crop = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    views = {"ct": ct, "ct_labels": ct_labels, "histology": histology, "histology_labels": histology_labels,
+             "valid": valid}
+    return {**{name: image[crop] for name, image in views.items()}, "origin": (int(rows.min()), int(cols.min()))}
+
+
+def ground_truth_labels(sample: PhantomSample) -> tuple[np.ndarray, np.ndarray]:
+    """The true labels of the pair :func:`ground_truth_pair` gives, pixel for pixel.
+
+    Parameters
+    ----------
+    sample : PhantomSample
+
+    Returns
+    -------
+    ct_labels : ndarray of uint8
+        The label volume on the true plane (what the CT slice shows).
+    histology_labels : ndarray of uint8
+        The section labels warped through the true affine (what the histology shows: the
+        soft tissue shifted as cut; 0 outside the section).
+
+    Examples
+    --------
+    >>> from vstain.config import load_profile
+    >>> s = make_sample(load_profile("smoke").dataset, "p", "Mg", "toluidine_blue", 0, 0, seed=3)
+    >>> ct_labels, histology_labels = ground_truth_labels(s)
+    >>> ct_labels.shape == histology_labels.shape == ground_truth_pair(s).ct.shape
+    True
+    >>> bool((ct_labels == LABELS["degradation_layer"]).any())
+    True
+    """
+    views = _on_true_plane(sample)
+    return views["ct_labels"], views["histology_labels"]
+
+
 def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone_mean: float = 30000.0,
                       ct_background_mean: float = 10000.0, c_low: float = 5.0,
                       c_high: float = 5.0) -> RegisteredPair:
@@ -290,27 +351,9 @@ def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone
     vstain.pairs.RegisteredPair
         ``extras`` holds ``crop_origin_ij`` (the crop's corner on the plane grid).
     """
-    points = plane_grid(sample)
-    shape = np.asarray(sample.ct_volume.shape)
-    in_volume = np.all((points >= 0) & (points <= shape - 1), axis=-1)
-    ct = _sample_volume(sample.ct_volume, points, 1).astype(np.float32)
-    ct_labels = _sample_volume(sample.labels_volume, points, 0)
-    ij = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in sample.plane_shape), indexing="ij"), -1)
-    inverse = np.linalg.inv(sample.affine)
-    yx = ij @ inverse[:2, :2].T + inverse[:2, 2]
-    height, width = sample.histology.shape[:2]
-    in_histology = (yx[..., 0] >= 0) & (yx[..., 0] <= height - 1) & (yx[..., 1] >= 0) & (yx[..., 1] <= width - 1)
-    coords = np.moveaxis(yx, -1, 0)
-    fov = ndi.map_coordinates(sample.fov_mask.astype(np.uint8), coords, order=0, mode="constant") > 0
-    valid = in_volume & in_histology & fov
-    if not valid.any():
-        raise ValueError(f"pair {sample.pair_id}: the histology does not overlap the CT plane")
-    histology = np.stack([ndi.map_coordinates(sample.histology[..., c], coords, order=1, mode="constant")
-                          for c in range(3)], axis=-1)
-    hist_labels = ndi.map_coordinates(sample.section_labels, coords, order=0, mode="constant")
-    rows, cols = np.nonzero(valid)
-    crop = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-    ct, ct_labels, histology, hist_labels, valid = (a[crop] for a in (ct, ct_labels, histology, hist_labels, valid))
+    views = _on_true_plane(sample)
+    ct, ct_labels, histology, hist_labels, valid = (
+        views[name] for name in ("ct", "ct_labels", "histology", "histology_labels", "valid"))
     hulls = []
     for labels in (ct_labels, hist_labels):
         rigid = np.isin(labels, RIGID_LABELS) & valid
@@ -324,34 +367,7 @@ def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone
     return RegisteredPair(
         pair_id=sample.pair_id, material=sample.material, stain=sample.stain, ct=ct, histology=histology,
         mask=mask, pixel_size_um=sample.ct_voxel_um,
-        extras={"source": "ground_truth", "crop_origin_ij": [int(rows.min()), int(cols.min())],
+        extras={"source": "ground_truth", "crop_origin_ij": list(views["origin"]),
                 "normalised": bool(normalised)},
     )
 
-
-def ground_truth_labels(sample: PhantomSample, pair: RegisteredPair) -> np.ndarray:
-    """The section's tissue labels on the grid of the sample's :func:`ground_truth_pair`.
-
-    The labels the stained section shows, pixel by pixel (warped through the true affine
-    like its histology, nearest neighbour), cropped as the pair was (``crop_origin_ij``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from vstain.config import load_profile
-    >>> sample = make_sample(load_profile("smoke").dataset, "s0", "Mg", "toluidine_blue", 0, 0, seed=1)
-    >>> pair = ground_truth_pair(sample)
-    >>> labels = ground_truth_labels(sample, pair)
-    >>> labels.shape == pair.ct.shape, bool(np.isin(labels[pair.mask], list(LABELS.values())).all())
-    (True, True)
-    """
-    origin = (pair.extras or {}).get("crop_origin_ij")
-    if origin is None:
-        raise ValueError(f"pair {pair.pair_id}: not a ground-truth pair (no crop_origin_ij in its extras)")
-    height, width = pair.ct.shape
-    ij = np.stack(np.meshgrid(np.arange(origin[0], origin[0] + height, dtype=float),
-                              np.arange(origin[1], origin[1] + width, dtype=float), indexing="ij"), -1)
-    inverse = np.linalg.inv(sample.affine)
-    yx = ij @ inverse[:2, :2].T + inverse[:2, 2]
-    return ndi.map_coordinates(sample.section_labels, np.moveaxis(yx, -1, 0), order=0, mode="constant").astype(
-        np.uint8)

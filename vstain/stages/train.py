@@ -54,8 +54,22 @@ def epochs_for(profile: Profile, stain: str) -> int:
     return profile.he.epochs if stain == "he" else profile.training.epochs
 
 
-def check_split_folds(profile: Profile, root: str | Path | None = None) -> None:
+def check_split_folds(profile: Profile, root: str | Path | None = None, *, split: pd.DataFrame | None = None
+                      ) -> pd.DataFrame:
     """Refuse a split whose fold count is not the profile's ``dataset.n_folds`` (it was made by another profile).
+
+    Parameters
+    ----------
+    profile : Profile
+    root : str or Path, optional
+        Results root.
+    split : DataFrame, optional
+        The split already read (:func:`vstain.pairs.read_profile_split`); read here otherwise.
+
+    Returns
+    -------
+    DataFrame
+        The split, for the caller to take its pairs from without reading it again.
 
     Raises
     ------
@@ -63,10 +77,12 @@ def check_split_folds(profile: Profile, root: str | Path | None = None) -> None:
         Naming the split file, both counts and the command that rewrites the split.
     """
     path = split_path(profile.name, root)
-    folds = sum(c.startswith("fold") for c in read_profile_split(profile.name, root).columns)
+    split = read_profile_split(profile.name, root) if split is None else split
+    folds = sum(c.startswith("fold") for c in split.columns)
     if folds != profile.dataset.n_folds:
         raise ValueError(f"{path}: the split has {folds} folds but profile {profile.name} sets dataset.n_folds "
                          f"{profile.dataset.n_folds}; rewrite it with vstain check-manifest --profile {profile.name}")
+    return split
 
 
 def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str = "toluidine_blue",
@@ -111,8 +127,8 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if pairs is None:
-        check_split_folds(profile, root)
-        pairs = load_fold_pairs(profile.name, fold, "train", stain, root)
+        split = check_split_folds(profile, root)  # read once: the fold's pairs come from the same table
+        pairs = load_fold_pairs(profile.name, fold, "train", stain, root, split=split)
     out = Path(out_dir) if out_dir is not None else model_dir(profile.name, model, fold, stain, root)
     source = "--device" if device is not None else f"profile {profile.name}: field device"
     torch_device = resolve_device(device or profile.device, source=source)

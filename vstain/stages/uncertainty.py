@@ -214,7 +214,7 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
             continue
         pair = ground_truth_pair(sample, ct_bone_mean=n.ct_bone_mean, ct_background_mean=n.ct_background_mean,
                                  c_low=n.histology_c_low, c_high=n.histology_c_high)
-        labels = ground_truth_labels(sample, pair)
+        labels = ground_truth_labels(sample)[1]  # what the section shows, on the pair's grid
         result, rows, tissues, errors, seconds = measure_slide(members, infos, pair, labels, profile, device)
         # a validation pair of the first fold trains the other folds' members: their spread is not honest there
         seen = sum(member_roles[fold].get(pair_id) == "train" for fold in cfg.folds)
