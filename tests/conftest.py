@@ -1,12 +1,19 @@
 """Shared fixtures: the smoke synthetic dataset, generated once per test session."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from vstain.config import load_profile
-from vstain.pairs import read_registered_pair
-from vstain.stages import infer as infer_stage
-from vstain.stages.dataset import generate_dataset
-from vstain.train import train_model
+# test modules share fixtures and small builders by importing each other (`from test_stain_cli import ...`),
+# which --import-mode=importlib does not allow unless their folder is importable
+sys.path.insert(0, str(Path(__file__).parent))
+
+from vstain.config import load_profile  # noqa: E402
+from vstain.pairs import read_registered_pair  # noqa: E402
+from vstain.stages import infer as infer_stage  # noqa: E402
+from vstain.stages.dataset import generate_dataset  # noqa: E402
+from vstain.train import train_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
