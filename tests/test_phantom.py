@@ -289,3 +289,32 @@ def test_a_mirrored_section_is_the_plane_seen_face_down():
     true_plane, wrong_plane = _consistency(s)
     # smoke's coarse voxels: about 0.93 for either face (quick: > 0.95, test_ground_truth_consistency)
     assert true_plane > 0.9 and wrong_plane < true_plane - 0.1
+
+
+@pytest.mark.parametrize("material, stain", [("Mg", "toluidine_blue"), ("Ti", "he")])
+def test_slide_rendered_in_strips_is_the_slide_rendered_whole(samples, material, stain):
+    """The histology is rendered in row strips (memory bounded at the paper's size); the strip height must
+    not change a pixel: labels, artefacts and RGB of 7-row strips equal the one-strip rendering."""
+    whole = make_sample(CFG, "p", material, stain, beamtime=1, session=1, seed=11, strip_pixels=10**9)
+    width = whole.histology.shape[1]
+    strips = make_sample(CFG, "p", material, stain, beamtime=1, session=1, seed=11, strip_pixels=7 * width)
+    for name in ("histology", "section_labels", "artefacts", "fov_mask"):
+        np.testing.assert_array_equal(getattr(strips, name), getattr(whole, name), err_msg=name)
+    assert strips.details == whole.details
+    # the strips did cross the artefacts and every label the section holds
+    assert len(np.unique(whole.section_labels)) >= 5 and whole.artefacts.any()
+    if stain == "he":
+        assert whole.details["artefacts"].get("tissue_loss_px", 0) > 0
+
+
+def test_noise_rows_redraw_any_rows_of_the_whole_field():
+    from vstain.phantom.render import NoiseRows
+
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(5)
+        rows = NoiseRows(rng, (23, 6, 3), block_rows=4, dtype=dtype)
+        reference = np.random.default_rng(5)
+        whole = reference.standard_normal((23, 6, 3), dtype=dtype).astype(np.float32)
+        for lo, hi in [(0, 23), (3, 9), (8, 12), (22, 23)]:
+            np.testing.assert_array_equal(rows.rows(lo, hi), whole[lo:hi])
+        assert rng.random() == reference.random()  # the generator continues where a whole draw leaves it

@@ -27,9 +27,9 @@ from vstain.pairs import RegisteredPair
 from vstain.phantom.ct import beamtime_params, simulate_ct
 from vstain.phantom.geometry import draw_geometry, label_volume
 from vstain.phantom.labels import LABELS, MATERIALS, RIGID_LABELS, STAINS, label_name
-from vstain.phantom.section import (add_artefacts, cut_section, draw_affine, draw_plane, histology_to_plane,
-                                    plane_to_volume, stitched_fov)
-from vstain.phantom.stain import render_stain, session_params, stain_concentrations
+from vstain.phantom.render import cut_section, render_slide
+from vstain.phantom.section import draw_affine, draw_plane, histology_to_plane, plane_to_volume, stitched_fov
+from vstain.phantom.stain import session_params
 
 
 @dataclasses.dataclass
@@ -82,7 +82,7 @@ def _child_rngs(seed: int, n: int) -> list[np.random.Generator]:
 
 
 def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: int, session: int,
-                seed: int) -> PhantomSample:
+                seed: int, *, strip_pixels: int | None = None) -> PhantomSample:
     """Generate one synthetic pair, deterministically from ``seed``.
 
     Parameters
@@ -97,6 +97,9 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         with the same index: :func:`~vstain.phantom.ct.beamtime_params`,
         :func:`~vstain.phantom.stain.session_params`).
     seed : int
+    strip_pixels : int, optional
+        Pixels per row strip of the histology rendering (:data:`vstain.phantom.render.STRIP_PIXELS`);
+        the image does not depend on it.
 
     Returns
     -------
@@ -119,11 +122,11 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     ct = simulate_ct(labels, material, ct_params, rng_ct)
     plane_point, plane_axes, plane_normal = draw_plane(geometry, rng_plane)
     affine, hist_shape, affine_details = draw_affine(shape[1:], hist_um / ct_um, rng_plane)
-    section = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section)
+    # rendered in row strips: a whole-slide image at the paper's 0.44 um fits in memory
+    section = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section, strip_pixels)
     params = session_params(stain, session)
-    conc = stain_concentrations(section, stain, params, rng_stain)
-    conc, artefacts, artefact_details = add_artefacts(conc, section, stain, rng_artefacts)
-    histology = render_stain(conc, params, rng_stain)
+    histology, artefacts, artefact_details = render_slide(section, stain, params, rng_stain, rng_artefacts,
+                                                          strip_pixels)
     if stain == "he":
         # Partial whole-slide image centred on the implant; outside the stitched tiles is black.
         axis_point = np.array([geometry.screw_axis[0], geometry.screw_axis[1], np.mean(geometry.screw_x)])
