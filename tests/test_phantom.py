@@ -318,3 +318,21 @@ def test_noise_rows_redraw_any_rows_of_the_whole_field():
         for lo, hi in [(0, 23), (3, 9), (8, 12), (22, 23)]:
             np.testing.assert_array_equal(rows.rows(lo, hi), whole[lo:hi])
         assert rng.random() == reference.random()  # the generator continues where a whole draw leaves it
+
+
+def test_large_slide_written_as_pyramidal_ome_tiff_and_read_back(tmp_path, monkeypatch, samples):
+    """Slides above PYRAMID_MIN_SIDE are written as pyramids (as scanners write them); load_sample reads level 0."""
+    import vstain.phantom.dataset as dataset
+    from vstain.phantom import write_sample
+    from vstain.slide_io import read_slide
+
+    sample = samples[("Mg", "toluidine_blue")]
+    monkeypatch.setattr(dataset, "PYRAMID_MIN_SIDE", 100)
+    monkeypatch.setattr(dataset, "PYRAMID_TOP_SIDE", 50)
+    write_sample(tmp_path / "p", sample, {})
+    _, level_um, info = read_slide(tmp_path / "p" / "histology.tif", target_um=4 * sample.histology_pixel_um)
+    assert info["n_levels"] == dataset.pyramid_levels(sample.histology.shape) == 3
+    assert info["level"] == 2 and level_um == pytest.approx(4 * sample.histology_pixel_um)
+    back = load_sample(tmp_path / "p")
+    np.testing.assert_array_equal(back.histology, sample.histology)
+    assert back.histology_pixel_um == pytest.approx(sample.histology_pixel_um)

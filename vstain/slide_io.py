@@ -152,6 +152,23 @@ def write_pyramid(path: str | Path, rgb: np.ndarray, pixel_um: float, *, levels:
                                                         "PhysicalSizeYUnit": "µm"}, **options)
         level = rgb
         for _ in range(levels - 1):
-            h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
-            level = level[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+            level = half_size(level)
             writer.write(level, subfiletype=1, **options)
+
+
+def half_size(rgb: np.ndarray, strip_rows: int = 512) -> np.ndarray:
+    """The next pyramid level: means of 2 x 2 blocks (an odd last row or column dropped), in strips of rows.
+
+    Examples
+    --------
+    >>> rgb = np.array([[[0, 2, 4], [2, 4, 6]], [[4, 6, 8], [6, 8, 10]]], np.uint8)  # one 2 x 2 block
+    >>> half_size(rgb).tolist()
+    [[[3, 5, 7]]]
+    """
+    h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
+    out = np.empty((h, w) + rgb.shape[2:], np.uint8)
+    for lo in range(0, h, strip_rows):  # a float copy of one strip, not of the whole slide
+        hi = min(h, lo + strip_rows)
+        block = rgb[2 * lo:2 * hi, :2 * w].reshape((hi - lo, 2, w, 2) + rgb.shape[2:])
+        out[lo:hi] = block.mean(axis=(1, 3)).round().astype(np.uint8)
+    return out
