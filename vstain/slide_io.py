@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from vstain.io import atomic_path, open_tiff
+from vstain.io import atomic_path, open_tiff, tiff_pixel_um
 
 #: Largest relative disagreement between the file's pixel size and the one given.
 PIXEL_SIZE_TOLERANCE = 0.01
@@ -44,23 +44,11 @@ def _file_pixel_um(tif: tifffile.TiffFile) -> tuple[float | None, str]:
             if factor is not None:
                 return float(match.group(1)) * factor, "OME-XML PhysicalSizeX"
     page = tif.pages[0]
-    imagej = tif.imagej_metadata or {}
-    if imagej.get("unit") in ("um", "micron", "µm", "\\u00B5m") and "XResolution" in page.tags:
-        numerator, denominator = page.tags["XResolution"].value
-        if numerator > 0:
-            return denominator / numerator, "ImageJ resolution"
-    description = page.description or ""
-    match = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", description)
+    match = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", page.description or "")
     if match:
         return float(match.group(1)), "Aperio MPP"
-    tags = page.tags
-    if "XResolution" in tags and "ResolutionUnit" in tags:
-        numerator, denominator = tags["XResolution"].value
-        unit = int(tags["ResolutionUnit"].value)
-        per_unit = {3: 1e4, 2: 25400.0}.get(unit)  # centimetre (NDPI), inch
-        if per_unit and numerator > 0 and (numerator / denominator) > 1:  # 1 pixel per unit: no resolution
-            return per_unit * denominator / numerator, "TIFF resolution tags"
-    return None, ""
+    size, source = tiff_pixel_um(page, tif.imagej_metadata)  # ImageJ um, else cm (NDPI) or inch tags
+    return (size[1], source) if size else (None, "")
 
 
 def _levels(tif: tifffile.TiffFile) -> list[Any]:
