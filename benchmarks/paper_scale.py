@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -129,21 +130,27 @@ def measure_staining(checkpoint: Path, depths: list[int], step: int | None) -> N
             folder = Path(tmp) / "ct"
             write_slice_folder(folder, depth)
             command = [sys.executable, "-m", "vstain", "stain", "--checkpoint", str(checkpoint), "--input",
-                       str(folder), "--voxel-size", "5", "5", "5", "--output", str(Path(tmp) / "stained.zarr")]
+                       str(folder), "--voxel-size", "5", "5", "5", "--output", str(Path(tmp) / "stained.tif")]
             if step:
                 command += ["--step", str(step)]
             started = time.perf_counter()
-            child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            _, err = child.communicate()
-            seconds = time.perf_counter() - started
-            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if child.returncode:
-                print(f"depth {depth}: vstain stain failed: {err.strip().splitlines()[-1]}")
+            with open(Path(tmp) / "stderr.txt", "w+") as err:
+                child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+                _, status, usage = os.wait4(child.pid, 0)  # this process's own peak memory
+                seconds = time.perf_counter() - started
+                err.seek(0)
+                message = err.read().strip().splitlines()
+            if os.waitstatus_to_exitcode(status):
+                print(f"depth {depth}: vstain stain failed: {message[-1] if message else '?'}")
                 continue
-            # ru_maxrss of children is the largest child so far: each depth runs after the smaller ones
-            print(f"stain 1024 x 1024 x {depth} from a slice folder{f', step {step}' if step else ''}: "
-                  f"{depth / seconds:.3f} slices/s ({seconds:.0f} s), peak memory of the stain processes so far "
-                  f"{usage.ru_maxrss / 2**20:.2f} GB")
+            settings = json.loads(subprocess.run(
+                [sys.executable, "-c", "import json, sys, tifffile; t = tifffile.TiffFile(sys.argv[1]); "
+                 "print(json.dumps({k: v for k, v in json.loads(t.imagej_metadata['Info']).items() "
+                 "if k in ('step', 'blend', 'precision', 'patch_size')}))", str(Path(tmp) / "stained.tif")],
+                capture_output=True, text=True).stdout or "{}")
+            print(f"stain 1024 x 1024 x {depth} uint16 from a slice folder ({settings}): {depth / seconds:.3f} "
+                  f"slices/s, {depth * 1024 ** 2 / seconds / 1e6:.2f} Mvoxels/s ({seconds:.0f} s with start-up and "
+                  f"normalisation), peak memory {usage.ru_maxrss / 2**20:.2f} GB", flush=True)
 
 
 def main() -> None:
