@@ -39,11 +39,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 REGISTER_CHILD = r"""
-import dataclasses, json, resource, sys, time, types
-import numpy as np
+import dataclasses, json, resource, sys, time
 from vstain.config import load_profile
 from vstain.io import read_tiff
-from vstain.phantom.section import histology_to_plane, plane_to_volume
+from vstain.phantom import load_sample
+from vstain.phantom.sample import at_pyramid_level
 from vstain.registration import register_section_to_volume, registration_errors
 from vstain.slide_io import read_slide
 from vstain.stages.register import HISTOLOGY_OVERSAMPLING
@@ -58,17 +58,8 @@ result = register_section_to_volume(ct, histology, ct_voxel_um=ct_um, histology_
                                     pair_id="paper")
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-# the truth in the level's pixels: level pixel k is the mean of full pixels k f .. k f + f - 1
-f = int(round(level_um / level["full_pixel_um"]))
-with np.load(folder + "/truth.npz") as npz:
-    t = {k: npz[k] for k in ("section_labels", "fov_mask", "plane_point", "plane_axes", "plane_normal", "affine")}
-h, w = histology.shape[:2]
-to_volume = lambda yx: plane_to_volume(t["plane_point"], t["plane_axes"], histology_to_plane(
-    t["affine"], (np.asarray(yx, float).reshape(-1, 2) + 0.5) * f - 0.5))
-truth = types.SimpleNamespace(pair_id="paper", ct_voxel_um=ct_um, histology_pixel_um=level_um,
-                              plane_normal=t["plane_normal"], histology_to_volume=to_volume,
-                              section_labels=t["section_labels"][f // 2::f, f // 2::f][:h, :w],
-                              fov_mask=t["fov_mask"][f // 2::f, f // 2::f][:h, :w])
+# the truth in the level's own pixels (the registration stage measures it so too)
+truth = at_pyramid_level(load_sample(folder), round(level_um / level["full_pixel_um"]), histology.shape[:2])
 errors = registration_errors(result, truth)
 print(json.dumps({"seconds": seconds, "peak_rss_gb": peak, "status": result.status, "level": level["level"],
                   "level_um": level_um, "level_shape": list(histology.shape[:2]), "ct_shape": list(ct.shape),

@@ -336,3 +336,19 @@ def test_large_slide_written_as_pyramidal_ome_tiff_and_read_back(tmp_path, monke
     back = load_sample(tmp_path / "p")
     np.testing.assert_array_equal(back.histology, sample.histology)
     assert back.histology_pixel_um == pytest.approx(sample.histology_pixel_um)
+
+
+def test_truth_on_a_pyramid_level_is_measured_in_the_levels_pixels(samples):
+    """Registration on a coarser slide level is measured against at_pyramid_level's truth, not the full-size one."""
+    import types
+
+    from vstain.phantom.sample import at_pyramid_level
+    from vstain.registration import registration_errors
+
+    sample = samples[("Mg", "toluidine_blue")]
+    level = at_pyramid_level(sample, 2)
+    perfect = types.SimpleNamespace(plane_normal=sample.plane_normal / np.linalg.norm(sample.plane_normal),
+                                    histology_to_volume=level.histology_to_volume)  # the true fit on the level
+    assert registration_errors(perfect, level)["tre_max_px"] < 1e-9
+    assert registration_errors(perfect, sample)["tre_median_px"] > 1.0  # the full-size truth would call it wrong
+    assert level.section_labels.shape == (96, 96) and level.histology_pixel_um == 2 * sample.histology_pixel_um

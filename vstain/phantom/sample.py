@@ -147,6 +147,41 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     )
 
 
+def at_pyramid_level(sample: PhantomSample, factor: int, shape: tuple[int, int] | None = None) -> PhantomSample:
+    """The sample as seen on a slide pyramid level ``factor`` times coarser (2 x 2 block means per halving).
+
+    Level pixel ``k`` is the mean of full-resolution pixels ``k f .. k f + f - 1``, centred on
+    ``(k + 1/2) f - 1/2``: the affine takes that into account, and the histology-sized arrays
+    (image, labels, field of view, artefacts) are sampled at those centres. Registration on a level is
+    then measured against the truth in the level's own pixels.
+
+    Examples
+    --------
+    >>> from vstain.config import load_profile
+    >>> s = make_sample(load_profile("smoke").dataset, "p", "Mg", "toluidine_blue", 0, 0, seed=1)
+    >>> level = at_pyramid_level(s, 4)
+    >>> level.histology_pixel_um, level.section_labels.shape
+    (10.0, (48, 48))
+    >>> bool(np.allclose(level.histology_to_volume([[0.0, 0.0]]), s.histology_to_volume([[1.5, 1.5]])))
+    True
+    """
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"pair {sample.pair_id}: a pyramid level factor must be a positive integer, got {factor}")
+    if shape is None:
+        shape = (sample.histology.shape[0] // factor, sample.histology.shape[1] // factor)
+    centre = (factor - 1) / 2
+    to_full = np.array([[factor, 0.0, centre], [0.0, factor, centre], [0.0, 0.0, 1.0]])
+    pick = (slice(factor // 2, None, factor), slice(factor // 2, None, factor))
+    crop = (slice(0, shape[0]), slice(0, shape[1]))
+    return dataclasses.replace(
+        sample, affine=sample.affine @ to_full, histology=sample.histology[pick][crop],
+        histology_pixel_um=sample.histology_pixel_um * factor,
+        section_labels=sample.section_labels[pick][crop], fov_mask=sample.fov_mask[pick][crop],
+        artefacts=None if sample.artefacts is None else sample.artefacts[pick][crop],
+    )
+
+
 def plane_grid(sample: PhantomSample) -> np.ndarray:
     """Voxel coordinates ``(Hp, Wp, 3)`` of every plane pixel of the true plane."""
     ij = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in sample.plane_shape), indexing="ij"), -1)
