@@ -21,11 +21,11 @@ measurement (issue "real data in", item 5). A trained CT-to-histology generator 
 * every registered pair of ``--pairs-profile`` (seam score, :func:`vstain.infer.seam_score`,
   median over pairs, in the background outside the correspondence mask where the paper saw
   tiling steps and over the whole slide; and the largest and mean difference in 8-bit levels
-  from today's default)
+  from today's default and from step patch/4 in fp32 with the same blend)
 
 for step = patch/4 and patch/2 with each blend, fp32 and bf16 autocast, and one forward pass over
 the whole slide (the limit: no overlap, no seams). Today's default (the reference): step = patch/4,
-``mean`` blend, batch 4, fp32.
+``mean`` blend, batch 4, fp32. Times are wall-clock, best of ``--repeats``.
 
 Usage::
 
@@ -122,15 +122,17 @@ def sweep_defaults(args) -> None:
     big = np.pad(ct, [(0, max(0, args.slice - n)) for n in ct.shape], mode="symmetric")[:args.slice, :args.slice]
     big_net = ct_network_channels_last(big)
     nets = [ct_network_channels_last(pair.ct) for pair in pairs]
-    today_rgb = None
     print("config                               | precision | batch | s/slice | slices/s | Mvoxels/s | x today "
-          "| seam bg | seam whole | max diff | mean diff")
+          "| seam bg | seam whole | diff from today: max, mean | from patch/4 fp32, same blend: max, mean")
     baseline = None
+    reference: dict[str, list[np.ndarray]] = {}  # rgb of patch/4 fp32 per blend, and today's
     for config in configs:
         stain_network(generator, big_net[:2 * patch, :2 * patch], config)  # warm-up (kernel choice)
-        start = time.perf_counter()
-        stain_network(generator, big_net, config)
-        seconds = time.perf_counter() - start
+        seconds = np.inf
+        for _ in range(args.repeats):  # best of: other work on a shared machine only slows a run down
+            start = time.perf_counter()
+            stain_network(generator, big_net, config)
+            seconds = min(seconds, time.perf_counter() - start)
         baseline = baseline or seconds
         seams_bg, seams_all, rgbs = [], [], []
         for pair, net in zip(pairs, nets):
@@ -139,14 +141,21 @@ def sweep_defaults(args) -> None:
             seams_bg.append(seam_score(out, grid, ~pair.mask))
             seams_all.append(seam_score(out, grid))
             rgbs.append(np.asarray(network_to_histology(np.moveaxis(out, -1, 0)), np.int16))
-        if today_rgb is None:
-            today_rgb = rgbs
-        diffs = [np.abs(a - b) for a, b in zip(rgbs, today_rgb)]
+        reference.setdefault("today", rgbs)
+        if config["step"] == patch // 4 and config["dtype"] == torch.float32 and config["batch"] != 4:
+            reference.setdefault(config["blend"], rgbs)
+
+        def differences(key: str) -> str:
+            if key not in reference:
+                return "       -,     -"
+            diffs = [np.abs(a - b) for a, b in zip(rgbs, reference[key])]
+            return f"{max(int(d.max()) for d in diffs):8d}, {np.mean([d.mean() for d in diffs]):5.2f}"
+
         precision = "bf16" if config["dtype"] == torch.bfloat16 else "fp32"
         print(f"{config['name']:36s} | {precision:9s} | {config['batch']:5d} | {seconds:7.2f} | {1 / seconds:8.3f} | "
               f"{args.slice ** 2 / seconds / 1e6:9.3f} | {baseline / seconds:7.1f} | {np.nanmedian(seams_bg):7.3f} | "
-              f"{np.nanmedian(seams_all):10.3f} | {max(int(d.max()) for d in diffs):8d} | "
-              f"{np.mean([d.mean() for d in diffs]):9.3f}", flush=True)
+              f"{np.nanmedian(seams_all):10.3f} | {differences('today'):>26s} | {differences(config['blend']):>38s}",
+              flush=True)
 
 
 def main() -> None:
