@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 REGISTER_CHILD = r"""
-import dataclasses, json, resource, sys, time
+import dataclasses, json, sys, time
 from vstain.config import load_profile
 from vstain.io import read_tiff
 from vstain.phantom import load_sample
@@ -57,7 +57,8 @@ histology, level_um, level = read_slide(folder + "/histology.tif", target_um=ct_
 result = register_section_to_volume(ct, histology, ct_voxel_um=ct_um, histology_pixel_um=level_um, config=config,
                                     pair_id="paper")
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+# VmHWM: this process's own peak (ru_maxrss would carry the high-water mark of the parent it was forked from)
+peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 2**20
 # the truth in the level's own pixels (the registration stage measures it so too)
 truth = at_pyramid_level(load_sample(folder), round(level_um / level["full_pixel_um"]), histology.shape[:2])
 errors = registration_errors(result, truth)
@@ -127,7 +128,8 @@ def measure_staining(checkpoint: Path, depths: list[int], step: int | None) -> N
             started = time.perf_counter()
             with open(Path(tmp) / "stderr.txt", "w+") as err:
                 child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
-                _, status, usage = os.wait4(child.pid, 0)  # this process's own peak memory
+                # its own peak (ru_maxrss also counts what it shared with this small parent at the fork)
+                _, status, usage = os.wait4(child.pid, 0)
                 seconds = time.perf_counter() - started
                 err.seek(0)
                 message = err.read().strip().splitlines()
