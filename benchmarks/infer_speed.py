@@ -14,9 +14,24 @@ Prints:
 3. fp32 against bf16 (autocast) forwards on the CPU: patches per second and the
    largest output difference.
 
+With ``--checkpoint`` instead: the defaults of ``vstain stain`` and ``inference`` chosen by
+measurement (issue "real data in", item 5). A trained CT-to-histology generator stains
+
+* a 1024 x 1024 CT slice (wall-clock seconds, slices/s and voxels/s) and
+* every registered pair of ``--pairs-profile`` (seam score, :func:`vstain.infer.seam_score`,
+  median over pairs, in the background outside the correspondence mask where the paper saw
+  tiling steps and over the whole slide; and the largest and mean difference in 8-bit levels
+  from today's default and from step patch/4 in fp32 with the same blend)
+
+for step = patch/4 and patch/2 with each blend, fp32 and bf16 autocast, and one forward pass over
+the whole slide (the limit: no overlap, no seams). Today's default (the reference): step = patch/4,
+``mean`` blend, batch 4, fp32. Times are wall-clock, best of ``--repeats``.
+
 Usage::
 
     .venv/bin/python benchmarks/infer_speed.py --profile quick [--threads 2] [--repeats 3]
+    .venv/bin/python benchmarks/infer_speed.py --checkpoint results/quick/models/mod_cyclegan/fold0/last.pt \
+        --pairs-profile quick [--threads 2] [--slice 1024]
 """
 
 from __future__ import annotations
@@ -29,8 +44,10 @@ import numpy as np
 import torch
 
 from vstain.config import load_profile
-from vstain.infer import infer_slide, tile_grid
+from vstain.data import network_to_histology
+from vstain.infer import ct_network_channels_last, infer_slide, seam_score, tile_grid
 from vstain.models import architecture, build_generator
+from vstain.train import cpu_has_native_bf16
 
 
 CLOCK = time.process_time  # CPU seconds of this process: robust to other jobs on a shared machine
@@ -56,6 +73,91 @@ def best_of(repeats: int, fn, *args, **kwargs) -> float:
     return min(fn(*args, **kwargs) for _ in range(repeats))
 
 
+def whole_slide(generator, network: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """One forward pass over the whole slide (reflection-padded to the generator's multiple of 4)."""
+    height, width = network.shape[:2]
+    pad = ((0, -height % 4), (0, -width % 4), (0, 0))
+    tensor = torch.from_numpy(np.ascontiguousarray(np.pad(network, pad, mode="reflect").transpose(2, 0, 1)[None]))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        out = generator(tensor).float()
+    return out[0].numpy().transpose(1, 2, 0)[:height, :width]
+
+
+def stain_network(generator, network: np.ndarray, config: dict) -> np.ndarray:
+    """The blended network-range output of one configuration (``step`` None: the whole slide at once)."""
+    if config["step"] is None:
+        return whole_slide(generator, network, config["dtype"])
+    return infer_slide(generator, network, patch_size=config["patch"], step=config["step"],
+                       batch_size=config["batch"], blend=config["blend"], dtype=config["dtype"], in_channels=3)
+
+
+def sweep_defaults(args) -> None:
+    """Time and seam score of step, blend and precision on a trained generator (see the module text)."""
+    from vstain.layout import registered_dir
+    from vstain.models.checkpoint import load_generator
+    from vstain.pairs import read_registered_pair, registered_pair_ids
+
+    generator, info = load_generator(args.checkpoint, direction="ct_to_histology")
+    generator.eval()
+    patch = int(info["patch_size"])
+    ids = registered_pair_ids(args.pairs_profile)
+    if not ids:
+        raise SystemExit(f"no registered pairs of profile {args.pairs_profile} (run vstain register --profile ...)")
+    pairs = [read_registered_pair(registered_dir(args.pairs_profile) / pid) for pid in ids]
+    precisions = [torch.float32] + ([torch.bfloat16] if cpu_has_native_bf16() else [])
+    configs = [dict(name="today", step=patch // 4, blend="mean", batch=4, dtype=torch.float32)]
+    for dtype in precisions:
+        for label, step in ((f"patch/4 = {patch // 4}", patch // 4), (f"patch/2 = {patch // 2}", patch // 2)):
+            for blend in ("mean", "window"):
+                configs.append(dict(name=f"step {label}, {blend}", step=step, blend=blend, batch=16, dtype=dtype))
+        configs.append(dict(name="whole slide, one forward", step=None, blend="-", batch=1, dtype=dtype))
+    for config in configs:
+        config["patch"] = patch
+    print(f"{args.checkpoint}: {info.get('model')} (patch {patch}), {args.threads} thread(s), "
+          f"{len(pairs)} registered pairs of {args.pairs_profile}, wall-clock seconds of one "
+          f"{args.slice} x {args.slice} slice (after a warm-up)")
+
+    # the 1024 x 1024 slice: a registered CT mirrored out to the size (timing does not depend on content)
+    ct = pairs[0].ct
+    big = np.pad(ct, [(0, max(0, args.slice - n)) for n in ct.shape], mode="symmetric")[:args.slice, :args.slice]
+    big_net = ct_network_channels_last(big)
+    nets = [ct_network_channels_last(pair.ct) for pair in pairs]
+    print("config                               | precision | batch | s/slice | slices/s | Mvoxels/s | x today "
+          "| seam bg | seam whole | diff from today: max, mean | from patch/4 fp32, same blend: max, mean")
+    baseline = None
+    reference: dict[str, list[np.ndarray]] = {}  # rgb of patch/4 fp32 per blend, and today's
+    for config in configs:
+        stain_network(generator, big_net[:2 * patch, :2 * patch], config)  # warm-up (kernel choice)
+        seconds = np.inf
+        for _ in range(args.repeats):  # best of: other work on a shared machine only slows a run down
+            start = time.perf_counter()
+            stain_network(generator, big_net, config)
+            seconds = min(seconds, time.perf_counter() - start)
+        baseline = baseline or seconds
+        seams_bg, seams_all, rgbs = [], [], []
+        for pair, net in zip(pairs, nets):
+            out = stain_network(generator, net, config)
+            grid = tile_grid(net.shape[:2], patch, config["step"] or patch // 2)
+            seams_bg.append(seam_score(out, grid, ~pair.mask))
+            seams_all.append(seam_score(out, grid))
+            rgbs.append(np.asarray(network_to_histology(np.moveaxis(out, -1, 0)), np.int16))
+        reference.setdefault("today", rgbs)
+        if config["step"] == patch // 4 and config["dtype"] == torch.float32 and config["batch"] != 4:
+            reference.setdefault(config["blend"], rgbs)
+
+        def differences(key: str) -> str:
+            if key not in reference:
+                return "       -,     -"
+            diffs = [np.abs(a - b) for a, b in zip(rgbs, reference[key])]
+            return f"{max(int(d.max()) for d in diffs):8d}, {np.mean([d.mean() for d in diffs]):5.2f}"
+
+        precision = "bf16" if config["dtype"] == torch.bfloat16 else "fp32"
+        print(f"{config['name']:36s} | {precision:9s} | {config['batch']:5d} | {seconds:7.2f} | {1 / seconds:8.3f} | "
+              f"{args.slice ** 2 / seconds / 1e6:9.3f} | {baseline / seconds:7.1f} | {np.nanmedian(seams_bg):7.3f} | "
+              f"{np.nanmedian(seams_all):10.3f} | {differences('today'):>26s} | {differences(config['blend']):>38s}",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick")
@@ -65,7 +167,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clock", choices=("process", "wall"), default="process",
                         help="process: CPU seconds of this process (default, robust on shared machines); wall: elapsed")
+    parser.add_argument("--checkpoint", help="measure step, blend and precision on this trained checkpoint instead")
+    parser.add_argument("--pairs-profile", default="quick", help="registered pairs scored with --checkpoint")
+    parser.add_argument("--slice", type=int, default=1024, help="side of the slice timed with --checkpoint")
     args = parser.parse_args()
+    if args.checkpoint:
+        torch.set_num_threads(args.threads)
+        sweep_defaults(args)
+        return
 
     global CLOCK
     CLOCK = time.process_time if args.clock == "process" else time.perf_counter

@@ -366,3 +366,31 @@ def test_compare_blends_stains_one_pair_with_both_blends_and_scores_the_seams(st
     # the mean blend is what the stage writes with the profile's (mean) blend
     out = infer_stage.run_inference("smoke", "mod_cyclegan", 0, checkpoint=stage.checkpoint, progress=False)
     assert np.array_equal(result["mean"], read_tiff(out / "p0" / "histology.tif")[0])
+
+
+def test_quick_inference_defaults_stain_as_before_within_the_stated_tolerance(checkpoints):
+    """The quick profile's inference defaults (measured by benchmarks/infer_speed.py --checkpoint: step patch/2,
+    window blend, bf16 autocast where the CPU has it) against the previous step patch/4 in fp32 with the same
+    blend, on a trained generator: bf16 alone moves the 8-bit image by at most 32 levels and 2 on average;
+    halving the overlap as well by at most 64 levels and 8 on average (a generator whose output depends on
+    where the patch lies; benchmarks/infer_speed.py reports the same figures for the quick model)."""
+    from tests.test_stain_cli import structured_ct
+    from vstain.models.checkpoint import load_generator
+
+    quick = load_profile("quick").inference
+    assert quick.step * 2 == quick.patch_size and quick.blend == "window" and quick.cpu_bf16 == "auto"
+    generator, info = load_generator(checkpoints["mod_cyclegan"])
+    ct = np.rint(10000 + 25000 * structured_ct((1, 96, 96))[0]).astype(np.uint16)
+    patch = 32
+    step = patch * quick.step // quick.patch_size
+
+    def stain(step, dtype):
+        return ct_to_histology_slide(generator, ct, patch_size=patch, step=step, batch_size=16, blend=quick.blend,
+                                     info=info, dtype=dtype).astype(int)
+
+    before = stain(patch // 4, torch.float32)
+    precision_only = np.abs(stain(patch // 4, torch.bfloat16) - before)
+    defaults = np.abs(stain(step, torch.bfloat16) - before)
+    assert precision_only.max() <= 32 and precision_only.mean() <= 2
+    assert defaults.max() <= 64 and defaults.mean() <= 8
+    assert defaults.mean() > 0  # the comparison sees the change

@@ -75,3 +75,27 @@ def test_rewriting_identical_text_keeps_the_file_time(tmp_path):
     write_csv(target, pd.DataFrame({"a": [1, 3]}))
     assert target.stat().st_mtime > 1_000_000
     assert target.read_text().splitlines() == ["a", "1", "3"]
+
+
+@pytest.mark.parametrize("resolution, unit, expected", [
+    ((2000, 2000), "CENTIMETER", 5.0), ((5080, 5080), "INCH", 5.0), ((1, 1), "CENTIMETER", None),
+    ((2000, 2000), "NONE", None),
+])
+def test_one_reading_of_resolution_tags_for_ct_and_slides(tmp_path, resolution, unit, expected):
+    """read_tiff (CT slices) and read_slide (histology) read resolution tags through io.tiff_pixel_um alike."""
+    import tifffile
+
+    from vstain.slide_io import read_slide
+
+    tifffile.imwrite(tmp_path / "grey.tif", np.zeros((8, 8), np.uint16), resolution=resolution, resolutionunit=unit)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb", resolution=resolution,
+                     resolutionunit=unit)
+    if expected is None:
+        with pytest.raises(PixelSizeError):
+            read_tiff(tmp_path / "grey.tif")
+        with pytest.raises(ValueError, match="no pixel size"):
+            read_slide(tmp_path / "rgb.tif")
+    else:
+        assert read_tiff(tmp_path / "grey.tif")[1] == pytest.approx((expected, expected))
+        _, pixel_um, info = read_slide(tmp_path / "rgb.tif")
+        assert pixel_um == pytest.approx(expected) and info["pixel_size_source"] == "TIFF resolution tags"

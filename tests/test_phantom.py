@@ -330,3 +330,66 @@ def test_a_mirrored_section_is_the_plane_seen_face_down():
     true_plane, wrong_plane = _consistency(s)
     # smoke's coarse voxels: about 0.93 for either face (quick: > 0.95, test_ground_truth_consistency)
     assert true_plane > 0.9 and wrong_plane < true_plane - 0.1
+
+
+@pytest.mark.parametrize("material, stain", [("Mg", "toluidine_blue"), ("Ti", "he")])
+def test_slide_rendered_in_strips_is_the_slide_rendered_whole(samples, material, stain):
+    """The histology is rendered in row strips (memory bounded at the paper's size); the strip height must
+    not change a pixel: labels, artefacts and RGB of 7-row strips equal the one-strip rendering."""
+    whole = make_sample(CFG, "p", material, stain, beamtime=1, session=1, seed=11, strip_pixels=10**9)
+    width = whole.histology.shape[1]
+    strips = make_sample(CFG, "p", material, stain, beamtime=1, session=1, seed=11, strip_pixels=7 * width)
+    for name in ("histology", "section_labels", "artefacts", "fov_mask"):
+        np.testing.assert_array_equal(getattr(strips, name), getattr(whole, name), err_msg=name)
+    assert strips.details == whole.details
+    # the strips did cross the artefacts and every label the section holds
+    assert len(np.unique(whole.section_labels)) >= 5 and whole.artefacts.any()
+    if stain == "he":
+        assert whole.details["artefacts"].get("tissue_loss_px", 0) > 0
+
+
+def test_noise_rows_redraw_any_rows_of_the_whole_field():
+    from vstain.phantom.render import NoiseRows
+
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(5)
+        rows = NoiseRows(rng, (23, 6, 3), block_rows=4, dtype=dtype)
+        reference = np.random.default_rng(5)
+        whole = reference.standard_normal((23, 6, 3), dtype=dtype).astype(np.float32)
+        for lo, hi in [(0, 23), (3, 9), (8, 12), (22, 23)]:
+            np.testing.assert_array_equal(rows.rows(lo, hi), whole[lo:hi])
+        assert rng.random() == reference.random()  # the generator continues where a whole draw leaves it
+
+
+def test_large_slide_written_as_pyramidal_ome_tiff_and_read_back(tmp_path, monkeypatch, samples):
+    """Slides above PYRAMID_MIN_SIDE are written as pyramids (as scanners write them); load_sample reads level 0."""
+    import vstain.phantom.dataset as dataset
+    from vstain.phantom import write_sample
+    from vstain.slide_io import read_slide
+
+    sample = samples[("Mg", "toluidine_blue")]
+    monkeypatch.setattr(dataset, "PYRAMID_MIN_SIDE", 100)
+    monkeypatch.setattr(dataset, "PYRAMID_TOP_SIDE", 50)
+    write_sample(tmp_path / "p", sample, {})
+    _, level_um, info = read_slide(tmp_path / "p" / "histology.tif", target_um=4 * sample.histology_pixel_um)
+    assert info["n_levels"] == dataset.pyramid_levels(sample.histology.shape) == 3
+    assert info["level"] == 2 and level_um == pytest.approx(4 * sample.histology_pixel_um)
+    back = load_sample(tmp_path / "p")
+    np.testing.assert_array_equal(back.histology, sample.histology)
+    assert back.histology_pixel_um == pytest.approx(sample.histology_pixel_um)
+
+
+def test_truth_on_a_pyramid_level_is_measured_in_the_levels_pixels(samples):
+    """Registration on a coarser slide level is measured against at_pyramid_level's truth, not the full-size one."""
+    import types
+
+    from vstain.phantom.sample import at_pyramid_level
+    from vstain.registration import registration_errors
+
+    sample = samples[("Mg", "toluidine_blue")]
+    level = at_pyramid_level(sample, 2)
+    perfect = types.SimpleNamespace(plane_normal=sample.plane_normal / np.linalg.norm(sample.plane_normal),
+                                    histology_to_volume=level.histology_to_volume)  # the true fit on the level
+    assert registration_errors(perfect, level)["tre_max_px"] < 1e-9
+    assert registration_errors(perfect, sample)["tre_median_px"] > 1.0  # the full-size truth would call it wrong
+    assert level.section_labels.shape == (96, 96) and level.histology_pixel_um == 2 * sample.histology_pixel_um

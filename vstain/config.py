@@ -154,6 +154,7 @@ class InferenceConfig:
     step: int  # (paper: 64)
     batch_size: int
     blend: Literal["mean", "window"]  # mean: the paper's plain average
+    cpu_bf16: Literal["off", "on", "auto"]  # bf16 autocast of the forward passes on CPU; auto: where the CPU has it
     cuda_precision: Literal["fp32", "bf16", "fp16"]  # forward passes on CUDA (fp32: as the paper's code ran)
 
 

@@ -251,7 +251,8 @@ def infer_slide(
     device : str or torch.device
         Where the generator runs.
     dtype : torch.dtype
-        ``torch.float32``, or ``torch.bfloat16`` to run the forwards under autocast.
+        ``torch.float32``, or ``torch.bfloat16`` (or ``torch.float16`` on CUDA) to run the forwards
+        under autocast (:func:`inference_dtype` chooses).
     in_channels : int, optional
         Repeat a single-channel slide to this many channels (CT enters the CycleGAN
         generators as 3 identical channels).
@@ -294,13 +295,13 @@ def infer_slide(
         image = np.repeat(image, in_channels, axis=-1)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if dtype not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+    device = torch.device(device)
+    if dtype not in (torch.float32, torch.bfloat16) and not (dtype == torch.float16 and device.type == "cuda"):
+        raise ValueError(f"dtype must be torch.float32 or torch.bfloat16 (or torch.float16 on CUDA), got {dtype}")
     grid = tile_grid(image.shape[:2], patch_size, step)
     weights = blend_weights(patch_size, blend, window_floor)
     (pb_y, pb_x), (pa_y, pa_x) = grid.pad_before, grid.pad_after
     padded = np.pad(image, ((pb_y, pa_y), (pb_x, pa_x), (0, 0)), mode="reflect")
-    device = torch.device(device)
 
     # float64 accumulators: the blended value of identical inputs rounds back to the input exactly.
     weighted_sum: np.ndarray | None = None

@@ -354,6 +354,47 @@ def open_tiff(path: str | Path) -> tifffile.TiffFile:
         raise ValueError(f"{path}: {what} ({type(err).__name__}: {err})") from None
 
 
+#: How ImageJ spells micrometres in its ``unit`` field.
+MICRON_UNITS = ("um", "micron", "\\u00B5m", "µm")
+
+
+def tiff_pixel_um(page: Any, imagej: dict | None = None) -> tuple[tuple[float, float] | None, str]:
+    """``(y, x)`` pixel size in um from a TIFF page's resolution tags, and where it was read.
+
+    ImageJ's ``unit`` (micrometres) first; else the TIFF ``ResolutionUnit`` in centimetres (as NDPI
+    writes it) or inches. One pixel per centimetre or inch, or no unit, is no resolution (writers
+    put it there by default). The one reading of resolution tags for :func:`read_tiff`,
+    :mod:`vstain.volume_io` and :mod:`vstain.slide_io`.
+
+    Returns
+    -------
+    size : (float, float) or None
+    source : str
+        ``"ImageJ resolution"``, ``"TIFF resolution tags"`` or ``""``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "cm.tif"
+    >>> tifffile.imwrite(p, np.zeros((4, 4), np.uint8), resolution=(2000, 2000), resolutionunit="CENTIMETER")
+    >>> with tifffile.TiffFile(p) as tif:
+    ...     tiff_pixel_um(tif.pages[0], tif.imagej_metadata)
+    ((5.0, 5.0), 'TIFF resolution tags')
+    """
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None, ""
+    (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
+    if not (xn > 0 and yn > 0 and xd > 0 and yd > 0):
+        return None, ""
+    if (imagej or {}).get("unit") in MICRON_UNITS:
+        return (yd / yn, xd / xn), "ImageJ resolution"
+    per_unit = {3: 1e4, 2: 25400.0}.get(int(getattr(tags.get("ResolutionUnit"), "value", 1)))  # cm, inch
+    if per_unit is None or xn / xd <= 1 or yn / yd <= 1:
+        return None, ""
+    return (per_unit * yd / yn, per_unit * xd / xn), "TIFF resolution tags"
+
+
 def read_tiff(path: str | Path, *, require_pixel_size: bool = True) -> tuple[np.ndarray, tuple[float, ...], dict]:
     """Read a TIFF written by :func:`write_tiff` (or any ImageJ/OME TIFF with a resolution).
 
@@ -377,14 +418,8 @@ def read_tiff(path: str | Path, *, require_pixel_size: bool = True) -> tuple[np.
         image = tif.asarray()
         page = tif.pages[0]
         ij = tif.imagej_metadata or {}
-        tags = page.tags
-        sizes: list[float] = []
-        if "XResolution" in tags and "YResolution" in tags:
-            xr = tags["XResolution"].value
-            yr = tags["YResolution"].value
-            unit = ij.get("unit", "")
-            if xr[0] > 0 and yr[0] > 0 and unit in ("um", "micron", "\\u00B5m", "µm"):
-                sizes = [yr[1] / yr[0], xr[1] / xr[0]]
+        in_plane, _ = tiff_pixel_um(page, ij)
+        sizes: list[float] = list(in_plane) if in_plane else []
     rgb = image.ndim >= 3 and image.shape[-1] == 3 and image.dtype == np.uint8
     spatial_ndim = image.ndim - (1 if rgb else 0)
     if sizes and spatial_ndim == 3:
@@ -392,7 +427,8 @@ def read_tiff(path: str | Path, *, require_pixel_size: bool = True) -> tuple[np.
     if not sizes:
         if require_pixel_size:
             raise PixelSizeError(
-                f"{path}: no pixel size in micrometres (ImageJ resolution with unit 'um'); "
+                f"{path}: no pixel size in micrometres (ImageJ resolution with unit 'um', or resolution tags in cm "
+                "or inches); "
                 "write it with vstain.io.write_tiff or give the size explicitly"
             )
         sizes = [float("nan")] * spatial_ndim

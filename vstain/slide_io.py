@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from vstain.io import atomic_path, open_tiff
+from vstain.io import atomic_path, open_tiff, tiff_pixel_um
 
 #: Largest relative disagreement between the file's pixel size and the one given.
 PIXEL_SIZE_TOLERANCE = 0.01
@@ -44,23 +44,11 @@ def _file_pixel_um(tif: tifffile.TiffFile) -> tuple[float | None, str]:
             if factor is not None:
                 return float(match.group(1)) * factor, "OME-XML PhysicalSizeX"
     page = tif.pages[0]
-    imagej = tif.imagej_metadata or {}
-    if imagej.get("unit") in ("um", "micron", "µm", "\\u00B5m") and "XResolution" in page.tags:
-        numerator, denominator = page.tags["XResolution"].value
-        if numerator > 0:
-            return denominator / numerator, "ImageJ resolution"
-    description = page.description or ""
-    match = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", description)
+    match = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", page.description or "")
     if match:
         return float(match.group(1)), "Aperio MPP"
-    tags = page.tags
-    if "XResolution" in tags and "ResolutionUnit" in tags:
-        numerator, denominator = tags["XResolution"].value
-        unit = int(tags["ResolutionUnit"].value)
-        per_unit = {3: 1e4, 2: 25400.0}.get(unit)  # centimetre (NDPI), inch
-        if per_unit and numerator > 0 and (numerator / denominator) > 1:  # 1 pixel per unit: no resolution
-            return per_unit * denominator / numerator, "TIFF resolution tags"
-    return None, ""
+    size, source = tiff_pixel_um(page, tif.imagej_metadata)  # ImageJ um, else cm (NDPI) or inch tags
+    return (size[1], source) if size else (None, "")
 
 
 def _levels(tif: tifffile.TiffFile) -> list[Any]:
@@ -152,6 +140,23 @@ def write_pyramid(path: str | Path, rgb: np.ndarray, pixel_um: float, *, levels:
                                                         "PhysicalSizeYUnit": "µm"}, **options)
         level = rgb
         for _ in range(levels - 1):
-            h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
-            level = level[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+            level = half_size(level)
             writer.write(level, subfiletype=1, **options)
+
+
+def half_size(rgb: np.ndarray, strip_rows: int = 512) -> np.ndarray:
+    """The next pyramid level: means of 2 x 2 blocks (an odd last row or column dropped), in strips of rows.
+
+    Examples
+    --------
+    >>> rgb = np.array([[[0, 2, 4], [2, 4, 6]], [[4, 6, 8], [6, 8, 10]]], np.uint8)  # one 2 x 2 block
+    >>> half_size(rgb).tolist()
+    [[[3, 5, 7]]]
+    """
+    h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
+    out = np.empty((h, w) + rgb.shape[2:], np.uint8)
+    for lo in range(0, h, strip_rows):  # a float copy of one strip, not of the whole slide
+        hi = min(h, lo + strip_rows)
+        block = rgb[2 * lo:2 * hi, :2 * w].reshape((hi - lo, 2, w, 2) + rgb.shape[2:])
+        out[lo:hi] = block.mean(axis=(1, 3)).round().astype(np.uint8)
+    return out

@@ -36,7 +36,7 @@ import h5py
 import tifffile
 import zarr
 
-from vstain.io import atomic_target, open_tiff
+from vstain.io import atomic_target, open_tiff, tiff_pixel_um
 
 
 # --------------------------------------------------------------------------- sources
@@ -140,7 +140,7 @@ class TiffVolume:
 
     def _read_voxel_size(self) -> tuple[float, float, float]:
         ij = self._tif.imagej_metadata or {}
-        in_plane = _um_per_pixel(self._tif.pages[0], ij)
+        in_plane, _ = tiff_pixel_um(self._tif.pages[0], ij)
         if in_plane is not None and "spacing" in ij:
             return _check_voxel_size((float(ij["spacing"]),) + in_plane, self.name)
         raise ValueError(
@@ -155,25 +155,6 @@ class TiffVolume:
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
-
-
-def _um_per_pixel(page: tifffile.TiffPage, imagej: dict) -> tuple[float, float] | None:
-    """``(y, x)`` pixel size in um from a page's resolution tags (ImageJ um, or TIFF cm / inch units)."""
-    tags = page.tags
-    if "XResolution" not in tags or "YResolution" not in tags:
-        return None
-    xr, yr = tags["XResolution"].value, tags["YResolution"].value
-    if not (xr[0] > 0 and yr[0] > 0):
-        return None
-    unit = imagej.get("unit", "")
-    if unit in ("um", "micron", "\\u00B5m", "µm"):
-        per_unit = 1.0
-    else:
-        resolution_unit = int(getattr(tags.get("ResolutionUnit"), "value", 1))
-        per_unit = {3: 1e4, 2: 25400.0}.get(resolution_unit)  # centimetre, inch; 1 = no unit
-        if per_unit is None:
-            return None
-    return per_unit * yr[1] / yr[0], per_unit * xr[1] / xr[0]
 
 
 def natural_key(name: str) -> list:
@@ -257,7 +238,7 @@ class TiffFolderVolume:
 
     @staticmethod
     def _voxel_size_from(file: Path, page: tifffile.TiffPage, imagej: dict) -> tuple[float, float, float]:
-        in_plane = _um_per_pixel(page, imagej)
+        in_plane, _ = tiff_pixel_um(page, imagej)
         if in_plane is None or "spacing" not in imagej:
             raise ValueError(
                 f"{file}: no voxel size in the slice files (resolution tags in um or cm and ImageJ 'spacing' for Z); "

@@ -34,6 +34,7 @@ import numpy as np
 from vstain.io import atomic_path, read_tiff, write_json, write_tiff
 from vstain.phantom.labels import MATERIALS, STAINS
 from vstain.phantom.sample import PhantomSample
+from vstain.slide_io import read_slide, write_pyramid
 
 _TRUTH_ARRAYS = ("labels_volume", "section_labels", "fov_mask", "artefacts", "plane_point", "plane_axes",
                  "plane_normal", "affine")
@@ -41,7 +42,34 @@ _TRUTH_ARRAYS = ("labels_volume", "section_labels", "fov_mask", "artefacts", "pl
 #: (3: sections at any rotation on the slide, 30 % mirrored; 4: tilts up to the profile's
 #: ``max_tilt_deg``, section normals along y or x, the draws' ranges from the profile).
 PHANTOM_MODEL_VERSION = 4
+
+#: A slide with a side above this is written as a tiled pyramidal OME-TIFF, as slide scanners write
+#: whole-slide images (paper 2.2: 6k-13k px at 0.44 um); smaller ones as a plain RGB TIFF.
+PYRAMID_MIN_SIDE = 4096
+#: ... with levels halving until the coarsest has no side above this.
+PYRAMID_TOP_SIDE = 1024
+
+
+def pyramid_levels(shape: tuple[int, ...]) -> int:
+    """How many levels the slide of ``shape`` is written with (1: a plain TIFF).
+
+    Examples
+    --------
+    >>> pyramid_levels((384, 384, 3)), pyramid_levels((11636, 11636, 3))
+    (1, 5)
+    """
+    side = max(shape[:2])
+    if side <= PYRAMID_MIN_SIDE:
+        return 1
+    levels = 1
+    while side > PYRAMID_TOP_SIDE:
+        side //= 2
+        levels += 1
+    return levels
+
+
 STAIN_PREFIX = {"toluidine_blue": "tb", "he": "he"}
+
 
 def dataset_plan(cfg: Any, seed: int, *, where: str = "dataset") -> list[dict[str, Any]]:
     """The pairs of a synthetic dataset: id, material, stain, beamtime, session, seed, test.
@@ -98,7 +126,11 @@ def write_sample(folder: str | Path, sample: PhantomSample, metadata: dict | Non
     folder = Path(folder)
     metadata = metadata or {}
     write_tiff(folder / "ct.tif", sample.ct_volume, sample.ct_voxel_um, metadata=metadata)
-    write_tiff(folder / "histology.tif", sample.histology, sample.histology_pixel_um, metadata=metadata)
+    levels = pyramid_levels(sample.histology.shape)
+    if levels > 1:
+        write_pyramid(folder / "histology.tif", sample.histology, sample.histology_pixel_um, levels=levels)
+    else:
+        write_tiff(folder / "histology.tif", sample.histology, sample.histology_pixel_um, metadata=metadata)
     arrays = {name: getattr(sample, name) for name in _TRUTH_ARRAYS}
     if arrays["artefacts"] is None:
         arrays["artefacts"] = np.zeros(sample.section_labels.shape, np.uint8)
@@ -122,7 +154,7 @@ def load_sample(folder: str | Path) -> PhantomSample:
         raise FileNotFoundError(f"{meta_path}: not found (the sample folder is missing or incomplete)")
     meta = json.loads(meta_path.read_text())
     ct, ct_size, _ = read_tiff(folder / "ct.tif")
-    histology, hist_size, _ = read_tiff(folder / "histology.tif")
+    histology, histology_um, _ = read_slide(folder / "histology.tif")  # plain TIFF or pyramid: full resolution
     truth_path = folder / "truth.npz"
     if not truth_path.is_file():
         raise FileNotFoundError(f"{truth_path}: not found")
@@ -133,7 +165,7 @@ def load_sample(folder: str | Path) -> PhantomSample:
     return PhantomSample(
         pair_id=meta["pair_id"], material=meta["material"], stain=meta["stain"],
         ct_volume=ct.astype(np.float32), ct_voxel_um=float(ct_size[-1]),
-        labels_volume=arrays["labels_volume"], histology=histology, histology_pixel_um=float(hist_size[-1]),
+        labels_volume=arrays["labels_volume"], histology=histology, histology_pixel_um=float(histology_um),
         section_labels=arrays["section_labels"], fov_mask=arrays["fov_mask"].astype(bool),
         plane_point=arrays["plane_point"], plane_axes=arrays["plane_axes"], plane_normal=arrays["plane_normal"],
         affine=arrays["affine"], beamtime=int(meta["beamtime"]), session=int(meta["session"]),

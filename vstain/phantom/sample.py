@@ -27,9 +27,10 @@ from vstain.pairs import RegisteredPair
 from vstain.phantom.ct import beamtime_params, simulate_ct
 from vstain.phantom.geometry import draw_geometry, label_volume
 from vstain.phantom.labels import LABELS, MATERIALS, RIGID_LABELS, STAINS, label_name
-from vstain.phantom.section import (AXIS_NAMES, NORMAL_AXIS_ORDERS, add_artefacts, cut_section, draw_affine,
-                                    draw_normal_axis, draw_plane, histology_to_plane, plane_to_volume, stitched_fov)
-from vstain.phantom.stain import render_stain, session_params, stain_concentrations
+from vstain.phantom.render import cut_section, render_slide
+from vstain.phantom.section import (AXIS_NAMES, NORMAL_AXIS_ORDERS, draw_affine, draw_normal_axis, draw_plane,
+                                    histology_to_plane, plane_to_volume, stitched_fov)
+from vstain.phantom.stain import session_params
 
 
 @dataclasses.dataclass
@@ -88,7 +89,7 @@ def _child_rngs(seed: int, n: int) -> list[np.random.Generator]:
 
 
 def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: int, session: int,
-                seed: int) -> PhantomSample:
+                seed: int, *, strip_pixels: int | None = None) -> PhantomSample:
     """Generate one synthetic pair, deterministically from ``seed``.
 
     Parameters
@@ -107,6 +108,9 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         with the same index: :func:`~vstain.phantom.ct.beamtime_params`,
         :func:`~vstain.phantom.stain.session_params`).
     seed : int
+    strip_pixels : int, optional
+        Pixels per row strip of the histology rendering (:data:`vstain.phantom.render.STRIP_PIXELS`);
+        the image does not depend on it.
 
     Returns
     -------
@@ -134,11 +138,11 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
                                                      mirror_fraction=float(dataset_cfg.mirror_fraction))
     normal_axis = draw_normal_axis(rng_plane, float(dataset_cfg.other_axis_fraction))
     tilt_deg = float(np.degrees(np.arccos(min(1.0, abs(plane_normal[0])))))
-    section = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section)
+    # rendered in row strips: a whole-slide image at the paper's 0.44 um fits in memory
+    section = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section, strip_pixels)
     params = session_params(stain, session)
-    conc = stain_concentrations(section, stain, params, rng_stain)
-    conc, artefacts, artefact_details = add_artefacts(conc, section, stain, rng_artefacts)
-    histology = render_stain(conc, params, rng_stain)
+    histology, artefacts, artefact_details = render_slide(section, stain, params, rng_stain, rng_artefacts,
+                                                          strip_pixels)
     if stain == "he":
         # Partial whole-slide image centred on the implant; outside the stitched tiles is black.
         axis_point = np.array([geometry.screw_axis[0], geometry.screw_axis[1], np.mean(geometry.screw_x)])
@@ -162,6 +166,41 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         ct_params=ct_params, artefacts=artefacts,
         details={"seed": int(seed), "affine": affine_details, "artefacts": artefact_details,
                  "tilt_deg": tilt_deg, "normal_axis": AXIS_NAMES[normal_axis]},
+    )
+
+
+def at_pyramid_level(sample: PhantomSample, factor: int, shape: tuple[int, int] | None = None) -> PhantomSample:
+    """The sample as seen on a slide pyramid level ``factor`` times coarser (2 x 2 block means per halving).
+
+    Level pixel ``k`` is the mean of full-resolution pixels ``k f .. k f + f - 1``, centred on
+    ``(k + 1/2) f - 1/2``: the affine takes that into account, and the histology-sized arrays
+    (image, labels, field of view, artefacts) are sampled at those centres. Registration on a level is
+    then measured against the truth in the level's own pixels.
+
+    Examples
+    --------
+    >>> from vstain.config import load_profile
+    >>> s = make_sample(load_profile("smoke").dataset, "p", "Mg", "toluidine_blue", 0, 0, seed=1)
+    >>> level = at_pyramid_level(s, 4)
+    >>> level.histology_pixel_um, level.section_labels.shape
+    (10.0, (48, 48))
+    >>> bool(np.allclose(level.histology_to_volume([[0.0, 0.0]]), s.histology_to_volume([[1.5, 1.5]])))
+    True
+    """
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"pair {sample.pair_id}: a pyramid level factor must be a positive integer, got {factor}")
+    if shape is None:
+        shape = (sample.histology.shape[0] // factor, sample.histology.shape[1] // factor)
+    centre = (factor - 1) / 2
+    to_full = np.array([[factor, 0.0, centre], [0.0, factor, centre], [0.0, 0.0, 1.0]])
+    pick = (slice(factor // 2, None, factor), slice(factor // 2, None, factor))
+    crop = (slice(0, shape[0]), slice(0, shape[1]))
+    return dataclasses.replace(
+        sample, affine=sample.affine @ to_full, histology=sample.histology[pick][crop],
+        histology_pixel_um=sample.histology_pixel_um * factor,
+        section_labels=sample.section_labels[pick][crop], fov_mask=sample.fov_mask[pick][crop],
+        artefacts=None if sample.artefacts is None else sample.artefacts[pick][crop],
     )
 
 

@@ -15,7 +15,8 @@ so at most rotations its corners show glass beyond the CT's field of view.
 Effects that exist only in the section: soft tissue moves and retracts from the
 bone (part of the section's true labels), cracks, saw marks, section-thickness
 wedge and stain droplets (in the stain), and for laser-cut H&E a partial,
-non-rectangular stitched field of view and lost tissue next to the implant.
+non-rectangular stitched field of view and lost tissue next to the implant. The section's
+labels and slide image are rendered in row strips by :mod:`vstain.phantom.render`.
 
 Examples
 --------
@@ -31,10 +32,8 @@ Examples
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from vstain.phantom.geometry import BlockGeometry, labels_at
-from vstain.phantom.labels import LABELS, RIGID_LABELS
+from vstain.phantom.geometry import BlockGeometry
 
 ARTEFACT_CODES = {"none": 0, "crack": 1, "droplet": 2, "tissue_loss": 3}
 
@@ -155,108 +154,6 @@ def histology_to_plane(affine: np.ndarray, points_yx: np.ndarray) -> np.ndarray:
     """Plane-pixel ``(i, j)`` of histology pixels ``(y, x)`` (``(..., 2)``)."""
     points_yx = np.asarray(points_yx, float)
     return points_yx @ affine[:2, :2].T + affine[:2, 2]
-
-
-def _smooth_field(shape, sigma, rng, channels=None):
-    size = shape if channels is None else (channels,) + tuple(shape)
-    noise = rng.standard_normal(size).astype(np.float32)
-    sig = sigma if channels is None else (0,) + (sigma,) * len(shape)
-    field = ndi.gaussian_filter(noise, sig)
-    return field / (field.std() + 1e-12)
-
-
-def cut_section(geometry: BlockGeometry, plane_point, plane_axes, affine, histology_shape,
-                rng: np.random.Generator) -> np.ndarray:
-    """The true tissue labels of the section at histology pixel size.
-
-    Soft tissue moves a little relative to the rigid bone (a smooth displacement of
-    about one CT voxel) and retracts from the bone in places; the sample tube is not
-    part of the section. Cracks, saw marks and droplets are not labels.
-    """
-    height, width = histology_shape
-    yx = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"), axis=-1)
-    ij = histology_to_plane(affine, yx)
-    labels = labels_at(geometry, plane_to_volume(plane_point, plane_axes, ij))
-    # Soft tissue is not rigid: its content shifts between CT and sectioning.
-    ratio = float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
-    displacement = _smooth_field((height, width), 6.0 / ratio, rng, channels=2) * rng.uniform(0.8, 1.6)
-    shifted = labels_at(geometry, plane_to_volume(plane_point, plane_axes, ij + np.moveaxis(displacement, 0, -1)))
-    soft = (LABELS["soft_tissue"], LABELS["background"], LABELS["vessel"])
-    movable = np.isin(labels, soft) & np.isin(shifted, soft[:2])
-    labels[movable] = shifted[movable]
-    # Marrow retracts from the bone surface in places (shrinkage during embedding).
-    near_bone = ndi.binary_dilation(np.isin(labels, RIGID_LABELS), iterations=max(1, int(round(1 / ratio))))
-    retract = near_bone & (labels == LABELS["soft_tissue"]) & (_smooth_field((height, width), 4.0 / ratio, rng) > 1.0)
-    labels[retract] = LABELS["background"]
-    labels[labels == LABELS["holder_wall"]] = LABELS["background"]
-    return labels
-
-
-def add_artefacts(conc: np.ndarray, section_labels: np.ndarray, stain: str, rng: np.random.Generator):
-    """Histology-only artefacts on stain concentrations ``(H, W, K)`` (modified in place).
-
-    Cracks through the bone (empty: white), saw marks (periodic thickness stripes), a
-    thickness wedge across the section, stain droplets; for H&E lost tissue beside the
-    laser-cut implant.
-
-    Returns
-    -------
-    conc : ndarray
-    artefacts : ndarray of uint8
-        :data:`ARTEFACT_CODES` per pixel (0 where none).
-    details : dict
-    """
-    height, width = section_labels.shape
-    yy, xx = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
-    artefacts = np.zeros((height, width), np.uint8)
-    rigid = np.isin(section_labels, RIGID_LABELS) & (section_labels != LABELS["screw"])
-    tissue_px = np.argwhere(section_labels != LABELS["background"])
-    details: dict = {"cracks": 0, "droplets": 0}
-    side = min(height, width)
-    # Section thickness: a wedge across the slide and saw marks (periodic stripes).
-    angle = rng.uniform(0, np.pi)
-    across = np.cos(angle) * yy + np.sin(angle) * xx
-    period = rng.uniform(0.03, 0.06) * side
-    stripes = 1 + rng.uniform(0.05, 0.12) * (2 * np.abs((across / period) % 1 - 0.5) - 0.5)
-    wedge = 1 + rng.uniform(-0.12, 0.12) * (across - across.mean()) / (np.ptp(across) + 1e-9)
-    conc[..., :-1] *= (stripes * wedge)[..., None]
-    details["saw_mark_period_px"] = float(period)
-    # Cracks: thin wavy lines opened in the bone.
-    n_cracks = int(rng.integers(0, 4)) if stain == "toluidine_blue" else int(rng.integers(0, 2))
-    for _ in range(n_cracks):
-        if not len(tissue_px):
-            break
-        y0, x0 = tissue_px[rng.integers(len(tissue_px))]
-        direction = rng.uniform(0, np.pi)
-        u = np.cos(direction) * (yy - y0) + np.sin(direction) * (xx - x0)
-        v = -np.sin(direction) * (yy - y0) + np.cos(direction) * (xx - x0)
-        length = rng.uniform(0.15, 0.4) * side
-        wave = rng.uniform(0.5, 2.0) * np.sin(2 * np.pi * u / rng.uniform(0.05, 0.15) / side + rng.uniform(0, 6.3))
-        crack = (np.abs(v - wave) < rng.uniform(0.6, 1.3)) & (np.abs(u) < length / 2) & rigid
-        conc[crack] = 0.0
-        artefacts[crack] = ARTEFACT_CODES["crack"]
-        details["cracks"] += 1
-    # Stain droplets: small dark blobs anywhere on the slide.
-    for _ in range(int(rng.integers(1, 5))):
-        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        radius = rng.uniform(0.008, 0.025) * side + 1.5
-        blob = np.clip(radius - np.hypot(yy - cy, xx - cx), 0, 1.5) / 1.5
-        amount = rng.uniform(0.6, 1.5)
-        conc[..., 0] += amount * blob
-        conc[..., 1] += 0.3 * amount * blob
-        artefacts[(blob > 0.5) & (artefacts == 0)] = ARTEFACT_CODES["droplet"]
-        details["droplets"] += 1
-    if stain == "he":
-        # Laser cutting loses some tissue next to the implant.
-        screw = section_labels == LABELS["screw"]
-        if screw.any():
-            near = ndi.binary_dilation(screw, iterations=max(2, side // 40)) & ~screw
-            patch = _smooth_field((height, width), side / 25, rng) > 1.2
-            loss = near & patch
-            conc[loss] = 0.0
-            artefacts[loss] = ARTEFACT_CODES["tissue_loss"]
-            details["tissue_loss_px"] = int(loss.sum())
-    return conc, artefacts, details
 
 
 def stitched_fov(histology_shape: tuple[int, int], center_yx, rng: np.random.Generator) -> np.ndarray:

@@ -119,37 +119,60 @@ def session_params(stain: str, session: int) -> dict:
     }
 
 
-def stain_concentrations(labels: np.ndarray, stain: str, params: dict, rng: np.random.Generator) -> np.ndarray:
-    """Stain concentrations ``(..., K)`` bound by a label image, with smooth uptake texture."""
+def concentration_table(stain: str, params: dict) -> np.ndarray:
+    """Concentration ``(n_labels, K)`` (float32) of each stain component bound by each label code, times uptake.
+
+    Examples
+    --------
+    >>> concentration_table("he", session_params("he", 0)).shape
+    (9, 3)
+    """
     _check_stain(stain)
     if params.get("stain") != stain:
         raise ValueError(f"stain params are for {params.get('stain')!r}, not {stain!r}")
-    labels = np.asarray(labels)
-    if labels.dtype != np.uint8:
-        raise ValueError(f"labels must be uint8 label codes, got {labels.dtype}")
     n_components = len(params["components"])
     table = np.zeros((max(LABELS.values()) + 1, n_components), np.float32)
     for name, values in params["concentrations"].items():
         table[LABELS[name]] = values
     table *= np.asarray(params["uptake"], np.float32)
+    return table
+
+
+def stain_concentrations(labels: np.ndarray, stain: str, params: dict, rng: np.random.Generator) -> np.ndarray:
+    """Stain concentrations ``(..., K)`` bound by a label image, with smooth uptake texture."""
+    table = concentration_table(stain, params)
+    labels = np.asarray(labels)
+    if labels.dtype != np.uint8:
+        raise ValueError(f"labels must be uint8 label codes, got {labels.dtype}")
     conc = table[labels]
     sigma = params["texture_sigma_px"]
-    for k in range(n_components - 1):  # the opaque component has no texture
+    for k in range(table.shape[1] - 1):  # the opaque component has no texture
         texture = ndi.gaussian_filter(rng.standard_normal(labels.shape, dtype=np.float32), sigma)
         texture *= params["texture_amplitude"] / (texture.std() + 1e-12)
         conc[..., k] *= np.clip(1 + texture, 0.3, None)
     return conc
 
 
-def render_stain(concentrations: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
-    """Beer-Lambert transmission of concentrations ``(..., K)`` -> uint8 RGB ``(..., 3)``."""
+def transmit(concentrations: np.ndarray, params: dict, grain: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """Beer-Lambert transmission of concentrations ``(..., K)`` -> uint8 RGB ``(..., 3)``.
+
+    ``grain`` is the camera's standard-normal noise (scaled by ``params["grain"]``) of the
+    pixels kept: ``concentrations[rows]``; the rows around them only feed the optics' blur
+    (a slide rendered in strips passes each strip with its halo).
+    """
     od = concentrations @ np.asarray(params["od_vectors"], np.float32)
     if params.get("blur_sigma_px", 0) > 0:  # optics: the microscope's point-spread function
         sigma = [params["blur_sigma_px"]] * (od.ndim - 1) + [0]
         od = ndi.gaussian_filter(od, sigma)
-    rgb = np.asarray(params["white"], np.float32) * np.exp(-od)
-    rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(params["grain"])
+    rgb = np.asarray(params["white"], np.float32) * np.exp(-od[rows])
+    rgb += grain * np.float32(params["grain"])
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def render_stain(concentrations: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
+    """Beer-Lambert transmission of concentrations ``(..., K)`` -> uint8 RGB ``(..., 3)``, grain from ``rng``."""
+    grain = rng.standard_normal(concentrations.shape[:-1] + (3,), dtype=np.float32)
+    return transmit(concentrations, params, grain)
 
 
 def stain_labels(labels: np.ndarray, stain: str, params: dict, rng: np.random.Generator) -> np.ndarray:

@@ -39,20 +39,23 @@ from vstain.pairs import read_registered_pair, registered_fingerprint, registere
 from vstain.stages.arguments import non_negative_int
 from vstain.stages.register import ensure_registered
 from vstain.stages.train import ensure_selected
-from vstain.train import CUDA_PRECISIONS
+from vstain.train import CUDA_PRECISIONS, use_cpu_bf16
 from vstain.vocabulary import STAINS
 
 
 def inference_dtype(profile: Any, device: str) -> torch.dtype:
-    """The forward passes' dtype: ``inference.cuda_precision`` on CUDA, float32 on the CPU.
+    """The forward passes' dtype: ``inference.cuda_precision`` on CUDA, bf16 autocast on the CPU where
+    ``inference.cpu_bf16`` asks for it (``auto``: where the CPU computes bf16 natively), else float32.
 
     Examples
     --------
     >>> inference_dtype(as_profile("smoke"), "cpu")
     torch.float32
     """
-    dtype = CUDA_PRECISIONS[profile.inference.cuda_precision] if str(device).startswith("cuda") else None
-    return dtype or torch.float32
+    cfg = profile.inference
+    if str(device).startswith("cuda"):
+        return CUDA_PRECISIONS[cfg.cuda_precision] or torch.float32
+    return torch.bfloat16 if use_cpu_bf16(cfg.cpu_bf16) else torch.float32
 
 
 def run_inference(
@@ -129,10 +132,11 @@ def run_inference(
         roles = split_roles(profile.name, fold)
     except FileNotFoundError:
         roles = {}
+    device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
     settings = {
         "model": model, "fold": fold, "blend": blend, "patch_size": cfg.patch_size, "step": cfg.step,
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
-        "cuda_precision": cfg.cuda_precision,
+        "cuda_precision": cfg.cuda_precision, "precision": str(inference_dtype(profile, device)).removeprefix("torch."),
     }
     registered = registered_dir(profile.name)
     inputs = {pid: registered_fingerprint(registered / pid) for pid in ids}
@@ -145,7 +149,6 @@ def run_inference(
             return out
 
     done_path.unlink(missing_ok=True)  # the run is complete again only when every pair is
-    device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
     generators = load_generators(checkpoint, model)
     for generator, _ in generators.values():
         generator.to(device)

@@ -58,6 +58,7 @@ from vstain.masks import correspondence_mask, field_of_view_mask, mask_iou
 from vstain.normalise import automatic_rois, normalise_ct, normalise_histology
 from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.phantom.dataset import load_sample
+from vstain.phantom.sample import at_pyramid_level
 from vstain.registration import (RegistrationFailed, RegistrationUncertain, register_section_to_volume,
                                  registration_errors, true_correspondence_mask, true_rois, warp_to_result)
 from vstain.slide_io import read_slide
@@ -189,6 +190,8 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
         ``uncertain: <reason>``).
     """
     ct_volume, histology, extra, histology_um = _read_inputs(entry)
+    if sample is not None and histology.shape[:2] != sample.histology.shape[:2]:  # a coarser level of a pyramid
+        sample = at_pyramid_level(sample, round(histology_um / sample.histology_pixel_um), histology.shape[:2])
     fov = field_of_view_mask(histology) if entry.stain == "he" and np.asarray(histology).ndim == 3 else None
     result = register_section_to_volume(
         ct_volume, histology, ct_voxel_um=entry.ct_voxel_um, histology_pixel_um=histology_um,

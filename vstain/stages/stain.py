@@ -21,19 +21,23 @@ Examples
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
+import torch
 
-from vstain.config import DEVICES, resolve_device
+from vstain.config import DEVICES, as_profile, resolve_device
+from vstain.infer import infer_slide
 from vstain.io import provenance
 from vstain.masks import segment_ct
 from vstain.models.checkpoint import load_generator
 from vstain.normalise import compare_ct_statistics, ct_statistics, linear_ct_map, volume_scale_from_slices
 from vstain.stages.arguments import non_negative_float, positive_float, positive_int
+from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import SOURCES, make_uncertainty_stainer, stain_volume_uncertainty, uncertainty_path
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
 from vstain.volume_io import NormalisedVolume, open_volume
@@ -45,15 +49,18 @@ def load_forward_stainer(
     device: str = "cpu",
     patch_size: int | None = None,
     step: int | None = None,
-    batch_size: int = 4,
-    blend: str = "mean",
+    batch_size: int | None = None,
+    blend: str | None = None,
+    profile: Any = None,
     infer: Callable[..., np.ndarray] | None = None,
 ) -> tuple[SliceStainer, dict]:
     """Load the CT-to-histology generator of a checkpoint and wrap it as a slice stainer.
 
-    ``patch_size`` defaults to the training patch size stored in the checkpoint and
-    ``step`` to a quarter of it (the paper's 256 / 64). A checkpoint without a
-    CT-to-histology generator (the reverse one alone) or whose weights do not fit its
+    ``patch_size`` defaults to the training patch size stored in the checkpoint; ``step`` (as the
+    same fraction of the patch), ``batch_size``, ``blend`` and the precision of the forward passes
+    (``cpu_bf16``, ``cuda_precision``) to the ``inference`` section of ``profile``: by default the
+    profile the checkpoint was trained with, else the embedded default ``quick``. A checkpoint
+    without a CT-to-histology generator (the reverse one alone) or whose weights do not fit its
     architecture is refused with a ValueError naming the file.
 
     Parameters
@@ -64,8 +71,10 @@ def load_forward_stainer(
         Torch device name (``cpu``, ``cuda``).
     patch_size, step : int, optional
         Whole-slide inference tiling (defaults above).
-    batch_size : int
-    blend : {"mean", "window"}
+    batch_size : int, optional
+    blend : {"mean", "window"}, optional
+    profile : str or Profile, optional
+        Whose ``inference`` settings are the defaults.
     infer : callable, optional
         Replaces :func:`vstain.infer.infer_slide` (see :func:`vstain.volume.make_slice_stainer`).
 
@@ -75,7 +84,8 @@ def load_forward_stainer(
         One CT slice (float32) to uint8 RGB.
     info : dict
         The generator's record (:func:`vstain.models.checkpoint.load_generator`) with the
-        ``patch_size`` and ``step`` used.
+        ``patch_size``, ``step``, ``batch_size``, ``blend``, ``precision`` used and the profile
+        they came from (``inference_profile``).
 
     Raises
     ------
@@ -101,10 +111,20 @@ def load_forward_stainer(
     if patch < multiple or patch % multiple:
         raise ValueError(f"--patch-size {patch}: the {arch.get('kind', 'resnet')} generator of {checkpoint} needs a "
                          f"multiple of {multiple}")
-    stainer = make_slice_stainer(generator.to(device), infer=infer, patch_size=patch, step=int(step or max(1, patch // 4)),
+    inference_profile = as_profile(profile or info.get("profile") or "quick")
+    cfg = inference_profile.inference
+    step = int(step or max(1, round(patch * cfg.step / cfg.patch_size)))
+    if step > patch:
+        raise ValueError(f"--step {step} is larger than the patch ({patch}): pixels between patches would never "
+                         "be stained")
+    batch_size, blend = int(batch_size or cfg.batch_size), blend or cfg.blend
+    dtype = inference_dtype(inference_profile, device)
+    infer = functools.partial(infer or infer_slide, dtype=dtype) if dtype != torch.float32 else infer
+    stainer = make_slice_stainer(generator.to(device), infer=infer, patch_size=patch, step=step,
                                  batch_size=batch_size, blend=blend, device=device,
                                  invert=bool(info.get("invert_ct")))
-    return stainer, {**info, "patch_size": patch, "step": int(step or max(1, patch // 4))}
+    return stainer, {**info, "patch_size": patch, "step": step, "batch_size": batch_size, "blend": blend,
+                     "precision": str(dtype).removeprefix("torch."), "inference_profile": inference_profile.name}
 
 
 def selected_checkpoint(checkpoint: str | Path) -> Path:
@@ -128,8 +148,8 @@ def selected_checkpoint(checkpoint: str | Path) -> Path:
 
 
 def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, device: str = "cpu",
-                             patch_size: int | None = None, step: int | None = None, batch_size: int = 4,
-                             blend: str = "mean") -> tuple[Callable, dict]:
+                             patch_size: int | None = None, step: int | None = None,
+                             batch_size: int | None = None, blend: str | None = None) -> tuple[Callable, dict]:
     """A slice stainer that also returns the uncertainty (:func:`vstain.uncertainty.make_uncertainty_stainer`).
 
     ``checkpoints``: the model first, then the other members of its ensemble (e.g. its other folds'
@@ -153,9 +173,11 @@ def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, devi
         infos.append(info)
     if source in ("tta", "tiling"):
         members = members[:1]
-    stainer = make_uncertainty_stainer(members, patch_size=infos[0]["patch_size"], step=infos[0]["step"],
-                                       batch_size=batch_size, source=source, tta=source in ("tta", "combined"),
-                                       tiling=source in ("tiling", "combined"), blend=blend, device=device,
+    first = infos[0]  # the model's inference settings serve every member
+    stainer = make_uncertainty_stainer(members, patch_size=first["patch_size"], step=first["step"],
+                                       batch_size=first["batch_size"], source=source,
+                                       tta=source in ("tta", "combined"), tiling=source in ("tiling", "combined"),
+                                       blend=first["blend"], device=device,
                                        invert=bool(infos[0].get("invert_ct")))
     return stainer, {**infos[0], "members": [str(i.get("path", c)) for i, c in zip(infos, checkpoints)],
                      "uncertainty_source": source}
@@ -338,10 +360,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="voxel size in um when the input does not carry it")
     parser.add_argument("--sigma", type=non_negative_float, default=1.0,
                         help="Gaussian pre-filter in voxels (paper: 1; 0: none)")
+    parser.add_argument("--profile", help="profile whose inference settings (step, blend, batch size, precision) are "
+                                          "the defaults (default: the checkpoint's training profile, else quick)")
     parser.add_argument("--patch-size", type=positive_int, help="inference patch (default: the training patch size)")
-    parser.add_argument("--step", type=positive_int, help="inference step (default: patch size / 4)")
-    parser.add_argument("--batch-size", type=positive_int, default=4)
-    parser.add_argument("--blend", choices=("mean", "window"), default="mean")
+    parser.add_argument("--step", type=positive_int,
+                        help="inference step (default: the profile's inference.step, as a fraction of the patch)")
+    parser.add_argument("--batch-size", type=positive_int, help="patches per forward pass (default: the profile's)")
+    parser.add_argument("--blend", choices=("mean", "window"), help="patch blend (default: the profile's)")
     parser.add_argument("--ct-normalisation", choices=("auto", "none"), default="auto",
                         help="auto: bone and background found on a few slices are mapped to 30000 / 10000 as "
                              "in the study (paper 2.5); none: the input is already on that scale")
@@ -373,7 +398,8 @@ def run_cli(args: argparse.Namespace) -> int:
     source = open_volume(args.input, args.voxel_size)
     try:
         stainer, info = load_forward_stainer(args.checkpoint, device=device, patch_size=args.patch_size,
-                                             step=args.step, batch_size=args.batch_size, blend=args.blend)
+                                             step=args.step, batch_size=args.batch_size, blend=args.blend,
+                                             profile=args.profile)
         normalisation = choose_ct_normalisation(
             source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
             background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi)
@@ -384,6 +410,7 @@ def run_cli(args: argparse.Namespace) -> int:
             warnings.warn(note, stacklevel=1)
         meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
                           input=str(args.input), patch_size=info["patch_size"], step=info["step"],
+                          blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
                           ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
         if getattr(args, "uncertainty", False):
             uncertain, uinfo = load_uncertainty_stainer(

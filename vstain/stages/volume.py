@@ -146,7 +146,7 @@ def stain_phantom_volume(profile: Profile | str | Path, *, force: bool = False, 
     device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
     stainer, info = load_forward_stainer(checkpoint, device=device, patch_size=profile.inference.patch_size,
                                          step=profile.inference.step, batch_size=profile.inference.batch_size,
-                                         blend=profile.inference.blend)
+                                         blend=profile.inference.blend, profile=profile)
     source = ArrayVolume(ct, voxel, name=f"{sample.pair_id} ct")
     inside = ~np.isin(sample.labels_volume, [LABELS["background"], LABELS["holder_wall"]])
     rows = [{"variant": "truth", **_stripes(truth), "ssim": 1.0, "psnr": float("inf"),
