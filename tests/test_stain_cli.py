@@ -418,3 +418,29 @@ def test_a_run_folder_stains_with_its_selected_checkpoint(tmp_path, ct_stack, ca
                     capsys)
     assert code == 0, err
     assert read_tiff(tmp_path / "a.tif")[2]["checkpoint"] == str(run_dir / "best_l1.pt")
+
+
+@pytest.mark.parametrize("normalisation", ["auto", "none"])
+def test_the_sample_slices_are_segmented_once(tmp_path, ct_stack, capsys, monkeypatch, normalisation):
+    import sys
+
+    from vstain import masks
+    from vstain.volume_io import open_volume
+
+    original, calls = masks.segment_ct, []
+
+    def counting(image, *args, **kwargs):
+        calls.append(np.shape(image))
+        return original(image, *args, **kwargs)
+
+    # every module that holds segment_ct, so that no path escapes the count
+    for module in [m for name, m in sys.modules.items() if name.startswith("vstain")]:
+        if getattr(module, "segment_ct", None) is original:
+            monkeypatch.setattr(module, "segment_ct", counting)
+    code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", ct_stack, "--output",
+                     tmp_path / "o.tif", "--step", "8", "--ct-normalisation", normalisation], capsys)
+    assert code == 0, err
+    volume = open_volume(ct_stack)
+    sampled = len(stain_stage.sample_slices(volume))
+    volume.close()
+    assert sampled == 5 and len(calls) == sampled  # the map and the intensity check share one segmentation

@@ -412,15 +412,35 @@ def compare_ct_statistics(found: dict[str, Any], expected: dict[str, Any], *, co
             "bone-background contrasts)")
 
 
+def segment_ct_slices(slices: Sequence[np.ndarray]) -> list[dict[str, np.ndarray] | None]:
+    """:func:`vstain.masks.segment_ct` of each slice; None for a slice it cannot split (too few distinct values).
+
+    Examples
+    --------
+    >>> ct = np.zeros((20, 20)); ct[5:15, 5:15] = 1.0; ct[8:12, 8:12] = 2.0; ct[9:11, 9:11] = 3.0
+    >>> [seg is None for seg in segment_ct_slices([ct, np.zeros((20, 20))])]
+    [False, True]
+    """
+    segmentations = []
+    for image in slices:
+        try:
+            segmentations.append(segment_ct(np.asarray(image, np.float32)))
+        except ValueError:  # a blank slice: no classes to find
+            segmentations.append(None)
+    return segmentations
+
+
 def volume_scale_from_slices(slices: Sequence[np.ndarray], *, bone_mean: float = 30000.0,
-                             background_mean: float = 10000.0) -> dict[str, Any]:
+                             background_mean: float = 10000.0,
+                             segmentations: Sequence[dict[str, np.ndarray] | None] | None = None) -> dict[str, Any]:
     """The linear CT map of a whole volume from automatic bone and background ROIs on a few slices.
 
     Each slice is segmented (:func:`vstain.masks.segment_ct`, as the registration stage does for
     a pair's CT); the pooled bone and background ROI means give ``scale`` and ``offset`` with
     ``scale * value + offset`` putting bone at ``bone_mean`` and background at ``background_mean``
     (paper 2.5). One map for the volume: a per-slice map would turn slice-to-slice segmentation
-    noise into stripes.
+    noise into stripes. ``segmentations`` (:func:`segment_ct_slices` of ``slices``, when the
+    caller needs them too) spares segmenting again.
 
     Returns
     -------
@@ -443,12 +463,14 @@ def volume_scale_from_slices(slices: Sequence[np.ndarray], *, bone_mean: float =
     """
     bone_sum = background_sum = 0.0
     bone_n = background_n = used = 0
-    for image in slices:
-        image = np.asarray(image, np.float32)
-        try:
-            seg = segment_ct(image)
-        except ValueError:  # a slice without enough distinct values (blank): no ROIs from it
+    if segmentations is None:
+        segmentations = segment_ct_slices(slices)
+    elif len(segmentations) != len(slices):
+        raise ValueError(f"{len(segmentations)} segmentations for {len(slices)} slices")
+    for image, seg in zip(slices, segmentations):
+        if seg is None:  # a slice without enough distinct values (blank): no ROIs from it
             continue
+        image = np.asarray(image, np.float32)
         bone, background = seg["bone"], seg["background"]
         if bone.sum() < MIN_ROI_PIXELS or background.sum() < MIN_ROI_PIXELS:
             continue

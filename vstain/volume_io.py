@@ -93,7 +93,11 @@ class NormalisedVolume:
 
     def read_slice(self, z: int) -> np.ndarray:
         """Slice ``z`` of the source, mapped and clipped (non-finite values stay non-finite)."""
-        image = self.source.read_slice(z) * np.float32(self.scale) + np.float32(self.offset)
+        return self.map_slice(self.source.read_slice(z))
+
+    def map_slice(self, image: np.ndarray) -> np.ndarray:
+        """A slice of the source already read, mapped and clipped as :meth:`read_slice` does (a new array)."""
+        image = np.asarray(image) * np.float32(self.scale) + np.float32(self.offset)
         return np.clip(image, 0, 65535, where=np.isfinite(image), out=image)
 
     def close(self) -> None:

@@ -33,9 +33,9 @@ import torch
 from vstain.config import DEVICES, as_profile, resolve_device
 from vstain.infer import infer_slide
 from vstain.io import provenance
-from vstain.masks import segment_ct
 from vstain.models.checkpoint import load_generator
-from vstain.normalise import compare_ct_statistics, ct_statistics, linear_ct_map, volume_scale_from_slices
+from vstain.normalise import (compare_ct_statistics, ct_statistics, linear_ct_map, segment_ct_slices,
+                              volume_scale_from_slices)
 from vstain.stages.arguments import non_negative_float, positive_float, positive_int
 from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import SOURCES, make_uncertainty_stainer, stain_volume_uncertainty, uncertainty_path
@@ -238,6 +238,22 @@ def sample_slices(source, n: int = N_SAMPLE_SLICES) -> list[int]:
     return sorted({int(round(z)) for z in np.linspace(0.1 * (depth - 1), 0.9 * (depth - 1), min(n, depth))})
 
 
+def read_sample_slices(source, n: int = N_SAMPLE_SLICES) -> tuple[list[np.ndarray], list[dict | None]]:
+    """The :func:`sample_slices` of ``source`` and their segmentations, each read and segmented once.
+
+    The automatic normalisation (:func:`choose_ct_normalisation`) and the intensity check
+    (:func:`check_ct_intensities`) share them.
+
+    Returns
+    -------
+    slices : list of ndarray
+    segmentations : list of dict or None
+        :func:`vstain.normalise.segment_ct_slices` of ``slices``.
+    """
+    slices = [finite_slice(source, z) for z in sample_slices(source, n)]
+    return slices, segment_ct_slices(slices)
+
+
 def parse_roi(text: str) -> tuple[int, slice, slice]:
     """``Z:Y0:Y1:X0:X1`` (a box on slice Z) as ``(z, rows, columns)``.
 
@@ -267,14 +283,16 @@ def _roi_mean(source, roi: tuple[int, slice, slice], option: str) -> float:
 
 
 def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float | None = None,
-                            background_value: float | None = None, bone_roi=None, background_roi=None) -> dict:
+                            background_value: float | None = None, bone_roi=None, background_roi=None,
+                            sample: tuple[list, list] | None = None) -> dict:
     """How the CT volume is brought to the study's scale (bone 30000, background 10000; paper 2.5).
 
     ``bone_value`` and ``background_value`` (the input's own numbers) or ``bone_roi`` and
     ``background_roi`` (:func:`parse_roi` boxes) fix the linear map; otherwise ``method="auto"``
     finds bone and background on a few slices as the registration stage does
     (:func:`vstain.normalise.volume_scale_from_slices`), and ``"none"`` takes the volume as
-    already normalised (then the automatic ROIs only check that it is).
+    already normalised (then the automatic ROIs only check that it is). ``sample``
+    (:func:`read_sample_slices` of ``source``) spares reading and segmenting them again.
 
     Returns
     -------
@@ -298,33 +316,40 @@ def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float |
     if method == "none":
         return {"method": "none (the input is taken as normalised)"}
     try:
-        return volume_scale_from_slices([finite_slice(source, z) for z in sample_slices(source)])
+        slices, segmentations = sample or read_sample_slices(source)
+        return volume_scale_from_slices(slices, segmentations=segmentations)
     except ValueError as err:
         raise ValueError(f"{source.name}: automatic CT normalisation failed: {err} "
                          "(--ct-bone-value/--ct-background-value or --bone-roi/--background-roi)") from None
 
 
-def check_ct_intensities(source, normalisation: dict, training: dict | None, checkpoint) -> tuple[dict, list[str]]:
-    """Describe the normalised volume's intensities and say, in words, what looks wrong.
+def check_ct_intensities(source, normalisation: dict, training: dict | None, checkpoint, *,
+                         sample: tuple[list, list] | None = None) -> tuple[dict, list[str]]:
+    """Describe the intensities of ``source`` once normalised, and say, in words, what looks wrong.
 
     Returns the statistics (:func:`vstain.normalise.ct_statistics` over the sample region of the
-    sampled slices) and a list of warnings: the volume unlike the checkpoint's training CT, an
-    input taken as normalised whose bone and background are far from 30000 / 10000, or a
-    checkpoint that records no training statistics.
+    sampled slices, mapped by ``normalisation``) and a list of warnings: the volume unlike the
+    checkpoint's training CT, an input taken as normalised whose bone and background are far
+    from 30000 / 10000, or a checkpoint that records no training statistics. ``sample``
+    (:func:`read_sample_slices` of ``source``) spares reading and segmenting the slices again:
+    the sample region comes from the input's own segmentation (a linear map with a positive
+    scale leaves the intensity classes where they are).
     """
-    slices = [finite_slice(source, z) for z in sample_slices(source)]
-    masks = []
-    for image in slices:
-        try:
-            masks.append(segment_ct(image)["classes"] >= 1)  # the sample, not the air around it
-        except ValueError:
-            masks.append(np.ones(image.shape, bool))
+    raw, segmentations = sample or read_sample_slices(source)
+    if "scale" in normalisation:
+        mapping = NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
+        slices = [mapping.map_slice(image) for image in raw]
+    else:
+        slices = raw
+    # the sample, not the air around it
+    masks = [seg["classes"] >= 1 if seg is not None else np.ones(image.shape, bool)
+             for image, seg in zip(slices, segmentations)]
     stats = ct_statistics(slices, masks)
     notes = []
     contrast = 30000.0 - 10000.0
     if normalisation["method"].startswith("none"):
         try:
-            found = volume_scale_from_slices(slices)
+            found = volume_scale_from_slices(slices, segmentations=segmentations)
         except ValueError:
             found = None
         if found is None or (abs(found["bone_mean_before"] - 30000.0) > 0.25 * contrast
@@ -400,12 +425,16 @@ def run_cli(args: argparse.Namespace) -> int:
         stainer, info = load_forward_stainer(args.checkpoint, device=device, patch_size=args.patch_size,
                                              step=args.step, batch_size=args.batch_size, blend=args.blend,
                                              profile=args.profile)
+        sample = read_sample_slices(source)  # read and segmented once, for the map and for the check
         normalisation = choose_ct_normalisation(
             source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
-            background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi)
+            background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi,
+            sample=sample)
         normalised = (NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
                       if "scale" in normalisation else source)
-        stats, notes = check_ct_intensities(normalised, normalisation, info.get("ct_statistics"), args.checkpoint)
+        stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), args.checkpoint,
+                                            sample=sample)
+        del sample
         for note in notes:
             warnings.warn(note, stacklevel=1)
         meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
