@@ -37,6 +37,28 @@ def test_stain_uncertainty_writes_a_map_beside_the_stain(tmp_path, ct_stack, cap
     assert (tmp_path / "stained_uncertainty.zarr" / "0").is_dir()
 
 
+def test_stain_uncertainty_reads_each_checkpoint_once_and_builds_one_stainer(tmp_path, ct_stack, capsys,  # noqa: F811
+                                                                            monkeypatch):
+    from vstain.stages import stain as stain_stage
+
+    loaded, plain = [], []
+    original_load, original_stainer = stain_stage.load_generator, stain_stage.make_slice_stainer
+    monkeypatch.setattr(stain_stage, "load_generator",
+                        lambda path, **kwargs: loaded.append(path) or original_load(path, **kwargs))
+    monkeypatch.setattr(stain_stage, "make_slice_stainer",
+                        lambda *args, **kwargs: plain.append(1) or original_stainer(*args, **kwargs))
+    first, second = make_checkpoint(tmp_path / "a.pt"), make_checkpoint(tmp_path / "b.pt")
+    code, err = run(["--checkpoint", first, "--ensemble", second, "--input", ct_stack, "--output",
+                     tmp_path / "o.tif", "--uncertainty", "--step", "8"], capsys)
+    assert code == 0, err
+    assert sorted(loaded) == [first, second] and plain == []  # no plain stainer beside the uncertainty one
+    loaded.clear()
+    code, err = run(["--checkpoint", first, "--input", ct_stack, "--output", tmp_path / "p.tif", "--step", "8"],
+                    capsys)
+    assert code == 0, err
+    assert loaded == [first] and plain == [1]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--uncertainty", "--axes", "zyx"], "slice-wise along Z only"),
     (["--ensemble", "EXTRA"], "--ensemble is for --uncertainty"),

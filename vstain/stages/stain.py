@@ -43,7 +43,7 @@ from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, 
 from vstain.volume_io import NormalisedVolume, open_volume
 
 
-def load_forward_stainer(
+def load_forward_generator(
     checkpoint: str | Path,
     *,
     device: str = "cpu",
@@ -52,39 +52,36 @@ def load_forward_stainer(
     batch_size: int | None = None,
     blend: str | None = None,
     profile: Any = None,
-    infer: Callable[..., np.ndarray] | None = None,
-) -> tuple[SliceStainer, dict]:
-    """Load the CT-to-histology generator of a checkpoint and wrap it as a slice stainer.
+) -> tuple[torch.nn.Module, dict]:
+    """Load the CT-to-histology generator of a checkpoint, checked, with the inference settings it is run with.
 
     ``patch_size`` defaults to the training patch size stored in the checkpoint; ``step`` (as the
     same fraction of the patch), ``batch_size``, ``blend`` and the precision of the forward passes
     (``cpu_bf16``, ``cuda_precision``) to the ``inference`` section of ``profile``: by default the
     profile the checkpoint was trained with, else the embedded default ``quick``. A checkpoint
     without a CT-to-histology generator (the reverse one alone) or whose weights do not fit its
-    architecture is refused with a ValueError naming the file.
+    architecture is refused with a ValueError naming the file. The file is read once.
 
     Parameters
     ----------
     checkpoint : path
-        ``last.pt`` or ``best_<component>.pt`` of a training run.
+        ``last.pt`` or ``best_<component>.pt`` of a training run, or a run folder.
     device : str
-        Torch device name (``cpu``, ``cuda``).
+        Torch device name (``cpu``, ``cuda``): the generator is moved there.
     patch_size, step : int, optional
         Whole-slide inference tiling (defaults above).
     batch_size : int, optional
     blend : {"mean", "window"}, optional
     profile : str or Profile, optional
         Whose ``inference`` settings are the defaults.
-    infer : callable, optional
-        Replaces :func:`vstain.infer.infer_slide` (see :func:`vstain.volume.make_slice_stainer`).
 
     Returns
     -------
-    stainer : callable
-        One CT slice (float32) to uint8 RGB.
+    generator : torch.nn.Module
+        In eval mode, on ``device``.
     info : dict
         The generator's record (:func:`vstain.models.checkpoint.load_generator`) with the
-        ``patch_size``, ``step``, ``batch_size``, ``blend``, ``precision`` used and the profile
+        ``patch_size``, ``step``, ``batch_size``, ``blend``, ``precision`` used, the profile
         they came from (``inference_profile``).
 
     Raises
@@ -119,12 +116,43 @@ def load_forward_stainer(
                          "be stained")
     batch_size, blend = int(batch_size or cfg.batch_size), blend or cfg.blend
     dtype = inference_dtype(inference_profile, device)
+    return generator.to(device), {**info, "patch_size": patch, "step": step, "batch_size": batch_size,
+                                  "blend": blend, "precision": str(dtype).removeprefix("torch."),
+                                  "inference_profile": inference_profile.name}
+
+
+def load_forward_stainer(
+    checkpoint: str | Path,
+    *,
+    device: str = "cpu",
+    patch_size: int | None = None,
+    step: int | None = None,
+    batch_size: int | None = None,
+    blend: str | None = None,
+    profile: Any = None,
+    infer: Callable[..., np.ndarray] | None = None,
+) -> tuple[SliceStainer, dict]:
+    """Load the CT-to-histology generator of a checkpoint and wrap it as a slice stainer.
+
+    The generator, its checks and the inference settings come from :func:`load_forward_generator`
+    (the same parameters); ``infer`` replaces :func:`vstain.infer.infer_slide` (see
+    :func:`vstain.volume.make_slice_stainer`).
+
+    Returns
+    -------
+    stainer : callable
+        One CT slice (float32) to uint8 RGB.
+    info : dict
+        As :func:`load_forward_generator` returns it.
+    """
+    generator, info = load_forward_generator(checkpoint, device=device, patch_size=patch_size, step=step,
+                                             batch_size=batch_size, blend=blend, profile=profile)
+    dtype = getattr(torch, info["precision"])
     infer = functools.partial(infer or infer_slide, dtype=dtype) if dtype != torch.float32 else infer
-    stainer = make_slice_stainer(generator.to(device), infer=infer, patch_size=patch, step=step,
-                                 batch_size=batch_size, blend=blend, device=device,
+    stainer = make_slice_stainer(generator, infer=infer, patch_size=info["patch_size"], step=info["step"],
+                                 batch_size=info["batch_size"], blend=info["blend"], device=device,
                                  invert=bool(info.get("invert_ct")))
-    return stainer, {**info, "patch_size": patch, "step": step, "batch_size": batch_size, "blend": blend,
-                     "precision": str(dtype).removeprefix("torch."), "inference_profile": inference_profile.name}
+    return stainer, info
 
 
 def selected_checkpoint(checkpoint: str | Path) -> Path:
@@ -149,37 +177,40 @@ def selected_checkpoint(checkpoint: str | Path) -> Path:
 
 def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, device: str = "cpu",
                              patch_size: int | None = None, step: int | None = None,
-                             batch_size: int | None = None, blend: str | None = None) -> tuple[Callable, dict]:
+                             batch_size: int | None = None, blend: str | None = None,
+                             profile: Any = None) -> tuple[Callable, dict]:
     """A slice stainer that also returns the uncertainty (:func:`vstain.uncertainty.make_uncertainty_stainer`).
 
     ``checkpoints``: the model first, then the other members of its ensemble (e.g. its other folds'
     runs). ``source`` is one of :data:`vstain.uncertainty.SOURCES`; ``ensemble`` needs at least two
-    checkpoints, ``tta`` and ``tiling`` use the first only. Each checkpoint is checked as
-    :func:`load_forward_stainer` checks it; all must share the first one's CT mapping.
+    checkpoints, ``tta`` and ``tiling`` use the first only. Each checkpoint is read once and checked
+    by :func:`load_forward_generator`; all must share the first one's CT mapping, and the first
+    one's inference settings (tiling, blend, precision) serve every member.
     """
     if source not in SOURCES:
         raise ValueError(f"--uncertainty-source must be one of {', '.join(SOURCES)}, got {source!r}")
     if source == "ensemble" and len(checkpoints) < 2:
         raise ValueError("--uncertainty-source ensemble needs other members: pass their checkpoints with --ensemble")
+    if source in ("tta", "tiling"):
+        checkpoints = checkpoints[:1]
     members, infos = [], []
     for checkpoint in checkpoints:
-        _, info = load_forward_stainer(checkpoint, device=device, patch_size=patch_size, step=step,
-                                       batch_size=batch_size, blend=blend)
-        generator, _ = load_generator(selected_checkpoint(checkpoint), direction="ct_to_histology")
-        if bool(info.get("invert_ct")) != bool(infos[0].get("invert_ct") if infos else info.get("invert_ct")):
+        generator, info = load_forward_generator(checkpoint, device=device, patch_size=patch_size, step=step,
+                                                 batch_size=batch_size, blend=blend, profile=profile)
+        if infos and bool(info.get("invert_ct")) != bool(infos[0].get("invert_ct")):
             raise ValueError(f"{checkpoint}: field invert_ct differs from {checkpoints[0]}'s; an ensemble shares "
                              "one CT mapping")
-        members.append(generator.to(device))
+        members.append(generator)
         infos.append(info)
-    if source in ("tta", "tiling"):
-        members = members[:1]
-    first = infos[0]  # the model's inference settings serve every member
+    first = infos[0]
+    dtype = getattr(torch, first["precision"])
+    precision = {"dtype": dtype} if dtype != torch.float32 else {}
     stainer = make_uncertainty_stainer(members, patch_size=first["patch_size"], step=first["step"],
                                        batch_size=first["batch_size"], source=source,
                                        tta=source in ("tta", "combined"), tiling=source in ("tiling", "combined"),
-                                       blend=first["blend"], device=device,
-                                       invert=bool(infos[0].get("invert_ct")))
-    return stainer, {**infos[0], "members": [str(i.get("path", c)) for i, c in zip(infos, checkpoints)],
+                                       blend=first["blend"], device=device, invert=bool(first.get("invert_ct")),
+                                       **precision)
+    return stainer, {**first, "members": [str(i.get("path", c)) for i, c in zip(infos, checkpoints)],
                      "uncertainty_source": source}
 
 
@@ -422,9 +453,14 @@ def run_cli(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
     try:
-        stainer, info = load_forward_stainer(args.checkpoint, device=device, patch_size=args.patch_size,
-                                             step=args.step, batch_size=args.batch_size, blend=args.blend,
-                                             profile=args.profile)
+        uncertainty = bool(getattr(args, "uncertainty", False))
+        settings = dict(device=device, patch_size=args.patch_size, step=args.step, batch_size=args.batch_size,
+                        blend=args.blend, profile=args.profile)
+        if uncertainty:  # only the stainer that is used is built
+            stainer, info = load_uncertainty_stainer([args.checkpoint, *args.ensemble],
+                                                     source=args.uncertainty_source, **settings)
+        else:
+            stainer, info = load_forward_stainer(args.checkpoint, **settings)
         sample = read_sample_slices(source)  # read and segmented once, for the map and for the check
         normalisation = choose_ct_normalisation(
             source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
@@ -441,12 +477,9 @@ def run_cli(args: argparse.Namespace) -> int:
                           input=str(args.input), patch_size=info["patch_size"], step=info["step"],
                           blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
                           ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
-        if getattr(args, "uncertainty", False):
-            uncertain, uinfo = load_uncertainty_stainer(
-                [args.checkpoint, *args.ensemble], source=args.uncertainty_source, device=device,
-                patch_size=args.patch_size, step=args.step, batch_size=args.batch_size, blend=args.blend)
-            meta = {**meta, "members": uinfo["members"], "uncertainty_source": args.uncertainty_source}
-            stain_volume_uncertainty(normalised, uncertain, output, sigma_voxels=args.sigma, metadata=meta,
+        if uncertainty:
+            meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source}
+            stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=args.sigma, metadata=meta,
                                      overwrite=args.overwrite, progress=True)
         else:
             stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
