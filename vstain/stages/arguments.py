@@ -57,3 +57,41 @@ def non_negative_int(text: str) -> int:
     2
     """
     return _whole_number(text, 0, "0 or more")
+
+
+#: What ``--force`` does in most stages (a stage whose force does more says so).
+RECOMPUTE = "recompute even if the results exist"
+
+
+def add_stage_options(parser: argparse.ArgumentParser, *, force: bool | str = False,
+                      progress: bool = False) -> None:
+    """The options the stage commands share: ``--profile``, and where the stage has them ``--force`` and ``--no-progress``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    force : bool or str
+        Add ``--force``: True with the help :data:`RECOMPUTE`, a string with that help.
+    progress : bool
+        Add ``--no-progress`` (also spelled ``--quiet``): no progress bars.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser(prog="vstain x")
+    >>> add_stage_options(parser, force=True, progress=True)
+    >>> args = parser.parse_args(["--profile", "smoke", "--quiet"])
+    >>> args.profile, args.force, args.no_progress
+    ('smoke', False, True)
+    >>> add_stage_options(argparse.ArgumentParser(), force=1)
+    Traceback (most recent call last):
+    ...
+    TypeError: force must be a bool or its help text, got 1
+    """
+    if not isinstance(force, (bool, str)):
+        raise TypeError(f"force must be a bool or its help text, got {force!r}")
+    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: %(default)s)")
+    if force:
+        parser.add_argument("--force", action="store_true", help=RECOMPUTE if force is True else force)
+    if progress:
+        parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                            help="no progress bars")

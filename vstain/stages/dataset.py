@@ -16,7 +16,7 @@ Examples
 >>> import argparse
 >>> parser = argparse.ArgumentParser(); configure_phantom_parser(parser)
 >>> args = parser.parse_args(["--profile", "smoke", "--quiet"])
->>> args.profile, args.force, args.quiet
+>>> args.profile, args.force, args.no_progress
 ('smoke', False, True)
 """
 
@@ -38,6 +38,7 @@ from vstain.manifest import (Manifest, PairEntry, load_manifest, make_split, rea
                              write_manifest, write_split)
 from vstain.phantom.dataset import PHANTOM_MODEL_VERSION, dataset_plan, write_sample
 from vstain.phantom.sample import make_sample
+from vstain.stages.arguments import add_stage_options
 
 __all__ = ["check_manifest", "configure_parser", "configure_phantom_parser", "dataset_summary", "ensure_dataset",
            "generate_dataset", "resolve_manifest", "run_cli", "run_phantom_cli"]
@@ -294,7 +295,7 @@ def check_manifest(manifest_path: str | Path, profile: Any,
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain check-manifest``."""
     parser.add_argument("--manifest", default=None, help="manifest YAML (default: data_manifest.yaml of the project)")
-    parser.add_argument("--profile", default="quick", help="profile name or YAML (default: %(default)s)")
+    add_stage_options(parser)
     parser.add_argument("--split", default=None, help="where to write split.csv (default: beside the dataset)")
 
 
@@ -312,11 +313,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def configure_phantom_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain phantom``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML (default: %(default)s)")
+    add_stage_options(parser, force="generate every sample again, even if the dataset is complete (repairs damaged "
+                                    "files)", progress=True)
     parser.add_argument("--out", default=None, help="output folder (default: results/<profile>/dataset)")
-    parser.add_argument("--force", action="store_true",
-                        help="generate every sample again, even if the dataset is complete (repairs damaged files)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_phantom_cli(args: argparse.Namespace) -> int:
@@ -328,8 +327,8 @@ def run_phantom_cli(args: argparse.Namespace) -> int:
     profile = as_profile(args.profile)
     start = time.perf_counter()
     if args.force:
-        manifest = generate_dataset(profile, args.out, progress=not args.quiet, force=True)
+        manifest = generate_dataset(profile, args.out, progress=not args.no_progress, force=True)
     else:
-        manifest = ensure_dataset(profile, args.out, progress=not args.quiet)
+        manifest = ensure_dataset(profile, args.out, progress=not args.no_progress)
     print(f"{manifest} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -32,7 +32,7 @@ from vstain.masks import background_fill
 from vstain.metrics import (LPIPSStatus, compare_with_paper, load_lpips, patch_metrics, raw_ct_as_rgb,
                             table1_by_fold, table1_over_folds)
 from vstain.pairs import read_registered_pair, split_roles
-from vstain.stages.arguments import non_negative_int
+from vstain.stages.arguments import add_stage_options, non_negative_int
 from vstain.stages.infer import read_inference, run_inference
 from vstain.vocabulary import BASELINE
 
@@ -171,10 +171,9 @@ def evaluate(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain evaluate``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    add_stage_options(parser, force="recompute the per-patch metrics")
     parser.add_argument("--models", nargs="+", default=None, help="models (default: the profile's)")
     parser.add_argument("--folds", nargs="+", type=non_negative_int, default=None, help="folds (default: the profile's)")
-    parser.add_argument("--force", action="store_true", help="recompute the per-patch metrics")
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from vstain.io import provenance, read_tiff, write_csv, write_json
 from vstain.layout import default_manifest_path, frc_dir, inference_dir, registered_dir, stage_dir
 from vstain.manifest import load_manifest
 from vstain.pairs import RegisteredPair, read_registered_pair, registered_pair_ids, split_roles
-from vstain.stages.arguments import non_negative_int
+from vstain.stages.arguments import add_stage_options, non_negative_int
 from vstain.stages.dataset import resolve_manifest
 from vstain.stages.infer import read_inference, run_inference
 
@@ -160,10 +160,9 @@ def interpolation_example(profile: Profile | str, pair_id: str) -> tuple[FRCResu
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain frc``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path")
+    add_stage_options(parser, force=True)
     parser.add_argument("--model", default="mod_cyclegan", help="the model whose generated histology is measured")
     parser.add_argument("--fold", type=non_negative_int, help="fold (default: the profile's first training fold)")
-    parser.add_argument("--force", action="store_true", help="recompute even if the results exist")
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ from vstain.masks import apply_mask
 from vstain.metrics import patch_metrics
 from vstain.models import architecture
 from vstain.pairs import RegisteredPair, read_registered_pair, split_roles
+from vstain.stages.arguments import add_stage_options
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.infer import read_inference, run_inference
 from vstain.stages.register import ensure_registered, registration_table
@@ -464,13 +465,12 @@ def run_he_study(profile: Profile | str, models: Sequence[str] | None = None, *,
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain he``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    add_stage_options(parser, progress=True)
     parser.add_argument("--model", action="append", default=None,
                         help="model to run (repeatable; default: the profile's he.models)")
     parser.add_argument("--stage", choices=STAGES, default="all",
                         help="train: he/models/<model>/last.pt; infer: he/inference/<model>/done.json; "
                              "evaluate/all: also he/metrics.csv (default: all)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from vstain.layout import inference_dir, registered_dir
 from vstain.masks import apply_mask, background_fill
 from vstain.models.checkpoint import load_generators
 from vstain.pairs import read_registered_pair, registered_fingerprint, registered_pair_ids, split_roles
-from vstain.stages.arguments import non_negative_int
+from vstain.stages.arguments import add_stage_options, non_negative_int
 from vstain.stages.register import ensure_registered
 from vstain.stages.train import ensure_selected
 from vstain.train import CUDA_PRECISIONS, use_cpu_bf16
@@ -274,14 +274,13 @@ def compare_blends(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain infer``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    add_stage_options(parser, force="recompute even when up to date")
     parser.add_argument("--model", required=True, help="model name, e.g. mod_cyclegan")
     parser.add_argument("--fold", type=non_negative_int, default=0, help="cross-validation fold (default: 0)")
     parser.add_argument("--blend", choices=BLENDS, default=None, help="override the profile's blend")
     parser.add_argument("--stain", default="toluidine_blue", choices=STAINS,
                         help="which registered pairs (default: toluidine_blue)")
     parser.add_argument("--checkpoint", default=None, help="use this checkpoint instead of the trained model's")
-    parser.add_argument("--force", action="store_true", help="recompute even when up to date")
 
 
 def run_cli(args: argparse.Namespace) -> int:

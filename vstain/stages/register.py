@@ -62,6 +62,7 @@ from vstain.phantom.sample import at_pyramid_level
 from vstain.registration import (RegistrationFailed, RegistrationUncertain, register_section_to_volume,
                                  registration_errors, true_correspondence_mask, true_rois, warp_to_result)
 from vstain.slide_io import read_slide
+from vstain.stages.arguments import add_stage_options
 from vstain.stages.dataset import resolve_manifest
 from vstain.volume_io import open_volume
 
@@ -544,12 +545,11 @@ def normalisation_table(profile_name: str, pair_ids: list[str] | None = None) ->
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain register``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    add_stage_options(parser, progress=True)
     parser.add_argument("--stain", choices=["toluidine_blue", "he"], default=None,
                         help="only this stain (default: both)")
     parser.add_argument("--manifest", default=None,
                         help="data manifest (default: data_manifest.yaml of the project)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when any pair fails (default: report failures, carry on)")
 

@@ -33,7 +33,7 @@ from vstain.layout import model_dir, split_path, stage_dir
 from vstain.models import architecture
 from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs, read_profile_split
 from vstain.phantom import ground_truth_pair, load_sample
-from vstain.stages.arguments import non_negative_int, positive_int
+from vstain.stages.arguments import add_stage_options, non_negative_int, positive_int
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.register import ensure_registered
 from vstain.train import patch_panels, run_checkpoints, select_checkpoint, train_model, validation_scores
@@ -339,7 +339,7 @@ def chapter_models(profile: Profile | str, model: str | None = None) -> tuple[li
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain train``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
+    add_stage_options(parser)
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
     parser.add_argument("--fold", type=non_negative_int, default=0)
     parser.add_argument("--stain", default="toluidine_blue", choices=STAINS)

@@ -51,6 +51,7 @@ from vstain.metrics import patch_metrics
 from vstain.models.checkpoint import load_generator
 from vstain.pairs import split_roles
 from vstain.phantom import LABELS, ground_truth_labels, ground_truth_pair, load_sample, stain_labels
+from vstain.stages.arguments import add_stage_options
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.train import ensure_selected, fold_pairs, train_fold
 from vstain.stages.volume import normalised_ct_volume
@@ -79,9 +80,7 @@ TISSUES = ("degradation_layer", "new_bone", "dense_bone", "soft_tissue", "screw"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain uncertainty``."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path (default: quick)")
-    parser.add_argument("--force", action="store_true", help="recompute even if the results exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_stage_options(parser, force=True, progress=True)
 
 
 def run_cli(args: argparse.Namespace) -> int:

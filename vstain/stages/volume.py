@@ -28,6 +28,7 @@ from vstain.layout import stage_dir, volume_dir
 from vstain.normalise import normalise_ct
 from vstain.pairs import split_roles
 from vstain.phantom import LABELS, load_sample, stain_labels
+from vstain.stages.arguments import add_stage_options
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.stain import load_forward_stainer
 from vstain.stages.train import ensure_selected
@@ -40,9 +41,7 @@ METRICS_VERSION = 2
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain volume`` (the study's 3D stage on the phantom)."""
-    parser.add_argument("--profile", default="quick", help="profile name or YAML path")
-    parser.add_argument("--force", action="store_true", help="recompute even if the results exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_stage_options(parser, force=True, progress=True)
 
 
 def run_cli(args: argparse.Namespace) -> int:
