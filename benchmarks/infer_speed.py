@@ -25,13 +25,16 @@ measurement (issue "real data in", item 5). A trained CT-to-histology generator 
 
 for step = patch/4 and patch/2 with each blend, fp32 and bf16 autocast, and one forward pass over
 the whole slide (the limit: no overlap, no seams). Today's default (the reference): step = patch/4,
-``mean`` blend, batch 4, fp32. Times are wall-clock, best of ``--repeats``.
+``mean`` blend, batch 4, fp32. Times are wall-clock over ``--repeats`` runs: the median (the
+figure to quote) and the fastest and slowest. ``--configs`` picks some of them by key (``today``,
+``p4-mean-fp32``, ``p2-window-bf16``, ``whole-bf16``, ...; the first one given is the reference of
+the "x first" and "diff from first" columns).
 
 Usage::
 
     .venv/bin/python benchmarks/infer_speed.py --profile quick [--threads 2] [--repeats 3]
     .venv/bin/python benchmarks/infer_speed.py --checkpoint results/quick/models/mod_cyclegan/fold0/last.pt \
-        --pairs-profile quick [--threads 2] [--slice 1024]
+        --pairs-profile quick [--threads 2] [--slice 1024] [--configs today p2-window-bf16 whole-bf16]
 """
 
 from __future__ import annotations
@@ -105,34 +108,45 @@ def sweep_defaults(args) -> None:
         raise SystemExit(f"no registered pairs of profile {args.pairs_profile} (run vstain register --profile ...)")
     pairs = [read_registered_pair(registered_dir(args.pairs_profile) / pid) for pid in ids]
     precisions = [torch.float32] + ([torch.bfloat16] if cpu_has_native_bf16() else [])
-    configs = [dict(name="today", step=patch // 4, blend="mean", batch=4, dtype=torch.float32)]
+    configs = [dict(key="today", name="today", step=patch // 4, blend="mean", batch=4, dtype=torch.float32)]
     for dtype in precisions:
+        precision = "bf16" if dtype == torch.bfloat16 else "fp32"
         for label, step in ((f"patch/4 = {patch // 4}", patch // 4), (f"patch/2 = {patch // 2}", patch // 2)):
             for blend in ("mean", "window"):
-                configs.append(dict(name=f"step {label}, {blend}", step=step, blend=blend, batch=16, dtype=dtype))
-        configs.append(dict(name="whole slide, one forward", step=None, blend="-", batch=1, dtype=dtype))
+                configs.append(dict(key=f"{label[:7].replace('/', '').replace('patch', 'p')}-{blend}-{precision}",
+                                    name=f"step {label}, {blend}", step=step, blend=blend, batch=16, dtype=dtype))
+        configs.append(dict(key=f"whole-{precision}", name="whole slide, one forward", step=None, blend="-",
+                            batch=1, dtype=dtype))
     for config in configs:
         config["patch"] = patch
+    if args.configs:
+        by_key = {config["key"]: config for config in configs}
+        unknown = [key for key in args.configs if key not in by_key]
+        if unknown:
+            raise SystemExit(f"--configs: unknown {', '.join(unknown)}; this CPU offers {', '.join(by_key)}")
+        configs = [by_key[key] for key in args.configs]
     print(f"{args.checkpoint}: {info.get('model')} (patch {patch}), {args.threads} thread(s), "
           f"{len(pairs)} registered pairs of {args.pairs_profile}, wall-clock seconds of one "
-          f"{args.slice} x {args.slice} slice (after a warm-up)")
+          f"{args.slice} x {args.slice} slice (after a warm-up): median of {args.repeats} runs [fastest, slowest]")
 
     # the 1024 x 1024 slice: a registered CT mirrored out to the size (timing does not depend on content)
     ct = pairs[0].ct
     big = np.pad(ct, [(0, max(0, args.slice - n)) for n in ct.shape], mode="symmetric")[:args.slice, :args.slice]
     big_net = ct_network_channels_last(big)
     nets = [ct_network_channels_last(pair.ct) for pair in pairs]
-    print("config                               | precision | batch | s/slice | slices/s | Mvoxels/s | x today "
-          "| seam bg | seam whole | diff from today: max, mean | from patch/4 fp32, same blend: max, mean")
+    print("config (key)                                         | precision | batch | s/slice [range]       "
+          "| slices/s | Mvoxels/s | x first "
+          "| seam bg | seam whole | diff from first: max, mean | from patch/4 fp32, same blend: max, mean")
     baseline = None
     reference: dict[str, list[np.ndarray]] = {}  # rgb of patch/4 fp32 per blend, and today's
     for config in configs:
         stain_network(generator, big_net[:2 * patch, :2 * patch], config)  # warm-up (kernel choice)
-        seconds = np.inf
-        for _ in range(args.repeats):  # best of: other work on a shared machine only slows a run down
+        runs = []
+        for _ in range(args.repeats):
             start = time.perf_counter()
             stain_network(generator, big_net, config)
-            seconds = min(seconds, time.perf_counter() - start)
+            runs.append(time.perf_counter() - start)
+        seconds = float(np.median(runs))
         baseline = baseline or seconds
         seams_bg, seams_all, rgbs = [], [], []
         for pair, net in zip(pairs, nets):
@@ -152,7 +166,9 @@ def sweep_defaults(args) -> None:
             return f"{max(int(d.max()) for d in diffs):8d}, {np.mean([d.mean() for d in diffs]):5.2f}"
 
         precision = "bf16" if config["dtype"] == torch.bfloat16 else "fp32"
-        print(f"{config['name']:36s} | {precision:9s} | {config['batch']:5d} | {seconds:7.2f} | {1 / seconds:8.3f} | "
+        name = f"{config['name']} ({config['key']})"
+        print(f"{name:52s} | {precision:9s} | {config['batch']:5d} | {seconds:7.2f} [{min(runs):5.2f}, "
+              f"{max(runs):5.2f}] | {1 / seconds:8.3f} | "
               f"{args.slice ** 2 / seconds / 1e6:9.3f} | {baseline / seconds:7.1f} | {np.nanmedian(seams_bg):7.3f} | "
               f"{np.nanmedian(seams_all):10.3f} | {differences('today'):>26s} | {differences(config['blend']):>38s}",
               flush=True)
@@ -170,6 +186,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="measure step, blend and precision on this trained checkpoint instead")
     parser.add_argument("--pairs-profile", default="quick", help="registered pairs scored with --checkpoint")
     parser.add_argument("--slice", type=int, default=1024, help="side of the slice timed with --checkpoint")
+    parser.add_argument("--configs", nargs="+", metavar="KEY",
+                        help="with --checkpoint: only these configurations, the first the reference (keys: today, "
+                             "p4-mean-fp32, p4-window-fp32, p2-mean-fp32, p2-window-fp32, whole-fp32, and -bf16 "
+                             "where the CPU has it)")
     args = parser.parse_args()
     if args.checkpoint:
         torch.set_num_threads(args.threads)
