@@ -190,6 +190,13 @@ class RegistrationResult:
         The tilt check (:func:`_tilt_restarts`): how far (degrees) the last round of refits, from
         the fit tilted ``check_tilt_deg`` four ways, still moved the plane to a clearly higher MI
         (0: the fit settled); NaN when the profile sets no refits.
+    tilt_disagreement_deg : float
+        How far from the fit the refits of the tilt check reach planes that fit about as well (MI
+        within ``tilt_agreement_tolerance``): the tilt the data leave open (:func:`_tilt_disagreement`).
+    tilt_error_px : float
+        What that open tilt could cost: the section's tissue radius (CT pixels) times its sine, the
+        largest out-of-plane error such a turn about the tissue's centre makes. Above
+        ``max_tilt_error_px`` the fit is uncertain.
     normal_axis : str
         The volume axis (``z``, ``y`` or ``x``) the fitted normal lies nearest.
     threads : int
@@ -214,6 +221,8 @@ class RegistrationResult:
     silhouette_iou: float = math.nan
     status: str = "ok"
     tilt_spread_deg: float = math.nan
+    tilt_disagreement_deg: float = math.nan
+    tilt_error_px: float = math.nan
     normal_axis: str = "z"
     threads: int = 1
 
@@ -1098,21 +1107,22 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
                                                     config, history, None, pair_id, 0, hint=guess)
         axis, (pre, *slab) = key[0], faces[key[1]]
         view = np.ascontiguousarray(views[axis])
-    affine, origin, axes, final_mi, spread, history = _complete(view, axis, transform, value, slab, pre, grey, fov,
-                                                                factor, scale, ct_voxel_um, histology_pixel_um,
-                                                                config, history, pair_id)
+    affine, origin, axes, final_mi, spread, disagreement, history = _complete(
+        view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
+        config, history, pair_id)
     origin, axes = _to_volume_frame(origin, axes, axis)
     return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
-                   final_mi, initial_mi, history, started, config, pair_id, search, axis, spread)
+                   final_mi, initial_mi, history, started, config, pair_id, search, axis, spread, disagreement)
 
 
 def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
               config, history, pair_id):
     """From a first plane fit: the 2D affine, the plane refits on the undistorted section, the tilt check.
 
-    Returns ``(affine, origin, axes, final_mi, tilt_spread, history)`` in the view's voxel frame.
+    Returns ``(affine, origin, axes, final_mi, tilt_spread, tilt_disagreement, history)`` in the view's
+    voxel frame.
     """
-    spread = math.nan
+    spread = disagreement = math.nan
     for round_ in range(1 + config.refinement_rounds):
         last = round_ == config.refinement_rounds
         if round_ > 0:
@@ -1120,8 +1130,9 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
             transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
                                                 history, (transform, axis), pair_id, round_)
         if last and config.check_tilt_deg > 0:
-            transform, spread = _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um,
-                                               config, pair_id, round_)
+            transform, value, spread, refits = _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um,
+                                                              histology_pixel_um, config, pair_id, round_)
+            disagreement = _tilt_disagreement(transform, value, refits, config.tilt_agreement_tolerance)
         slab_origin, axes = _Plane.from_transform(transform).voxel_frame(ct_voxel_um)
         origin, grid_shape = _plane_grid(slab_origin, axes, view.shape)
         ct_plane = oblique_slice(view, origin, axes, grid_shape)
@@ -1137,7 +1148,7 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
             # the rectified section is the section undistorted (and un-mirrored) by the affine
             transform, pre, slab_grey, slab_fov = _rectify(grey, fov, affine, factor, origin, axes,
                                                            histology_pixel_um, ct_voxel_um)
-    return affine, origin, axes, final_mi, spread, history
+    return affine, origin, axes, final_mi, spread, disagreement, history
 
 
 def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
@@ -1154,9 +1165,12 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
 
     Returns
     -------
-    (transform, spread_deg)
+    (transform, value, spread_deg, refits)
+        The fit after the check and its metric value (minus MI); ``refits``: every refit's plane
+        normal and metric value, for :func:`_tilt_disagreement`.
     """
     spread = 0.0
+    refits: list[tuple[np.ndarray, float]] = []
     for round_index in range(cfg.tilt_refit_rounds):
         best_value, best = value, transform
         # The first round reaches over the whole cone (rings check_tilt_deg apart, 8 directions): a steep
@@ -1171,14 +1185,31 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
                                                       [], (start, axis), pair_id, round_)
             except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
                 continue
+            refits.append((_normal_of(refit), float(refit_value)))
             if refit_value < best_value and refit_value < value - cfg.tilt_refit_gain * abs(value):  # minus MI
                 best_value, best = refit_value, refit
         cosine = abs(float(np.dot(_normal_of(transform), _normal_of(best))))
         spread = math.degrees(math.acos(min(1.0, cosine)))
         if best is transform:
-            return transform, 0.0
+            return transform, value, 0.0, refits
         transform, value = best, best_value
-    return transform, spread
+    return transform, value, spread, refits
+
+
+def _tilt_disagreement(transform, value, refits, tolerance) -> float:
+    """How far from the fit the refits reach that fit about as well: the tilt's indeterminacy, degrees.
+
+    The largest angle between the fit's plane normal and that of any refit (:func:`_tilt_restarts`)
+    whose MI is within ``tolerance`` (relative) of the fit's. Where the MI peaks sharply at the fit,
+    the refits from the tilted starts come back to it (a fraction of a degree) or stop on other,
+    clearly lower optima; where it is flat over the tilt (a section with few features, or the MI
+    favouring no plane), they stop wherever the slope runs out, at MI as good as the fit's, degrees
+    away: the data do not fix the tilt. 0 with no refits.
+    """
+    normal = _normal_of(transform)
+    angles = [math.degrees(math.acos(min(1.0, abs(float(np.dot(normal, other))))))
+              for other, other_value in refits if other_value <= value + tolerance * abs(value)]  # minus MI
+    return max(angles, default=0.0)
 
 
 def _checked_landmarks(landmarks, histology_shape, ct_shape, pair_id):
@@ -1258,7 +1289,8 @@ def _rectify(grey, fov, affine, factor, origin, axes, histology_pixel_um, ct_vox
 
 
 def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um, final_mi, initial_mi,
-            history, started, cfg, pair_id, search, axis=0, tilt_spread=math.nan) -> RegistrationResult:
+            history, started, cfg, pair_id, search, axis=0, tilt_spread=math.nan,
+            tilt_disagreement=math.nan) -> RegistrationResult:
     """Checks, crop to the common field of view, warp the RGB section, judge the fit (:func:`_judge`)."""
     normal = np.cross(axes[0], axes[1])
     normal /= np.linalg.norm(normal)
@@ -1283,6 +1315,11 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
     inside = _inside_volume(voxels, ct.shape)
     tissue = _tissue_pixels(histology_grey(histology[::step, ::step])[ys, xs])
     inside_fraction = float(inside[tissue].mean()) if tissue.any() else float(inside.mean())
+    # The error a tilt as undetermined as the refits show could make: the section's tissue turned about
+    # its centre by that angle moves out of the plane by up to its radius times the sine.
+    tissue_voxels = voxels[tissue] if tissue.any() else voxels
+    radius = float(np.max(np.linalg.norm(tissue_voxels - tissue_voxels.mean(axis=0), axis=1)))
+    tilt_error = radius * math.sin(math.radians(tilt_disagreement)) if math.isfinite(tilt_disagreement) else math.nan
     if inside_fraction < cfg.min_inside_fraction or not inside.any():
         raise RegistrationFailed(
             f"pair {pair_id}: the fitted plane leaves the volume ({100 * (1 - inside_fraction):.0f} % of the "
@@ -1319,9 +1356,10 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
         pixel_size_um=ct_voxel_um, mutual_information=float(final_mi),
         initial_mutual_information=float(initial_mi), mi_history=history,
         seconds=time.perf_counter() - started, mi_margin=margin, silhouette_iou=iou,
-        tilt_spread_deg=float(tilt_spread), normal_axis=AXIS_NAMES[axis],
+        tilt_spread_deg=float(tilt_spread), tilt_disagreement_deg=float(tilt_disagreement),
+        tilt_error_px=float(tilt_error), normal_axis=AXIS_NAMES[axis],
         threads=int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()),
-        status=_judge(margin, iou, cfg, tilt_spread),
+        status=_judge(margin, iou, cfg, tilt_spread, tilt_error, tilt_disagreement),
     )
 
 
@@ -1369,7 +1407,8 @@ def silhouette_iou(ct_slice: np.ndarray, ct_valid: np.ndarray, histology: np.nda
     return float((ct_sample & section).sum() / union) if union else math.nan
 
 
-def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan) -> str:
+def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan, tilt_error: float = math.nan,
+           tilt_disagreement: float = math.nan) -> str:
     """``ok``, or ``uncertain: <reasons>`` when the fit may be a wrong local optimum."""
     reasons = []
     if math.isfinite(mi_margin) and mi_margin < 0:
@@ -1384,6 +1423,11 @@ def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan) -> 
         reasons.append(f"after {cfg.tilt_refit_rounds} rounds of refits from tilts of {cfg.check_tilt_deg:g} deg the "
                        f"plane still moved {tilt_spread:.1f} deg to a higher MI, beyond "
                        f"registration.max_tilt_spread_deg {cfg.max_tilt_spread_deg}: the tilt has not settled")
+    if math.isfinite(tilt_error) and tilt_error > cfg.max_tilt_error_px:
+        reasons.append(f"refits reach planes {tilt_disagreement:.1f} deg from the fit with MI within "
+                       f"registration.tilt_agreement_tolerance {cfg.tilt_agreement_tolerance} of its: the data do "
+                       f"not fix the tilt, and a tilt that far moves the section's edge {tilt_error:.1f} CT px, "
+                       f"beyond registration.max_tilt_error_px {cfg.max_tilt_error_px}")
     return "uncertain: " + "; ".join(reasons) if reasons else "ok"
 
 
