@@ -374,21 +374,21 @@ def test_search_and_phantom_ranges_are_checked_by_the_profile_loader(tmp_path, s
 def test_the_open_tilt_is_the_farthest_refit_that_fits_as_well():
     from vstain.registration import _tilt_disagreement
 
-    def plane(tilt_deg):  # a transform whose plane normal is tilted about x by tilt_deg
+    def normal(tilt_deg):  # the plane normal tilted about x by tilt_deg
         transform = sitk.Euler3DTransform()
         transform.SetRotation(math.radians(tilt_deg), 0.0, 0.0)
-        return transform
+        return np.asarray(transform.GetMatrix()).reshape(3, 3)[:, 2]
 
-    def normal(tilt_deg):
-        return np.asarray(plane(tilt_deg).GetMatrix()).reshape(3, 3)[:, 2]
-
-    fit, value = plane(0.0), -0.50  # minus MI
-    refits = [(normal(0.2), -0.50), (normal(3.0), -0.4995), (normal(9.0), -0.45), (normal(-6.0), -0.499)]
+    fit = normal(0.0)
+    reference = (normal(0.1), -0.50)  # the fit refitted untilted on the check's level; values are minus MI
+    refits = [reference, (normal(0.2), -0.50), (normal(3.0), -0.4995), (normal(9.0), -0.45), (normal(-6.0), -0.499)]
     # within 0.2 %: the refits at 0.2, 3 and -6 degrees; the one at 9 degrees fits clearly worse
-    assert _tilt_disagreement(fit, value, refits, 0.002) == pytest.approx(6.0, abs=1e-6)
-    assert _tilt_disagreement(fit, value, refits, 0.0005) == pytest.approx(0.2, abs=1e-6)
-    assert _tilt_disagreement(fit, value, refits, 0.2) == pytest.approx(9.0, abs=1e-6)
-    assert _tilt_disagreement(fit, value, [], 0.002) == 0.0
+    assert _tilt_disagreement(fit, refits, 0.002) == pytest.approx(6.0, abs=1e-6)
+    assert _tilt_disagreement(fit, refits, 0.0005) == pytest.approx(0.2, abs=1e-6)
+    assert _tilt_disagreement(fit, refits, 0.2) == pytest.approx(9.0, abs=1e-6)
+    # the reference counts too: levels that disagree on the tilt leave it open
+    assert _tilt_disagreement(fit, [(normal(4.0), -0.5)], 0.002) == pytest.approx(4.0, abs=1e-6)
+    assert _tilt_disagreement(fit, [], 0.002) == 0.0
 
 
 def test_an_open_tilt_that_could_move_the_section_beyond_the_limit_is_uncertain():

@@ -453,10 +453,15 @@ class _Plane:
         return origin, axes
 
 
-def _new_method(bins: int, mask: sitk.Image | None, history: list, stage: str, level: int) -> sitk.ImageRegistrationMethod:
+def _new_method(bins: int, mask: sitk.Image | None, history: list, stage: str, level: int,
+                sampling: float = 1.0) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
-    method.SetMetricSamplingStrategy(method.NONE)  # every fixed pixel: deterministic
+    if sampling < 1.0:  # a fixed random subset of the fixed pixels: a fixed seed keeps it deterministic
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentage(float(sampling), SAMPLING_SEED)
+    else:
+        method.SetMetricSamplingStrategy(method.NONE)  # every fixed pixel: deterministic
     # The slab samples a few thousand points of a large volume: gradients at those points are cheaper
     # than a gradient image of the whole volume, which ITK would otherwise rebuild for every start.
     method.SetMetricUseMovingImageGradientFilter(False)
@@ -496,7 +501,7 @@ def _to_view_frame(points: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_, *,
-               hint=None, n_finest=None):
+               hint=None, n_finest=None, sampling=1.0):
     """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT view, um).
 
     ``views`` maps a volume axis to the CT turned so that axis is its first (:data:`AXIS_ORDERS`);
@@ -505,7 +510,8 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
     (:func:`_search_start`), each start is tilted over the cone (:func:`_best_tilt`), and the best
     pose of each distinct orientation goes on to the finer levels, where the finest picks the
     fit. ``start`` is ``(transform, axis)``: a refinement of the ``n_finest`` finest levels
-    (default ``refinement_levels``). Returns the transform, its key ``(axis, face)``, the
+    (default ``refinement_levels``); ``sampling`` is the fraction of the section's pixels the
+    metric samples (a fixed random subset). Returns the transform, its key ``(axis, face)``, the
     orientation check (:func:`_orientation_margin` at the finest level that still had a rival;
     empty after a given ``start``) and the final metric value (minus MI).
     """
@@ -582,7 +588,7 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
         for start_transform, key, allowed in starts:
             fixed, mask, _, bins = level_images(key[1])
             trial_history: list[dict[str, Any]] = []
-            method = _new_method(bins, mask, trial_history, f"plane{round_}", level)
+            method = _new_method(bins, mask, trial_history, f"plane{round_}", level, sampling)
             method.SetOptimizerAsRegularStepGradientDescent(
                 learningRate=2.0 * um, minStep=0.01 * um, numberOfIterations=cfg.plane_iterations,
                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8,
@@ -1132,7 +1138,7 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
         if last and config.check_tilt_deg > 0:
             transform, value, spread, refits = _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um,
                                                               histology_pixel_um, config, pair_id, round_)
-            disagreement = _tilt_disagreement(transform, value, refits, config.tilt_agreement_tolerance)
+            disagreement = _tilt_disagreement(_normal_of(transform), refits, config.tilt_agreement_tolerance)
         slab_origin, axes = _Plane.from_transform(transform).voxel_frame(ct_voxel_um)
         origin, grid_shape = _plane_grid(slab_origin, axes, view.shape)
         ct_plane = oblique_slice(view, origin, axes, grid_shape)
@@ -1151,28 +1157,51 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
     return affine, origin, axes, final_mi, spread, disagreement, history
 
 
+#: Refits of the tilt check that are refined on the finest level, at most, per round.
+CHECK_CONFIRMATIONS = 3
+#: The tilt check's refits sample this fraction of the section's pixels (its confirmations, all).
+CHECK_SAMPLING = 0.25
+#: Seed of the metric's pixel sampling: the same pixels every run.
+SAMPLING_SEED = 20250601
+
+
 def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
     """The check against a wrong tilt: refit from the fit tilted over the cone.
 
     The first round starts from the fit tilted by every multiple of ``check_tilt_deg`` up to
     ``max_tilt_deg``, 8 directions each; later rounds by ``check_tilt_deg``, 4 directions.
-    On a right fit the refits (the ``refinement_levels`` finest levels) end no higher than the fit:
-    wherever the optimiser stops on the flanks, the fit is the top. A fit a few degrees too far over
-    (on a partial or featureless section, or a steep plane that converged towards an axial one) lies
-    on a slope: a refit climbs clearly higher (``tilt_refit_gain``, relative MI) and replaces the fit,
-    and the refits start again from there, up to ``tilt_refit_rounds`` rounds. The spread is how far
-    the last round still moved the plane: 0 when the fit settled, more when it was still climbing.
+    The refits run on the ``refinement_levels`` finest levels on a fixed random quarter of the
+    section's pixels (:data:`CHECK_SAMPLING`: the check costs a fraction of the fit), and so does
+    the fit itself, refitted untilted: their reference. On a right fit the refits end no higher
+    than the reference: wherever the optimiser stops on the flanks, the fit is the top. A fit a
+    few degrees too far over (on a partial or featureless section, or a steep plane that converged
+    towards an axial one) lies on a slope: a refit climbs as high or higher. The best few distinct
+    planes the refits reach (:data:`CHECK_CONFIRMATIONS`) are refined with every pixel on the
+    finest level, and the best replaces the fit if it beats it there by ``tilt_refit_gain``
+    (relative MI); the refits start again from the new fit, up to ``tilt_refit_rounds`` rounds. The spread is how far the last round
+    still moved the plane: 0 when the fit settled, more when it was still climbing.
 
     Returns
     -------
     (transform, value, spread_deg, refits)
-        The fit after the check and its metric value (minus MI); ``refits``: every refit's plane
-        normal and metric value, for :func:`_tilt_disagreement`.
+        The fit after the check and its metric value (minus MI, finest level); ``refits``: the
+        reference's plane normal and value and every refit's, on the check's level, for
+        :func:`_tilt_disagreement`.
     """
+    def refit(start, n_finest=None, sampling=CHECK_SAMPLING):
+        return _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg, [], (start, axis), pair_id,
+                          round_, n_finest=n_finest, sampling=sampling)
+
     spread = 0.0
+    reference: tuple[np.ndarray, float] = (_normal_of(transform), float(value))
     refits: list[tuple[np.ndarray, float]] = []
     for round_index in range(cfg.tilt_refit_rounds):
-        best_value, best = value, transform
+        try:
+            ref_transform, _, _, ref_value = refit(transform)
+            reference = (_normal_of(ref_transform), float(ref_value))
+        except RegistrationFailed:
+            ref_value = math.inf
+        refits, candidates = [], []
         # The first round reaches over the whole cone (rings check_tilt_deg apart, 8 directions): a steep
         # plane that converged to an axial one is far from it; later rounds look round the new fit.
         rings = np.arange(cfg.check_tilt_deg, cfg.max_tilt_deg + 1e-9, cfg.check_tilt_deg) if round_index == 0 \
@@ -1181,35 +1210,55 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
         for tilt, k in ((tilt, k) for tilt in rings for k in range(n_directions)):
             start = _tilted(transform, k * 2 * math.pi / n_directions, tilt)
             try:
-                refit, _, _, refit_value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg,
-                                                      [], (start, axis), pair_id, round_)
+                candidate, _, _, candidate_value = refit(start)
             except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
                 continue
-            refits.append((_normal_of(refit), float(refit_value)))
-            if refit_value < best_value and refit_value < value - cfg.tilt_refit_gain * abs(value):  # minus MI
-                best_value, best = refit_value, refit
-        cosine = abs(float(np.dot(_normal_of(transform), _normal_of(best))))
+            refits.append((_normal_of(candidate), float(candidate_value)))
+            candidates.append((float(candidate_value), candidate))
+        # The best CHECK_CONFIRMATIONS distinct planes the refits reached (not the fit again) are refined with every
+        # pixel on the finest level, whatever their sampled MI (the sampling and the levels may rank near-equal
+        # planes differently); the best replaces the fit if it beats it there by tilt_refit_gain.
+        close: list[tuple[float, Any]] = []
+        for candidate in sorted(candidates, key=lambda c: c[0]):
+            planes = [reference[0]] + [_normal_of(c[1]) for c in close]
+            if all(abs(float(np.dot(_normal_of(candidate[1]), n))) < math.cos(math.radians(0.5)) for n in planes):
+                close.append(candidate)
+            if len(close) == CHECK_CONFIRMATIONS:
+                break
+        moved, best_value = None, value - cfg.tilt_refit_gain * abs(value)
+        for _, candidate in close:
+            try:
+                finer, _, _, finer_value = refit(candidate, n_finest=1, sampling=1.0)
+            except RegistrationFailed:
+                continue
+            if finer_value < best_value:  # minus MI: lower is better
+                best_value, moved = finer_value, (finer, finer_value)
+        if moved is None:
+            return transform, value, 0.0, [reference] + refits
+        cosine = abs(float(np.dot(_normal_of(transform), _normal_of(moved[0]))))
         spread = math.degrees(math.acos(min(1.0, cosine)))
-        if best is transform:
-            return transform, value, 0.0, refits
-        transform, value = best, best_value
-    return transform, value, spread, refits
+        transform, value = moved
+    return transform, value, spread, [reference] + refits
 
 
-def _tilt_disagreement(transform, value, refits, tolerance) -> float:
-    """How far from the fit the refits reach that fit about as well: the tilt's indeterminacy, degrees.
+def _tilt_disagreement(fit_normal, refits, tolerance) -> float:
+    """How far from the fit the planes reach that fit about as well: the tilt's indeterminacy, degrees.
 
-    The largest angle between the fit's plane normal and that of any refit (:func:`_tilt_restarts`)
-    whose MI is within ``tolerance`` (relative) of the fit's. Where the MI peaks sharply at the fit,
-    the refits from the tilted starts come back to it (a fraction of a degree) or stop on other,
-    clearly lower optima; where it is flat over the tilt (a section with few features, or the MI
-    favouring no plane), they stop wherever the slope runs out, at MI as good as the fit's, degrees
-    away: the data do not fix the tilt. 0 with no refits.
+    ``refits`` is :func:`_tilt_restarts`' list: first the fit refitted untilted on the check's
+    level (the reference), then every refit there, each ``(plane normal, minus MI)``. The result is
+    the largest angle between the fit's normal ``fit_normal`` and the reference's or that of any
+    refit whose MI is within ``tolerance`` (relative) of the reference's. Where the MI peaks sharply
+    at the fit, the reference stays on it and the refits from the tilted starts come back to it (a
+    fraction of a degree) or stop on other, clearly lower optima; where it is flat over the tilt (a
+    section with few features, or the MI favouring no plane), they stop wherever the slope runs
+    out, at MI as good as the fit's, degrees away; where the levels disagree on the tilt, the
+    reference itself moves away. Either way the data do not fix the tilt. 0 with no refits.
     """
-    normal = _normal_of(transform)
-    angles = [math.degrees(math.acos(min(1.0, abs(float(np.dot(normal, other))))))
-              for other, other_value in refits if other_value <= value + tolerance * abs(value)]  # minus MI
-    return max(angles, default=0.0)
+    if not refits:
+        return 0.0
+    (normal, value), others = refits[0], refits[1:]
+    near = [normal] + [other for other, other_value in others if other_value <= value + tolerance * abs(value)]
+    return max(math.degrees(math.acos(min(1.0, abs(float(np.dot(fit_normal, other)))))) for other in near)
 
 
 def _checked_landmarks(landmarks, histology_shape, ct_shape, pair_id):
