@@ -1,6 +1,6 @@
 """Seconds per pair and registration accuracy per case type on a profile's synthetic dataset (default: quick).
 
-Usage: python benchmarks/registration_speed.py [--profile quick] [--threads 2] [--limit N] [--pairs a,b]
+Usage: python benchmarks/registration_speed.py [--profile quick] [--threads 1] [--workers 2] [--limit N] [--pairs a,b]
 
 Draws the profile's phantom pairs (the same, seed for seed, as its dataset; ``--limit``
 takes the first N of each stain), registers each with the profile's settings (``--threads``
@@ -9,7 +9,10 @@ fit ran with, read back from the result) and prints per-pair figures and the iss
 per case type (``vstain.stages.register.CASE_TYPES``: rotated, mirrored, tilted, other axis; a
 pair counts in each of its types): median angle error (< 0.5 deg), median TRE (< 1 CT px),
 95th percentile of the pairs' median TRE (< 3 px), pairs with worst TRE > 5 px that were
-flagged and that were not (silent failures, target 0), and seconds per pair (<= 30 s).
+flagged and that were not (silent failures, target 0), and seconds per pair (<= 30 s): each pair's own
+time, and the wall time of the whole run divided by the pairs. ``--workers`` (default: the profile's
+``registration.workers``) registers that many pairs at once, one process each, as the stage does: on 2
+cores, two one-thread fits make the wall time per pair about half a fit's time.
 A pair flagged ``uncertain`` or ``failed`` is counted, and its errors shown.
 """
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import pandas as pd
 
@@ -29,7 +34,31 @@ from vstain.registration import RegistrationFailed, register_section_to_volume, 
 from vstain.stages.register import case_flags, case_summary
 
 TARGETS = {"median angle error (deg)": 0.5, "median TRE (px)": 1.0, "95th percentile TRE (px)": 3.0,
-           "wrong, not flagged": 0, "median seconds": 30.0}
+           "wrong, not flagged": 0, "wall seconds per pair": 30.0}
+
+
+def measure_pair(dataset_config, config, item) -> tuple[dict, set]:
+    """Draw one planned pair, register it, and measure it against its truth (run in a worker process)."""
+    sample = make_sample(dataset_config, item["pair_id"], item["material"], item["stain"], item["beamtime"],
+                         item["session"], item["seed"])
+    fov = field_of_view_mask(sample.histology) if sample.stain == "he" else None
+    row = {"pair_id": sample.pair_id, "stain": sample.stain, **case_flags(sample.details),
+           "rotation_deg": sample.details["affine"]["rotation_deg"], "tilt_deg": sample.details["tilt_deg"],
+           "axis": sample.details["normal_axis"]}
+    threads = set()
+    started = time.perf_counter()
+    try:
+        result = register_section_to_volume(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
+                                            histology_pixel_um=sample.histology_pixel_um, config=config,
+                                            fov_mask=fov, pair_id=sample.pair_id)
+        threads.add(result.threads)
+        row.update(seconds=time.perf_counter() - started, **registration_errors(result, sample),
+                   mi_margin=result.mi_margin, silhouette_iou=result.silhouette_iou,
+                   tilt_spread_deg=result.tilt_spread_deg, tilt_error_px=result.tilt_error_px,
+                   status=result.status.split(":")[0])
+    except RegistrationFailed as err:
+        row.update(seconds=time.perf_counter() - started, status="failed", reason=str(err))
+    return row, threads
 
 
 def main() -> None:
@@ -37,6 +66,8 @@ def main() -> None:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--threads", type=int, default=None,
                         help="SimpleITK threads (default: the profile's registration.threads)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="pairs registered at once, one process each (default: the profile's registration.workers)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs of each stain")
     parser.add_argument("--pairs", default=None, help="only these pairs (comma-separated ids)")
     args = parser.parse_args()
@@ -50,45 +81,36 @@ def main() -> None:
     if args.pairs:
         wanted = set(args.pairs.split(","))
         plan = [p for p in plan if p["pair_id"] in wanted]
+    workers = config.workers if args.workers is None else args.workers
     rows, threads_used = [], set()
-    for item in plan:
-        sample = make_sample(profile.dataset, item["pair_id"], item["material"], item["stain"], item["beamtime"],
-                             item["session"], item["seed"])
-        fov = field_of_view_mask(sample.histology) if sample.stain == "he" else None
-        row = {"pair_id": sample.pair_id, "stain": sample.stain, **case_flags(sample.details),
-               "rotation_deg": sample.details["affine"]["rotation_deg"], "tilt_deg": sample.details["tilt_deg"],
-               "axis": sample.details["normal_axis"]}
-        started = time.perf_counter()
-        try:
-            result = register_section_to_volume(sample.ct_volume, sample.histology,
-                                                ct_voxel_um=sample.ct_voxel_um,
-                                                histology_pixel_um=sample.histology_pixel_um,
-                                                config=config, fov_mask=fov, pair_id=sample.pair_id)
-            threads_used.add(result.threads)
-            row.update(seconds=time.perf_counter() - started, **registration_errors(result, sample),
-                       mi_margin=result.mi_margin, silhouette_iou=result.silhouette_iou,
-                       tilt_spread_deg=result.tilt_spread_deg, status=result.status.split(":")[0])
-        except RegistrationFailed as err:
-            row.update(seconds=time.perf_counter() - started, status="failed", reason=str(err))
-        rows.append(row)
-        print(pd.DataFrame([row]).drop(columns="reason", errors="ignore").round(3)
-              .to_string(index=False, header=len(rows) == 1), flush=True)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(measure_pair, profile.dataset, config, item) for item in plan]
+        for future in as_completed(futures):
+            row, threads = future.result()
+            threads_used |= threads
+            rows.append(row)
+            print(pd.DataFrame([row]).drop(columns="reason", errors="ignore").round(3)
+                  .to_string(index=False, header=len(rows) == 1), flush=True)
+    wall = time.perf_counter() - started
     table = pd.DataFrame(rows)
     for column in ("angle_error_deg", "tre_median_px", "tre_max_px"):
         if column not in table:
             table[column] = float("nan")
     print(f"\nprofile {profile.name}: {len(table)} pairs, {int((table['status'] == 'ok').sum())} registered, "
           f"{int((table['status'] == 'uncertain').sum())} uncertain, {int((table['status'] == 'failed').sum())} "
-          f"failed; SimpleITK threads used {sorted(threads_used) or 'none'} (asked {config.threads})")
+          f"failed; SimpleITK threads used {sorted(threads_used) or 'none'} (asked {config.threads}), "
+          f"{workers} pairs at once: {wall:.0f} s wall, {wall / max(len(table), 1):.1f} s per pair")
     for _, row in table[table["status"] == "failed"].iterrows():
         print(f"  failed {row['pair_id']}: {row['reason']}")
     summary = case_summary(table)
     pd.set_option("display.width", 200)
     print(summary.round(2).to_string(index=False))
     verdicts = []
+    figures = {**summary.set_index("case").loc["all"].to_dict(), "wall seconds per pair": wall / max(len(table), 1)}
     for name, target in TARGETS.items():
-        value = float(summary.set_index("case").loc["all", name])
-        met = value <= target if name == "wrong, not flagged" or name == "median seconds" else value < target
+        value = float(figures[name])
+        met = value <= target if name in ("wrong, not flagged", "wall seconds per pair") else value < target
         verdicts.append(f"{name} {value:.2f} (target {'<=' if 'seconds' in name or 'wrong' in name else '<'} "
                         f"{target}: {'met' if met else 'NOT met'})")
     print("all pairs: " + "; ".join(verdicts))

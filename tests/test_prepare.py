@@ -1,11 +1,14 @@
 """The registration stage driver is idempotent: nothing recomputed, no table rewritten, failures remembered."""
 
+import dataclasses
 import os
 
+import numpy as np
 import pandas as pd
 
 from vstain.config import load_profile
 from vstain.layout import stage_dir
+from vstain.pairs import read_registered_pair
 from vstain.registration import RegistrationFailed
 from vstain.stages import register
 
@@ -127,3 +130,29 @@ def test_registration_cases_come_from_the_ground_truth(tmp_path):
     assert summary.loc["all", "flagged, TRE > 5 px"] == 1 and summary.loc["all", "wrong, not flagged"] == 1
     assert summary.loc["tilted", "pairs"] == 2 and summary.loc["tilted", "wrong, not flagged"] == 1
     assert summary.loc["other axis", "median TRE (px)"] == 0.2
+
+
+def test_two_workers_register_the_pairs_exactly_as_one_does(smoke_dataset, tmp_path, monkeypatch):
+    profile = load_profile("smoke")
+    tables = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / f"w{workers}"))
+        tables[workers] = register.ensure_registered(profile, stain="he", progress=False,
+                                                     manifest_path=smoke_dataset, workers=workers)
+    one, two = (tables[w].drop(columns="seconds") for w in (1, 2))
+    assert (one["status"] == "ok").sum() >= 2
+    pd.testing.assert_frame_equal(one, two)  # each fit runs on one ITK thread, whatever the workers
+    for pair_id in one.loc[one["status"] == "ok", "pair_id"]:
+        first, second = (read_registered_pair(tmp_path / f"w{w}" / "smoke" / "registered" / pair_id) for w in (1, 2))
+        assert np.array_equal(first.ct, second.ct) and np.array_equal(first.histology, second.histology)
+
+
+def test_the_number_of_workers_does_not_invalidate_registered_pairs(smoke_dataset):
+    from vstain.manifest import load_manifest
+
+    profile = load_profile("smoke")
+    entry = load_manifest(smoke_dataset).pairs[0]
+    more = dataclasses.replace(profile, registration=dataclasses.replace(profile.registration, workers=8))
+    fewer_threads = dataclasses.replace(profile, registration=dataclasses.replace(profile.registration, threads=2))
+    assert register._config_key(more, entry) == register._config_key(profile, entry)
+    assert register._config_key(fewer_threads, entry) != register._config_key(profile, entry)

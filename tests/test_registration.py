@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import yaml
 from scipy import ndimage as ndi
 
@@ -255,7 +256,9 @@ FULL = dataclasses.replace(PROFILE.registration, max_tilt_deg=QUICK.registration
                            check_tilt_deg=QUICK.registration.check_tilt_deg,
                            tilt_refit_gain=QUICK.registration.tilt_refit_gain,
                            tilt_refit_rounds=QUICK.registration.tilt_refit_rounds,
-                           max_tilt_spread_deg=QUICK.registration.max_tilt_spread_deg)
+                           max_tilt_spread_deg=QUICK.registration.max_tilt_spread_deg,
+                           tilt_agreement_tolerance=QUICK.registration.tilt_agreement_tolerance,
+                           max_tilt_error_px=QUICK.registration.max_tilt_error_px)
 
 
 def _seeded(seed: int, cfg=None):
@@ -272,6 +275,7 @@ def test_recovers_a_strongly_tilted_section_along_any_volume_axis(seed, axis):
     assert result.normal_axis == axis
     assert errors["angle_error_deg"] < 2.5 and errors["tre_median_px"] < 2.0 and errors["tre_max_px"] < 5.0
     assert result.tilt_spread_deg <= FULL.max_tilt_spread_deg
+    assert result.tilt_error_px <= FULL.max_tilt_error_px  # a sharp MI peak: the refits agree on the tilt
 
 
 def test_the_search_picks_the_right_axis_where_every_axis_could_hold_the_section():
@@ -365,3 +369,54 @@ def test_search_and_phantom_ranges_are_checked_by_the_profile_loader(tmp_path, s
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ProfileError, match=rf"variant\.yaml: {section}\.{key}(\[\d\])? must be .*"):
         load_profile(path)
+
+
+def test_the_open_tilt_is_the_farthest_refit_that_fits_as_well():
+    from vstain.registration import _tilt_disagreement
+
+    def normal(tilt_deg):  # the plane normal tilted about x by tilt_deg
+        transform = sitk.Euler3DTransform()
+        transform.SetRotation(math.radians(tilt_deg), 0.0, 0.0)
+        return np.asarray(transform.GetMatrix()).reshape(3, 3)[:, 2]
+
+    fit = normal(0.0)
+    reference = (normal(0.1), -0.50)  # the fit refitted untilted on the check's level; values are minus MI
+    refits = [reference, (normal(0.2), -0.50), (normal(3.0), -0.4995), (normal(9.0), -0.45), (normal(-6.0), -0.499)]
+    # within 0.2 %: the refits at 0.2, 3 and -6 degrees; the one at 9 degrees fits clearly worse
+    assert _tilt_disagreement(fit, refits, 0.002) == pytest.approx(6.0, abs=1e-6)
+    assert _tilt_disagreement(fit, refits, 0.0005) == pytest.approx(0.2, abs=1e-6)
+    assert _tilt_disagreement(fit, refits, 0.2) == pytest.approx(9.0, abs=1e-6)
+    # the reference counts too: levels that disagree on the tilt leave it open
+    assert _tilt_disagreement(fit, [(normal(4.0), -0.5)], 0.002) == pytest.approx(4.0, abs=1e-6)
+    assert _tilt_disagreement(fit, [], 0.002) == 0.0
+
+
+def test_an_open_tilt_that_could_move_the_section_beyond_the_limit_is_uncertain():
+    from vstain.registration import _judge
+
+    cfg = QUICK.registration
+    assert _judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 0.9, 3.0) == "ok"
+    verdict = _judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 1.1, 6.0)
+    assert verdict.startswith("uncertain") and "max_tilt_error_px" in verdict and "6.0 deg" in verdict
+
+
+@pytest.mark.xfail(strict=True, reason="known silent failure: a strip one sixth of a smoke section (96 x 16 CT px) "
+                   "registers 21 deg off (worst TRE 48 px) with MI margin 0.067, silhouette IoU 0.88 and open tilt "
+                   "1.8 px: every check passes it")
+def test_a_narrow_strip_of_section_leaves_its_tilt_open_and_is_flagged_or_accurate(sample):
+    """A strip of the section (a partial field of view) fixes the plane along the strip, not across it:
+    the refits of the tilt check stop degrees apart at equal MI. Such a fit fails or is flagged, or else is right."""
+    rows = sample.histology.shape[0]
+    strip = np.zeros(sample.histology.shape[:2], bool)
+    strip[rows // 2 - rows // 12: rows // 2 + rows // 12] = True
+    histology = np.where(strip[..., None], sample.histology, 0).astype(np.uint8)
+    try:
+        result = register_section_to_volume(sample.ct_volume, histology, ct_voxel_um=sample.ct_voxel_um,
+                                            histology_pixel_um=sample.histology_pixel_um, config=FULL,
+                                            fov_mask=strip, pair_id="strip")
+    except RegistrationFailed as err:
+        assert "pair strip" in str(err)
+        return
+    errors = registration_errors(result, dataclasses.replace(sample, fov_mask=sample.fov_mask & strip))
+    assert result.tilt_disagreement_deg >= 0 and math.isfinite(result.tilt_error_px)
+    assert result.status != "ok" or errors["tre_max_px"] < 5.0, (result.status, errors)

@@ -88,6 +88,7 @@ class RegistrationConfig:
     refinement_levels: int  # finest pyramid levels used by each refit
     min_inside_fraction: float  # less of the section than this inside the volume is a failure
     threads: int  # SimpleITK threads; 1 makes every fit bit-for-bit reproducible (ITK reductions vary with threads)
+    workers: int  # pairs registered at once, one process each (the stage's parallelism; results do not depend on it)
     n_orientation_starts: int  # best grid poses of other orientations also refined: the competitors of the MI margin
     orientation_separation_deg: float  # poses further apart in in-plane rotation (or of the other face) differ
     min_mi_margin: float  # (MI of the fit - MI of the best other orientation) / MI of the fit; below: uncertain
@@ -96,6 +97,8 @@ class RegistrationConfig:
     tilt_refit_gain: float  # a refit whose MI beats the fit's by this fraction replaces it
     tilt_refit_rounds: int  # rounds of refits from the tilted fit, each from the best so far
     max_tilt_spread_deg: float  # a last round that still moved the fit further than this: uncertain
+    tilt_agreement_tolerance: float  # refits with MI within this fraction of the fit's fit as well as it
+    max_tilt_error_px: float  # tissue radius x sin(farthest such refit's tilt) above this (CT px): uncertain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,6 +468,10 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
          "between 1 and registration.pyramid_levels"),
         ("registration.min_inside_fraction", r.min_inside_fraction, 0 < r.min_inside_fraction <= 1, fraction),
         ("registration.threads", r.threads, r.threads >= 1, at_least_one),
+        ("registration.workers", r.workers, r.workers >= 1, at_least_one),
+        ("registration.tilt_agreement_tolerance", r.tilt_agreement_tolerance,
+         0 <= r.tilt_agreement_tolerance < 1, "a fraction in [0, 1)"),
+        ("registration.max_tilt_error_px", r.max_tilt_error_px, r.max_tilt_error_px > 0, "positive"),
         ("registration.n_orientation_starts", r.n_orientation_starts, r.n_orientation_starts >= 0, "non-negative"),
         ("registration.orientation_separation_deg", r.orientation_separation_deg,
          0 < r.orientation_separation_deg <= 180, "an angle in (0, 180] degrees"),

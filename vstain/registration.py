@@ -190,6 +190,13 @@ class RegistrationResult:
         The tilt check (:func:`_tilt_restarts`): how far (degrees) the last round of refits, from
         the fit tilted ``check_tilt_deg`` four ways, still moved the plane to a clearly higher MI
         (0: the fit settled); NaN when the profile sets no refits.
+    tilt_disagreement_deg : float
+        How far from the fit the refits of the tilt check reach planes that fit about as well (MI
+        within ``tilt_agreement_tolerance``): the tilt the data leave open (:func:`_tilt_disagreement`).
+    tilt_error_px : float
+        What that open tilt could cost: the section's tissue radius (CT pixels) times its sine, the
+        largest out-of-plane error such a turn about the tissue's centre makes. Above
+        ``max_tilt_error_px`` the fit is uncertain.
     normal_axis : str
         The volume axis (``z``, ``y`` or ``x``) the fitted normal lies nearest.
     threads : int
@@ -214,6 +221,8 @@ class RegistrationResult:
     silhouette_iou: float = math.nan
     status: str = "ok"
     tilt_spread_deg: float = math.nan
+    tilt_disagreement_deg: float = math.nan
+    tilt_error_px: float = math.nan
     normal_axis: str = "z"
     threads: int = 1
 
@@ -444,10 +453,15 @@ class _Plane:
         return origin, axes
 
 
-def _new_method(bins: int, mask: sitk.Image | None, history: list, stage: str, level: int) -> sitk.ImageRegistrationMethod:
+def _new_method(bins: int, mask: sitk.Image | None, history: list, stage: str, level: int,
+                sampling: float = 1.0) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
-    method.SetMetricSamplingStrategy(method.NONE)  # every fixed pixel: deterministic
+    if sampling < 1.0:  # a fixed random subset of the fixed pixels: a fixed seed keeps it deterministic
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentage(float(sampling), SAMPLING_SEED)
+    else:
+        method.SetMetricSamplingStrategy(method.NONE)  # every fixed pixel: deterministic
     # The slab samples a few thousand points of a large volume: gradients at those points are cheaper
     # than a gradient image of the whole volume, which ITK would otherwise rebuild for every start.
     method.SetMetricUseMovingImageGradientFilter(False)
@@ -487,7 +501,7 @@ def _to_view_frame(points: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_, *,
-               hint=None, n_finest=None):
+               hint=None, n_finest=None, sampling=1.0):
     """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT view, um).
 
     ``views`` maps a volume axis to the CT turned so that axis is its first (:data:`AXIS_ORDERS`);
@@ -496,7 +510,8 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
     (:func:`_search_start`), each start is tilted over the cone (:func:`_best_tilt`), and the best
     pose of each distinct orientation goes on to the finer levels, where the finest picks the
     fit. ``start`` is ``(transform, axis)``: a refinement of the ``n_finest`` finest levels
-    (default ``refinement_levels``). Returns the transform, its key ``(axis, face)``, the
+    (default ``refinement_levels``); ``sampling`` is the fraction of the section's pixels the
+    metric samples (a fixed random subset). Returns the transform, its key ``(axis, face)``, the
     orientation check (:func:`_orientation_margin` at the finest level that still had a rival;
     empty after a given ``start``) and the final metric value (minus MI).
     """
@@ -573,7 +588,7 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
         for start_transform, key, allowed in starts:
             fixed, mask, _, bins = level_images(key[1])
             trial_history: list[dict[str, Any]] = []
-            method = _new_method(bins, mask, trial_history, f"plane{round_}", level)
+            method = _new_method(bins, mask, trial_history, f"plane{round_}", level, sampling)
             method.SetOptimizerAsRegularStepGradientDescent(
                 learningRate=2.0 * um, minStep=0.01 * um, numberOfIterations=cfg.plane_iterations,
                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8,
@@ -1098,21 +1113,22 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
                                                     config, history, None, pair_id, 0, hint=guess)
         axis, (pre, *slab) = key[0], faces[key[1]]
         view = np.ascontiguousarray(views[axis])
-    affine, origin, axes, final_mi, spread, history = _complete(view, axis, transform, value, slab, pre, grey, fov,
-                                                                factor, scale, ct_voxel_um, histology_pixel_um,
-                                                                config, history, pair_id)
+    affine, origin, axes, final_mi, spread, disagreement, history = _complete(
+        view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
+        config, history, pair_id)
     origin, axes = _to_volume_frame(origin, axes, axis)
     return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
-                   final_mi, initial_mi, history, started, config, pair_id, search, axis, spread)
+                   final_mi, initial_mi, history, started, config, pair_id, search, axis, spread, disagreement)
 
 
 def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
               config, history, pair_id):
     """From a first plane fit: the 2D affine, the plane refits on the undistorted section, the tilt check.
 
-    Returns ``(affine, origin, axes, final_mi, tilt_spread, history)`` in the view's voxel frame.
+    Returns ``(affine, origin, axes, final_mi, tilt_spread, tilt_disagreement, history)`` in the view's
+    voxel frame.
     """
-    spread = math.nan
+    spread = disagreement = math.nan
     for round_ in range(1 + config.refinement_rounds):
         last = round_ == config.refinement_rounds
         if round_ > 0:
@@ -1120,8 +1136,9 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
             transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
                                                 history, (transform, axis), pair_id, round_)
         if last and config.check_tilt_deg > 0:
-            transform, spread = _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um,
-                                               config, pair_id, round_)
+            transform, value, spread, refits = _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um,
+                                                              histology_pixel_um, config, pair_id, round_)
+            disagreement = _tilt_disagreement(_normal_of(transform), refits, config.tilt_agreement_tolerance)
         slab_origin, axes = _Plane.from_transform(transform).voxel_frame(ct_voxel_um)
         origin, grid_shape = _plane_grid(slab_origin, axes, view.shape)
         ct_plane = oblique_slice(view, origin, axes, grid_shape)
@@ -1137,7 +1154,15 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
             # the rectified section is the section undistorted (and un-mirrored) by the affine
             transform, pre, slab_grey, slab_fov = _rectify(grey, fov, affine, factor, origin, axes,
                                                            histology_pixel_um, ct_voxel_um)
-    return affine, origin, axes, final_mi, spread, history
+    return affine, origin, axes, final_mi, spread, disagreement, history
+
+
+#: Refits of the tilt check that are refined on the finest level, at most, per round.
+CHECK_CONFIRMATIONS = 3
+#: The tilt check's refits sample this fraction of the section's pixels (its confirmations, all).
+CHECK_SAMPLING = 0.25
+#: Seed of the metric's pixel sampling: the same pixels every run.
+SAMPLING_SEED = 20250601
 
 
 def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
@@ -1145,20 +1170,38 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
 
     The first round starts from the fit tilted by every multiple of ``check_tilt_deg`` up to
     ``max_tilt_deg``, 8 directions each; later rounds by ``check_tilt_deg``, 4 directions.
-    On a right fit the refits (the ``refinement_levels`` finest levels) end no higher than the fit:
-    wherever the optimiser stops on the flanks, the fit is the top. A fit a few degrees too far over
-    (on a partial or featureless section, or a steep plane that converged towards an axial one) lies
-    on a slope: a refit climbs clearly higher (``tilt_refit_gain``, relative MI) and replaces the fit,
-    and the refits start again from there, up to ``tilt_refit_rounds`` rounds. The spread is how far
-    the last round still moved the plane: 0 when the fit settled, more when it was still climbing.
+    The refits run on the ``refinement_levels`` finest levels on a fixed random quarter of the
+    section's pixels (:data:`CHECK_SAMPLING`: the check costs a fraction of the fit), and so does
+    the fit itself, refitted untilted: their reference. On a right fit the refits end no higher
+    than the reference: wherever the optimiser stops on the flanks, the fit is the top. A fit a
+    few degrees too far over (on a partial or featureless section, or a steep plane that converged
+    towards an axial one) lies on a slope: a refit climbs as high or higher. The best few distinct
+    planes the refits reach (:data:`CHECK_CONFIRMATIONS`) are refined with every pixel on the
+    finest level, and the best replaces the fit if it beats it there by ``tilt_refit_gain``
+    (relative MI); the refits start again from the new fit, up to ``tilt_refit_rounds`` rounds. The spread is how far the last round
+    still moved the plane: 0 when the fit settled, more when it was still climbing.
 
     Returns
     -------
-    (transform, spread_deg)
+    (transform, value, spread_deg, refits)
+        The fit after the check and its metric value (minus MI, finest level); ``refits``: the
+        reference's plane normal and value and every refit's, on the check's level, for
+        :func:`_tilt_disagreement`.
     """
+    def refit(start, n_finest=None, sampling=CHECK_SAMPLING):
+        return _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg, [], (start, axis), pair_id,
+                          round_, n_finest=n_finest, sampling=sampling)
+
     spread = 0.0
+    reference: tuple[np.ndarray, float] = (_normal_of(transform), float(value))
+    refits: list[tuple[np.ndarray, float]] = []
     for round_index in range(cfg.tilt_refit_rounds):
-        best_value, best = value, transform
+        try:
+            ref_transform, _, _, ref_value = refit(transform)
+            reference = (_normal_of(ref_transform), float(ref_value))
+        except RegistrationFailed:
+            ref_value = math.inf
+        refits, candidates = [], []
         # The first round reaches over the whole cone (rings check_tilt_deg apart, 8 directions): a steep
         # plane that converged to an axial one is far from it; later rounds look round the new fit.
         rings = np.arange(cfg.check_tilt_deg, cfg.max_tilt_deg + 1e-9, cfg.check_tilt_deg) if round_index == 0 \
@@ -1167,18 +1210,55 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
         for tilt, k in ((tilt, k) for tilt in rings for k in range(n_directions)):
             start = _tilted(transform, k * 2 * math.pi / n_directions, tilt)
             try:
-                refit, _, _, refit_value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg,
-                                                      [], (start, axis), pair_id, round_)
+                candidate, _, _, candidate_value = refit(start)
             except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
                 continue
-            if refit_value < best_value and refit_value < value - cfg.tilt_refit_gain * abs(value):  # minus MI
-                best_value, best = refit_value, refit
-        cosine = abs(float(np.dot(_normal_of(transform), _normal_of(best))))
+            refits.append((_normal_of(candidate), float(candidate_value)))
+            candidates.append((float(candidate_value), candidate))
+        # The best CHECK_CONFIRMATIONS distinct planes the refits reached (not the fit again) are refined with every
+        # pixel on the finest level, whatever their sampled MI (the sampling and the levels may rank near-equal
+        # planes differently); the best replaces the fit if it beats it there by tilt_refit_gain.
+        close: list[tuple[float, Any]] = []
+        for candidate in sorted(candidates, key=lambda c: c[0]):
+            planes = [reference[0]] + [_normal_of(c[1]) for c in close]
+            if all(abs(float(np.dot(_normal_of(candidate[1]), n))) < math.cos(math.radians(0.5)) for n in planes):
+                close.append(candidate)
+            if len(close) == CHECK_CONFIRMATIONS:
+                break
+        moved, best_value = None, value - cfg.tilt_refit_gain * abs(value)
+        for _, candidate in close:
+            try:
+                finer, _, _, finer_value = refit(candidate, n_finest=1, sampling=1.0)
+            except RegistrationFailed:
+                continue
+            if finer_value < best_value:  # minus MI: lower is better
+                best_value, moved = finer_value, (finer, finer_value)
+        if moved is None:
+            return transform, value, 0.0, [reference] + refits
+        cosine = abs(float(np.dot(_normal_of(transform), _normal_of(moved[0]))))
         spread = math.degrees(math.acos(min(1.0, cosine)))
-        if best is transform:
-            return transform, 0.0
-        transform, value = best, best_value
-    return transform, spread
+        transform, value = moved
+    return transform, value, spread, [reference] + refits
+
+
+def _tilt_disagreement(fit_normal, refits, tolerance) -> float:
+    """How far from the fit the planes reach that fit about as well: the tilt's indeterminacy, degrees.
+
+    ``refits`` is :func:`_tilt_restarts`' list: first the fit refitted untilted on the check's
+    level (the reference), then every refit there, each ``(plane normal, minus MI)``. The result is
+    the largest angle between the fit's normal ``fit_normal`` and the reference's or that of any
+    refit whose MI is within ``tolerance`` (relative) of the reference's. Where the MI peaks sharply
+    at the fit, the reference stays on it and the refits from the tilted starts come back to it (a
+    fraction of a degree) or stop on other, clearly lower optima; where it is flat over the tilt (a
+    section with few features, or the MI favouring no plane), they stop wherever the slope runs
+    out, at MI as good as the fit's, degrees away; where the levels disagree on the tilt, the
+    reference itself moves away. Either way the data do not fix the tilt. 0 with no refits.
+    """
+    if not refits:
+        return 0.0
+    (normal, value), others = refits[0], refits[1:]
+    near = [normal] + [other for other, other_value in others if other_value <= value + tolerance * abs(value)]
+    return max(math.degrees(math.acos(min(1.0, abs(float(np.dot(fit_normal, other)))))) for other in near)
 
 
 def _checked_landmarks(landmarks, histology_shape, ct_shape, pair_id):
@@ -1258,7 +1338,8 @@ def _rectify(grey, fov, affine, factor, origin, axes, histology_pixel_um, ct_vox
 
 
 def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um, final_mi, initial_mi,
-            history, started, cfg, pair_id, search, axis=0, tilt_spread=math.nan) -> RegistrationResult:
+            history, started, cfg, pair_id, search, axis=0, tilt_spread=math.nan,
+            tilt_disagreement=math.nan) -> RegistrationResult:
     """Checks, crop to the common field of view, warp the RGB section, judge the fit (:func:`_judge`)."""
     normal = np.cross(axes[0], axes[1])
     normal /= np.linalg.norm(normal)
@@ -1283,6 +1364,11 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
     inside = _inside_volume(voxels, ct.shape)
     tissue = _tissue_pixels(histology_grey(histology[::step, ::step])[ys, xs])
     inside_fraction = float(inside[tissue].mean()) if tissue.any() else float(inside.mean())
+    # The error a tilt as undetermined as the refits show could make: the section's tissue turned about
+    # its centre by that angle moves out of the plane by up to its radius times the sine.
+    tissue_voxels = voxels[tissue] if tissue.any() else voxels
+    radius = float(np.max(np.linalg.norm(tissue_voxels - tissue_voxels.mean(axis=0), axis=1)))
+    tilt_error = radius * math.sin(math.radians(tilt_disagreement)) if math.isfinite(tilt_disagreement) else math.nan
     if inside_fraction < cfg.min_inside_fraction or not inside.any():
         raise RegistrationFailed(
             f"pair {pair_id}: the fitted plane leaves the volume ({100 * (1 - inside_fraction):.0f} % of the "
@@ -1319,9 +1405,10 @@ def _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pix
         pixel_size_um=ct_voxel_um, mutual_information=float(final_mi),
         initial_mutual_information=float(initial_mi), mi_history=history,
         seconds=time.perf_counter() - started, mi_margin=margin, silhouette_iou=iou,
-        tilt_spread_deg=float(tilt_spread), normal_axis=AXIS_NAMES[axis],
+        tilt_spread_deg=float(tilt_spread), tilt_disagreement_deg=float(tilt_disagreement),
+        tilt_error_px=float(tilt_error), normal_axis=AXIS_NAMES[axis],
         threads=int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()),
-        status=_judge(margin, iou, cfg, tilt_spread),
+        status=_judge(margin, iou, cfg, tilt_spread, tilt_error, tilt_disagreement),
     )
 
 
@@ -1369,7 +1456,8 @@ def silhouette_iou(ct_slice: np.ndarray, ct_valid: np.ndarray, histology: np.nda
     return float((ct_sample & section).sum() / union) if union else math.nan
 
 
-def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan) -> str:
+def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan, tilt_error: float = math.nan,
+           tilt_disagreement: float = math.nan) -> str:
     """``ok``, or ``uncertain: <reasons>`` when the fit may be a wrong local optimum."""
     reasons = []
     if math.isfinite(mi_margin) and mi_margin < 0:
@@ -1384,6 +1472,11 @@ def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan) -> 
         reasons.append(f"after {cfg.tilt_refit_rounds} rounds of refits from tilts of {cfg.check_tilt_deg:g} deg the "
                        f"plane still moved {tilt_spread:.1f} deg to a higher MI, beyond "
                        f"registration.max_tilt_spread_deg {cfg.max_tilt_spread_deg}: the tilt has not settled")
+    if math.isfinite(tilt_error) and tilt_error > cfg.max_tilt_error_px:
+        reasons.append(f"refits reach planes {tilt_disagreement:.1f} deg from the fit with MI within "
+                       f"registration.tilt_agreement_tolerance {cfg.tilt_agreement_tolerance} of its: the data do "
+                       f"not fix the tilt, and a tilt that far moves the section's edge {tilt_error:.1f} CT px, "
+                       f"beyond registration.max_tilt_error_px {cfg.max_tilt_error_px}")
     return "uncertain: " + "; ".join(reasons) if reasons else "ok"
 
 

@@ -40,9 +40,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,8 @@ __all__ = ["configure_normalise_parser", "configure_parser", "ensure_registered"
            "prepare_pair", "registration_table", "run_cli", "run_normalise_cli"]
 
 TABLE_COLUMNS = ["pair_id", "material", "stain", "beamtime", "session", "mutual_information",
-                 "initial_mutual_information", "mi_margin", "silhouette_iou", "tilt_spread_deg", "mirrored",
+                 "initial_mutual_information", "mi_margin", "silhouette_iou", "tilt_spread_deg",
+                 "tilt_disagreement_deg", "tilt_error_px", "mirrored",
                  "normal_axis", "initial_guess", "angle_error_deg",
                  "offset_um", "tre_median_px", "tre_max_px", "mask_iou", "seconds", "status"]
 
@@ -79,7 +82,9 @@ TABLE_COLUMNS = ["pair_id", "material", "stain", "beamtime", "session", "mutual_
 
 
 def _config_key(profile: Any, entry: Any) -> str:
-    payload = json.dumps({"registration": profile.to_dict()["registration"],
+    # every registration setting but the number of workers, which does not change a fit
+    registration = {k: v for k, v in profile.to_dict()["registration"].items() if k != "workers"}
+    payload = json.dumps({"registration": registration,
                           "normalisation": profile.to_dict()["normalisation"],
                           "ct": entry.ct_sha256, "histology": entry.histology_sha256,
                           "extra": getattr(entry, "extra_mask_sha256", None),
@@ -202,7 +207,8 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
     quality = {"mutual_information": result.mutual_information,
                "initial_mutual_information": result.initial_mutual_information,
                "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou,
-               "tilt_spread_deg": result.tilt_spread_deg, "mirrored": result.mirrored,
+               "tilt_spread_deg": result.tilt_spread_deg, "tilt_disagreement_deg": result.tilt_disagreement_deg,
+               "tilt_error_px": result.tilt_error_px, "mirrored": result.mirrored,
                "normal_axis": result.normal_axis, "initial_guess": _guess_kind(entry)}
     if result.status != "ok":
         # A fit that may be a wrong local optimum is not a registered pair: stop here, keep its figures.
@@ -252,7 +258,8 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
             "mutual_information": result.mutual_information,
             "initial_mutual_information": result.initial_mutual_information,
             "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou, "mirrored": result.mirrored,
-            "tilt_spread_deg": result.tilt_spread_deg, "normal_axis": result.normal_axis,
+            "tilt_spread_deg": result.tilt_spread_deg, "tilt_disagreement_deg": result.tilt_disagreement_deg,
+            "tilt_error_px": result.tilt_error_px, "normal_axis": result.normal_axis,
             "initial_guess": _guess_kind(entry), "status": result.status, "mi_history": result.mi_history,
             "seconds": result.seconds,
         },
@@ -299,6 +306,30 @@ def _record_failure(out_dir: Path, entry: Any, reason: str, seconds: float, key:
 # --------------------------------------------------------------------------- the stage
 
 
+def register_pair_into(out_dir: Path, entry: Any, profile: Any, synthetic: bool) -> str:
+    """Register one manifest pair and write its folder (or its failure record) under ``out_dir``.
+
+    A module-level function, so a worker process can run it. Returns the pair's status word
+    (``ok``, ``uncertain`` or ``failed``); bad input raises, naming the pair and field.
+    """
+    folder = out_dir / entry.pair_id
+    key = _config_key(profile, entry)
+    sample = load_sample(Path(entry.ct_path).parent) if synthetic else None
+    started = time.perf_counter()
+    try:
+        pair, row, raw = prepare_pair(entry, profile, sample)
+    except RegistrationUncertain as err:
+        _record_failure(out_dir, entry, str(err), time.perf_counter() - started, key, row=err.row)
+        return "uncertain"
+    except RegistrationFailed as err:
+        _record_failure(out_dir, entry, str(err), time.perf_counter() - started, key)
+        return "failed"
+    record = provenance(profile, stage="registered", config_key=key, pair_id=entry.pair_id)
+    _write_pair_folder(folder, pair, raw, record)
+    (out_dir / f".{entry.pair_id}.failed.json").unlink(missing_ok=True)
+    return "ok"
+
+
 def _up_to_date(out_dir: Path, entry: Any, key: str) -> bool:
     """Whether a pair's folder, or its failure record, was made from these inputs and settings."""
     meta_path = out_dir / entry.pair_id / "pair.json"
@@ -310,7 +341,7 @@ def _up_to_date(out_dir: Path, entry: Any, key: str) -> bool:
 
 
 def ensure_registered(profile: Any, stain: str | None = None, progress: bool = True,
-                      manifest_path: str | Path | None = None) -> pd.DataFrame:
+                      manifest_path: str | Path | None = None, workers: int | None = None) -> pd.DataFrame:
     """Register, normalise and mask every pair of the profile's dataset (idempotent).
 
     Parameters
@@ -345,22 +376,27 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
     entries = [e for e in manifest.pairs if stain is None or e.stain == stain]
     # only pairs with work to do get a progress bar: a later stage calling this sees none when all is done
     pending = [e for e in entries if not _up_to_date(out_dir, e, _config_key(profile, e))]
-    for entry in tqdm(pending, desc="register", disable=not progress or not pending):
-        folder = out_dir / entry.pair_id
-        key = _config_key(profile, entry)
-        sample = load_sample(Path(entry.ct_path).parent) if synthetic else None
-        started = time.perf_counter()
-        try:
-            pair, row, raw = prepare_pair(entry, profile, sample)
-        except RegistrationUncertain as err:
-            _record_failure(out_dir, entry, str(err), time.perf_counter() - started, key, row=err.row)
-            continue
-        except RegistrationFailed as err:
-            _record_failure(out_dir, entry, str(err), time.perf_counter() - started, key)
-            continue
-        record = provenance(profile, stage="registered", config_key=key, pair_id=entry.pair_id)
-        _write_pair_folder(folder, pair, raw, record)
-        (out_dir / f".{entry.pair_id}.failed.json").unlink(missing_ok=True)
+    workers = min(profile.registration.workers if workers is None else int(workers), len(pending))
+    if workers < 1 and pending:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    bar = tqdm(total=len(pending), desc="register", disable=not progress or not pending)
+    if workers <= 1:
+        for entry in pending:
+            register_pair_into(out_dir, entry, profile, synthetic)
+            bar.update()
+    else:
+        # One process per pair at a time: each fit runs on registration.threads (1: reproducible) and the
+        # pairs share the cores. Spawned, not forked: the parent may hold threads (ITK's, tqdm's).
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(register_pair_into, out_dir, entry, profile, synthetic) for entry in pending]
+            try:
+                for future in as_completed(futures):
+                    future.result()  # bad input in any pair stops the stage, as it does one by one
+                    bar.update()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    bar.close()
     table = registration_table(profile.name, [e.pair_id for e in manifest.pairs])
     write_csv(out_dir / "registration.csv", table)
     write_csv(out_dir / "normalisation.csv", normalisation_table(profile.name, [e.pair_id for e in manifest.pairs]))
@@ -550,6 +586,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="only this stain (default: both)")
     parser.add_argument("--manifest", default=None,
                         help="data manifest (default: data_manifest.yaml of the project)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="pairs registered at once, one process each (default: the profile's registration.workers)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when any pair fails (default: report failures, carry on)")
 
@@ -561,8 +599,10 @@ def run_cli(args: argparse.Namespace) -> int:
     stages; with ``--strict`` any of them makes the command fail.
     """
     profile = as_profile(args.profile)
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit(f"vstain register: --workers must be at least 1, got {args.workers}")
     table = ensure_registered(profile, stain=args.stain, progress=not args.no_progress,
-                              manifest_path=args.manifest)
+                              manifest_path=args.manifest, workers=args.workers)
     failed = table[table["status"] != "ok"]
     print(f"registered {int((table['status'] == 'ok').sum())} of {len(table)} pairs")
     for _, row in failed.iterrows():
