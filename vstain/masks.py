@@ -48,10 +48,6 @@ __all__ = [
 
 #: A class of CT values whose contrast to the background exceeds the next class's by this factor is metal.
 METAL_CONTRAST = 2.0
-#: A class lying all within this many pixels of the brightest class (but for METAL_RIM_AWAY of its
-#: pixels) is that class's partial-volume rim, not a material of its own.
-METAL_RIM_PX = 3
-METAL_RIM_AWAY = 0.02
 #: Total optical density (sum over R, G, B of -ln(I/255)) beyond which a section is opaque (an implant).
 OPAQUE_OD = 8.0
 #: Optical densities are clipped here before the tissue/glass threshold, so the implant does not dominate it.
@@ -77,10 +73,7 @@ def segment_ct(ct_slice: np.ndarray, valid: np.ndarray | None = None) -> dict[st
     sample (bone and implant) above ``t1``. The top class is metal when its contrast to
     the background is at least :data:`METAL_CONTRAST` times the next class's (a
     titanium screw), and is
-    then left out of the bone. Where the next class is only the metal's partial-volume rim
-    (all within :data:`METAL_RIM_PX` of it), the contrast is judged against the class below,
-    and background, soft tissue and bone are split again (three classes) without the metal
-    and its rim. The bone is the brightest non-metal class. Background
+    then left out of the bone. The bone is the brightest non-metal class. Background
     and bone are eroded (2 px and 1 px) so that partial-volume edges, lacunae and vessels
     stay out of the ROIs used for normalisation.
 
@@ -113,27 +106,15 @@ def segment_ct(ct_slice: np.ndarray, valid: np.ndarray | None = None) -> dict[st
     smooth = ndi.gaussian_filter(np.where(valid, image, np.median(image[valid])), 1.0)
     values = smooth[valid]
     t0, t1, t2 = threshold_multiotsu(values, classes=4)
+    top = values[values > t2]
+    next_class = values[(values > t1) & (values <= t2)]
     base = values[values < t0].mean() if np.any(values < t0) else values.min()
-    top = (smooth > t2) & valid
-    near_top = ndi.binary_dilation(top, iterations=METAL_RIM_PX) & valid
-    next_class = (smooth > t1) & (smooth <= t2) & valid
-    rim = bool(next_class.any() and (next_class & ~near_top).sum() <= METAL_RIM_AWAY * next_class.sum())
-    # A metal's partial-volume rim can take the class below it (a wide field of background leaves the
-    # rest of the sample one class): then the contrast is judged against the class below the rim, away
-    # from the metal, and the sample is split again without the metal and its rim.
-    reference = next_class if not rim else (smooth > t0) & (smooth <= t1) & valid & ~near_top
-    is_metal = bool(top.any() and reference.any()
-                    and smooth[top].mean() - base > METAL_CONTRAST * max(smooth[reference].mean() - base, 1e-12))
-    if is_metal and rim:
-        rest = smooth[valid & ~near_top]
-        t0, t1 = threshold_multiotsu(rest, classes=3)
-        base = rest[rest < t0].mean() if np.any(rest < t0) else rest.min()
+    is_metal = bool(top.size and next_class.size
+                    and top.mean() - base > METAL_CONTRAST * max(next_class.mean() - base, 1e-12))
     rigid = ndi.binary_opening((smooth > t1) & valid, iterations=1)
     rigid = _largest_components(rigid, 0.05)
-    metal = top if is_metal else np.zeros_like(valid)
+    metal = (smooth > t2) & valid if is_metal else np.zeros_like(valid)
     bone_class = ((smooth > t1) & (smooth <= t2)) if is_metal else (smooth > t2)
-    if is_metal and rim:
-        bone_class &= ~near_top  # the rim is metal and tissue blurred together, not bone
     bone = ndi.binary_erosion(bone_class & valid & ~metal, iterations=1)
     background = ndi.binary_erosion((smooth < t0) & valid, iterations=2, border_value=1)
     background = _largest_components(background, 0.05)
