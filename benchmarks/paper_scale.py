@@ -17,6 +17,7 @@ Usage::
 
     .venv/bin/python benchmarks/paper_scale.py [--skip-registration] [--skip-staining]
         [--threads 2] [--depths 128 512] [--step 64] [--checkpoint results/quick/models/mod_cyclegan/fold0/last.pt]
+        [--keep DIR]  # keep the generated pair in DIR; a later run with the same DIR registers it again
 
 The full run takes long on 2 cores (staining is one whole-slide inference per slice: reduce
 ``--depths`` or raise ``--step`` for a first look; the figures say what was run).
@@ -76,15 +77,21 @@ def measure_registration(threads: int, seed: int, keep: Path | None = None) -> N
     cfg = load_profile("paper").dataset
     with tempfile.TemporaryDirectory() as tmp:
         folder = keep or Path(tmp) / "paper_mg"
-        started = time.perf_counter()
-        sample = make_sample(cfg, "paper_mg", "Mg", "toluidine_blue", 0, 0, seed)
-        generated = time.perf_counter() - started
-        write_sample(folder, sample, {})
-        print(f"phantom pair: CT {sample.ct_volume.shape} at {sample.ct_voxel_um} um, histology "
-              f"{sample.histology.shape[:2]} at {sample.histology_pixel_um} um (generated in {generated:.0f} s, "
-              f"written as a pyramidal OME-TIFF in {time.perf_counter() - started - generated:.0f} s; peak memory "
-              f"of generation {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB)", flush=True)
-        del sample
+        written = [folder / name for name in ("ct.tif", "histology.tif", "truth.json")]
+        if keep is not None and all(path.is_file() for path in written):
+            # generation takes 10-25 minutes: a kept pair is registered again as it is
+            print(f"phantom pair: the one kept in {folder} (seed as it was written)", flush=True)
+        else:
+            started = time.perf_counter()
+            sample = make_sample(cfg, "paper_mg", "Mg", "toluidine_blue", 0, 0, seed)
+            generated = time.perf_counter() - started
+            write_sample(folder, sample, {})
+            print(f"phantom pair: CT {sample.ct_volume.shape} at {sample.ct_voxel_um} um, histology "
+                  f"{sample.histology.shape[:2]} at {sample.histology_pixel_um} um (generated in {generated:.0f} s, "
+                  f"written as a pyramidal OME-TIFF in {time.perf_counter() - started - generated:.0f} s; peak "
+                  f"memory of generation {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB)",
+                  flush=True)
+            del sample
         done = subprocess.run([sys.executable, "-c", REGISTER_CHILD, str(folder), str(threads)],
                               capture_output=True, text=True, cwd=ROOT)
         if done.returncode:
@@ -154,7 +161,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--depths", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--step", type=int, default=None, help="inference step (default: the checkpoint's patch / 4)")
-    parser.add_argument("--keep", type=Path, help="write the paper-size pair here (default: a temporary folder)")
+    parser.add_argument("--keep", type=Path, help="write the paper-size pair here (default: a temporary folder); "
+                        "a complete pair already there (truth.json is written last) is registered without generating it")
     parser.add_argument("--checkpoint", type=Path,
                         default=ROOT / "results" / "quick" / "models" / "mod_cyclegan" / "fold0" / "last.pt")
     args = parser.parse_args()
