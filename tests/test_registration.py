@@ -420,3 +420,62 @@ def test_a_narrow_strip_of_section_leaves_its_tilt_open_and_is_flagged_or_accura
     errors = registration_errors(result, dataclasses.replace(sample, fov_mask=sample.fov_mask & strip))
     assert result.tilt_disagreement_deg >= 0 and math.isfinite(result.tilt_error_px)
     assert result.status != "ok" or errors["tre_max_px"] < 5.0, (result.status, errors)
+
+
+def test_ct_views_smooth_each_level_once_and_keep_only_the_last_few():
+    from vstain.registration import AXIS_ORDERS, _CTViews
+
+    ct = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    views = _CTViews(ct, [0, 1, 2], 5.0, keep=2)
+    assert list(views) == [0, 1, 2] and views[1].shape == ct.transpose(AXIS_ORDERS[1]).shape
+    moving = views.moving(1, 1.5)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(moving), ndi.gaussian_filter(ct.transpose(AXIS_ORDERS[1]), 1.5))
+    assert moving.GetSpacing() == (5.0, 5.0, 5.0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(views.moving(2, 0.0)), ct.transpose(AXIS_ORDERS[2]))
+    # the same level again is the same image, also through the one-axis view that shares the cache
+    assert views.moving(1, 1.5) is moving and views.only(1).moving(1, 1.5) is moving
+    assert 0 not in views.only(1)
+    views.moving(0, 0.5)
+    views.moving(2, 0.0)  # two newer levels: the first is let go
+    assert views.moving(1, 1.5) is not moving
+    # a coarse level keeps every step-th voxel of the smoothed view, in the same physical frame
+    coarse = views.moving(2, 1.5, step=2)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(coarse),
+                                  ndi.gaussian_filter(ct.transpose(AXIS_ORDERS[2]), 1.5)[::2, ::2, ::2])
+    assert coarse.GetSpacing() == (10.0, 10.0, 10.0) and coarse.GetOrigin() == (0.0, 0.0, 0.0)
+    # the section's levels are kept too, per array and factor
+    grey, fov = np.random.default_rng(1).random((20, 30)).astype(np.float32), np.ones((20, 30), bool)
+    small, fov_small = views.section_level(grey, fov, 2.0)
+    assert small.shape == fov_small.shape == (10, 15)
+    assert views.only(2).section_level(grey, fov, 2.0)[0] is small
+    assert views.section_level(grey.copy(), fov, 2.0)[0] is not small
+
+
+def test_a_refinement_leaves_the_start_it_was_given_as_it_was(sample):
+    """The optimiser moves its transform in place: a start handed to a refit must not become the refit."""
+    from vstain.registration import _CTViews, _fit_plane, histology_grey
+
+    grey = histology_grey(sample.histology)
+    views = _CTViews(sample.ct_volume.astype(np.float32), [0], sample.ct_voxel_um)
+    start = sitk.Euler3DTransform()
+    slab_centre = (np.array(grey.shape[::-1] + (1,), float) - 1) / 2 * sample.histology_pixel_um * [1, 1, 0]
+    volume_centre = (np.array(sample.ct_volume.shape[::-1], float) - 1) / 2 * sample.ct_voxel_um
+    start.SetCenter(tuple(slab_centre))
+    start.SetTranslation(tuple(volume_centre - slab_centre))
+    before = start.GetParameters()
+    moved, _, _, _ = _fit_plane(views, [(grey, np.ones(grey.shape, bool))], sample.ct_voxel_um,
+                                sample.histology_pixel_um, PROFILE.registration, [], (start, 0), "start", 0)
+    assert start.GetParameters() == before
+    assert moved is not start and not np.allclose(moved.GetParameters(), before)
+
+
+def test_a_turn_in_the_plane_keeps_the_plane():
+    from vstain.registration import _normal_of, _rotation_between, _tilted, _turned
+
+    pose = _tilted(sitk.Euler3DTransform((1.0, 2.0, 0.0), 0.1, -0.2, 0.7, (3.0, 4.0, 5.0)), 0.4, 12.0)
+    turned = _turned(pose, 25.0)
+    np.testing.assert_allclose(_normal_of(turned), _normal_of(pose), atol=1e-12)
+    assert _rotation_between(pose, turned) == pytest.approx(25.0)
+    assert _rotation_between(pose, _tilted(pose, 1.0, 7.0)) == pytest.approx(7.0)
+    # about its centre: the centre maps where it did
+    np.testing.assert_allclose(turned.TransformPoint((1.0, 2.0, 0.0)), pose.TransformPoint((1.0, 2.0, 0.0)))

@@ -78,6 +78,7 @@ True
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -489,6 +490,74 @@ AXIS_ORDERS = {0: (0, 1, 2), 1: (1, 2, 0), 2: (2, 0, 1)}
 AXIS_NAMES = ("z", "y", "x")
 
 
+class _CTViews:
+    """The CT turned so that each searched axis is its first (:data:`AXIS_ORDERS`), and its smoothed copies.
+
+    A mapping from axis to view. Every plane fit smooths the view it fits against to each pyramid
+    level's scale; on a paper-size volume (134 M voxels) that takes seconds, and the tilt check's
+    dozens of refits go down the same levels. The last ``keep`` smoothed images are kept (the
+    registration keeps one per pyramid level: that many float32 copies of the volume in memory),
+    shared by the views that :meth:`only` makes.
+    """
+
+    def __init__(self, ct: np.ndarray, axes: Sequence[int], ct_voxel_um: float, keep: int = 2,
+                 caches: tuple[collections.OrderedDict, collections.OrderedDict] | None = None):
+        self.ct, self.axes, self.ct_voxel_um, self.keep = ct, list(axes), float(ct_voxel_um), int(keep)
+        self._cache, self._sections = caches or (collections.OrderedDict(), collections.OrderedDict())
+
+    def __iter__(self):
+        return iter(self.axes)
+
+    def __contains__(self, axis) -> bool:
+        return axis in self.axes
+
+    def __getitem__(self, axis: int) -> np.ndarray:
+        if axis not in self.axes:
+            raise KeyError(axis)
+        return self.ct.transpose(AXIS_ORDERS[axis])
+
+    def only(self, axis: int) -> "_CTViews":
+        """The view of one axis, sharing the smoothed images."""
+        return _CTViews(self.ct, [axis], self.ct_voxel_um, self.keep, (self._cache, self._sections))
+
+    def moving(self, axis: int, sigma: float, step: int = 1) -> sitk.Image:
+        """The view of ``axis`` smoothed by a Gaussian of ``sigma`` voxels, every ``step``-th voxel kept.
+
+        A SimpleITK image in um whose voxel ``i`` lies where the view's voxel ``i * step`` does (the
+        same physical frame at every step). Mattes MI scans the whole moving image on every
+        evaluation (0.4 s at 134 M voxels): a coarse level's smoothed view loses nothing by keeping
+        one voxel in ``step`` along each axis and scans ``step ** 3`` times fewer.
+        """
+        key = (axis, round(float(sigma), 9), int(step))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        view = self[axis]
+        smoothed = ndi.gaussian_filter(view, sigma) if sigma > 0 else view
+        image = sitk.GetImageFromArray(np.ascontiguousarray(smoothed[::step, ::step, ::step]))
+        image.SetSpacing((self.ct_voxel_um * step,) * 3)
+        self._cache[key] = image
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return image
+
+    def section_level(self, grey: np.ndarray, fov: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+        """The section image and its field of view downsampled by ``factor`` (:func:`_block_mean`, :func:`_fov_at`).
+
+        Kept like the smoothed views: the tilt check refits the same section at the same levels dozens
+        of times, and a paper-size section takes a good fraction of a second to smooth.
+        """
+        key = (id(grey), id(fov), round(float(factor), 9))
+        if key in self._sections and self._sections[key][0] is grey and self._sections[key][1] is fov:
+            self._sections.move_to_end(key)
+            return self._sections[key][2]
+        level = (_block_mean(grey, factor), _fov_at(fov, factor))
+        self._sections[key] = (grey, fov, level)  # the arrays too: their ids stay theirs while kept
+        while len(self._sections) > 2 * self.keep:
+            self._sections.popitem(last=False)
+        return level
+
+
 def _to_volume_frame(origin: np.ndarray, axes: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """A plane (origin, axes) in the voxel frame of the view of ``axis`` -> the volume's voxel frame."""
     back = np.argsort(AXIS_ORDERS[axis])
@@ -501,19 +570,21 @@ def _to_view_frame(points: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, start, pair_id, round_, *,
-               hint=None, n_finest=None, sampling=1.0):
+               hint=None, n_finest=None, sampling=1.0, max_samples=None):
     """Coarse-to-fine rigid fit of the section plane (an Euler3D transform: slab -> CT view, um).
 
-    ``views`` maps a volume axis to the CT turned so that axis is its first (:data:`AXIS_ORDERS`);
+    ``views`` (:class:`_CTViews`) maps a volume axis to the CT turned so that axis is its first, and
+    smooths it per level;
     ``faces`` holds one ``(grey, fov)`` slab per face of the section (the second, if any,
     mirrored). With no ``start`` the coarsest level searches every view and face
     (:func:`_search_start`), each start is tilted over the cone (:func:`_best_tilt`), and the best
     pose of each distinct orientation goes on to the finer levels, where the finest picks the
     fit. ``start`` is ``(transform, axis)``: a refinement of the ``n_finest`` finest levels
     (default ``refinement_levels``); ``sampling`` is the fraction of the section's pixels the
-    metric samples (a fixed random subset). Returns the transform, its key ``(axis, face)``, the
-    orientation check (:func:`_orientation_margin` at the finest level that still had a rival;
-    empty after a given ``start``) and the final metric value (minus MI).
+    metric samples (a fixed random subset), at most ``max_samples`` of them if given. Returns the
+    transform, its key ``(axis, face)``, the orientation check (:func:`_orientation_margin` at the
+    finest level that still had a rival; empty after a given ``start``) and the final metric
+    value (minus MI).
     """
     # Geometric steps from the coarsest pixel size down to the CT voxel size.
     finest_um = max(ct_voxel_um, histology_pixel_um)
@@ -524,28 +595,24 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
         level_um = [finest_um]
     if start is not None:
         level_um = level_um[-(n_finest or cfg.refinement_levels):]  # refinement: the plane is already close
-    candidates = None if start is None else [(start[0], (start[1], 0), True)]
+    # a copy: the optimiser moves its transform in place, and the caller's start must stay what it was
+    candidates = None if start is None else [(sitk.Euler3DTransform(start[0]), (start[1], 0), True)]
     search: dict[str, float] = {}
     for level, um in enumerate(level_um):
         factor = um / histology_pixel_um
         sigma = max(0.0, (um / ct_voxel_um - 1) / 2)
-        movings: dict[int, sitk.Image] = {}
         images: dict[int, tuple] = {}
         tissue: dict[int, np.ndarray] = {}
 
-        def moving_for(axis, sigma=sigma, movings=movings):
-            if axis not in movings:
-                moving = sitk.GetImageFromArray(np.ascontiguousarray(ndi.gaussian_filter(views[axis], sigma)))
-                moving.SetSpacing((ct_voxel_um,) * 3)
-                movings[axis] = moving
-            return movings[axis]
+        step = max(1, int(um / ct_voxel_um / 2 + 1e-9))  # the smoothing is wide enough for that decimation
+
+        def moving_for(axis, sigma=sigma, step=step):
+            return views.moving(axis, sigma, step)
 
         def level_images(index, factor=factor, um=um, images=images):
             if index not in images:  # the fixed slab, its mask and bins of one face at this level
-                grey, fov = faces[index]
-                small = _block_mean(grey, factor)
+                small, fov_small = views.section_level(*faces[index], factor)
                 fixed = _slab(small, um)
-                fov_small = _fov_at(fov, factor)
                 rows, cols = np.nonzero(_tissue_pixels(np.where(fov_small, small, 0.0)) & fov_small)
                 tissue[index] = np.column_stack([cols * um, rows * um, np.zeros(len(rows))])
                 images[index] = (fixed, _mask_image(fov_small, fixed), fov_small,
@@ -586,9 +653,10 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
             starts = candidates
         refined: list[tuple[float, Any, tuple, list, bool]] = []
         for start_transform, key, allowed in starts:
-            fixed, mask, _, bins = level_images(key[1])
+            fixed, mask, fov_small, bins = level_images(key[1])
             trial_history: list[dict[str, Any]] = []
-            method = _new_method(bins, mask, trial_history, f"plane{round_}", level, sampling)
+            fraction = sampling if max_samples is None else min(sampling, max_samples / max(1, int(fov_small.sum())))
+            method = _new_method(bins, mask, trial_history, f"plane{round_}", level, fraction)
             method.SetOptimizerAsRegularStepGradientDescent(
                 learningRate=2.0 * um, minStep=0.01 * um, numberOfIterations=cfg.plane_iterations,
                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8,
@@ -597,7 +665,9 @@ def _fit_plane(views, faces, ct_voxel_um, histology_pixel_um, cfg, history, star
             method.SetInitialTransform(start_transform, inPlace=True)
             try:
                 method.Execute(fixed, moving_for(key[0]))
-                value = float(method.MetricEvaluate(fixed, moving_for(key[0])))
+                # a lone start's value counts on the last level only (each evaluation scans the whole volume)
+                value = float(method.MetricEvaluate(fixed, moving_for(key[0]))) \
+                    if len(starts) > 1 or level == len(level_um) - 1 else math.nan
             except RuntimeError as err:  # e.g. every sample left the volume
                 if len(starts) > 1:
                     continue
@@ -647,6 +717,20 @@ def _tilted(transform: sitk.Euler3DTransform, direction: float, tilt_deg: float)
     out = sitk.Euler3DTransform(transform)
     out.SetMatrix(tuple((turn @ np.asarray(transform.GetMatrix()).reshape(3, 3)).ravel()))
     return out
+
+
+def _turned(transform: sitk.Euler3DTransform, angle_deg: float) -> sitk.Euler3DTransform:
+    """``transform`` turned by ``angle_deg`` in its own plane (about its normal, through its centre)."""
+    turn = _axis_rotation(_normal_of(transform), math.radians(angle_deg))
+    out = sitk.Euler3DTransform(transform)
+    out.SetMatrix(tuple((turn @ np.asarray(transform.GetMatrix()).reshape(3, 3)).ravel()))
+    return out
+
+
+def _rotation_between(a: sitk.Euler3DTransform, b: sitk.Euler3DTransform) -> float:
+    """The angle (degrees) of the rotation that takes pose ``a`` to pose ``b``: tilt and in-plane turn together."""
+    ra, rb = (np.asarray(t.GetMatrix()).reshape(3, 3) for t in (a, b))
+    return math.degrees(math.acos(float(np.clip((np.trace(ra.T @ rb) - 1) / 2, -1.0, 1.0))))
 
 
 def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -1099,44 +1183,44 @@ def _register_section_to_volume(ct_volume, histology, ct_voxel_um, histology_pix
     if landmarks is not None:
         hist_yx, ct_zyx = _checked_landmarks(landmarks, histology.shape[:2], ct.shape, pair_id)
         axis, transform = _landmark_start(hist_yx, ct_zyx, ct_voxel_um, histology_pixel_um, grey.shape)
-        view = np.ascontiguousarray(ct.transpose(AXIS_ORDERS[axis]))
+        views = _CTViews(ct, [axis], ct_voxel_um, keep=config.pyramid_levels)
         slab, pre = faces[0][1:], faces[0][0]
-        transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
+        transform, _, _, value = _fit_plane(views, [slab], ct_voxel_um, histology_pixel_um, config,
                                             history, (transform, axis), pair_id, 0, n_finest=config.pyramid_levels)
         candidates = [(transform, value, history)]
     else:
         search_axes = [AXIS_NAMES.index(a) for a in config.search_axes]
         if "normal_axis" in guess and guess["normal_axis"] not in search_axes:
             search_axes.append(guess["normal_axis"])
-        views = {a: ct.transpose(AXIS_ORDERS[a]) for a in search_axes}
+        views = _CTViews(ct, search_axes, ct_voxel_um, keep=config.pyramid_levels)
         transform, key, search, value = _fit_plane(views, [f[1:] for f in faces], ct_voxel_um, histology_pixel_um,
                                                     config, history, None, pair_id, 0, hint=guess)
         axis, (pre, *slab) = key[0], faces[key[1]]
-        view = np.ascontiguousarray(views[axis])
     affine, origin, axes, final_mi, spread, disagreement, history = _complete(
-        view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
+        views.only(axis), axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
         config, history, pair_id)
     origin, axes = _to_volume_frame(origin, axes, axis)
     return _finish(ct, histology, fov, affine, origin, axes, ct_voxel_um, histology_pixel_um,
                    final_mi, initial_mi, history, started, config, pair_id, search, axis, spread, disagreement)
 
 
-def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
+def _complete(views, axis, transform, value, slab, pre, grey, fov, factor, scale, ct_voxel_um, histology_pixel_um,
               config, history, pair_id):
     """From a first plane fit: the 2D affine, the plane refits on the undistorted section, the tilt check.
 
-    Returns ``(affine, origin, axes, final_mi, tilt_spread, tilt_disagreement, history)`` in the view's
-    voxel frame.
+    ``views`` is the :class:`_CTViews` of the fit's axis. Returns ``(affine, origin, axes, final_mi,
+    tilt_spread, tilt_disagreement, history)`` in the view's voxel frame.
     """
+    view = np.ascontiguousarray(views[axis])
     spread = disagreement = math.nan
     for round_ in range(1 + config.refinement_rounds):
         last = round_ == config.refinement_rounds
         if round_ > 0:
             slab = (slab_grey, slab_fov)
-            transform, _, _, value = _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, config,
+            transform, _, _, value = _fit_plane(views, [slab], ct_voxel_um, histology_pixel_um, config,
                                                 history, (transform, axis), pair_id, round_)
         if last and config.check_tilt_deg > 0:
-            transform, value, spread, refits = _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um,
+            transform, value, spread, refits = _tilt_restarts(views, slab, transform, value, axis, ct_voxel_um,
                                                               histology_pixel_um, config, pair_id, round_)
             disagreement = _tilt_disagreement(_normal_of(transform), refits, config.tilt_agreement_tolerance)
         slab_origin, axes = _Plane.from_transform(transform).voxel_frame(ct_voxel_um)
@@ -1161,25 +1245,31 @@ def _complete(view, axis, transform, value, slab, pre, grey, fov, factor, scale,
 CHECK_CONFIRMATIONS = 3
 #: The tilt check's refits sample this fraction of the section's pixels (its confirmations, all).
 CHECK_SAMPLING = 0.25
+#: ... and at most this many (a paper-size section has a million pixels at the finest level; the
+#: confirmations, with every pixel, decide).
+CHECK_MAX_SAMPLES = 20000
 #: Seed of the metric's pixel sampling: the same pixels every run.
 SAMPLING_SEED = 20250601
 
 
-def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
+def _tilt_restarts(views, slab, transform, value, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_):
     """The check against a wrong tilt: refit from the fit tilted over the cone.
 
     The first round starts from the fit tilted by every multiple of ``check_tilt_deg`` up to
-    ``max_tilt_deg``, 8 directions each; later rounds by ``check_tilt_deg``, 4 directions.
-    The refits run on the ``refinement_levels`` finest levels on a fixed random quarter of the
-    section's pixels (:data:`CHECK_SAMPLING`: the check costs a fraction of the fit), and so does
-    the fit itself, refitted untilted: their reference. On a right fit the refits end no higher
-    than the reference: wherever the optimiser stops on the flanks, the fit is the top. A fit a
-    few degrees too far over (on a partial or featureless section, or a steep plane that converged
-    towards an axial one) lies on a slope: a refit climbs as high or higher. The best few distinct
-    planes the refits reach (:data:`CHECK_CONFIRMATIONS`) are refined with every pixel on the
-    finest level, and the best replaces the fit if it beats it there by ``tilt_refit_gain``
-    (relative MI); the refits start again from the new fit, up to ``tilt_refit_rounds`` rounds. The spread is how far the last round
-    still moved the plane: 0 when the fit settled, more when it was still climbing.
+    ``max_tilt_deg``, 8 directions each, and turned in its plane by half and a whole
+    ``inplane_step_deg`` either way; later rounds by ``check_tilt_deg``, 4 directions, and half a
+    step. The refits run down the whole pyramid (a start 10 degrees off is outside the finest
+    levels' reach) on a fixed random quarter of the section's pixels, at most :data:`CHECK_MAX_SAMPLES`
+    (:data:`CHECK_SAMPLING`: the check costs a fraction of the fit); the fit itself, refitted on the ``refinement_levels``
+    finest levels so, is their reference. On a right fit the refits end no higher than the
+    reference: wherever the optimiser stops on the flanks, the fit is the top. A fit that is off
+    (a steep plane that converged to an axial one, one grid step off in its plane, or on a
+    partial or featureless section) lies on a slope or on a lower, sharp peak: a refit climbs as
+    high or higher. The best few distinct poses the refits reach, the reference among them
+    (:data:`CHECK_CONFIRMATIONS`), are refined with every pixel on the finest level, and the best
+    replaces the fit if it beats it there by ``tilt_refit_gain`` (relative MI); the refits start
+    again from the new fit, up to ``tilt_refit_rounds`` rounds. The spread is how far the last
+    round still moved the plane: 0 when the fit settled, more when it was still climbing.
 
     Returns
     -------
@@ -1189,8 +1279,9 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
         :func:`_tilt_disagreement`.
     """
     def refit(start, n_finest=None, sampling=CHECK_SAMPLING):
-        return _fit_plane({axis: view}, [slab], ct_voxel_um, histology_pixel_um, cfg, [], (start, axis), pair_id,
-                          round_, n_finest=n_finest, sampling=sampling)
+        return _fit_plane(views, [slab], ct_voxel_um, histology_pixel_um, cfg, [], (start, axis), pair_id,
+                          round_, n_finest=n_finest, sampling=sampling,
+                          max_samples=CHECK_MAX_SAMPLES if sampling < 1 else None)
 
     spread = 0.0
     reference: tuple[np.ndarray, float] = (_normal_of(transform), float(value))
@@ -1200,17 +1291,27 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
             ref_transform, _, _, ref_value = refit(transform)
             reference = (_normal_of(ref_transform), float(ref_value))
         except RegistrationFailed:
-            ref_value = math.inf
+            ref_transform, ref_value = transform, math.inf
         refits, candidates = [], []
         # The first round reaches over the whole cone (rings check_tilt_deg apart, 8 directions): a steep
         # plane that converged to an axial one is far from it; later rounds look round the new fit.
         rings = np.arange(cfg.check_tilt_deg, cfg.max_tilt_deg + 1e-9, cfg.check_tilt_deg) if round_index == 0 \
             else [cfg.check_tilt_deg]
         n_directions = 8 if round_index == 0 else 4
-        for tilt, k in ((tilt, k) for tilt in rings for k in range(n_directions)):
-            start = _tilted(transform, k * 2 * math.pi / n_directions, tilt)
+        # The nearest ring runs on the refinement levels only: where the MI is flat over the tilt, its refits stop
+        # where the slope runs out, and show it (the open tilt); the farther rings, and starts turned in the plane
+        # by half a grid step and a whole one either way, run down the whole pyramid, whose coarse levels reach a
+        # better optimum 10 degrees off that the finest cannot (a steep plane converged to an axial one, or a fit
+        # one coarse in-plane step off).
+        starts = [(_tilted(transform, k * 2 * math.pi / n_directions, tilt),
+                   None if tilt <= cfg.check_tilt_deg + 1e-9 else cfg.pyramid_levels)
+                  for tilt in rings for k in range(n_directions)]
+        turns = (0.5, 1.0) if round_index == 0 else (0.5,)
+        starts += [(_turned(transform, sign * f * cfg.inplane_step_deg), cfg.pyramid_levels)
+                   for f in turns for sign in (-1, 1)]
+        for start, n_levels in starts:
             try:
-                candidate, _, _, candidate_value = refit(start)
+                candidate, _, _, candidate_value = refit(start, n_finest=n_levels)
             except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
                 continue
             refits.append((_normal_of(candidate), float(candidate_value)))
@@ -1218,10 +1319,11 @@ def _tilt_restarts(view, slab, transform, value, axis, ct_voxel_um, histology_pi
         # The best CHECK_CONFIRMATIONS distinct planes the refits reached (not the fit again) are refined with every
         # pixel on the finest level, whatever their sampled MI (the sampling and the levels may rank near-equal
         # planes differently); the best replaces the fit if it beats it there by tilt_refit_gain.
+        # The reference is one of them: a fit the sampled metric moves off is not settled either.
         close: list[tuple[float, Any]] = []
-        for candidate in sorted(candidates, key=lambda c: c[0]):
-            planes = [reference[0]] + [_normal_of(c[1]) for c in close]
-            if all(abs(float(np.dot(_normal_of(candidate[1]), n))) < math.cos(math.radians(0.5)) for n in planes):
+        for candidate in sorted(candidates + [(float(ref_value), ref_transform)], key=lambda c: c[0]):
+            poses = [transform] + [c[1] for c in close]
+            if all(_rotation_between(candidate[1], pose) > 0.5 for pose in poses):
                 close.append(candidate)
             if len(close) == CHECK_CONFIRMATIONS:
                 break
