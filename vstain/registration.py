@@ -193,7 +193,8 @@ class RegistrationResult:
         (0: the fit settled); NaN when the profile sets no refits.
     tilt_disagreement_deg : float
         How far from the fit the refits of the tilt check reach planes that fit about as well (MI
-        within ``tilt_agreement_tolerance``): the tilt the data leave open (:func:`_tilt_disagreement`).
+        within ``tilt_agreement_tolerance``), or the fit refined on one half of the section turns:
+        the tilt the data leave open (:func:`_tilt_disagreement`, :func:`_half_section_tilt`).
     tilt_error_px : float
         What that open tilt could cost: the section's tissue radius (CT pixels) times its sine, the
         largest out-of-plane error such a turn about the tissue's centre makes. Above
@@ -1222,7 +1223,9 @@ def _complete(views, axis, transform, value, slab, pre, grey, fov, factor, scale
         if last and config.check_tilt_deg > 0:
             transform, value, spread, refits = _tilt_restarts(views, slab, transform, value, axis, ct_voxel_um,
                                                               histology_pixel_um, config, pair_id, round_)
-            disagreement = _tilt_disagreement(_normal_of(transform), refits, config.tilt_agreement_tolerance)
+            disagreement = max(_tilt_disagreement(_normal_of(transform), refits, config.tilt_agreement_tolerance),
+                               _half_section_tilt(views, slab, transform, axis, ct_voxel_um, histology_pixel_um,
+                                                  config, pair_id, round_))
         slab_origin, axes = _Plane.from_transform(transform).voxel_frame(ct_voxel_um)
         origin, grid_shape = _plane_grid(slab_origin, axes, view.shape)
         ct_plane = oblique_slice(view, origin, axes, grid_shape)
@@ -1361,6 +1364,34 @@ def _tilt_disagreement(fit_normal, refits, tolerance) -> float:
     (normal, value), others = refits[0], refits[1:]
     near = [normal] + [other for other, other_value in others if other_value <= value + tolerance * abs(value)]
     return max(math.degrees(math.acos(min(1.0, abs(float(np.dot(fit_normal, other)))))) for other in near)
+
+
+def _half_section_tilt(views, slab, transform, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_) -> float:
+    """How far (degrees) the plane of one half of the section turns from the fit's: the split-half check.
+
+    The fit is refined (``refinement_levels``, every pixel) on each half of the section in turn, the
+    halves split through the tissue's centre along rows and along columns. Where the whole
+    section fixes the plane, so does each half, within a degree or so; where the MI peaks at a
+    tilt that only part of the section supports (a partial field with little bone, a
+    near-featureless implant), one half's plane turns degrees away. The largest turn of the four
+    counts as open tilt (:func:`_tilt_disagreement`). 0 where no half could be refitted.
+    """
+    grey, fov = slab
+    rows, cols = np.nonzero(fov & _tissue_pixels(np.where(fov, grey, 0.0)))
+    if not len(rows):
+        return 0.0
+    yy, xx = np.indices(grey.shape)
+    centre_y, centre_x = rows.mean(), cols.mean()
+    turns = [0.0]
+    for half in (yy < centre_y, yy >= centre_y, xx < centre_x, xx >= centre_x):
+        try:
+            fitted, _, _, _ = _fit_plane(views, [(grey, fov & half)], ct_voxel_um, histology_pixel_um, cfg, [],
+                                         (transform, axis), pair_id, round_)
+        except RegistrationFailed:  # a half that leaves the volume says nothing about the fit
+            continue
+        cosine = abs(float(np.dot(_normal_of(fitted), _normal_of(transform))))
+        turns.append(math.degrees(math.acos(min(1.0, cosine))))
+    return max(turns)
 
 
 def _checked_landmarks(landmarks, histology_shape, ct_shape, pair_id):
@@ -1576,9 +1607,10 @@ def _judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan, til
                        f"registration.max_tilt_spread_deg {cfg.max_tilt_spread_deg}: the tilt has not settled")
     if math.isfinite(tilt_error) and tilt_error > cfg.max_tilt_error_px:
         reasons.append(f"refits reach planes {tilt_disagreement:.1f} deg from the fit with MI within "
-                       f"registration.tilt_agreement_tolerance {cfg.tilt_agreement_tolerance} of its: the data do "
-                       f"not fix the tilt, and a tilt that far moves the section's edge {tilt_error:.1f} CT px, "
-                       f"beyond registration.max_tilt_error_px {cfg.max_tilt_error_px}")
+                       f"registration.tilt_agreement_tolerance {cfg.tilt_agreement_tolerance} of its, or fits to "
+                       f"one half of the section do: the data do not fix the tilt, and a tilt that far moves the "
+                       f"section's edge {tilt_error:.1f} CT px, beyond registration.max_tilt_error_px "
+                       f"{cfg.max_tilt_error_px}")
     return "uncertain: " + "; ".join(reasons) if reasons else "ok"
 
 
