@@ -162,7 +162,8 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--step", type=int, default=None, help="inference step (default: the checkpoint's patch / 4)")
     parser.add_argument("--keep", type=Path, help="write the paper-size pair here (default: a temporary folder); "
-                        "a complete pair already there (truth.json is written last) is registered without generating it")
+                        "a complete pair already there (truth.json is written last) is registered without "
+                        "generating it")
     parser.add_argument("--checkpoint", type=Path,
                         default=ROOT / "results" / "quick" / "models" / "mod_cyclegan" / "fold0" / "last.pt")
     args = parser.parse_args()

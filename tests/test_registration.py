@@ -429,7 +429,8 @@ def test_ct_views_smooth_each_level_once_and_keep_only_the_last_few():
     views = _CTViews(ct, [0, 1, 2], 5.0, keep=2)
     assert list(views) == [0, 1, 2] and views[1].shape == ct.transpose(AXIS_ORDERS[1]).shape
     moving = views.moving(1, 1.5)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(moving), ndi.gaussian_filter(ct.transpose(AXIS_ORDERS[1]), 1.5))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(moving),
+                                  ndi.gaussian_filter(ct.transpose(AXIS_ORDERS[1]), 1.5))
     assert moving.GetSpacing() == (5.0, 5.0, 5.0)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(views.moving(2, 0.0)), ct.transpose(AXIS_ORDERS[2]))
     # the same level again is the same image, also through the one-axis view that shares the cache

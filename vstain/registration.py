@@ -728,6 +728,11 @@ def _turned(transform: sitk.Euler3DTransform, angle_deg: float) -> sitk.Euler3DT
     return out
 
 
+def _angle_between_planes(normal_a: np.ndarray, normal_b: np.ndarray) -> float:
+    """The angle (degrees, 0-90) between two planes given by their unit normals, whichever way each points."""
+    return math.degrees(math.acos(min(1.0, abs(float(np.dot(normal_a, normal_b))))))
+
+
 def _rotation_between(a: sitk.Euler3DTransform, b: sitk.Euler3DTransform) -> float:
     """The angle (degrees) of the rotation that takes pose ``a`` to pose ``b``: tilt and in-plane turn together."""
     ra, rb = (np.asarray(t.GetMatrix()).reshape(3, 3) for t in (a, b))
@@ -1261,10 +1266,11 @@ def _tilt_restarts(views, slab, transform, value, axis, ct_voxel_um, histology_p
     The first round starts from the fit tilted by every multiple of ``check_tilt_deg`` up to
     ``max_tilt_deg``, 8 directions each, and turned in its plane by half and a whole
     ``inplane_step_deg`` either way; later rounds by ``check_tilt_deg``, 4 directions, and half a
-    step. The refits run down the whole pyramid (a start 10 degrees off is outside the finest
-    levels' reach) on a fixed random quarter of the section's pixels, at most :data:`CHECK_MAX_SAMPLES`
-    (:data:`CHECK_SAMPLING`: the check costs a fraction of the fit); the fit itself, refitted on the ``refinement_levels``
-    finest levels so, is their reference. On a right fit the refits end no higher than the
+    step. The nearest ring runs on the ``refinement_levels`` finest levels, the farther rings and
+    the turns down the whole pyramid (a start 10 degrees off is outside the finest levels' reach);
+    all on a fixed random quarter of the section's pixels (:data:`CHECK_SAMPLING`), at most
+    :data:`CHECK_MAX_SAMPLES`, so the check costs a fraction of the fit. The fit itself, refitted
+    so on the refinement levels, is their reference. On a right fit the refits end no higher than the
     reference: wherever the optimiser stops on the flanks, the fit is the top. A fit that is off
     (a steep plane that converged to an axial one, one grid step off in its plane, or on a
     partial or featureless section) lies on a slope or on a lower, sharp peak: a refit climbs as
@@ -1340,8 +1346,7 @@ def _tilt_restarts(views, slab, transform, value, axis, ct_voxel_um, histology_p
                 best_value, moved = finer_value, (finer, finer_value)
         if moved is None:
             return transform, value, 0.0, [reference] + refits
-        cosine = abs(float(np.dot(_normal_of(transform), _normal_of(moved[0]))))
-        spread = math.degrees(math.acos(min(1.0, cosine)))
+        spread = _angle_between_planes(_normal_of(transform), _normal_of(moved[0]))
         transform, value = moved
     return transform, value, spread, [reference] + refits
 
@@ -1363,7 +1368,7 @@ def _tilt_disagreement(fit_normal, refits, tolerance) -> float:
         return 0.0
     (normal, value), others = refits[0], refits[1:]
     near = [normal] + [other for other, other_value in others if other_value <= value + tolerance * abs(value)]
-    return max(math.degrees(math.acos(min(1.0, abs(float(np.dot(fit_normal, other)))))) for other in near)
+    return max(_angle_between_planes(fit_normal, other) for other in near)
 
 
 def _half_section_tilt(views, slab, transform, axis, ct_voxel_um, histology_pixel_um, cfg, pair_id, round_) -> float:
@@ -1374,14 +1379,12 @@ def _half_section_tilt(views, slab, transform, axis, ct_voxel_um, histology_pixe
     section fixes the plane, so does each half, within a degree or so; where the MI peaks at a
     tilt that only part of the section supports (a partial field with little bone, a
     near-featureless implant), one half's plane turns degrees away. The largest turn of the four
-    counts as open tilt (:func:`_tilt_disagreement`). 0 where no half could be refitted.
+    counts as open tilt (:func:`_tilt_disagreement`). 0 where no half could be refitted. The halves
+    split through :func:`_tissue_centre`.
     """
     grey, fov = slab
-    rows, cols = np.nonzero(fov & _tissue_pixels(np.where(fov, grey, 0.0)))
-    if not len(rows):
-        return 0.0
+    centre_y, centre_x = _tissue_centre(grey, fov)
     yy, xx = np.indices(grey.shape)
-    centre_y, centre_x = rows.mean(), cols.mean()
     turns = [0.0]
     for half in (yy < centre_y, yy >= centre_y, xx < centre_x, xx >= centre_x):
         try:
@@ -1389,8 +1392,7 @@ def _half_section_tilt(views, slab, transform, axis, ct_voxel_um, histology_pixe
                                          (transform, axis), pair_id, round_)
         except RegistrationFailed:  # a half that leaves the volume says nothing about the fit
             continue
-        cosine = abs(float(np.dot(_normal_of(fitted), _normal_of(transform))))
-        turns.append(math.degrees(math.acos(min(1.0, cosine))))
+        turns.append(_angle_between_planes(_normal_of(fitted), _normal_of(transform)))
     return max(turns)
 
 
@@ -1643,8 +1645,7 @@ def registration_errors(result: Any, sample: Any, *, grid_step_px: int | None = 
     """
     true_normal = np.asarray(sample.plane_normal, float)
     true_normal = true_normal / np.linalg.norm(true_normal)
-    cosine = abs(float(np.dot(true_normal, result.plane_normal)))
-    angle = math.degrees(math.acos(min(1.0, cosine)))
+    angle = _angle_between_planes(true_normal, result.plane_normal)
     step = grid_step_px or max(1, int(round(sample.ct_voxel_um / sample.histology_pixel_um)))
     inside = (np.asarray(sample.section_labels) > 0) & np.asarray(sample.fov_mask, bool)
     ys, xs = np.nonzero(inside[::step, ::step])
