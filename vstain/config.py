@@ -63,6 +63,28 @@ class DatasetConfig:
     min_tilt_deg: float  # the section plane tilts from the screw's plane by an angle uniform from this ...
     max_tilt_deg: float  # ... up to this
     other_axis_fraction: float  # this fraction of blocks lies with the section normal along y or x, not z
+    # The paper's regime (its 2.1, 2.2, 3 and S3): what makes pairs only partly aligned and the CT coarser.
+    section_thickness_um: float  # the slide integrates the stain through the section (paper 2.1: about 40 um)
+    section_sublayers: int  # planes through the thickness whose stain is summed (1: one plane)
+    depth_of_field_um: float  # the microscope's depth of field (10x objective: about 10 um)
+    objective_na: float  # a layer beyond half the depth of field blurs by NA x the excess (10x: about 0.25)
+    misalignment_strength: float  # one dial scaling every effect below that registration cannot remove (0: none)
+    soft_tissue_shift_um: float  # RMS soft-tissue displacement between scan and slide (paper 3: it shifts; 10-50 um)
+    marrow_retraction: float  # fraction of the marrow next to bone that retracts from it (embedding shrinkage)
+    residual_warp_um: float  # RMS of a smooth non-affine warp of the whole section
+    section_waviness_um: float  # RMS out-of-plane offset of the section's surface (it is not a plane)
+    cracks_per_section: float  # mean number of cracks through the dense bone (paper 3: formed after the scan)
+    crack_opening_um: float  # how far a crack's fragments move apart at its middle
+    marrow_air_fraction: float  # fraction of marrow that is air in the CT (critical-point drying, paper 2.1)
+    slide_hue_jitter: float  # relative spread of each stain's uptake per slide, beyond the session's
+    brown_soft_tissue_fraction: float  # slides whose soft tissue stains brownish (paper 3.1)
+    n_cameras: int  # microscope cameras the sessions alternate between (paper 2.2: two)
+    vignetting: float  # illumination falloff at the corners of each microscope tile (tile seams)
+    microscope_tile_um: float  # side of one microscope field (the stage is stepped, paper 2.2)
+    ct_blur_voxels: list[float]  # [min, max] Gaussian blur of the CT per beamtime (S3: CT coarser than histology)
+    ct_noise_correlation_voxels: float  # correlation length of the CT noise (the reconstruction filter)
+    ct_ring_amplitude: float  # ring artefacts about the rotation axis, relative to dense bone
+    ct_metal_streak_amplitude: float  # beam-hardening streaks around a Ti screw, relative to dense bone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,6 +461,36 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("dataset.min_tilt_deg", d.min_tilt_deg, 0 <= d.min_tilt_deg <= d.max_tilt_deg,
          "an angle between 0 and dataset.max_tilt_deg"),
         ("dataset.other_axis_fraction", d.other_axis_fraction, 0 <= d.other_axis_fraction <= 1, fraction),
+        ("dataset.section_thickness_um", d.section_thickness_um, 0 <= d.section_thickness_um <= 200,
+         "a thickness in [0, 200] um"),
+        ("dataset.section_sublayers", d.section_sublayers, 1 <= d.section_sublayers <= 32, "an integer in [1, 32]"),
+        ("dataset.depth_of_field_um", d.depth_of_field_um, 0 <= d.depth_of_field_um <= 200, "a depth in [0, 200] um"),
+        ("dataset.objective_na", d.objective_na, 0 < d.objective_na <= 1.5, "a numerical aperture in (0, 1.5]"),
+        ("dataset.misalignment_strength", d.misalignment_strength, 0 <= d.misalignment_strength <= 4,
+         "a factor in [0, 4] (0: aligned, 1: the profile's regime)"),
+        ("dataset.soft_tissue_shift_um", d.soft_tissue_shift_um, 0 <= d.soft_tissue_shift_um <= 200,
+         "a length in [0, 200] um"),
+        ("dataset.marrow_retraction", d.marrow_retraction, 0 <= d.marrow_retraction <= 1, fraction),
+        ("dataset.residual_warp_um", d.residual_warp_um, 0 <= d.residual_warp_um <= 200, "a length in [0, 200] um"),
+        ("dataset.section_waviness_um", d.section_waviness_um, 0 <= d.section_waviness_um <= 200,
+         "a length in [0, 200] um"),
+        ("dataset.cracks_per_section", d.cracks_per_section, 0 <= d.cracks_per_section <= 50, "a mean count in [0, 50]"),
+        ("dataset.crack_opening_um", d.crack_opening_um, 0 <= d.crack_opening_um <= 200, "a length in [0, 200] um"),
+        ("dataset.marrow_air_fraction", d.marrow_air_fraction, 0 <= d.marrow_air_fraction <= 1, fraction),
+        ("dataset.slide_hue_jitter", d.slide_hue_jitter, 0 <= d.slide_hue_jitter <= 1, fraction),
+        ("dataset.brown_soft_tissue_fraction", d.brown_soft_tissue_fraction, 0 <= d.brown_soft_tissue_fraction <= 1,
+         fraction),
+        ("dataset.n_cameras", d.n_cameras, 1 <= d.n_cameras <= 2, "1 or 2 (the paper's two cameras)"),
+        ("dataset.vignetting", d.vignetting, 0 <= d.vignetting < 1, "a fraction in [0, 1)"),
+        ("dataset.microscope_tile_um", d.microscope_tile_um, d.microscope_tile_um > 0, positive),
+        ("dataset.ct_blur_voxels", d.ct_blur_voxels,
+         len(d.ct_blur_voxels) == 2 and 0 <= d.ct_blur_voxels[0] <= d.ct_blur_voxels[1] < 50,
+         "a range [min, max] of Gaussian sigmas with 0 <= min <= max < 50 voxels"),
+        ("dataset.ct_noise_correlation_voxels", d.ct_noise_correlation_voxels,
+         0 <= d.ct_noise_correlation_voxels <= 10, "a length in [0, 10] voxels"),
+        ("dataset.ct_ring_amplitude", d.ct_ring_amplitude, 0 <= d.ct_ring_amplitude <= 1, fraction),
+        ("dataset.ct_metal_streak_amplitude", d.ct_metal_streak_amplitude, 0 <= d.ct_metal_streak_amplitude <= 2,
+         "an amplitude in [0, 2] (relative to dense bone)"),
         ("registration.pyramid_levels", r.pyramid_levels, r.pyramid_levels >= 1, at_least_one),
         ("registration.histology_downsample_um", r.histology_downsample_um, r.histology_downsample_um > 0, positive),
         ("registration.max_tilt_deg", r.max_tilt_deg, 0 < r.max_tilt_deg <= 45, "an angle in (0, 45] degrees"),

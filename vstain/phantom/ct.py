@@ -10,6 +10,14 @@ opposite of the histology, where they stain. Each beamtime also has its own blur
 (detector and reconstruction), noise level, gain and offset, so the raw grey
 values differ between pairs and normalisation (paper 2.5) matters.
 
+The paper's CT is coarser than its histology (S3: a Fourier-ring resolution of about 5-6 px
+against under 3 px at the same 5 um pixel): the beamtime's blur is drawn from the dataset
+profile's ``ct_blur_voxels``. :class:`CTArtefacts` adds what real reconstructions show and the
+phantom's histology never does: noise correlated by the reconstruction filter, ring artefacts
+about the rotation axis (the tube's axis, z), streaks around a strongly attenuating Ti implant,
+and marrow that is partly air after critical-point drying (paper 2.1), so the CT sees empty
+pores where the section shows stained soft tissue.
+
 Examples
 --------
 >>> import numpy as np
@@ -20,6 +28,8 @@ Examples
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -45,13 +55,59 @@ SCREW_ATTENUATION: dict[str, tuple[float, float]] = {
 }
 
 
-def beamtime_params(beamtime: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class CTArtefacts:
+    """Artefacts of the reconstruction and of the sample's drying (all amplitudes relative to dense bone).
+
+    Parameters
+    ----------
+    noise_correlation_voxels : float
+        Gaussian correlation length of the noise (0: white noise).
+    ring_amplitude : float
+        Peak amplitude of the rings about the rotation axis (0: none).
+    metal_streak_amplitude : float
+        Peak amplitude of the streaks a Ti screw casts (beam hardening; 0: none).
+    marrow_air_fraction : float
+        Fraction of the marrow that is air in the CT (critical-point drying, paper 2.1).
+
+    Examples
+    --------
+    >>> CTArtefacts().ring_amplitude
+    0.0
+    """
+
+    noise_correlation_voxels: float = 0.0
+    ring_amplitude: float = 0.0
+    metal_streak_amplitude: float = 0.0
+    marrow_air_fraction: float = 0.0
+
+    def __post_init__(self):
+        for name in ("noise_correlation_voxels", "ring_amplitude", "metal_streak_amplitude"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"CTArtefacts.{name} must be a finite number >= 0, got {value!r}")
+        if not 0 <= self.marrow_air_fraction <= 1:
+            raise ValueError(f"CTArtefacts.marrow_air_fraction must be in [0, 1], got {self.marrow_air_fraction!r}")
+
+    @classmethod
+    def from_profile(cls, dataset_cfg) -> "CTArtefacts":
+        """The artefacts a dataset profile asks for."""
+        return cls(noise_correlation_voxels=float(dataset_cfg.ct_noise_correlation_voxels),
+                   ring_amplitude=float(dataset_cfg.ct_ring_amplitude),
+                   metal_streak_amplitude=float(dataset_cfg.ct_metal_streak_amplitude),
+                   marrow_air_fraction=float(dataset_cfg.marrow_air_fraction))
+
+
+def beamtime_params(beamtime: int, blur_voxels: tuple[float, float] = (0.6, 1.1)) -> dict:
     """Acquisition settings of one beamtime (deterministic from its index).
 
     Parameters
     ----------
     beamtime : int
         Beamtime index; the same index always gives the same settings.
+    blur_voxels : (float, float)
+        The range the beamtime's Gaussian blur (sigma, voxels) is drawn from (a dataset profile's
+        ``ct_blur_voxels``; the default is the sharp CT of earlier phantoms).
 
     Returns
     -------
@@ -66,6 +122,9 @@ def beamtime_params(beamtime: int) -> dict:
     """
     if int(beamtime) < 0:
         raise ValueError(f"beamtime must be >= 0, got {beamtime}")
+    low, high = (float(b) for b in blur_voxels)
+    if not 0 <= low <= high < 50:
+        raise ValueError(f"blur_voxels must be a range 0 <= min <= max < 50 voxels, got {list(blur_voxels)}")
     rng = np.random.default_rng([int(beamtime), 0xC7])
     return {
         "beamtime": int(beamtime),
@@ -73,7 +132,7 @@ def beamtime_params(beamtime: int) -> dict:
         "gain": float(rng.uniform(0.7, 1.4) * 10000.0),
         "offset": float(rng.uniform(-1500.0, 3000.0)),
         "noise": float(rng.uniform(0.03, 0.08)),
-        "blur_sigma": float(rng.uniform(0.6, 1.1)),
+        "blur_sigma": float(low + rng.uniform(0.0, 1.0) * (high - low)),
         "mineral_texture": float(rng.uniform(0.03, 0.06)),
     }
 
@@ -89,7 +148,46 @@ def attenuation_table(material: str, energy_kev: float) -> np.ndarray:
     return table
 
 
-def simulate_ct(labels: np.ndarray, material: str, beamtime_params: dict, rng: np.random.Generator) -> np.ndarray:
+def _rings(shape: tuple[int, ...], amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """Ring artefacts of a slice ``shape[-2:]``: narrow rings of random sign about the centre (the rotation axis)."""
+    ny, nx = shape[-2:]
+    radius = np.hypot(*np.meshgrid(np.arange(ny) - (ny - 1) / 2, np.arange(nx) - (nx - 1) / 2, indexing="ij"))
+    rings = np.zeros((ny, nx), np.float32)
+    for _ in range(int(rng.integers(6, 16))):  # a few defective detector columns
+        r0, width = rng.uniform(2.0, radius.max()), rng.uniform(0.5, 1.2)
+        rings += np.float32(rng.uniform(-1, 1)) * np.exp(-0.5 * ((radius - r0) / width) ** 2).astype(np.float32)
+    return (amplitude * rings / (np.abs(rings).max() + 1e-12)).astype(np.float32)
+
+
+def _metal_streaks(metal: np.ndarray, amplitude: float) -> np.ndarray:
+    """Beam-hardening streaks of a metal mask ``(..., Y, X)``, slice by slice, peak ``amplitude``.
+
+    The detector sees the metal's path length squared (the beam hardens along it); filtered
+    back-projection of that error gives the dark bands between metal parts and the bright
+    rays beside them that real scans of Ti implants show.
+    """
+    from skimage.transform import iradon, radon
+
+    streaks = np.zeros(metal.shape, np.float32)
+    flat = metal.reshape((-1,) + metal.shape[-2:])
+    out = streaks.reshape(flat.shape)
+    side = max(metal.shape[-2:])
+    theta = np.linspace(0.0, 180.0, 60, endpoint=False)
+    for k, mask in enumerate(flat):
+        if not mask.any():
+            continue
+        square = np.zeros((side, side), np.float32)
+        square[:mask.shape[0], :mask.shape[1]] = mask
+        sinogram = radon(square, theta, circle=False)
+        error = -(sinogram / side) ** 2  # hardening: the error grows with the squared path length
+        image = iradon(error, theta, output_size=side, circle=False, filter_name="ramp")
+        out[k] = image[:mask.shape[0], :mask.shape[1]]
+    peak = np.abs(streaks[~metal]).max() if (~metal).any() else 0.0
+    return (amplitude * streaks / (peak + 1e-12)).astype(np.float32)
+
+
+def simulate_ct(labels: np.ndarray, material: str, beamtime_params: dict, rng: np.random.Generator,
+                artefacts: CTArtefacts | None = None) -> np.ndarray:
     """Simulate reconstructed CT grey values of a label volume (or slice).
 
     Parameters
@@ -102,6 +200,9 @@ def simulate_ct(labels: np.ndarray, material: str, beamtime_params: dict, rng: n
         From :func:`beamtime_params`.
     rng : numpy.random.Generator
         Source of the noise and the bone-density texture.
+    artefacts : CTArtefacts, optional
+        Reconstruction and drying artefacts (default: none). Rings and streaks need a volume
+        whose z axis is the rotation axis (the block's frame, before any axis turn).
 
     Returns
     -------
@@ -118,6 +219,24 @@ def simulate_ct(labels: np.ndarray, material: str, beamtime_params: dict, rng: n
     texture *= p["mineral_texture"] / (texture.std() + 1e-12)
     bony = np.isin(labels, (LABELS["dense_bone"], LABELS["new_bone"]))
     mu[bony] *= 1 + texture[bony]
+    artefacts = artefacts or CTArtefacts()
+    if artefacts.marrow_air_fraction > 0:
+        # Critical-point drying leaves parts of the marrow empty: air in the CT, tissue in the section.
+        field = ndi.gaussian_filter(rng.standard_normal(labels.shape, dtype=np.float32), 3.0)
+        marrow = labels == LABELS["soft_tissue"]
+        if marrow.any():
+            cut = np.quantile(field[marrow], 1 - artefacts.marrow_air_fraction)
+            mu[marrow & (field > cut)] = 0.0
+    if artefacts.metal_streak_amplitude > 0 and material == "Ti" and labels.ndim >= 2:
+        bone = attenuation_table(material, p["energy_kev"])[LABELS["dense_bone"]]
+        mu += bone * _metal_streaks(labels == LABELS["screw"], artefacts.metal_streak_amplitude)
     mu = ndi.gaussian_filter(mu, p["blur_sigma"])
-    mu += rng.standard_normal(labels.shape, dtype=np.float32) * np.float32(p["noise"])
+    noise = rng.standard_normal(labels.shape, dtype=np.float32)
+    if artefacts.noise_correlation_voxels > 0:  # the reconstruction filter correlates neighbouring voxels
+        noise = ndi.gaussian_filter(noise, artefacts.noise_correlation_voxels)
+        noise /= noise.std() + 1e-12
+    mu += noise * np.float32(p["noise"])
+    if artefacts.ring_amplitude > 0 and labels.ndim >= 2:
+        bone = attenuation_table(material, p["energy_kev"])[LABELS["dense_bone"]]
+        mu += bone * _rings(labels.shape, artefacts.ring_amplitude, rng)
     return (mu * np.float32(p["gain"]) + np.float32(p["offset"])).astype(np.float32)

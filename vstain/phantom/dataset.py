@@ -4,7 +4,8 @@ A sample folder (written by :func:`write_sample`, read by :func:`load_sample`)::
 
     <pair_id>/ct.tif          float32 CT volume (z, y, x), voxel size in um (ImageJ TIFF)
     <pair_id>/histology.tif   uint8 RGB section, pixel size in um
-    <pair_id>/truth.npz       labels_volume, section_labels, fov_mask, artefacts, plane_point,
+    <pair_id>/histology_twin.tif  its aligned twin (the same slide without preparation artefacts)
+    <pair_id>/truth.npz       labels_volume, section_labels, twin_labels, fov_mask, artefacts, plane_point,
                               plane_axes, plane_normal, affine
     <pair_id>/truth.json      material, stain, beamtime, session, stain and CT parameters
                               (written last: marks the folder complete)
@@ -37,11 +38,13 @@ from vstain.phantom.sample import PhantomSample
 from vstain.slide_io import read_slide, write_pyramid
 
 _TRUTH_ARRAYS = ("labels_volume", "section_labels", "fov_mask", "artefacts", "plane_point", "plane_axes",
-                 "plane_normal", "affine")
+                 "plane_normal", "affine", "twin_labels")
 #: Bump when the generator changes what it draws, so cached datasets are regenerated
 #: (3: sections at any rotation on the slide, 30 % mirrored; 4: tilts up to the profile's
-#: ``max_tilt_deg``, section normals along y or x, the draws' ranges from the profile).
-PHANTOM_MODEL_VERSION = 4
+#: ``max_tilt_deg``, section normals along y or x, the draws' ranges from the profile; 5: the paper's
+#: regime: thick, deformed and cracked sections with an aligned twin, the toluidine-blue palette of
+#: paper 2.1, two cameras, tile illumination, a coarser CT with its artefacts).
+PHANTOM_MODEL_VERSION = 5
 
 #: A slide with a side above this is written as a tiled pyramidal OME-TIFF, as slide scanners write
 #: whole-slide images (paper 2.2: 6k-13k px at 0.44 um); smaller ones as a plain RGB TIFF.
@@ -127,13 +130,19 @@ def write_sample(folder: str | Path, sample: PhantomSample, metadata: dict | Non
     metadata = metadata or {}
     write_tiff(folder / "ct.tif", sample.ct_volume, sample.ct_voxel_um, metadata=metadata)
     levels = pyramid_levels(sample.histology.shape)
-    if levels > 1:
-        write_pyramid(folder / "histology.tif", sample.histology, sample.histology_pixel_um, levels=levels)
-    else:
-        write_tiff(folder / "histology.tif", sample.histology, sample.histology_pixel_um, metadata=metadata)
+    slides = [("histology.tif", sample.histology)]
+    if sample.histology_twin is not None:
+        slides.append(("histology_twin.tif", sample.histology_twin))
+    for name, slide in slides:
+        if levels > 1:
+            write_pyramid(folder / name, slide, sample.histology_pixel_um, levels=levels)
+        else:
+            write_tiff(folder / name, slide, sample.histology_pixel_um, metadata=metadata)
     arrays = {name: getattr(sample, name) for name in _TRUTH_ARRAYS}
     if arrays["artefacts"] is None:
         arrays["artefacts"] = np.zeros(sample.section_labels.shape, np.uint8)
+    if arrays["twin_labels"] is None:
+        del arrays["twin_labels"]
     with atomic_path(folder / "truth.npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
@@ -159,7 +168,9 @@ def load_sample(folder: str | Path) -> PhantomSample:
     if not truth_path.is_file():
         raise FileNotFoundError(f"{truth_path}: not found")
     with np.load(truth_path) as truth:
-        arrays = {name: truth[name] for name in _TRUTH_ARRAYS}
+        arrays = {name: truth[name] if name in truth.files else None for name in _TRUTH_ARRAYS}
+    twin_path = folder / "histology_twin.tif"
+    twin = read_slide(twin_path)[0] if twin_path.is_file() else None
     if ct.ndim != 3:
         raise ValueError(f"{folder / 'ct.tif'}: expected a 3D volume, got shape {ct.shape}")
     return PhantomSample(
@@ -170,7 +181,7 @@ def load_sample(folder: str | Path) -> PhantomSample:
         plane_point=arrays["plane_point"], plane_axes=arrays["plane_axes"], plane_normal=arrays["plane_normal"],
         affine=arrays["affine"], beamtime=int(meta["beamtime"]), session=int(meta["session"]),
         stain_params=meta["stain_params"], ct_params=meta.get("ct_params", {}), artefacts=arrays["artefacts"],
-        details=meta.get("details", {}),
+        details=meta.get("details", {}), histology_twin=twin, twin_labels=arrays["twin_labels"],
     )
 
 

@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -24,13 +25,13 @@ from scipy import ndimage as ndi
 from skimage.morphology import convex_hull_image
 
 from vstain.pairs import RegisteredPair
-from vstain.phantom.ct import beamtime_params, simulate_ct
+from vstain.phantom.ct import CTArtefacts, beamtime_params, simulate_ct
 from vstain.phantom.geometry import draw_geometry, label_volume
 from vstain.phantom.labels import LABELS, MATERIALS, RIGID_LABELS, STAINS, label_name
-from vstain.phantom.render import cut_section, render_slide
-from vstain.phantom.section import (AXIS_NAMES, NORMAL_AXIS_ORDERS, draw_affine, draw_normal_axis, draw_plane,
-                                    histology_to_plane, plane_to_volume, stitched_fov)
-from vstain.phantom.stain import session_params
+from vstain.phantom.render import Illumination, cut_section, render_slide
+from vstain.phantom.section import (AXIS_NAMES, NORMAL_AXIS_ORDERS, SectionPreparation, draw_affine,
+                                    draw_normal_axis, draw_plane, histology_to_plane, plane_to_volume, stitched_fov)
+from vstain.phantom.stain import session_params, slide_params
 
 
 @dataclasses.dataclass
@@ -40,6 +41,11 @@ class PhantomSample:
     Coordinates: CT voxels ``(z, y, x)``; the true plane maps plane pixel ``(i, j)``
     (CT pixel size) to ``plane_point + i * plane_axes[0] + j * plane_axes[1]``;
     ``affine`` maps histology pixel ``[y, x, 1]`` to plane pixel ``[i, j, 1]``.
+
+    The slide shows the section as prepared (thick, deformed, cracked: ``section_labels`` is its
+    middle plane as it lies on the slide); ``histology_twin`` is its aligned twin, the same slide
+    stained and imaged the same way had preparation moved nothing (``twin_labels``: the true plane's
+    labels), so the error of the data (misalignment) and of a model can be told apart.
     """
 
     pair_id: str
@@ -62,6 +68,8 @@ class PhantomSample:
     ct_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     artefacts: np.ndarray | None = None  # uint8 (H, W): section.ARTEFACT_CODES
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    histology_twin: np.ndarray | None = None  # uint8 (H, W, 3): the aligned twin (no preparation artefacts)
+    twin_labels: np.ndarray | None = None  # uint8 (H, W): the twin's middle plane
 
     @property
     def normal_axis(self) -> int:
@@ -126,11 +134,11 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     shape = tuple(int(n) for n in dataset_cfg.ct_shape)
     if len(shape) != 3:
         raise ValueError(f"pair {pair_id}: ct_shape must have 3 entries (z, y, x), got {list(shape)}")
-    rng_geometry, rng_ct, rng_plane, rng_section, rng_stain, rng_artefacts = _child_rngs(seed, 6)
+    rng_geometry, rng_ct, rng_plane, rng_section, rng_stain, rng_artefacts, rng_slide = _child_rngs(seed, 7)
     geometry = draw_geometry(shape, material, rng_geometry)
     labels = label_volume(geometry)
-    ct_params = beamtime_params(beamtime)
-    ct = simulate_ct(labels, material, ct_params, rng_ct)
+    ct_params = beamtime_params(beamtime, tuple(dataset_cfg.ct_blur_voxels))
+    ct = simulate_ct(labels, material, ct_params, rng_ct, CTArtefacts.from_profile(dataset_cfg))
     plane_point, plane_axes, plane_normal = draw_plane(geometry, rng_plane, float(dataset_cfg.max_tilt_deg),
                                                        float(dataset_cfg.min_tilt_deg))
     affine, hist_shape, affine_details = draw_affine(shape[1:], hist_um / ct_um, rng_plane,
@@ -139,10 +147,22 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     normal_axis = draw_normal_axis(rng_plane, float(dataset_cfg.other_axis_fraction))
     tilt_deg = float(np.degrees(np.arccos(min(1.0, abs(plane_normal[0])))))
     # rendered in row strips: a whole-slide image at the paper's 0.44 um fits in memory
-    section = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section, strip_pixels)
-    params = session_params(stain, session)
-    histology, artefacts, artefact_details = render_slide(section, stain, params, rng_stain, rng_artefacts,
-                                                          strip_pixels)
+    preparation = SectionPreparation.from_profile(dataset_cfg)
+    cut = cut_section(geometry, plane_point, plane_axes, affine, hist_shape, rng_section, strip_pixels,
+                      preparation=preparation, ct_voxel_um=ct_um)
+    section = cut.labels
+    params = slide_params(session_params(stain, session, int(dataset_cfg.n_cameras)), rng_slide,
+                          float(dataset_cfg.slide_hue_jitter), float(dataset_cfg.brown_soft_tissue_fraction))
+    light = Illumination(rng_slide, hist_shape, hist_um, float(dataset_cfg.microscope_tile_um),
+                         float(dataset_cfg.vignetting))
+    # The twin is the same slide (same texture, grain and light) without what preparation did to it.
+    twin_rngs = [copy.deepcopy(r) for r in (rng_stain, rng_artefacts)]
+    histology, artefacts, artefact_details = render_slide(cut.layers, stain, params, rng_stain, rng_artefacts,
+                                                          strip_pixels, preparation=preparation, pixel_um=hist_um,
+                                                          cracks=cut.cracks, illumination=light)
+    twin, _, _ = render_slide(cut.twin_layers, stain, params, *twin_rngs, strip_pixels, preparation=preparation,
+                              pixel_um=hist_um, illumination=light, surface_artefacts=False)
+    artefact_details.update(cut.details)
     if stain == "he":
         # Partial whole-slide image centred on the implant; outside the stitched tiles is black.
         axis_point = np.array([geometry.screw_axis[0], geometry.screw_axis[1], np.mean(geometry.screw_x)])
@@ -150,6 +170,7 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         yx = np.linalg.solve(affine, np.array([ij[0], ij[1], 1.0]))[:2]
         fov = stitched_fov(hist_shape, yx, rng_artefacts)
         histology[~fov] = 0
+        twin[~fov] = 0
     else:
         fov = np.ones(hist_shape, bool)
     if normal_axis:
@@ -165,7 +186,9 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         affine=affine, beamtime=int(beamtime), session=int(session), stain_params=params,
         ct_params=ct_params, artefacts=artefacts,
         details={"seed": int(seed), "affine": affine_details, "artefacts": artefact_details,
-                 "tilt_deg": tilt_deg, "normal_axis": AXIS_NAMES[normal_axis]},
+                 "tilt_deg": tilt_deg, "normal_axis": AXIS_NAMES[normal_axis],
+                 "preparation": dataclasses.asdict(preparation)},
+        histology_twin=twin, twin_labels=cut.twin_labels,
     )
 
 
@@ -201,6 +224,8 @@ def at_pyramid_level(sample: PhantomSample, factor: int, shape: tuple[int, int] 
         histology_pixel_um=sample.histology_pixel_um * factor,
         section_labels=sample.section_labels[pick][crop], fov_mask=sample.fov_mask[pick][crop],
         artefacts=None if sample.artefacts is None else sample.artefacts[pick][crop],
+        histology_twin=None if sample.histology_twin is None else sample.histology_twin[pick][crop],
+        twin_labels=None if sample.twin_labels is None else sample.twin_labels[pick][crop],
     )
 
 
@@ -303,7 +328,16 @@ def _normalise_histology(rgb: np.ndarray, labels: np.ndarray, valid: np.ndarray,
     return out
 
 
-def _on_true_plane(sample: PhantomSample) -> dict[str, np.ndarray | tuple[int, int]]:
+def _twin_view(sample: PhantomSample, twin: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The slide and its labels, or its aligned twin's."""
+    if not twin:
+        return sample.histology, sample.section_labels
+    if sample.histology_twin is None or sample.twin_labels is None:
+        raise ValueError(f"pair {sample.pair_id}: the sample has no aligned twin (generated by an older phantom)")
+    return sample.histology_twin, sample.twin_labels
+
+
+def _on_true_plane(sample: PhantomSample, twin: bool = False) -> dict[str, np.ndarray | tuple[int, int]]:
     """CT, histology and both label maps on the true plane, cropped to their common field of view.
 
     The CT and its labels are resampled on the plane grid; the section and its labels are
@@ -318,16 +352,17 @@ def _on_true_plane(sample: PhantomSample) -> dict[str, np.ndarray | tuple[int, i
     ij = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in sample.plane_shape), indexing="ij"), -1)
     inverse = np.linalg.inv(sample.affine)
     yx = ij @ inverse[:2, :2].T + inverse[:2, 2]
-    height, width = sample.histology.shape[:2]
+    slide, slide_labels = _twin_view(sample, twin)
+    height, width = slide.shape[:2]
     in_histology = (yx[..., 0] >= 0) & (yx[..., 0] <= height - 1) & (yx[..., 1] >= 0) & (yx[..., 1] <= width - 1)
     coords = np.moveaxis(yx, -1, 0)
     fov = ndi.map_coordinates(sample.fov_mask.astype(np.uint8), coords, order=0, mode="constant") > 0
     valid = in_volume & in_histology & fov
     if not valid.any():
         raise ValueError(f"pair {sample.pair_id}: the histology does not overlap the CT plane")
-    histology = np.stack([ndi.map_coordinates(sample.histology[..., c], coords, order=1, mode="constant")
+    histology = np.stack([ndi.map_coordinates(slide[..., c], coords, order=1, mode="constant")
                           for c in range(3)], axis=-1)
-    histology_labels = ndi.map_coordinates(sample.section_labels, coords, order=0, mode="constant")
+    histology_labels = ndi.map_coordinates(slide_labels, coords, order=0, mode="constant")
     rows, cols = np.nonzero(valid)
     crop = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
     views = {"ct": ct, "ct_labels": ct_labels, "histology": histology, "histology_labels": histology_labels,
@@ -335,12 +370,14 @@ def _on_true_plane(sample: PhantomSample) -> dict[str, np.ndarray | tuple[int, i
     return {**{name: image[crop] for name, image in views.items()}, "origin": (int(rows.min()), int(cols.min()))}
 
 
-def ground_truth_labels(sample: PhantomSample) -> tuple[np.ndarray, np.ndarray]:
+def ground_truth_labels(sample: PhantomSample, twin: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The true labels of the pair :func:`ground_truth_pair` gives, pixel for pixel.
 
     Parameters
     ----------
     sample : PhantomSample
+    twin : bool
+        The aligned twin's labels instead of the slide's.
 
     Returns
     -------
@@ -360,13 +397,13 @@ def ground_truth_labels(sample: PhantomSample) -> tuple[np.ndarray, np.ndarray]:
     >>> bool((ct_labels == LABELS["degradation_layer"]).any())
     True
     """
-    views = _on_true_plane(sample)
+    views = _on_true_plane(sample, twin)
     return views["ct_labels"], views["histology_labels"]
 
 
 def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone_mean: float = 30000.0,
                       ct_background_mean: float = 10000.0, c_low: float = 5.0,
-                      c_high: float = 5.0) -> RegisteredPair:
+                      c_high: float = 5.0, twin: bool = False) -> RegisteredPair:
     """The pair a perfect registration would give.
 
     The CT slice on the true plane and the histology warped through the true affine,
@@ -384,13 +421,16 @@ def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone
         raw CT (float32) and histology.
     ct_bone_mean, ct_background_mean, c_low, c_high : float
         Normalisation constants (a profile's ``normalisation`` section).
+    twin : bool
+        Pair the CT with the slide's aligned twin (the stain where the CT says the tissue is: the
+        truth a model should reach) instead of the slide as prepared.
 
     Returns
     -------
     vstain.pairs.RegisteredPair
         ``extras`` holds ``crop_origin_ij`` (the crop's corner on the plane grid).
     """
-    views = _on_true_plane(sample)
+    views = _on_true_plane(sample, twin)
     ct, ct_labels, histology, hist_labels, valid = (
         views[name] for name in ("ct", "ct_labels", "histology", "histology_labels", "valid"))
     hulls = []
@@ -406,7 +446,7 @@ def ground_truth_pair(sample: PhantomSample, normalised: bool = True, *, ct_bone
     return RegisteredPair(
         pair_id=sample.pair_id, material=sample.material, stain=sample.stain, ct=ct, histology=histology,
         mask=mask, pixel_size_um=sample.ct_voxel_um,
-        extras={"source": "ground_truth", "crop_origin_ij": list(views["origin"]),
+        extras={"source": "ground_truth_twin" if twin else "ground_truth", "crop_origin_ij": list(views["origin"]),
                 "normalised": bool(normalised)},
     )
 

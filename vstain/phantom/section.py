@@ -12,11 +12,16 @@ dataset profile's ``slide_rotation_deg`` and ``mirror_fraction``), non-uniform s
 from section preparation, translation). The slide image keeps the CT slice's size,
 so at most rotations its corners show glass beyond the CT's field of view.
 
-Effects that exist only in the section: soft tissue moves and retracts from the
-bone (part of the section's true labels), cracks, saw marks, section-thickness
-wedge and stain droplets (in the stain), and for laser-cut H&E a partial,
-non-rectangular stitched field of view and lost tissue next to the implant. The section's
-labels and slide image are rendered in row strips by :mod:`vstain.phantom.render`.
+Effects that exist only in the section (:class:`SectionPreparation`), the regime the paper names
+as the cause of its result (2.1, 3): the section is about 40 um thick (8 CT voxels) and the slide
+shows its stain integrated through that depth; between the scan and the slide the soft tissue
+moves by 10-50 um and retracts from the bone, cracks open in the dense bone (the fragments move
+apart), and the whole section is warped a little out of its affine and out of its plane
+(registration, a plane and an affine, removes neither); saw marks, a thickness wedge and stain
+droplets add to the stain; for laser-cut H&E a partial, non-rectangular stitched field of view
+and lost tissue next to the implant. One dial, ``misalignment_strength``, scales every effect
+registration cannot remove, so a study can sweep it. The section's labels and slide image are
+rendered in row strips by :mod:`vstain.phantom.render`.
 
 Examples
 --------
@@ -31,11 +36,103 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from vstain.phantom.geometry import BlockGeometry
 
 ARTEFACT_CODES = {"none": 0, "crack": 1, "droplet": 2, "tissue_loss": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class SectionPreparation:
+    """What happens to a section between the scan and the slide (lengths in um, at misalignment strength 1).
+
+    Parameters
+    ----------
+    thickness_um : float
+        Section thickness; the slide integrates the stain through it (paper 2.1: about 40 um).
+    sublayers : int
+        Planes through the thickness whose stain is summed (1: the section is one plane).
+    depth_of_field_um, objective_na : float
+        The microscope's depth of field and numerical aperture: a layer further than half the depth
+        of field from the focal plane (the section's middle) blurs by ``NA x`` the excess distance.
+    strength : float
+        Scales every effect below together (0: the section is where the CT says it is).
+    soft_tissue_shift_um : float
+        RMS displacement of soft tissue relative to the bone.
+    marrow_retraction : float
+        Fraction of the marrow next to the bone that retracts from it (shrinkage during embedding).
+    residual_warp_um : float
+        RMS of a smooth non-affine warp of the whole section.
+    waviness_um : float
+        RMS out-of-plane offset of the section's surface (smooth: not a plane).
+    cracks_per_section : float
+        Mean number of cracks through the dense bone.
+    crack_opening_um : float
+        How far the fragments of a crack move apart at its middle (0: hairline cracks that move nothing).
+
+    Examples
+    --------
+    >>> prep = SectionPreparation(thickness_um=40, sublayers=5, strength=1.0, soft_tissue_shift_um=25)
+    >>> prep.layer_offsets_um().tolist()
+    [-16.0, -8.0, 0.0, 8.0, 16.0]
+    >>> prep.aligned().scaled("soft_tissue_shift_um"), prep.aligned().thickness_um
+    (0.0, 40)
+    """
+
+    thickness_um: float = 0.0
+    sublayers: int = 1
+    depth_of_field_um: float = 10.0
+    objective_na: float = 0.25
+    strength: float = 1.0
+    soft_tissue_shift_um: float = 6.0
+    marrow_retraction: float = 0.16
+    residual_warp_um: float = 0.0
+    waviness_um: float = 0.0
+    cracks_per_section: float = 1.5
+    crack_opening_um: float = 0.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"SectionPreparation.{f.name} must be a finite number >= 0, got {value!r}")
+        if int(self.sublayers) != self.sublayers or self.sublayers < 1:
+            raise ValueError(f"SectionPreparation.sublayers must be an integer >= 1, got {self.sublayers!r}")
+        if self.marrow_retraction > 1 or self.objective_na > 1.5:
+            raise ValueError("SectionPreparation: marrow_retraction must be <= 1 and objective_na <= 1.5")
+
+    @classmethod
+    def from_profile(cls, dataset_cfg) -> "SectionPreparation":
+        """The preparation a dataset profile asks for (its ``section_*``, ``misalignment_strength`` ... keys)."""
+        d = dataset_cfg
+        return cls(thickness_um=float(d.section_thickness_um), sublayers=int(d.section_sublayers),
+                   depth_of_field_um=float(d.depth_of_field_um), objective_na=float(d.objective_na),
+                   strength=float(d.misalignment_strength), soft_tissue_shift_um=float(d.soft_tissue_shift_um),
+                   marrow_retraction=float(d.marrow_retraction), residual_warp_um=float(d.residual_warp_um),
+                   waviness_um=float(d.section_waviness_um), cracks_per_section=float(d.cracks_per_section),
+                   crack_opening_um=float(d.crack_opening_um))
+
+    def aligned(self) -> "SectionPreparation":
+        """The same section without preparation artefacts: the aligned twin's (thickness and optics kept)."""
+        return dataclasses.replace(self, strength=0.0)
+
+    def scaled(self, name: str) -> float:
+        """Effect ``name`` at this strength (retraction as a fraction, capped at 1)."""
+        value = getattr(self, name) * self.strength
+        return min(value, 1.0) if name == "marrow_retraction" else value
+
+    def layer_offsets_um(self) -> np.ndarray:
+        """Depths (um, from the section's middle) of the sublayers: the centres of equal slabs."""
+        n = int(self.sublayers)
+        return (np.arange(n) + 0.5) / n * self.thickness_um - self.thickness_um / 2
+
+    def defocus_sigma_px(self, pixel_um: float) -> np.ndarray:
+        """Defocus blur (Gaussian sigma, slide pixels) of each sublayer."""
+        excess = np.maximum(np.abs(self.layer_offsets_um()) - self.depth_of_field_um / 2, 0.0)
+        return excess * self.objective_na / float(pixel_um)
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:

@@ -4,13 +4,19 @@ Each tissue label binds an amount ``c_k`` of each stain component ``k``; light
 through the section is attenuated as ``I = I_0 * exp(-sum_k c_k * OD_k)`` per
 colour channel, where ``OD_k`` is the component's optical-density vector (its
 absorbance in R, G, B) and ``I_0`` the white point of the microscope.
-Toluidine blue - pyronin Y (paper 2.1): background white, mineralised bone pale
-blue, new low-mineralised bone bright blue, soft tissue blue-purple, the screw
-(and residual metal) black. H&E (paper S2.1): mineralised bone deep pink-red,
-soft tissue purple, the laser-cut screw missing (white).
+
+Toluidine blue - pyronin Y as paper 2.1 describes it: the bone in shades of purple
+(the two dyes together; darker than the slide and than the soft tissue), the soft
+tissue with more of a blue tint (brownish on some slides, paper 3.1: a third, brown
+component), new woven bone at the implant bright blue, the screw and its residue black
+(ground sections keep the implant), the Mg degradation layer a dark greyish mauve. H&E
+(paper S2.1): mineralised bone deep pink-red, soft tissue purple, the laser-cut screw
+missing (white).
 
 Per staining session the white point drifts (white balance) and stain uptake
-varies; per sample the uptake has a smooth texture and the camera adds grain.
+varies, and the session's slides were imaged with one of the paper's two cameras
+(2.2: a colour response of its own); per slide the uptake varies again
+(:func:`slide_params`) and has a smooth texture, and the camera adds grain.
 The model works on label arrays of any shape, so the true stained 3D volume is
 known too.
 
@@ -39,6 +45,7 @@ OD_VECTORS: dict[str, dict[str, tuple[float, float, float]]] = {
     "toluidine_blue": {
         "toluidine_blue": (0.80, 0.55, 0.12),  # absorbs red: blue
         "pyronin_y": (0.08, 0.70, 0.30),  # absorbs green: red-pink
+        "brown": (0.20, 0.40, 0.75),  # absorbs blue: the brownish soft tissue of some slides (paper 3.1)
         "opaque": (1.0, 1.0, 1.0),  # metal and its residues: black
     },
     "he": {
@@ -50,16 +57,16 @@ OD_VECTORS: dict[str, dict[str, tuple[float, float, float]]] = {
 
 #: Concentration of each component (same order as OD_VECTORS) bound by each label.
 CONCENTRATIONS: dict[str, dict[str, tuple[float, float, float]]] = {
-    "toluidine_blue": {
-        "background": (0.0, 0.0, 0.0),
-        "soft_tissue": (0.95, 0.55, 0.0),  # blue-purple
-        "dense_bone": (0.32, 0.10, 0.0),  # pale blue
-        "new_bone": (1.55, 0.12, 0.0),  # bright blue
-        "degradation_layer": (0.9, 0.5, 0.55),  # dark, greyish purple
-        "screw": (0.0, 0.0, 4.0),  # black (ground sections keep the implant)
-        "vessel": (0.7, 0.5, 0.0),  # canal contents
-        "lacuna": (1.7, 0.6, 0.15),  # osteocytes: dark blue dots
-        "holder_wall": (0.0, 0.0, 0.0),  # not in the section
+    "toluidine_blue": {  # paper 2.1: bone purple and darker, soft tissue bluish, new bone bright blue
+        "background": (0.0, 0.0, 0.0, 0.0),
+        "soft_tissue": (0.45, 0.12, 0.0, 0.0),  # light blue (about 176, 183, 233)
+        "dense_bone": (0.57, 0.97, 0.0, 0.0),  # purple (about 150, 95, 178)
+        "new_bone": (1.40, 0.15, 0.0, 0.0),  # young woven bone: bright blue (about 80, 103, 205)
+        "degradation_layer": (0.20, 0.25, 0.35, 0.45),  # dark greyish mauve (about 126, 106, 113)
+        "screw": (0.0, 0.0, 0.0, 4.0),  # black (ground sections keep the implant)
+        "vessel": (0.60, 0.20, 0.0, 0.0),  # canal contents: cells, blue
+        "lacuna": (1.60, 0.50, 0.0, 0.0),  # osteocytes: dark blue dots
+        "holder_wall": (0.0, 0.0, 0.0, 0.0),  # not in the section
     },
     "he": {
         "background": (0.0, 0.0, 0.0),
@@ -75,32 +82,48 @@ CONCENTRATIONS: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 
 
+#: The brownish soft tissue of some slides (paper 3.1): toluidine blue, pyronin Y and brown.
+BROWN_SOFT_TISSUE = (0.15, 0.10, 0.35)
+
+#: The two cameras of paper 2.2: a colour-mixing matrix (rows: output R, G, B) and a gamma each.
+CAMERAS: tuple[dict, ...] = (
+    {"name": "camera 1", "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], "gamma": 1.0},
+    {"name": "camera 2", "matrix": [[0.93, 0.07, 0.0], [0.03, 0.91, 0.06], [0.0, 0.08, 0.92]], "gamma": 0.85},
+)
+
+
 def _check_stain(stain: str) -> None:
     if stain not in STAINS:
         raise ValueError(f"stain must be one of {STAINS}, got {stain!r}")
 
 
-def session_params(stain: str, session: int) -> dict:
+def session_params(stain: str, session: int, n_cameras: int = 1) -> dict:
     """Stain-model parameters of one staining/imaging session (deterministic from its index).
 
-    The session sets the microscope white point (white-balance drift) and how strongly
-    each stain component was taken up; the tissue tables are shared.
+    The session sets the microscope white point (white-balance drift), how strongly
+    each stain component was taken up, and the camera (session ``k`` uses camera
+    ``k % n_cameras`` of :data:`CAMERAS`); the tissue tables are shared.
 
     Returns
     -------
     dict (JSON-serialisable)
         ``stain``, ``session``, ``components``, ``od_vectors`` (K x 3), ``concentrations``
         (label name -> K values), ``uptake`` (K factors), ``white`` (RGB, 0-255),
-        ``texture_amplitude``, ``texture_sigma_px``, ``grain``, ``blur_sigma_px``.
+        ``texture_amplitude``, ``texture_sigma_px``, ``grain``, ``blur_sigma_px``, ``camera`` (name,
+        matrix, gamma).
 
     Examples
     --------
     >>> session_params("he", 1)["components"]
     ['hematoxylin', 'eosin', 'opaque']
+    >>> session_params("he", 1, n_cameras=2)["camera"]["name"]
+    'camera 2'
     """
     _check_stain(stain)
     if int(session) < 0:
         raise ValueError(f"session must be >= 0, got {session}")
+    if not 1 <= int(n_cameras) <= len(CAMERAS):
+        raise ValueError(f"n_cameras must be between 1 and {len(CAMERAS)}, got {n_cameras}")
     rng = np.random.default_rng([int(session), STAINS.index(stain), 0x57A1])
     components = list(OD_VECTORS[stain])
     white = 255.0 * np.clip(1.0 - rng.uniform(0.0, 0.09, 3), 0, 1)
@@ -116,7 +139,57 @@ def session_params(stain: str, session: int) -> dict:
         "texture_sigma_px": float(rng.uniform(1.5, 3.0)),
         "grain": float(rng.uniform(2.0, 4.0)),
         "blur_sigma_px": 0.7,
+        "camera": dict(CAMERAS[int(session) % int(n_cameras)]),
     }
+
+
+def slide_params(params: dict, rng: np.random.Generator, hue_jitter: float = 0.0,
+                 brown_fraction: float = 0.0) -> dict:
+    """One slide's stain parameters: its session's, with the slide's own uptake (paper 3.1).
+
+    Parameters
+    ----------
+    params : dict
+        From :func:`session_params`.
+    rng : numpy.random.Generator
+    hue_jitter : float
+        Relative spread (standard deviation) of each stain component's uptake on this slide.
+    brown_fraction : float
+        Probability that the slide's soft tissue stains brownish (toluidine blue only).
+
+    Returns
+    -------
+    dict
+        A copy of ``params`` with ``uptake`` drawn again around the session's and ``brown_soft_tissue``.
+
+    Examples
+    --------
+    >>> p = slide_params(session_params("toluidine_blue", 0), np.random.default_rng(1), 0.1, 1.0)
+    >>> p["brown_soft_tissue"], p["concentrations"]["soft_tissue"][2] > 0
+    (True, True)
+    """
+    if not (np.isfinite(hue_jitter) and 0 <= hue_jitter <= 1):
+        raise ValueError(f"hue_jitter must be in [0, 1], got {hue_jitter!r}")
+    if not 0 <= brown_fraction <= 1:
+        raise ValueError(f"brown_fraction must be in [0, 1], got {brown_fraction!r}")
+    out = {**params, "concentrations": {k: list(v) for k, v in params["concentrations"].items()}}
+    n_stains = len(params["uptake"]) - 1  # the opaque component takes no uptake
+    jitter = np.clip(1 + hue_jitter * rng.standard_normal(n_stains), 0.5, 1.5) if hue_jitter > 0 else np.ones(n_stains)
+    out["uptake"] = [float(u * j) for u, j in zip(params["uptake"][:-1], jitter)] + [1.0]
+    brown = bool(params["stain"] == "toluidine_blue" and brown_fraction > 0 and rng.random() < brown_fraction)
+    if brown:
+        out["concentrations"]["soft_tissue"] = list(BROWN_SOFT_TISSUE) + [0.0]
+    out["brown_soft_tissue"] = brown
+    return out
+
+
+def camera_response(rgb: np.ndarray, camera: dict | None) -> np.ndarray:
+    """A camera's colour response on linear intensities in 0-255 (float; ``None``: the identity)."""
+    if not camera:
+        return rgb
+    matrix = np.asarray(camera["matrix"], np.float32)
+    out = np.clip(rgb @ matrix.T, 0, 255) / np.float32(255)
+    return np.float32(255) * out ** np.float32(camera["gamma"])
 
 
 def concentration_table(stain: str, params: dict) -> np.ndarray:
@@ -126,6 +199,8 @@ def concentration_table(stain: str, params: dict) -> np.ndarray:
     --------
     >>> concentration_table("he", session_params("he", 0)).shape
     (9, 3)
+    >>> concentration_table("toluidine_blue", session_params("toluidine_blue", 0)).shape
+    (9, 4)
     """
     _check_stain(stain)
     if params.get("stain") != stain:
@@ -164,7 +239,22 @@ def transmit(concentrations: np.ndarray, params: dict, grain: np.ndarray, rows: 
     if params.get("blur_sigma_px", 0) > 0:  # optics: the microscope's point-spread function
         sigma = [params["blur_sigma_px"]] * (od.ndim - 1) + [0]
         od = ndi.gaussian_filter(od, sigma)
-    rgb = np.asarray(params["white"], np.float32) * np.exp(-od[rows])
+    return expose(od[rows], params, grain)
+
+
+def expose(od: np.ndarray, params: dict, grain: np.ndarray, illumination: np.ndarray | None = None) -> np.ndarray:
+    """The camera's image of optical densities ``(..., 3)``: white point, illumination, response, grain -> uint8.
+
+    Examples
+    --------
+    >>> p = session_params("toluidine_blue", 0)
+    >>> expose(np.zeros((1, 1, 3), np.float32), p, np.zeros((1, 1, 3), np.float32)).tolist() == [[[round(w) for w in p["white"]]]]
+    True
+    """
+    rgb = np.asarray(params["white"], np.float32) * np.exp(-od)
+    if illumination is not None:  # the lamp's field across each microscope tile (vignetting, seams)
+        rgb *= illumination[..., None]
+    rgb = camera_response(rgb, params.get("camera"))
     rgb += grain * np.float32(params["grain"])
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
