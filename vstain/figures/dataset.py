@@ -178,3 +178,31 @@ def plot_figure1(histology: np.ndarray, ct: np.ndarray, ct_labels: np.ndarray, h
     _outline(d, layer_line[box], LAYER_BOUNDARY_COLOUR)
     _arrows(d, targets, "white", zoom)
     return fig
+
+
+def plot_phenomena(panels: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> Figure:
+    """Each phenomenon of the paper's regime with and without: one row per ``(title, with, without)``.
+
+    Colour images are shown as they are, grey ones (CT) in the first image's display range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fig = plot_phenomena([("grey", np.zeros((8, 8)), np.ones((8, 8))),
+    ...                       ("colour", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))])
+    >>> len(fig.axes)
+    4
+    """
+    fig = Figure(figsize=(8, 3.6 * len(panels)))
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for row, (title, with_it, without_it) in zip(axes, panels):
+        window = None if with_it.ndim == 3 else ct_display_range(with_it, np.ones(with_it.shape, bool))
+        for ax, image, label in zip(row, (with_it, without_it), ("with", "without")):
+            if image.ndim == 3:
+                ax.imshow(image)
+            else:
+                ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1])
+            ax.set_title(f"{title}: {label}", fontsize=10)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

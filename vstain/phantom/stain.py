@@ -62,7 +62,7 @@ CONCENTRATIONS: dict[str, dict[str, tuple[float, float, float]]] = {
         "soft_tissue": (0.45, 0.12, 0.0, 0.0),  # light blue (about 176, 183, 233)
         "dense_bone": (0.57, 0.97, 0.0, 0.0),  # purple (about 150, 95, 178)
         "new_bone": (1.40, 0.15, 0.0, 0.0),  # young woven bone: bright blue (about 80, 103, 205)
-        "degradation_layer": (0.20, 0.25, 0.35, 0.45),  # dark greyish mauve (about 126, 106, 113)
+        "degradation_layer": (0.25, 0.25, 0.35, 0.30),  # greyish mauve, apart from the black alloy (about 141, 120, 130)
         "screw": (0.0, 0.0, 0.0, 4.0),  # black (ground sections keep the implant)
         "vessel": (0.60, 0.20, 0.0, 0.0),  # canal contents: cells, blue
         "lacuna": (1.60, 0.50, 0.0, 0.0),  # osteocytes: dark blue dots
