@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from vstain.intensity import ct_stain_correlation, luminance  # noqa: F401  (re-exported: the regime's measures)
+
 #: The phenomena of the paper's regime, each a set of dataset-profile keys and the values that turn it off.
 PHENOMENA: dict[str, dict[str, Any]] = {
     "thick section": {"section_thickness_um": 0.0, "section_sublayers": 1},
@@ -46,28 +48,6 @@ def without(dataset_cfg: Any, phenomenon: str) -> Any:
     if phenomenon not in PHENOMENA:
         raise ValueError(f"unknown phenomenon {phenomenon!r}; known: {list(PHENOMENA)}")
     return dataclasses.replace(dataset_cfg, **PHENOMENA[phenomenon])
-
-
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma of uint8 or float RGB ``(..., 3)`` (float64)."""
-    rgb = np.asarray(rgb, float)
-    if rgb.shape[-1] != 3:
-        raise ValueError(f"expected RGB (..., 3), got shape {rgb.shape}")
-    return rgb @ np.array([0.299, 0.587, 0.114])
-
-
-def ct_stain_correlation(ct: np.ndarray, rgb: np.ndarray, mask: np.ndarray) -> float:
-    """Pearson correlation of CT intensity and stain luminance inside ``mask`` (NaN if either is constant).
-
-    Negative: the stain is dark where the CT is bright (the paper's intensity mismatch, 3.1).
-    """
-    ct, mask = np.asarray(ct, float), np.asarray(mask, bool)
-    if ct.shape != mask.shape or np.shape(rgb)[:2] != mask.shape:
-        raise ValueError(f"ct {ct.shape}, rgb {np.shape(rgb)} and mask {mask.shape} must share (Y, X)")
-    a, b = ct[mask], luminance(rgb)[mask]
-    if a.size < 3 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def label_agreement(labels: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:

@@ -18,7 +18,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,3 +96,21 @@ def resolution_statement(measures: pd.DataFrame) -> str:
     relation = "coarser than" if coarser > len(both) / 2 else "not coarser than"
     return (f"The CT is {relation} the histology on {coarser} of {len(both)} pairs (median FRC resolution "
             f"{both['ct_frc_px'].median():.1f} px against {both['histology_frc_px'].median():.1f} px).")
+
+
+def inversion_statement(correlations: Sequence[float]) -> str:
+    """What inverting the CT does to its relation with the stain, from per-pair CT-stain correlations.
+
+    Examples
+    --------
+    >>> inversion_statement([-0.7, -0.5, 0.1])
+    'On these pairs CT intensity and stain luminance correlate with a median r of -0.50 inside the mask (negative on 2 of 3), so the inverted CT (r = +0.50) runs with the stain rather than against it.'
+    """
+    r = pd.Series(list(correlations), dtype=float).dropna()
+    if r.empty:
+        return "No pair could be measured."
+    median = float(r.median())
+    effect = ("runs with the stain rather than against it" if median < 0
+              else "runs against the stain, where the raw CT already runs with it")
+    return (f"On these pairs CT intensity and stain luminance correlate with a median r of {median:+.2f} inside the "
+            f"mask (negative on {int((r < 0).sum())} of {len(r)}), so the inverted CT (r = {-median:+.2f}) {effect}.")
