@@ -342,7 +342,8 @@ def paired_comparisons(per_patch: pd.DataFrame, models: Sequence[str] | None = N
             medians = {m: slide_medians(per_patch, m, role, metric) for m in models}
             for a, b in itertools.combinations(models, 2):
                 sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-                cells = {key: sign * (medians[a][key] - medians[b][key]) for key in medians[a].keys() & medians[b].keys()
+                shared = medians[a].keys() & medians[b].keys()
+                cells = {key: sign * (medians[a][key] - medians[b][key]) for key in shared
                          if np.isfinite(medians[a][key] - medians[b][key])}
                 if not cells:
                     continue
@@ -409,7 +410,7 @@ def _split_name(role: str) -> str:
 
 
 def comparison_sentence(comparisons: pd.DataFrame, model_a: str, model_b: str, role: str, metric: str) -> str:
-    """One sentence on two models on one split and metric, as the data support it.
+    r"""One sentence on two models on one split and metric, as the data support it.
 
     "A beats B on the test SSIM (...)" only where :func:`beats` says so; otherwise "A and B are not
     distinguishable on these data (...)". The brackets give the paired difference, its interval, the
@@ -420,8 +421,9 @@ def comparison_sentence(comparisons: pd.DataFrame, model_a: str, model_b: str, r
     >>> c = pd.DataFrame([{"role": "test", "metric": "ssim", "model_a": "pix2pix", "model_b": "cyclegan",
     ...                    "difference": 0.02, "low": -0.01, "high": 0.05, "level": 0.95, "p_value": 0.25,
     ...                    "n_slides": 3, "n_replicates": 1, "verdict": ""}])
-    >>> comparison_sentence(c, "cyclegan", "pix2pix", "test", "ssim")
-    'Std. CycleGAN and Pix2Pix are not distinguishable on these data on the test SSIM (Pix2Pix - Std. CycleGAN: +0.020, 95 % interval -0.010 to +0.050, paired test p = 0.25; 3 slides, 1 network each)'
+    >>> print(comparison_sentence(c, "cyclegan", "pix2pix", "test", "ssim").replace(" (", "\n("))
+    Std. CycleGAN and Pix2Pix are not distinguishable on these data on the test SSIM
+    (Pix2Pix - Std. CycleGAN: +0.020, 95 % interval -0.010 to +0.050, paired test p = 0.25; 3 slides, 1 network each)
     """
     rows = comparisons[(comparisons["role"] == role) & (comparisons["metric"] == metric)
                        & (((comparisons["model_a"] == model_a) & (comparisons["model_b"] == model_b))
@@ -433,7 +435,8 @@ def comparison_sentence(comparisons: pd.DataFrame, model_a: str, model_b: str, r
     better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
     detail = (f"{label(r['model_a'])} - {label(r['model_b'])}: {_number(r['difference'], metric, True)}"
               f"{'' if HIGHER_IS_BETTER[metric] else ' (lower LPIPS counted positive)'}, "
-              f"{r['level'] * 100:.0f} % interval {_number(r['low'], metric, True)} to {_number(r['high'], metric, True)}, "
+              f"{r['level'] * 100:.0f} % interval {_number(r['low'], metric, True)} to "
+              f"{_number(r['high'], metric, True)}, "
               f"paired test p = {r['p_value']:.2g}; {int(r['n_slides'])} slides, "
               f"{int(r['n_replicates'])} network{'s' if r['n_replicates'] != 1 else ''} each")
     if r["verdict"]:
@@ -534,13 +537,14 @@ def paper_rankings_check(comparisons: pd.DataFrame, roles: Sequence[str] = ROLES
 
 
 def paper_check_sentence(check: pd.DataFrame) -> str:
-    """How many of the paper's orderings our data support, contradict or cannot tell, in one sentence.
+    r"""How many of the paper's orderings our data support, contradict or cannot tell, in one sentence.
 
     Examples
     --------
     >>> check = pd.DataFrame({"ours": ["agree", "contradict", NOT_DISTINGUISHABLE, NOT_DISTINGUISHABLE]})
-    >>> paper_check_sentence(check)
-    "Of the paper's 4 orderings of two models (per split and metric), our data support 1, contradict 1 and cannot tell 2 apart."
+    >>> print(paper_check_sentence(check).replace(", our", ",\nour"))
+    Of the paper's 4 orderings of two models (per split and metric),
+    our data support 1, contradict 1 and cannot tell 2 apart.
     """
     n = len(check)
     if not n:
