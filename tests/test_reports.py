@@ -204,3 +204,32 @@ def test_bad_tables_are_refused_with_the_missing_column():
     with pytest.raises(ValueError, match="fold"):
         reports.slide_values(pd.DataFrame({"model": ["a"], "role": ["test"], "pair_id": ["p"], "ssim": [0.1]}),
                              "a", "test", "ssim")
+
+
+# --------------------------------------------------------------------------- the intensity relation
+
+
+def test_a_model_that_copies_ct_brightness_inverts_a_stain_where_bone_is_dark():
+    from vstain.pairs import RegisteredPair
+    from vstain.reports import intensity
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(3):
+        ct = rng.uniform(10000, 30000, (24, 24)).astype(np.uint16)
+        grey = ((ct.astype(float) - 10000) / 20000 * 200 + 30).astype(np.uint8)
+        dark_bone = np.repeat((255 - grey)[..., None], 3, axis=-1)      # the real stain: bright CT, dark stain
+        copy_ct = np.repeat(grey[..., None], 3, axis=-1)                # a model that copies the CT's brightness
+        mask = np.zeros(ct.shape, bool)
+        mask[2:22, 2:22] = True
+        pair = RegisteredPair(f"p{k}", "Mg", "toluidine_blue", ct, dark_bone, mask, 5.0)
+        rows.append(intensity.intensity_relation(pair, {"cyclegan": copy_ct, "pix2pix": dark_bone}))
+    table = pd.concat(rows, ignore_index=True)
+    assert (table[table.source == "real"].r < -0.95).all() and (table[table.source == "cyclegan"].r > 0.95).all()
+    assert intensity.real_relation_sentence(table).startswith(
+        "Inside the mask, CT intensity and the real stain's lightness correlate negatively on 3 of 3 slides")
+    assert intensity.inversion_sentence(table, "cyclegan").startswith(
+        "Std. CycleGAN inverts the real stain's CT-lightness relation on 3 of 3 slides")
+    assert intensity.inversion_sentence(table, "pix2pix").startswith(
+        "Pix2Pix keeps the real stain's CT-lightness relation on all 3 slides")
+    assert intensity.inversion_sentence(table, "mod_cyclegan") == "Mod. CycleGAN: not measured."
