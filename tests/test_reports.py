@@ -114,7 +114,7 @@ def test_a_clear_difference_on_enough_slides_is_stated():
     lpips = c[c.metric == "lpips"].iloc[0]
     assert lpips.difference > 0 and lpips.verdict == "mod_cyclegan"
     sentence = reports.comparison_sentence(c, "pix2pix", "mod_cyclegan", "test", "ssim")
-    assert sentence.startswith("Mod. CycleGAN beats Pix2Pix on the test SSIM")
+    assert sentence.startswith("On the test SSIM, Mod. CycleGAN beats Pix2Pix (higher is better; ")
     assert "10 slides" in sentence
 
 
@@ -131,8 +131,8 @@ def test_no_difference_is_not_distinguishable():
     per_patch = _per_patch({"a": 0.0, "b": 0.0}, 12, noise=0.05, seed=4)
     c = reports.paired_comparisons(per_patch, n_boot=500)
     assert (c.verdict == "").all()
-    assert "are not distinguishable on these data on the test PSNR" in \
-        reports.comparison_sentence(c, "a", "b", "test", "psnr")
+    assert reports.comparison_sentence(c, "a", "b", "test", "psnr").startswith(
+        "On the test PSNR, a and b are not distinguishable on these data (")
 
 
 def test_comparisons_pair_the_same_slides_and_folds():

@@ -207,16 +207,18 @@ def _pair_name(row: pd.Series) -> str:
 
 
 def clamp_sentence(clamps: pd.DataFrame, where: str = "slides") -> str:
-    """How often the clamp at 10 of ``f_min`` (and at 255 of ``f_max``) engaged, as the paper reports it.
+    r"""How often the clamp at 10 of ``f_min`` (and at 255 of ``f_max``) engaged, as the paper reports it.
 
     Examples
     --------
-    >>> clamp_sentence(pd.DataFrame({"f_min_clamped": [True, False, True], "f_max_clamped": [False] * 3,
-    ...                              "f_min": [10.0, 40.0, 10.0]}))
-    'The clamp of f_min at 10 engaged on 2 of 3 slides (f_min from 10 to 40); the clamp of f_max at 255 on 0.'
+    >>> print(clamp_sentence(pd.DataFrame({"f_min_clamped": [True, False, True], "f_max_clamped": [False] * 3,
+    ...                                    "f_min": [10.0, 40.0, 10.0]})).replace("; ", ";\n"))
+    The clamp of f_min at 10 engaged on 2 of 3 slides;
+    f_min ranged from 10 to 40, and the clamp of f_max at 255 engaged on 0.
     """
     if clamps.empty:
         return f"No {where} were normalised."
     n_min, n_max = int(clamps["f_min_clamped"].sum()), int(clamps["f_max_clamped"].sum())
-    return (f"The clamp of f_min at 10 engaged on {n_min} of {len(clamps)} {where} (f_min from "
-            f"{clamps['f_min'].min():.0f} to {clamps['f_min'].max():.0f}); the clamp of f_max at 255 on {n_max}.")
+    return (f"The clamp of f_min at 10 engaged on {n_min} of {len(clamps)} {where}; f_min ranged from "
+            f"{clamps['f_min'].min():.0f} to {clamps['f_min'].max():.0f}, and the clamp of f_max at 255 engaged on "
+            f"{n_max}.")

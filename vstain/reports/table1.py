@@ -20,13 +20,16 @@ Examples
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 from typing import Any, Hashable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from vstain.intervals import Interval, bootstrap_mean_difference, bootstrap_median, sign_flip_test
+from vstain.layout import evaluation_dir
 from vstain.metrics import HIGHER_IS_BETTER, METRICS
 from vstain.vocabulary import BASELINE, MODEL_LABELS, ROLES
 
@@ -412,8 +415,8 @@ def _split_name(role: str) -> str:
 def comparison_sentence(comparisons: pd.DataFrame, model_a: str, model_b: str, role: str, metric: str) -> str:
     r"""One sentence on two models on one split and metric, as the data support it.
 
-    "A beats B on the test SSIM (...)" only where :func:`beats` says so; otherwise "A and B are not
-    distinguishable on these data (...)". The brackets give the paired difference, its interval, the
+    "On the test SSIM, A beats B (...)" only where :func:`beats` says so; otherwise "On the test SSIM, A and B
+    are not distinguishable on these data (...)". The brackets give the paired difference, its interval, the
     paired test's p-value and the slides behind them.
 
     Examples
@@ -422,7 +425,7 @@ def comparison_sentence(comparisons: pd.DataFrame, model_a: str, model_b: str, r
     ...                    "difference": 0.02, "low": -0.01, "high": 0.05, "level": 0.95, "p_value": 0.25,
     ...                    "n_slides": 3, "n_replicates": 1, "verdict": ""}])
     >>> print(comparison_sentence(c, "cyclegan", "pix2pix", "test", "ssim").replace(" (", "\n("))
-    Std. CycleGAN and Pix2Pix are not distinguishable on these data on the test SSIM
+    On the test SSIM, Std. CycleGAN and Pix2Pix are not distinguishable on these data
     (Pix2Pix - Std. CycleGAN: +0.020, 95 % interval -0.010 to +0.050, paired test p = 0.25; 3 slides, 1 network each)
     """
     rows = comparisons[(comparisons["role"] == role) & (comparisons["metric"] == metric)
@@ -441,8 +444,8 @@ def comparison_sentence(comparisons: pd.DataFrame, model_a: str, model_b: str, r
               f"{int(r['n_replicates'])} network{'s' if r['n_replicates'] != 1 else ''} each")
     if r["verdict"]:
         winner, loser = r["verdict"], r["model_b"] if r["verdict"] == r["model_a"] else r["model_a"]
-        return f"{label(winner)} beats {label(loser)} on {where} ({better} is better; {detail})"
-    return f"{label(model_a)} and {label(model_b)} are {NOT_DISTINGUISHABLE} on {where} ({detail})"
+        return f"On {where}, {label(winner)} beats {label(loser)} ({better} is better; {detail})"
+    return f"On {where}, {label(model_a)} and {label(model_b)} are {NOT_DISTINGUISHABLE} ({detail})"
 
 
 def ranking_sentence(table: pd.DataFrame, comparisons: pd.DataFrame, role: str, metric: str,
@@ -609,3 +612,32 @@ def table1_display(compared: pd.DataFrame, intervals: pd.DataFrame | None = None
     table = table.reindex(columns=[c for c in order if c in table.columns])
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["split", "metric", ""])
     return table
+
+
+def read_evaluation(profile_name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """What the evaluation stage (``vstain evaluate``) wrote for a profile, read back for a chapter.
+
+    Returns
+    -------
+    dict
+        ``per_patch`` (every patch of every model, fold and split), ``table`` (Table 1 over the folds),
+        ``by_fold``, ``intervals`` (:func:`table1_intervals`), ``comparisons`` (:func:`paired_comparisons`)
+        and ``status`` (the evaluation's settings and LPIPS message).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the first missing file and the command that writes it.
+    """
+    folder = evaluation_dir(profile_name, root)
+    files = {"per_patch": "metrics_per_patch.csv", "table": "table1.csv", "by_fold": "table1_by_fold.csv",
+             "intervals": "table1_intervals.csv", "comparisons": "comparisons.csv", "status": "evaluation.json"}
+    for name in files.values():
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name}: not found; `vstain evaluate --profile {profile_name}` writes it")
+    out: dict[str, Any] = {key: pd.read_csv(folder / name, dtype={"pair_id": str}, keep_default_na=True)
+                           for key, name in files.items() if name.endswith(".csv")}
+    out["comparisons"]["verdict"] = out["comparisons"]["verdict"].fillna("").astype(str)
+    out["status"] = json.loads((folder / files["status"]).read_text())
+    return out
+
