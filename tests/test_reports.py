@@ -41,9 +41,15 @@ def test_weighted_median_is_the_median_of_the_repeated_values(seed):
     rng = np.random.default_rng(seed)
     values = rng.normal(size=rng.integers(1, 12))
     weights = rng.integers(0, 4, (30, len(values)))
-    found = _weighted_medians(values, weights)
+    found = _weighted_medians(values, np.arange(len(values)), weights)
     for w, f in zip(weights, found):
         repeated = np.repeat(values, w)
+        assert (np.isnan(f) and not len(repeated)) or f == pytest.approx(np.median(repeated))
+    # values owned by slides: each slide's count repeats all its values
+    owner = rng.integers(0, 3, len(values))
+    counts = rng.integers(0, 3, (20, 3))
+    for c, f in zip(counts, _weighted_medians(values, owner, counts)):
+        repeated = np.repeat(values, c[owner])
         assert (np.isnan(f) and not len(repeated)) or f == pytest.approx(np.median(repeated))
 
 
@@ -233,3 +239,17 @@ def test_a_model_that_copies_ct_brightness_inverts_a_stain_where_bone_is_dark():
     assert intensity.inversion_sentence(table, "pix2pix").startswith(
         "Pix2Pix keeps the real stain's CT-lightness relation on all 3 slides")
     assert intensity.inversion_sentence(table, "mod_cyclegan") == "Mod. CycleGAN: not measured."
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_row_weighted_medians_skip_nan_and_match_numpy(seed):
+    from vstain.intervals import _row_weighted_medians
+
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(40, 5))
+    values[rng.random(values.shape) < 0.3] = np.nan
+    weights = rng.integers(0, 3, values.shape)
+    found = _row_weighted_medians(values, weights)
+    for v, w, f in zip(values, weights, found):
+        repeated = np.repeat(v[~np.isnan(v)], w[~np.isnan(v)])
+        assert (np.isnan(f) and not len(repeated)) or f == pytest.approx(np.median(repeated))

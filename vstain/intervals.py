@@ -38,9 +38,6 @@ import numpy as np
 #: Exact enumeration of the sign flips up to this many slides (2**16 patterns); random flips beyond.
 EXACT_SIGN_FLIP_MAX = 16
 
-# bootstrap rounds x patches held at once by the weighted medians (about 40 MB of int64)
-_CHUNK_CELLS = 5_000_000
-
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
@@ -83,26 +80,53 @@ def _draw_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
     return counts
 
 
-def _weighted_medians(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Median of ``values`` repeated ``weights[b]`` times, for each row ``b`` (NaN where all weights are 0).
+def _weighted_medians(values: np.ndarray, owner: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per bootstrap round ``b``, the median of ``values`` with each value repeated ``counts[b, owner]`` times.
 
-    The same number :func:`numpy.median` gives for the repeated array: the mean of the two middle values
-    when the total is even.
+    The same number :func:`numpy.median` gives for the repeated array (the mean of the two middle values
+    when the total is even); NaN where a round draws none of the owners. The two middle positions are
+    found by bisection over the sorted values, all rounds at once: the repeated count up to a position is
+    the rounds' counts times each owner's running count there.
     """
-    out = np.full(len(weights), np.nan)
+    out = np.full(len(counts), np.nan)
     if not len(values):
         return out
     order = np.argsort(values, kind="stable")
     v = values[order]
-    rows = max(1, _CHUNK_CELLS // len(v))  # rounds at a time: memory flat in the number of patches
-    for start in range(0, len(weights), rows):
-        cumulative = np.cumsum(weights[start:start + rows, order], axis=1)
-        total = cumulative[:, -1]
-        ok = total > 0
-        lower = (cumulative <= ((total - 1) // 2)[:, None]).sum(axis=1)
-        upper = (cumulative <= (total // 2)[:, None]).sum(axis=1)
-        chunk = out[start:start + rows]
-        chunk[ok] = (v[np.minimum(lower[ok], len(v) - 1)] + v[np.minimum(upper[ok], len(v) - 1)]) / 2.0
+    running = np.zeros((len(v), counts.shape[1]))
+    running[np.arange(len(v)), owner[order]] = 1.0
+    running = np.cumsum(running, axis=0)  # (n, owners): values of each owner up to each sorted position
+    counts = counts.astype(np.float64)
+    total = counts @ running[-1]
+    ok = total > 0
+
+    def first_beyond(k: np.ndarray) -> np.ndarray:
+        """The first sorted position whose repeated count exceeds ``k``, per round."""
+        lo, hi = np.zeros(len(counts), np.int64), np.full(len(counts), len(v) - 1, np.int64)
+        while np.any(lo < hi):
+            mid = (lo + hi) // 2
+            below = np.einsum("bs,bs->b", counts, running[mid]) <= k
+            lo, hi = np.where(below, mid + 1, lo), np.where(below, hi, mid)
+        return lo
+
+    lower, upper = first_beyond((total - 1) // 2), first_beyond(total // 2)
+    out[ok] = (v[lower[ok]] + v[upper[ok]]) / 2.0
+    return out
+
+
+def _row_weighted_medians(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Row by row, the median of ``values[b]`` repeated ``weights[b]`` times; NaN values count 0 times."""
+    weights = np.where(np.isnan(values), 0, weights)
+    order = np.argsort(np.where(np.isnan(values), np.inf, values), axis=1, kind="stable")
+    v = np.take_along_axis(values, order, axis=1)
+    cumulative = np.cumsum(np.take_along_axis(weights, order, axis=1), axis=1)
+    total = cumulative[:, -1]
+    lower = (cumulative <= ((total - 1) // 2)[:, None]).sum(axis=1)
+    upper = (cumulative <= (total // 2)[:, None]).sum(axis=1)
+    out = np.full(len(values), np.nan)
+    ok = total > 0
+    rows = np.nonzero(ok)[0]
+    out[ok] = (v[rows, lower[ok]] + v[rows, upper[ok]]) / 2.0
     return out
 
 
@@ -141,7 +165,7 @@ def bootstrap_median(
     Interval
         ``estimate`` is the median over replicates of each replicate's median over the patches of
         its slides; a round whose draw leaves a replicate without any of its slides skips that
-        replicate. NaN (and zero counts) when no value is finite or not NaN.
+        replicate. NaN (and zero counts) when every value is NaN.
 
     Examples
     --------
@@ -166,17 +190,10 @@ def bootstrap_median(
         keys = [key for key in cleaned if key[0] == replicate]
         v = np.concatenate([cleaned[key] for key in keys])
         owner = np.concatenate([np.full(len(cleaned[key]), slide_index[key[1]]) for key in keys])
-        per_replicate[:, j] = _weighted_medians(v, slide_counts[:, owner])
+        per_replicate[:, j] = _weighted_medians(v, owner, slide_counts)
         estimates.append(float(np.median(v)))
     # the median over the drawn replicates, each as often as drawn, skipping those left without slides
-    rounds = np.full(n_boot, np.nan)
-    if len(replicates) == 1:
-        rounds = per_replicate[:, 0]
-    for b in range(n_boot if len(replicates) > 1 else 0):
-        drawn = np.repeat(per_replicate[b], replicate_counts[b])
-        drawn = drawn[~np.isnan(drawn)]
-        if len(drawn):
-            rounds[b] = np.median(drawn)
+    rounds = _row_weighted_medians(per_replicate, replicate_counts)
     low, high = _percentiles(rounds, level)
     return Interval(float(np.median(estimates)), low, high, level, len(slides), len(replicates))
 
