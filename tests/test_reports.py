@@ -253,3 +253,26 @@ def test_row_weighted_medians_skip_nan_and_match_numpy(seed):
     for v, w, f in zip(values, weights, found):
         repeated = np.repeat(v[~np.isnan(v)], w[~np.isnan(v)])
         assert (np.isnan(f) and not len(repeated)) or f == pytest.approx(np.median(repeated))
+
+
+def test_reading_an_evaluation_that_has_not_run_names_the_file_and_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"metrics_per_patch.csv: not found; `vstain evaluate --profile smoke`"):
+        reports.read_evaluation("smoke", root=tmp_path)
+
+
+def test_reading_back_what_the_stage_writes(tmp_path):
+    per_patch = _per_patch({"mod_cyclegan": 0.1, "pix2pix": 0.0}, 4)
+    folder = tmp_path / "smoke" / "evaluation"
+    folder.mkdir(parents=True)
+    per_patch.to_csv(folder / "metrics_per_patch.csv", index=False)
+    by_fold = reports.table1_by_fold(per_patch)
+    by_fold.to_csv(folder / "table1_by_fold.csv", index=False)
+    reports.table1_over_folds(by_fold).to_csv(folder / "table1.csv", index=False)
+    reports.table1_intervals(per_patch, n_boot=50).to_csv(folder / "table1_intervals.csv", index=False)
+    reports.paired_comparisons(per_patch, n_boot=50).to_csv(folder / "comparisons.csv", index=False)
+    (folder / "evaluation.json").write_text('{"lpips_message": "none"}')
+    back = reports.read_evaluation("smoke", root=tmp_path)
+    assert back["status"]["lpips_message"] == "none" and len(back["per_patch"]) == len(per_patch)
+    assert (back["comparisons"]["verdict"] == "").all()  # an empty verdict reads back as no winner, not NaN
+    assert reports.comparison_sentence(back["comparisons"], "mod_cyclegan", "pix2pix", "test", "ssim").startswith(
+        "On the test SSIM, Mod. CycleGAN and Pix2Pix are not distinguishable on these data")

@@ -637,7 +637,7 @@ def read_evaluation(profile_name: str, root: str | Path | None = None) -> dict[s
             raise FileNotFoundError(f"{folder / name}: not found; `vstain evaluate --profile {profile_name}` writes it")
     out: dict[str, Any] = {key: pd.read_csv(folder / name, dtype={"pair_id": str}, keep_default_na=True)
                            for key, name in files.items() if name.endswith(".csv")}
-    out["comparisons"]["verdict"] = out["comparisons"]["verdict"].fillna("").astype(str)
+    out["comparisons"]["verdict"] = out["comparisons"]["verdict"].astype(object).fillna("").astype(str)
     out["status"] = json.loads((folder / files["status"]).read_text())
     return out
 
