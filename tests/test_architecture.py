@@ -1,4 +1,4 @@
-"""The package's layers: imports flow one way (cli -> stages -> figures -> science -> plumbing), no circles.
+"""The package's layers: imports flow one way (cli -> stages -> reports / figures -> science -> plumbing), no circles.
 
 The import graph is read from the source with ``ast``: every ``import`` and ``from ... import`` of a
 ``vstain`` module, at module level and inside functions alike.
@@ -15,7 +15,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vstain"
 
 PLUMBING = {"vstain", "vstain.config", "vstain.vocabulary", "vstain.layout", "vstain.io", "vstain.volume_io",
             "vstain.slide_io", "vstain.manifest", "vstain.pairs"}
-LAYERS = ("plumbing", "science", "figures", "stages", "cli")
+LAYERS = ("plumbing", "science", "figures", "reports", "stages", "cli")
+# reports (tables, sentences) and figures (drawings) are one layer: neither imports the other
+SAME_LEVEL = {"reports": "figures"}
 MAX_FUNCTION_LEVEL_IMPORTS = 10
 
 
@@ -31,7 +33,7 @@ def layer_of(module: str) -> str:
         return "plumbing"
     if module in ("vstain.cli", "vstain.__main__"):
         return "cli"
-    for layer in ("figures", "stages"):
+    for layer in ("figures", "reports", "stages"):
         if module == f"vstain.{layer}" or module.startswith(f"vstain.{layer}."):
             return layer
     return "science"
@@ -116,11 +118,23 @@ def test_no_import_circle():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+def level(layer: str) -> int:
+    return LAYERS.index(SAME_LEVEL.get(layer, layer))
+
+
 def test_imports_flow_down_the_layers():
     graph, _ = import_graph()
     upward = [f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a, targets in graph.items() for b in targets
-              if LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a))]
+              if level(layer_of(b)) > level(layer_of(a))]
     assert not upward, "\n".join(upward)
+
+
+def test_reports_and_figures_do_not_import_each_other():
+    graph, _ = import_graph()
+    assert layer_of("vstain.reports.table1") == "reports" and level("reports") == level("figures") < level("stages")
+    across = [f"{a} imports {b}" for a, targets in graph.items() for b in targets
+              if {layer_of(a), layer_of(b)} == {"reports", "figures"}]
+    assert not across, "\n".join(across)
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if layer_of(m) == "science"))

@@ -199,3 +199,31 @@ def test_figure8_inset_shows_the_histology_in_the_bottom_left_of_the_xy_view():
     assert box.width < 0.5 * parent.width and box.height < 0.5 * parent.height
     with pytest.raises(ValueError, match="not shown"):
         plot_orthogonal_views({"CT": volume[..., 0]}, (5.0, 5.0, 5.0), insets={"truth": section})
+
+
+def test_the_lookup_is_drawn_beside_the_models_without_ct_output_or_paper_value():
+    from vstain.figures.evaluation import plot_metric_distributions, plot_models_side_by_side
+    from vstain.figures.summary import plot_table1_beside_paper
+    from vstain.lookup import apply_lookup, fit_lookup
+    from vstain.reports.table1 import compare_with_paper
+    from vstain.vocabulary import LOOKUP, MODEL_LABELS
+
+    rng = np.random.default_rng(0)
+    ct = rng.integers(10000, 30000, (48, 48)).astype(np.uint16)
+    histology = np.repeat((255 - ct // 160).astype(np.uint8)[..., None], 3, axis=-1)
+    mask = np.ones(ct.shape, bool)
+    pair = RegisteredPair("p", "Mg", "toluidine_blue", ct, histology, mask, 5.0)
+    lookup = apply_lookup(fit_lookup([ct], [histology], [mask]), ct)
+    fig = plot_models_side_by_side([("test", pair, (8, 8), {"pix2pix": histology, LOOKUP: lookup})], 16)
+    assert MODEL_LABELS[LOOKUP] in [ax.get_title() for ax in fig.axes]
+    per_patch = pd.DataFrame({"model": ["pix2pix", LOOKUP, "raw_ct"] * 2, "role": ["test"] * 6,
+                              "ssim": rng.uniform(0, 1, 6), "psnr": rng.uniform(5, 20, 6), "lpips": np.nan})
+    fig = plot_metric_distributions(per_patch)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert MODEL_LABELS[LOOKUP] in labels
+    table = pd.DataFrame({"model": ["mod_cyclegan", LOOKUP], "role": ["test"] * 2, "ssim": [0.5, 0.4],
+                          "lpips": [np.nan] * 2, "psnr": [14.0, 13.0], "n_patches": [4, 4], "n_pairs": [1, 1]})
+    compared = compare_with_paper(table)
+    assert np.isnan(compared.loc[compared.model == LOOKUP, "ssim_paper"]).all()
+    fig = plot_table1_beside_paper(compared, "test")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][1] == MODEL_LABELS[LOOKUP]

@@ -1,4 +1,4 @@
-"""SSIM / PSNR / LPIPS on masked patches and Table 1 (vstain.metrics)."""
+"""SSIM / PSNR / LPIPS on masked patches (vstain.metrics) and the evaluation stage that writes Table 1."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import torch
 from vstain import metrics
 from vstain.frc import patch_origins
 from vstain.metrics import (
-    PAPER_TABLE1,
-    compare_with_paper,
     load_lpips,
     lpips_distances,
     patch_grid,
@@ -22,11 +20,11 @@ from vstain.metrics import (
     sample_patches,
     squeezenet_weights_path,
     ssim,
-    table1,
 )
 from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.stages import evaluate as evaluate_stage
-from vstain.vocabulary import BASELINE
+from vstain.reports.table1 import PAPER_TABLE1, compare_with_paper, table1
+from vstain.vocabulary import BASELINE, LOOKUP
 
 torch.set_num_threads(1)
 
@@ -190,7 +188,7 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, one_epoch_models, cap
                             progress=False)
     assert capsys.readouterr().err.count("LPIPS unavailable") == 1
     table = pd.read_csv(path)
-    assert set(table.model) == {"mod_cyclegan", "pix2pix", BASELINE}
+    assert set(table.model) == {"mod_cyclegan", "pix2pix", LOOKUP, BASELINE}
     assert set(table.role) == {"train", "validation", "test"}
     assert table.lpips.isna().all() and not table.lpips_available.any()
     assert table.ssim.between(-1, 1).all() and np.isfinite(table.psnr).all()
@@ -202,24 +200,33 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, one_epoch_models, cap
     assert not (root / "inference" / "pix2pix" / "fold0" / "p1" / "ct.tif").exists()
     compared = pd.read_csv(root / "evaluation" / "table1_vs_paper.csv")
     assert compared.loc[compared.model == "mod_cyclegan", "ssim_paper"].tolist() == [0.63, 0.60, 0.59]
+    assert compared.loc[compared.model == LOOKUP, "ssim_paper"].isna().all()
+    # the lookup: fitted on the training pair p0 only (histology = 255 - ct // 160 there), applied to all three
+    lookup = evaluate_stage.read_lookup("smoke", 0)
+    assert lookup.counts.sum() == 40 * 40
+    written = pd.read_csv(root / "evaluation" / "ct_lookup" / "fold0.csv")
+    assert len(written) == lookup.n_bins == 256
+    centres = (lookup.edges[:-1] + lookup.edges[1:]) / 2
+    filled = lookup.counts > 0
+    assert np.abs(lookup.colours[filled, 0] - (255 - centres[filled] / 160)).max() < 2.5  # the grey map, learnt
+    assert (per_patch[per_patch.model == LOOKUP].groupby("pair_id").size() == 4).all()
+    ssim_by_model = table[table.role == "test"].set_index("model")["ssim"]
+    assert ssim_by_model[LOOKUP] > 0.9  # a pixelwise grey map is what a lookup learns exactly
+    intervals = pd.read_csv(root / "evaluation" / "table1_intervals.csv")
+    measured = intervals.dropna(subset=["estimate"])  # LPIPS: not measured without its weights
+    assert set(intervals.model) == set(table.model) and set(measured.metric) == {"ssim", "psnr"}
+    assert (measured.low <= measured.estimate + 1e-12).all() and (measured.estimate <= measured.high + 1e-12).all()
+    comparisons = pd.read_csv(root / "evaluation" / "comparisons.csv")
+    assert {"model_a", "model_b", "difference", "low", "high", "p_value", "verdict"} <= set(comparisons.columns)
+    # one slide per split: no comparison can separate two models
+    assert comparisons.verdict.isna().all() and (comparisons.n_slides == 1).all()
     # cached: a second run reads the per-patch CSVs back
     stamp = (root / "evaluation" / "per_patch" / "mod_cyclegan_fold0.csv").stat().st_mtime_ns
+    lookup_stamp = (root / "evaluation" / "per_patch" / "ct_lookup_fold0.csv").stat().st_mtime_ns
     evaluate_stage.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                      progress=False)
     assert (root / "evaluation" / "per_patch" / "mod_cyclegan_fold0.csv").stat().st_mtime_ns == stamp
-
-
-def test_table_for_the_book_and_rankings():
-    table = table1(_per_patch(lpips_value=0.2))
-    shown = metrics.table1_display(compare_with_paper(table))
-    assert shown.loc["Mod. CycleGAN (our model)", ("test", "SSIM ↑", "paper")] == "0.59 (1)"
-    assert shown.loc["Mod. CycleGAN (our model)", ("test", "SSIM ↑", "ours")] == "0.70 (1)"
-    assert shown.loc["Raw CT (no generation)", ("test", "SSIM ↑", "paper")] == "0.15"
-    agreement = metrics.rankings_agreement(table)
-    ssim_test = agreement[(agreement.role == "test") & (agreement.metric == "ssim")].iloc[0]
-    assert ssim_test.ours == "mod_cyclegan > pix2pix" and ssim_test.same_order
-    lpips_test = agreement[(agreement.role == "test") & (agreement.metric == "lpips")].iloc[0]
-    assert lpips_test.ours == "mod_cyclegan > pix2pix"  # tied values keep the table's order
+    assert (root / "evaluation" / "per_patch" / "ct_lookup_fold0.csv").stat().st_mtime_ns == lookup_stamp
 
 
 def test_roi_prefers_full_mask_and_structure():
@@ -268,7 +275,7 @@ def test_one_patch_grid_places_evaluation_frc_and_roi_patches(seed):
 
 
 def test_table1_over_two_folds_is_what_the_per_fold_tables_imply():
-    from vstain.metrics import table1, table1_by_fold, table1_over_folds
+    from vstain.reports.table1 import table1_by_fold, table1_over_folds
 
     rng = np.random.default_rng(0)
     rows = []

@@ -1,4 +1,4 @@
-"""SSIM, PSNR and LPIPS on masked patches; Table 1 (paper 2.10, 3.2, Fig. 7).
+"""SSIM, PSNR and LPIPS on masked patches (paper 2.10, 3.2, Fig. 7).
 
 The generated whole-slide histology is compared with the real histology on square
 patches (paper: 256 px) laid on a grid, keeping only patches that the
@@ -15,7 +15,8 @@ the torch hub cache. Nothing is downloaded here: when the file is absent,
 :func:`load_lpips` says which file to put where, and the LPIPS column is NaN with
 ``lpips_available = False``. It is never filled from a randomly initialised network.
 
-The stage that measures every model and fold and writes Table 1 is :mod:`vstain.stages.evaluate`.
+The stage that measures every model and fold is :mod:`vstain.stages.evaluate`; Table 1, its intervals and
+the sentences the chapters state from it are :mod:`vstain.reports.table1`.
 
 Examples
 --------
@@ -30,10 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,33 +43,9 @@ from skimage.metrics import structural_similarity
 from vstain.data import network_to_histology
 from vstain.infer import ct_network_channels_last
 from vstain.masks import apply_mask, background_fill
-from vstain.vocabulary import BASELINE, MODEL_LABELS, ROLES
 
 METRICS = ("ssim", "lpips", "psnr")
 HIGHER_IS_BETTER = {"ssim": True, "lpips": False, "psnr": True}
-
-# Table 1 of the paper (Irvine et al., section 3.2): medians over 256 px patches of
-# training (40 WSIs), validation (10) and testing (3), one row per (model, role).
-# The raw-CT baseline is from the text of section 3.2 ("average SSIM, LPIPS and PSNR
-# were 0.15, 0.4 and 5"); the paper gives it once, not per split.
-PAPER_TABLE1 = pd.DataFrame(
-    [
-        ("mod_cyclegan", "train", 0.63, 0.12, 17.0),
-        ("mod_cyclegan", "validation", 0.60, 0.16, 15.0),
-        ("mod_cyclegan", "test", 0.59, 0.16, 15.0),
-        ("pix2pix", "train", 0.24, 0.15, 16.0),
-        ("pix2pix", "validation", 0.21, 0.17, 14.0),
-        ("pix2pix", "test", 0.22, 0.22, 15.0),
-        ("cyclegan_invct", "train", 0.27, 0.25, 13.0),
-        ("cyclegan_invct", "validation", 0.31, 0.25, 13.0),
-        ("cyclegan_invct", "test", 0.33, 0.25, 12.0),
-        ("cyclegan", "train", 0.15, 0.44, 5.0),
-        ("cyclegan", "validation", 0.18, 0.43, 5.0),
-        ("cyclegan", "test", 0.20, 0.43, 5.0),
-    ],
-    columns=["model", "role", "ssim", "lpips", "psnr"],
-)
-PAPER_BASELINE = {"ssim": 0.15, "lpips": 0.4, "psnr": 5.0}
 
 # torchvision's SqueezeNet 1.1 ImageNet weights; the 8 hex digits are the start of its SHA-256.
 SQUEEZENET_FILE = "squeezenet1_1-b8a52dc0.pth"
@@ -412,135 +388,6 @@ def patch_metrics(
     return table
 
 
-# --------------------------------------------------------------------------- Table 1
-
-
-def table1(per_patch: pd.DataFrame) -> pd.DataFrame:
-    """Median SSIM, LPIPS and PSNR per model and split (Table 1) from per-patch metrics.
-
-    Parameters
-    ----------
-    per_patch : pandas.DataFrame
-        Columns ``model, role, pair_id, ssim, lpips, psnr`` (as written by :func:`vstain.stages.evaluate.evaluate`).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``model, role, ssim, lpips, psnr, n_patches, n_pairs, lpips_available``; LPIPS is
-        NaN (and ``lpips_available`` False) where no patch has an LPIPS value.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> rows = pd.DataFrame({"model": ["a"] * 3, "role": ["train"] * 3, "pair_id": ["p", "p", "q"],
-    ...                      "ssim": [0.1, 0.5, 0.3], "lpips": [float("nan")] * 3, "psnr": [10, 12, 20]})
-    >>> table1(rows)[["ssim", "psnr", "n_pairs", "lpips_available"]].values.tolist()
-    [[0.3, 12.0, 2, False]]
-    """
-    groups = per_patch.groupby(["model", "role"], sort=False)
-    table = groups[list(METRICS)].median()
-    table["n_patches"] = groups.size()
-    table["n_pairs"] = groups["pair_id"].nunique()
-    table["lpips_available"] = groups["lpips"].apply(lambda s: bool(s.notna().any()))
-    table = table.reset_index()
-    order = {m: i for i, m in enumerate(MODEL_LABELS)}
-    table["_m"] = table["model"].map(lambda m: order.get(m, len(order)))
-    table["_r"] = table["role"].map(lambda r: ROLES.index(r) if r in ROLES else len(ROLES))
-    return table.sort_values(["_m", "_r"]).drop(columns=["_m", "_r"]).reset_index(drop=True)
-
-
-def table1_by_fold(per_patch: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 of each fold apart: :func:`table1` per ``fold``, with a ``fold`` column first.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> rows = pd.DataFrame({"model": ["a"] * 4, "role": ["test"] * 4, "pair_id": ["p"] * 4, "fold": [0, 0, 1, 1],
-    ...                      "ssim": [0.1, 0.3, 0.5, 0.7], "lpips": [float("nan")] * 4, "psnr": [10, 12, 20, 22]})
-    >>> table1_by_fold(rows)[["fold", "ssim", "psnr"]].values.tolist()
-    [[0.0, 0.2, 11.0], [1.0, 0.6, 21.0]]
-    """
-    tables = [table1(part).assign(fold=int(fold)) for fold, part in per_patch.groupby("fold", sort=True)]
-    table = pd.concat(tables, ignore_index=True)
-    return table[["fold"] + [c for c in table.columns if c != "fold"]]
-
-
-def table1_over_folds(by_fold: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 over the cross-validation folds: the median of the per-fold medians and their range.
-
-    Each fold's model is a different network, so the folds are summarised as folds (median of the
-    per-fold medians of :func:`table1_by_fold`, with the smallest and largest per-fold median as
-    ``<metric>_min`` / ``<metric>_max``), not by pooling their patches. With one fold it is that
-    fold's Table 1.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``model, role, ssim, lpips, psnr, <metric>_min, <metric>_max, n_folds, n_patches, n_pairs,
-        lpips_available`` (``n_patches`` and ``n_pairs`` summed over the folds).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> by_fold = pd.DataFrame({"fold": [0, 1, 2], "model": ["a"] * 3, "role": ["test"] * 3,
-    ...                         "ssim": [0.2, 0.6, 0.5], "lpips": [float("nan")] * 3, "psnr": [11.0, 21.0, 15.0],
-    ...                         "n_patches": [4, 5, 6], "n_pairs": [1, 1, 1], "lpips_available": [False] * 3})
-    >>> t = table1_over_folds(by_fold)
-    >>> t[["ssim", "ssim_min", "ssim_max"]].values.tolist(), int(t["n_folds"][0]), int(t["n_patches"][0])
-    ([[0.5, 0.2, 0.6]], 3, 15)
-    """
-    groups = by_fold.groupby(["model", "role"], sort=False)
-    table = groups[list(METRICS)].median()
-    for metric in METRICS:
-        table[f"{metric}_min"] = groups[metric].min()
-        table[f"{metric}_max"] = groups[metric].max()
-    table["n_folds"] = groups["fold"].nunique()
-    table["n_patches"] = groups["n_patches"].sum()
-    table["n_pairs"] = groups["n_pairs"].sum()
-    table["lpips_available"] = groups["lpips_available"].any()
-    return table.reset_index()
-
-
-def rank_models(table: pd.DataFrame) -> pd.DataFrame:
-    """Rank the models (1 = best) per split and metric; NaN metrics get no rank.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> t = pd.DataFrame({"model": ["a", "b"], "role": ["test"] * 2, "ssim": [0.2, 0.6],
-    ...                   "lpips": [0.3, 0.1], "psnr": [9.0, 8.0]})
-    >>> rank_models(t)[["ssim", "lpips", "psnr"]].values.tolist()
-    [[2.0, 2.0, 1.0], [1.0, 1.0, 2.0]]
-    """
-    ranks = table[["model", "role"]].copy()
-    for metric in METRICS:
-        ranks[metric] = table.groupby("role")[metric].rank(ascending=not HIGHER_IS_BETTER[metric], method="min")
-    return ranks
-
-
-def compare_with_paper(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as measured beside the paper's, with each model's rank per split and metric.
-
-    Only the generative models are ranked (the raw-CT baseline is listed with the
-    paper's baseline values). Returns one row per (model, role) with columns
-    ``<metric>``, ``<metric>_paper``, ``<metric>_rank``, ``<metric>_rank_paper``.
-    """
-    models = table[table["model"] != BASELINE]
-    ours = models.merge(rank_models(models), on=["model", "role"], suffixes=("", "_rank"))
-    paper = PAPER_TABLE1.merge(rank_models(PAPER_TABLE1[PAPER_TABLE1["model"].isin(models["model"])]),
-                               on=["model", "role"], suffixes=("", "_rank"))
-    merged = ours.merge(paper, on=["model", "role"], how="left", suffixes=("", "_paper"))
-    baseline = table[table["model"] == BASELINE].copy()
-    for metric, value in PAPER_BASELINE.items():
-        baseline[f"{metric}_paper"] = value
-    merged = pd.concat([merged, baseline], ignore_index=True)
-    columns = ["model", "role"]
-    for metric in METRICS:
-        columns += [metric, f"{metric}_paper", f"{metric}_rank", f"{metric}_rank_paper"]
-    merged = merged.reindex(columns=columns + ["n_patches", "n_pairs"])
-    return merged
-
-
 # --------------------------------------------------------------------------- the raw-CT baseline
 
 
@@ -583,58 +430,3 @@ def choose_roi(mask: np.ndarray, size: int, image: np.ndarray | None = None) -> 
         spread = [np.asarray(image)[y:y + size, x:x + size].std() for y, x in best]
         best = best[[int(np.argmax(spread))]]
     return int(best[0][0]), int(best[0][1])
-
-
-def table1_display(compared: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """Table 1 for the book: one row per model, columns (split, metric, ours / paper), rank in brackets.
-
-    ``compared`` is :func:`compare_with_paper`'s output; values print as ``0.61 (1)``.
-    """
-
-    def cell(value: Any, rank: Any) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "n/a"
-        text = f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.0f}"
-        return text if rank is None or (isinstance(rank, float) and math.isnan(rank)) else f"{text} ({int(rank)})"
-
-    rows = {}
-    for _, r in compared.iterrows():
-        label = MODEL_LABELS.get(r["model"], r["model"])
-        row = rows.setdefault(label, {})
-        for metric in METRICS:
-            arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
-            name = f"{metric.upper()} {arrow}"
-            row[(r["role"], name, "ours")] = cell(r[metric], r.get(f"{metric}_rank"))
-            row[(r["role"], name, "paper")] = cell(r[f"{metric}_paper"], r.get(f"{metric}_rank_paper"))
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    order = [(role, f"{m.upper()} {'↑' if HIGHER_IS_BETTER[m] else '↓'}", who)
-             for role in ROLES for m in METRICS for who in ("ours", "paper")]
-    table = table.reindex(columns=[c for c in order if c in table.columns])
-    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["split", "metric", ""])
-    return table
-
-
-def ranking(table: pd.DataFrame, role: str, metric: str) -> list[str]:
-    """Models (not the baseline) from best to worst on one split and metric; empty if unmeasured.
-
-    Examples
-    --------
-    >>> ranking(PAPER_TABLE1, "test", "ssim")
-    ['mod_cyclegan', 'cyclegan_invct', 'pix2pix', 'cyclegan']
-    """
-    rows = table[(table["role"] == role) & (table["model"] != BASELINE)].dropna(subset=[metric])
-    rows = rows.sort_values(metric, ascending=not HIGHER_IS_BETTER[metric], kind="stable")
-    return rows["model"].tolist()
-
-
-def rankings_agreement(table: pd.DataFrame) -> pd.DataFrame:
-    """Per split and metric: our ranking, the paper's, and whether the best model is the same."""
-    rows = []
-    for role in ROLES:
-        for metric in METRICS:
-            ours = ranking(table, role, metric)
-            paper = [m for m in ranking(PAPER_TABLE1, role, metric) if m in set(table["model"])]
-            rows.append({"role": role, "metric": metric, "ours": " > ".join(ours) or "n/a",
-                         "paper": " > ".join(paper), "same_best": bool(ours) and ours[0] == paper[0],
-                         "same_order": ours == paper})
-    return pd.DataFrame(rows)

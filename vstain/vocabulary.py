@@ -37,12 +37,17 @@ MODELS_WITHOUT_REVERSE: tuple[str, ...] = ("pix2pix",)
 #: The raw CT shown as greyscale RGB against the histology: Table 1's baseline (paper 3.2).
 BASELINE = "raw_ct"
 
-#: Display names of the models and the baseline, as the paper writes them.
+#: The CT grey value -> colour lookup fitted on the training pairs (Khimchenko et al. 2016): a peer
+#: of the networks in Table 1 that is not a network (no checkpoint, no generated CT).
+LOOKUP = "ct_lookup"
+
+#: Display names of the models, the lookup and the baseline, as the paper writes them (Table 1's order).
 MODEL_LABELS: dict[str, str] = {
     "mod_cyclegan": "Mod. CycleGAN (our model)",
     "pix2pix": "Pix2Pix",
     "cyclegan_invct": "Std. CycleGAN + inv. CT input",
     "cyclegan": "Std. CycleGAN",
+    LOOKUP: "CT colour lookup (no network)",
     BASELINE: "Raw CT (no generation)",
 }
 

@@ -66,7 +66,8 @@ def plot_registration_errors(table: pd.DataFrame) -> Figure:
 def plot_table1_beside_paper(compared: pd.DataFrame, role: str = "test") -> Figure:
     """Bar charts of SSIM, LPIPS and PSNR per model on one split, ours beside the paper's.
 
-    ``compared`` is :func:`vstain.metrics.compare_with_paper`'s output. Returns the figure.
+    ``compared`` is :func:`vstain.reports.table1.compare_with_paper`'s output (a row without a paper value, such as
+    the CT colour lookup, has no grey bar). Returns the figure.
     """
     rows = compared[compared["role"] == role].reset_index(drop=True)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vstain.intensity import ct_stain_correlation, luminance  # noqa: F401  (re-exported: the regime's measures)
+from vstain.colour import ct_lightness_correlation as ct_stain_correlation  # noqa: F401  (the regime's measure)
 
 #: The phenomena of the paper's regime, each a set of dataset-profile keys and the values that turn it off.
 PHENOMENA: dict[str, dict[str, Any]] = {

@@ -11,7 +11,7 @@ Examples
 ...                   "aligned_fraction": [0.8, 0.85, 0.9], "ct_frc_px": [5.5, 6.0, 5.0],
 ...                   "histology_frc_px": [3.0, 2.9, 3.1]})
 >>> correlation_statement(m)
-'CT intensity and stain luminance correlate negatively inside the mask on 2 of 3 toluidine-blue pairs (median r = -0.40): the intensity mismatch of the paper.'
+'CT intensity and stain lightness correlate negatively inside the mask on 2 of 3 toluidine-blue pairs (median r = -0.40): the intensity mismatch of the paper.'
 >>> resolution_statement(m)
 'The CT is coarser than the histology on 3 of 3 pairs (median FRC resolution 5.5 px against 3.0 px).'
 """
@@ -80,12 +80,12 @@ def correlation_by_material(measures: pd.DataFrame) -> pd.DataFrame:
 
 
 def correlation_statement(measures: pd.DataFrame) -> str:
-    """Whether CT intensity and stain luminance run against each other, as measured."""
+    """Whether CT intensity and stain lightness run against each other, as measured."""
     r = measures["r_ct_stain"].dropna()
     negative = int((r < 0).sum())
     verdict = ("the intensity mismatch of the paper" if negative > len(r) / 2
                else "not the paper's intensity mismatch on most pairs")
-    return (f"CT intensity and stain luminance correlate negatively inside the mask on {negative} of {len(r)} "
+    return (f"CT intensity and stain lightness correlate negatively inside the mask on {negative} of {len(r)} "
             f"toluidine-blue pairs (median r = {r.median():+.2f}): {verdict}.")
 
 
@@ -104,7 +104,7 @@ def inversion_statement(correlations: Sequence[float]) -> str:
     Examples
     --------
     >>> inversion_statement([-0.7, -0.5, 0.1])
-    'On these pairs CT intensity and stain luminance correlate with a median r of -0.50 inside the mask (negative on 2 of 3), so the inverted CT (r = +0.50) runs with the stain rather than against it.'
+    'On these pairs CT intensity and stain lightness correlate with a median r of -0.50 inside the mask (negative on 2 of 3), so the inverted CT (r = +0.50) runs with the stain rather than against it.'
     """
     r = pd.Series(list(correlations), dtype=float).dropna()
     if r.empty:
@@ -112,5 +112,5 @@ def inversion_statement(correlations: Sequence[float]) -> str:
     median = float(r.median())
     effect = ("runs with the stain rather than against it" if median < 0
               else "runs against the stain, where the raw CT already runs with it")
-    return (f"On these pairs CT intensity and stain luminance correlate with a median r of {median:+.2f} inside the "
+    return (f"On these pairs CT intensity and stain lightness correlate with a median r of {median:+.2f} inside the "
             f"mask (negative on {int((r < 0).sum())} of {len(r)}), so the inverted CT (r = {-median:+.2f}) {effect}.")
