@@ -53,7 +53,7 @@ workflow: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --config profile=$(PROFILE) --keep-going
 
 book: venv
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile book --cores $(CORES) --config profile=$(PROFILE)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile all --cores $(CORES) --config profile=$(PROFILE)
 	@echo "Book: $(abspath book/_build/html/index.html)"
 
 dryrun-paper: venv

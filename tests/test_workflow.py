@@ -1,7 +1,12 @@
-"""The workflow's DAG resolves for the paper profile with every job of the study (dry run, no work done)."""
+"""The workflow: its DAG for the paper profile, jobs a batch node can run, starting afresh after deleted results
+(dry runs on a stand-in study), and the digest that says which results a book was built from."""
 
+import hashlib
+import importlib.util
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +134,206 @@ def test_smoke_study_through_a_local_slurm_equals_the_local_run_and_a_killed_tra
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "PASS: Table 1 through SLURM equals the local run's" in done.stdout
     assert "PASS (scancel): the final checkpoint equals the uninterrupted run's" in done.stdout
+
+
+# --- starting afresh: a deleted stage folder, record or executed notebook is made again, with all after it -----------
+
+def _copy_checkout(dest: Path) -> Path:
+    """The files the workflow reads, copied to ``dest`` (the package linked): a checkout whose book is its own."""
+    dest.mkdir(parents=True)
+    shutil.copytree(ROOT / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "notebooks", dest / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "book", dest / "book", ignore=shutil.ignore_patterns("_build", "_generated", "chapters"))
+    shutil.copy2(ROOT / "data_manifest.yaml", dest / "data_manifest.yaml")
+    (dest / "vstain").symlink_to(ROOT / "vstain", target_is_directory=True)
+    return dest
+
+
+def _snakemake_in(checkout: Path, results: Path, *args: str) -> subprocess.CompletedProcess:
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", VSTAIN_RESULTS=str(results))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", *args,
+                           "--config", "profile=smoke"], cwd=checkout, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _dry_run_jobs(checkout: Path, results: Path) -> list[dict]:
+    """The jobs a dry run of ``all`` schedules: rule, label (``rule[wildcard values]``), input and output files."""
+    done = _snakemake_in(checkout, results, "all", "--dry-run")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if "Nothing to be done" in done.stdout + done.stderr:
+        return []
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", done.stdout)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        fields = dict(re.findall(r"^    (input|output|wildcards): (.*)$", block, flags=re.M))
+        values = [item.split("=", 1)[1] for item in fields.get("wildcards", "").split(", ") if "=" in item]
+        jobs.append({"rule": rule, "label": f"{rule}[{','.join(values)}]" if values else rule,
+                     "input": fields.get("input", "").split(", ") if fields.get("input") else [],
+                     "output": fields.get("output", "").split(", ") if fields.get("output") else []})
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def touched_smoke_study(tmp_path_factory):
+    """A checkout copy whose smoke study and book are complete and up to date: every file the workflow makes exists
+    (empty, one time stamp), the sources older. Returns (checkout, results root, the jobs of a run from scratch)."""
+    base = tmp_path_factory.mktemp("afresh")
+    checkout, results = _copy_checkout(base / "checkout"), base / "results"
+    from_scratch = _dry_run_jobs(checkout, results)
+    sources, made = 1_700_000_000, 1_800_000_000
+    for path in [checkout / "data_manifest.yaml", *(checkout / "notebooks").glob("*.ipynb")]:
+        os.utime(path, (sources, sources))
+    for job in from_scratch:
+        for name in job["output"]:
+            path = checkout / name  # absolute under results, relative to the checkout for the book
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            os.utime(path, (made, made))
+    assert _dry_run_jobs(checkout, results) == [], "the stand-in study is not up to date to start with"
+    return checkout, results, from_scratch
+
+
+def test_the_all_target_asks_for_every_file_the_workflow_makes(touched_smoke_study):
+    """Snakemake makes a missing file again only when a target asks for it: `all` must name every rule's output."""
+    _, _, from_scratch = touched_smoke_study
+    (all_job,) = [job for job in from_scratch if job["rule"] == "all"]
+    made = {name for job in from_scratch if job["rule"] != "all" for name in job["output"]}
+    assert made == set(all_job["input"])
+    assert {"book/_build/html/index.html", "book/_build/html/_results_digest.json"} <= made
+
+
+def _rerun_cases():
+    smoke = load_profile("smoke")
+    grid = [f"{m},{k}" for m in smoke.training.models for k in smoke.training.folds]
+    chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    book = {"book", "all"}
+    return {
+        # Table 1: evaluation, the two chapters that read it and the book; nothing before it, not FRC beside it
+        "evaluation": {"evaluate", "notebook[05_evaluation]", "notebook[09_results]", *book},
+        "notebooks/05_evaluation.ipynb": {"notebook[05_evaluation]", *book},
+        "he": {*(f"{r}[{m}]" for r in ("train_he", "infer_he") for m in smoke.he.models), "evaluate_he",
+               "notebook[08_he_stain]", *book},
+        "models": {*(f"{r}[{g}]" for r in ("train", "infer") for g in grid), "evaluate", "frc", "volume",
+                   "uncertainty", *(f"notebook[{c}]" for c in ("03_training", "04_inference", "05_evaluation",
+                                                           "06_frc", "07_volume", "09_results", "10_uncertainty")),
+                   *book},
+        "": {*(f"{r}[{g}]" for r in ("train", "infer") for g in grid), "dataset", "register", "evaluate", "frc",
+             "volume", "uncertainty", *(f"{r}[{m}]" for r in ("train_he", "infer_he") for m in smoke.he.models),
+             "evaluate_he", *(f"notebook[{c}]" for c in chapters), *book},
+    }
+
+
+@pytest.mark.parametrize("deleted", list(_rerun_cases()), ids=lambda d: d or "whole-profile")
+def test_deleting_a_stage_folder_reruns_it_everything_after_it_and_the_book(touched_smoke_study, tmp_path, deleted):
+    """`rm -rf results/smoke/<stage>` (or one executed notebook, or the whole folder) then `make book`: that part is
+    made again, every job after it and the book, and nothing before it (a dry run of `all`, as `make book` runs)."""
+    checkout, results, _ = touched_smoke_study
+    target = results / "smoke" / deleted
+    aside = tmp_path / "aside"
+    target.rename(aside)  # deleted for the dry run, put back (time stamps kept) for the next case
+    try:
+        jobs = _dry_run_jobs(checkout, results)
+    finally:
+        aside.rename(target)
+    labels = [job["label"] for job in jobs]
+    assert len(labels) == len(set(labels)), labels
+    expected = _rerun_cases()[deleted]
+    assert set(labels) == expected, (sorted(set(labels) - expected), sorted(expected - set(labels)))
+    if deleted == "evaluation":
+        assert not {"dataset", "register", "train", "infer", "frc", "volume"} & {job["rule"] for job in jobs}
+
+
+# --- the book records which results it was built from ------------------------------------------------------------
+
+def _digest_module():
+    spec = importlib.util.spec_from_file_location("results_digest", ROOT / "workflow" / "results_digest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_digest_names_every_file_and_tells_a_changed_or_missing_one(tmp_path, capsys):
+    digest = _digest_module()
+    results = tmp_path / "results" / "smoke"
+    (results / "evaluation").mkdir(parents=True)
+    (results / "evaluation" / "table1.csv").write_text("model,ssim\npix2pix,0.51\n")
+    (results / "notebooks").mkdir()
+    (results / "notebooks" / "05_evaluation.ipynb").write_text('{"cells": []}')
+    files = [results / "evaluation" / "table1.csv", results / "notebooks" / "05_evaluation.ipynb"]
+    out = tmp_path / "book" / "_results_digest.json"
+    assert digest.main(["write", str(out), "--profile", "smoke", "--results", str(results), *map(str, files)]) == 0
+    record = json.loads(out.read_text())
+    assert record["profile"] == "smoke" and Path(record["results"]) == results.resolve()
+    assert sorted(record["files"]) == ["evaluation/table1.csv", "notebooks/05_evaluation.ipynb"]
+    assert record["files"]["evaluation/table1.csv"] == {
+        "sha256": hashlib.sha256(b"model,ssim\npix2pix,0.51\n").hexdigest(), "bytes": 24}
+    assert not list(out.parent.glob(".*.tmp"))  # written under a temporary name, then renamed
+    # the digest depends on the files' names and contents only, not on their order or the time
+    again = digest.results_digest(files[::-1], results, "smoke")
+    assert again["digest"] == record["digest"]
+    assert digest.main(["check", str(out)]) == 0
+    assert "shows the current smoke results" in capsys.readouterr().out
+
+    (results / "evaluation" / "table1.csv").write_text("model,ssim\npix2pix,0.52\n")  # same size, new numbers
+    (results / "notebooks" / "05_evaluation.ipynb").unlink()
+    assert digest.main(["check", str(out)]) == 1
+    said = capsys.readouterr().out
+    assert "evaluation/table1.csv (changed)" in said and "notebooks/05_evaluation.ipynb (missing)" in said
+    assert digest.results_digest(files[:1], results, "smoke")["digest"] != record["digest"]
+
+    with pytest.raises(FileNotFoundError, match="05_evaluation.ipynb does not exist"):
+        digest.results_digest(files, results, "smoke")
+    (tmp_path / "bad.json").write_text('{"profile": "smoke"}')
+    assert digest.main(["check", str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: field 'results' missing" in capsys.readouterr().err
+
+
+def test_results_digest_puts_its_line_in_the_footer_of_the_books_configuration(tmp_path):
+    digest = _digest_module()
+    (tmp_path / "r.csv").write_text("a\n1\n")
+    record = digest.results_digest([tmp_path / "r.csv"], tmp_path, "quick")
+    config = digest.book_config(ROOT / "book" / "_config.yml", record)
+    original = yaml.safe_load((ROOT / "book" / "_config.yml").read_text())
+    footer = config["html"].pop("extra_footer")
+    assert config == original  # nothing else changed
+    assert record["digest"][:12] in footer and "<code>quick</code>" in footer and "1 file," in footer
+
+
+@pytest.mark.slow
+def test_the_book_rule_builds_the_book_with_its_results_digest_and_a_second_run_does_nothing(tmp_path):
+    """The real `book` rule on stand-in results (empty records, one-heading chapters): the digest beside the book
+    lists every record and chapter, every page's footer shows it, `check` passes; then nothing is left to do."""
+    import nbformat
+
+    checkout, results = _copy_checkout(tmp_path / "checkout"), tmp_path / "results"
+    jobs = _dry_run_jobs(checkout, results)
+    for job in jobs:
+        if job["rule"] in ("book", "pipeline_figure", "all"):
+            continue
+        for name in job["output"]:
+            path = checkout / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix == ".ipynb":
+                notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {path.stem}")])
+                notebook.metadata.update(kernelspec={"name": "python3", "display_name": "Python 3",
+                                                     "language": "python"}, language_info={"name": "python"})
+                nbformat.write(notebook, path)
+            else:
+                path.write_text(f"{path.parent.name}\n")
+    records = {name for job in jobs if job["rule"] not in ("book", "pipeline_figure", "all") for name in job["output"]}
+
+    done = _snakemake_in(checkout, results, "all", "--cores", "1")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "rule book:" in done.stdout + done.stderr and "rule train:" not in done.stdout + done.stderr
+    html = checkout / "book" / "_build" / "html"
+    record = json.loads((html / "_results_digest.json").read_text())
+    smoke = (results / "smoke").resolve()
+    assert record["profile"] == "smoke" and Path(record["results"]) == smoke
+    assert {str(smoke / name) for name in record["files"]} == {str(Path(name).resolve()) for name in records}
+    for page in ("intro.html", "chapters/05_evaluation.html"):
+        assert record["digest"][:12] in (html / page).read_text(), page
+    check = subprocess.run([sys.executable, "workflow/results_digest.py", "check", str(html / "_results_digest.json")],
+                           cwd=checkout, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert _dry_run_jobs(checkout, results) == []  # a second run recomputes nothing
