@@ -261,8 +261,7 @@ def test_spread_about_a_reference_with_tiling_variance():
         spread_about([np.zeros((2, 1, 3))], reference)
 
 
-@pytest.mark.parametrize("source", ["tta", "tiling", "combined"])
-@pytest.mark.parametrize("blend", ["mean", "window"])
+@pytest.mark.parametrize("source, blend", [("tta", "mean"), ("tiling", "window"), ("combined", "window")])
 def test_the_uncertainty_stainer_writes_the_plain_stain_bit_for_bit(source, blend):
     rng = np.random.default_rng(4)
     ct = ndimage.gaussian_filter(rng.uniform(5000, 40000, (22, 26)), 1.5).astype(np.float32)

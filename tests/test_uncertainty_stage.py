@@ -59,9 +59,37 @@ def test_stain_uncertainty_reads_each_checkpoint_once_and_builds_one_stainer(tmp
     assert loaded == [first] and plain == [1]
 
 
+def test_stain_with_and_without_uncertainty_is_bit_identical(tmp_path, ct_stack, capsys):  # noqa: F811
+    """The map comes beside the same stain: the checkpoint's own, unless the mean is asked for by name."""
+    first, second = make_checkpoint(tmp_path / "a.pt"), make_checkpoint(tmp_path / "b.pt", ngf=8)
+    common = ["--checkpoint", first, "--input", ct_stack, "--step", "8", "--blend", "window"]
+    code, err = run([*common, "--output", tmp_path / "plain.tif"], capsys)
+    assert code == 0, err
+    plain = read_tiff(tmp_path / "plain.tif")[0]
+    runs = {"tta": [], "tiling": [], "combined": ["--ensemble", second]}
+    for source, extra in runs.items():
+        out = tmp_path / f"{source}.tif"
+        code, err = run([*common, "--output", out, "--uncertainty", "--uncertainty-source", source, *extra], capsys)
+        assert code == 0, err
+        stained, _, meta = read_tiff(out)
+        assert stained.dtype == plain.dtype and np.array_equal(stained, plain), source
+        spread_meta = read_tiff(tmp_path / f"{source}_uncertainty.tif")[2]
+        assert meta["stain"] == spread_meta["stain"] == "single" and "own stain" in meta["stain_note"]
+    code, err = run([*common, "--output", tmp_path / "mean.tif", "--uncertainty", "--uncertainty-source", "combined",
+                     "--ensemble", second, "--stain-from", "mean"], capsys)
+    assert code == 0, err
+    mean, _, meta = read_tiff(tmp_path / "mean.tif")
+    assert meta["stain"] == "mean" and not np.array_equal(mean, plain)  # asked for by name: another stain
+    # each map is measured around the stain it is written beside
+    around_single = read_tiff(tmp_path / "combined_uncertainty.tif")[0]
+    around_mean = read_tiff(tmp_path / "mean_uncertainty.tif")[0]
+    assert not np.allclose(around_single, around_mean)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--uncertainty", "--axes", "zyx"], "slice-wise along Z only"),
     (["--ensemble", "EXTRA"], "--ensemble is for --uncertainty"),
+    (["--stain-from", "mean"], "--stain-from is for --uncertainty"),
     (["--uncertainty", "--uncertainty-source", "ensemble"], "needs other members"),
 ])
 def test_bad_uncertainty_options_are_one_line_errors(tmp_path, ct_stack, capsys, argv, message):  # noqa: F811
