@@ -20,6 +20,7 @@ from vstain.uncertainty import (
     make_uncertainty_stainer,
     mix_maps,
     network_lab,
+    quiet_error_fraction,
     rank_correlation,
     reliability_curve,
     simplex_weights,
@@ -301,3 +302,13 @@ def test_mixing_maps_and_choosing_the_weights():
     assert weights == {"left": 1.0} and score == pytest.approx(flag_auroc(left, error, 1.0))
     with pytest.raises(ValueError, match="slides"):
         choose_mix({"left": [left]}, [error, error], threshold=1.0)
+
+
+def test_quiet_error_fraction_counts_the_errors_a_map_cannot_flag():
+    u = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    # wrong pixels at uncertainty 0, 1 (at most the median 2.5) and 5: two of three are quiet
+    assert quiet_error_fraction(u, [30.0, 30.0, 0.0, 0.0, 0.0, 30.0], threshold=20.0) == pytest.approx(2 / 3)
+    assert quiet_error_fraction(u, [0.0, 0.0, 0.0, 30.0, 30.0, 30.0], threshold=20.0) == 0.0
+    assert np.isnan(quiet_error_fraction(u, np.zeros(6), threshold=20.0))
+    mask = np.array([False, True, True, True, True, True])  # the median is then 3
+    assert quiet_error_fraction(u, [30.0, 30.0, 0.0, 30.0, 0.0, 0.0], threshold=20.0, mask=mask) == 1.0

@@ -175,6 +175,12 @@ def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
         assert single.shape == spread.shape + (3,) and spacing == spread_spacing and meta["stain"] == "single"
         row = slides[(slides["pair_id"] == folder.name) & (slides["map"] == name)].iloc[0]
         assert row["spearman"] == pytest.approx(rank_correlation(spread, error, mask), nan_ok=True)
+    shown = stage.slide_artefacts(profile, folder.name, "tta")
+    assert np.array_equal(shown["stain"], single) and np.array_equal(shown["error"], error)
+    with pytest.raises(FileNotFoundError, match="no map 'nothing'"):
+        stage.slide_artefacts(profile, folder.name, "nothing")
+    views = stage.volume_artefacts(profile)
+    assert views["stain"].shape == views["error"].shape + (3,) == views["uncertainty"].shape + (3,)
     mean_stain, _, meta = read_tiff(folder / "combined_mean.tif")
     assert meta["stain"] == "combined_mean" and not np.array_equal(mean_stain, single)
     assert read_tiff(folder / "combined_mean_uncertainty.tif")[2]["stain"] == "combined_mean"

@@ -630,6 +630,25 @@ def flag_auroc(uncertainty: np.ndarray, error: np.ndarray, threshold: float, mas
     return auroc(u, e > threshold)
 
 
+def quiet_error_fraction(uncertainty: np.ndarray, error: np.ndarray, threshold: float,
+                         mask: np.ndarray | None = None) -> float:
+    """Of the pixels whose error exceeds ``threshold``, the fraction whose uncertainty is at most the median.
+
+    Errors the map cannot flag: where the runs agree (less spread than half the pixels) yet the
+    stain is wrong. 0.5 is what a map unrelated to the error gives; NaN without wrong pixels.
+
+    Examples
+    --------
+    >>> quiet_error_fraction([1.0, 2.0, 3.0, 4.0], [30.0, 0.0, 0.0, 30.0], threshold=20.0)   # median 2.5
+    0.5
+    """
+    u, e = _valid(uncertainty, error, mask)
+    wrong = e > threshold
+    if not wrong.any():
+        return float("nan")
+    return float(np.mean(u[wrong] <= np.median(u)))
+
+
 def reliability_curve(uncertainty: np.ndarray, error: np.ndarray, n_bins: int, mask: np.ndarray | None = None,
                       threshold: float | None = None) -> pd.DataFrame:
     """Actual error per uncertainty bin: does more uncertainty mean more error?

@@ -471,6 +471,29 @@ def describe_map(name: str) -> str:
     return MAP_WORDS.get(name, name)
 
 
+def slide_artefacts(profile: Profile | str, pair_id: str, map_name: str) -> dict[str, Any]:
+    """What the stage wrote for one slide, for the chapter's figures: ``title`` (the pair), ``ct``, ``truth``,
+    ``stain`` (the single stain), ``uncertainty`` (the map ``map_name`` around it), ``error`` (the single
+    stain's Delta E from the truth), ``mask`` and ``labels``.
+    """
+    folder = uncertainty_dir(as_profile(profile).name) / pair_id
+    path = uncertainty_path(folder / f"{map_name}.tif")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no map {map_name!r} for {pair_id}; run vstain uncertainty first")
+    stain, truth = read_tiff(folder / "single.tif")[0], read_tiff(folder / "truth.tif")[0]
+    return {"title": pair_id, "ct": read_tiff(folder / "ct.tif")[0], "truth": truth, "stain": stain,
+            "uncertainty": read_tiff(path)[0], "error": stain_error(stain, truth),
+            "mask": read_tiff(folder / "mask.tif")[0] > 0, "labels": read_tiff(folder / "labels.tif")[0]}
+
+
+def volume_artefacts(profile: Profile | str) -> dict[str, Any]:
+    """The stained volume (single stain), its map, its error against the normalised truth and its voxel size."""
+    out = uncertainty_dir(as_profile(profile).name)
+    stained, voxel, _ = read_tiff(out / "volume_stained.tif")
+    return {"stain": stained, "uncertainty": read_tiff(uncertainty_path(out / "volume_stained.tif"))[0],
+            "error": stain_error(stained, read_tiff(out / "volume_truth.tif")[0]), "voxel_size_um": voxel}
+
+
 def map_summary(slides: pd.DataFrame) -> pd.DataFrame:
     """Median over slides, per role and map: rank correlation, AUROC, uncertainty, error (of the single stain).
 
