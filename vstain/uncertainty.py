@@ -32,7 +32,8 @@ total variance). Several maps can be mixed with weights chosen on validation sli
 
 Measured against the truth: :func:`rank_correlation` (Spearman), :func:`flag_auroc` (how well
 the uncertainty ranks pixels whose error exceeds a threshold), :func:`reliability_curve`
-(error per uncertainty bin) and :func:`by_label` (per tissue class).
+(error per uncertainty bin), :func:`by_label` (per tissue class) and :func:`quiet_error_fraction`
+(the wrong pixels a map leaves in its quieter half).
 
 Examples
 --------
