@@ -11,22 +11,28 @@ from vstain.infer import infer_slide
 from vstain.io import read_tiff
 from vstain.uncertainty import (
     DIHEDRAL,
+    STAINS,
     auroc,
     by_label,
+    choose_mix,
     dihedral,
     flag_auroc,
     make_uncertainty_stainer,
+    mix_maps,
     network_lab,
+    quiet_error_fraction,
     rank_correlation,
     reliability_curve,
+    simplex_weights,
     slide_uncertainty,
+    spread_about,
     spread_of_runs,
     stain_error,
     stain_volume_uncertainty,
     undo_dihedral,
     uncertainty_path,
 )
-from vstain.volume import TRUNCATE
+from vstain.volume import TRUNCATE, make_slice_stainer
 from vstain.volume_io import ArrayVolume, open_volume
 
 TILING = {"patch_size": 16, "step": 8, "batch_size": 8}
@@ -224,3 +230,85 @@ def test_volume_memory_is_flat_in_depth(tmp_path):
         assert read_tiff(unc)[0].shape == (depth, 8, 8)
     window = 2 * int(4 * 1.0 + 0.5) + 1
     assert held[16] == held[48] <= window + 1, held
+
+
+def test_spread_about_the_single_stain_by_hand():
+    image = _slide()
+    # two members agree with each other, not with the first: about their mean they barely differ,
+    # about the single stain (the first member's) by the whole offset
+    members = [torch.nn.Identity(), Shift(0.3), Shift(0.3)]
+    result = slide_uncertainty(members, image, tta=False, tiling=False, **TILING)
+    labs = [network_lab(np.clip(image + offset, -1, 1)) for offset in (0.0, 0.3, 0.3)]
+    by_hand = np.sqrt(np.mean([np.sum((lab - labs[0]) ** 2, axis=-1) for lab in labs], axis=0))
+    np.testing.assert_allclose(result.about_single["ensemble"], by_hand, atol=1e-4)
+    about_mean = np.sqrt(np.var(np.stack(labs), axis=0).sum(axis=-1))
+    np.testing.assert_allclose(result.spreads["ensemble"], about_mean, atol=1e-4)
+    assert float(np.median(result.about_single["ensemble"])) > 1.1 * float(np.median(result.spreads["ensemble"]))
+    # the single stain is the first member's, as plain inference converts it
+    assert np.array_equal(result.single, np.clip(np.round((image + 1) * 127.5), 0, 255).astype(np.uint8))
+    assert result.stain("single", "ensemble")[0] is result.single
+    assert result.stain("mean", "ensemble")[1] is result.spreads["ensemble"]
+    with pytest.raises(ValueError, match="stain_from"):
+        result.stain("median", "ensemble")
+
+
+def test_spread_about_a_reference_with_tiling_variance():
+    reference, other = np.zeros((1, 1, 3)), np.full((1, 1, 3), 2.0)
+    within = [np.full((1, 1, 3), 1.0), np.full((1, 1, 3), 3.0)]
+    # (0 + 3 * 4) / 2 from the runs' offsets, plus 3 * (1 + 3) / 2 inside them
+    assert float(spread_about([reference, other], reference, within)[0, 0]) == pytest.approx(np.sqrt(6.0 + 6.0))
+    assert float(spread_about([other], other)[0, 0]) == 0.0
+    with pytest.raises(ValueError, match="differ"):
+        spread_about([np.zeros((2, 1, 3))], reference)
+
+
+@pytest.mark.parametrize("source, blend", [("tta", "mean"), ("tiling", "window"), ("combined", "window")])
+def test_the_uncertainty_stainer_writes_the_plain_stain_bit_for_bit(source, blend):
+    rng = np.random.default_rng(4)
+    ct = ndimage.gaussian_filter(rng.uniform(5000, 40000, (22, 26)), 1.5).astype(np.float32)
+    torch.manual_seed(1)
+    members = [torch.nn.Conv2d(3, 3, 3, padding=1), Ramp()]
+    settings = {"patch_size": 16, "step": 6, "batch_size": 3, "blend": blend}
+    plain = make_slice_stainer(members[0], **settings)(ct)
+    single, spread = make_uncertainty_stainer(members, source=source, **settings)(ct)
+    assert single.dtype == np.uint8 and np.array_equal(single, plain)
+    assert spread.shape == ct.shape and float(spread.max()) > 0
+    mean, _ = make_uncertainty_stainer(members, source="combined", stain_from="mean", **settings)(ct)
+    assert not np.array_equal(mean, plain)  # the mean of the flips and members is another stain
+    with pytest.raises(ValueError, match="stain_from"):
+        make_uncertainty_stainer(members, stain_from="best", **settings)
+    assert STAINS == ("single", "mean")
+
+
+def test_mixing_maps_and_choosing_the_weights():
+    assert simplex_weights(1) == [(1.0,)]
+    assert all(sum(w) == pytest.approx(1.0) for w in simplex_weights(3, 0.25))
+    with pytest.raises(ValueError, match="step"):
+        simplex_weights(2, 0.3)
+    np.testing.assert_allclose(mix_maps([np.array([1.0, 3.0]), np.array([3.0, 1.0])], (1, 3)), [2.5, 1.5])
+    with pytest.raises(ValueError, match="non-negative"):
+        mix_maps([np.zeros(2), np.zeros(2)], (1.0, -1.0))
+    # one map ranks the errors of the first half of the pixels, the other those of the second half:
+    # only a mix ranks them all
+    error = np.array([0.0, 5.0, 0.0, 5.0, 0.0, 5.0, 0.0, 5.0])
+    left = np.array([0.0, 1.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    right = np.array([0.5, 0.5, 0.5, 0.5, 0.0, 1.0, 0.0, 1.0])
+    weights, score = choose_mix({"left": [left], "right": [right]}, [error], threshold=1.0, step=0.25)
+    assert score == 1.0 and 0.0 < weights["left"] < 1.0 and weights["left"] + weights["right"] == pytest.approx(1.0)
+    assert flag_auroc(mix_maps([left, right], (weights["left"], weights["right"])), error, 1.0) == 1.0
+    assert flag_auroc(left, error, 1.0) < 1.0 and flag_auroc(right, error, 1.0) < 1.0
+    # a slide whose pixels all lie on one side of the threshold is left out, not counted as chance
+    weights, score = choose_mix({"left": [left, left]}, [error, np.zeros(8)], threshold=1.0)
+    assert weights == {"left": 1.0} and score == pytest.approx(flag_auroc(left, error, 1.0))
+    with pytest.raises(ValueError, match="slides"):
+        choose_mix({"left": [left]}, [error, error], threshold=1.0)
+
+
+def test_quiet_error_fraction_counts_the_errors_a_map_cannot_flag():
+    u = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    # wrong pixels at uncertainty 0, 1 (at most the median 2.5) and 5: two of three are quiet
+    assert quiet_error_fraction(u, [30.0, 30.0, 0.0, 0.0, 0.0, 30.0], threshold=20.0) == pytest.approx(2 / 3)
+    assert quiet_error_fraction(u, [0.0, 0.0, 0.0, 30.0, 30.0, 30.0], threshold=20.0) == 0.0
+    assert np.isnan(quiet_error_fraction(u, np.zeros(6), threshold=20.0))
+    mask = np.array([False, True, True, True, True, True])  # the median is then 3
+    assert quiet_error_fraction(u, [30.0, 30.0, 0.0, 30.0, 0.0, 0.0], threshold=20.0, mask=mask) == 1.0

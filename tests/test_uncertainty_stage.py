@@ -15,7 +15,7 @@ from vstain.config import load_profile
 from vstain.io import read_tiff, write_json
 from vstain.layout import model_dir, stage_dir
 from vstain.stages import uncertainty as stage
-from vstain.uncertainty import SOURCES
+from vstain.uncertainty import SOURCES, rank_correlation, stain_error
 
 
 def test_stain_uncertainty_writes_a_map_beside_the_stain(tmp_path, ct_stack, capsys):  # noqa: F811
@@ -59,9 +59,37 @@ def test_stain_uncertainty_reads_each_checkpoint_once_and_builds_one_stainer(tmp
     assert loaded == [first] and plain == [1]
 
 
+def test_stain_with_and_without_uncertainty_is_bit_identical(tmp_path, ct_stack, capsys):  # noqa: F811
+    """The map comes beside the same stain: the checkpoint's own, unless the mean is asked for by name."""
+    first, second = make_checkpoint(tmp_path / "a.pt"), make_checkpoint(tmp_path / "b.pt", ngf=8)
+    common = ["--checkpoint", first, "--input", ct_stack, "--step", "8", "--blend", "window"]
+    code, err = run([*common, "--output", tmp_path / "plain.tif"], capsys)
+    assert code == 0, err
+    plain = read_tiff(tmp_path / "plain.tif")[0]
+    runs = {"tta": [], "tiling": [], "combined": ["--ensemble", second]}
+    for source, extra in runs.items():
+        out = tmp_path / f"{source}.tif"
+        code, err = run([*common, "--output", out, "--uncertainty", "--uncertainty-source", source, *extra], capsys)
+        assert code == 0, err
+        stained, _, meta = read_tiff(out)
+        assert stained.dtype == plain.dtype and np.array_equal(stained, plain), source
+        spread_meta = read_tiff(tmp_path / f"{source}_uncertainty.tif")[2]
+        assert meta["stain"] == spread_meta["stain"] == "single" and "own stain" in meta["stain_note"]
+    code, err = run([*common, "--output", tmp_path / "mean.tif", "--uncertainty", "--uncertainty-source", "combined",
+                     "--ensemble", second, "--stain-from", "mean"], capsys)
+    assert code == 0, err
+    mean, _, meta = read_tiff(tmp_path / "mean.tif")
+    assert meta["stain"] == "mean" and not np.array_equal(mean, plain)  # asked for by name: another stain
+    # each map is measured around the stain it is written beside
+    around_single = read_tiff(tmp_path / "combined_uncertainty.tif")[0]
+    around_mean = read_tiff(tmp_path / "mean_uncertainty.tif")[0]
+    assert not np.allclose(around_single, around_mean)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--uncertainty", "--axes", "zyx"], "slice-wise along Z only"),
     (["--ensemble", "EXTRA"], "--ensemble is for --uncertainty"),
+    (["--stain-from", "mean"], "--stain-from is for --uncertainty"),
     (["--uncertainty", "--uncertainty-source", "ensemble"], "needs other members"),
 ])
 def test_bad_uncertainty_options_are_one_line_errors(tmp_path, ct_stack, capsys, argv, message):  # noqa: F811
@@ -107,37 +135,104 @@ def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
     assert selected == [0] and trained == [(1, profile.uncertainty.member_epochs)]
     results = stage.read_results(profile)
     slides = results["slides"]
-    assert set(slides["source"]) == {"single", *SOURCES}
+    # every map is scored against the single stain, the one `vstain stain` writes
+    assert (slides["stain"] == "single").all()
+    assert set(slides["map"]) == {*SOURCES, "tta_mean", "ensemble_mean", "combined_mean", "mix"}
+    assert set(slides.loc[slides["map"].str.endswith("_mean"), "centre"]) == {"mean"}
+    assert set(slides.loc[~slides["map"].str.endswith("_mean"), "centre"]) == {"single"}
     assert set(slides["role"]) == {"validation", "test"}
-    scored = slides[slides["source"] != "single"]
+    # one error per slide (the single stain's), whichever map is scored against it
+    assert (slides.groupby("pair_id")["mean_error"].nunique() == 1).all()
     # AUROC needs pixels on both sides of the threshold (an untrained net errs everywhere on some slides)
-    both = scored["above_threshold"].between(0, 1, inclusive="neither")
-    assert scored.loc[both, "auroc"].between(0, 1).all() and scored.loc[~both, "auroc"].isna().all()
+    both = slides["above_threshold"].between(0, 1, inclusive="neither")
+    assert slides.loc[both, "auroc"].between(0, 1).all() and slides.loc[~both, "auroc"].isna().all()
     # the two untrained members are the same network: no ensemble spread, while flips and tiles disagree
-    ensemble = scored["source"] == "ensemble"
-    assert (scored.loc[ensemble, "mean_uncertainty"] == 0).all()
-    assert (scored.loc[~ensemble, "mean_uncertainty"] > 0).all()
-    assert scored.loc[~ensemble, "spearman"].between(-1, 1).all()
+    ensemble = slides["source"] == "ensemble"
+    assert (slides.loc[ensemble, "mean_uncertainty"] == 0).all()
+    assert (slides.loc[slides["map"].isin(["tta", "tiling", "combined"]), "mean_uncertainty"] > 0).all()
+    assert slides.loc[~ensemble, "spearman"].dropna().between(-1, 1).all()
+    runs = slides.drop_duplicates("map").set_index("map")["runs"]
+    assert runs["tiling"] == 1 and runs["tta"] == 8 and runs["combined"] == 16 and runs["ensemble"] == 2
     # fold 0's validation pairs train fold 1's member; test pairs train none
     assert (slides.loc[slides["role"] == "test", "members_trained_on_it"] == 0).all()
     assert (slides.loc[slides["role"] == "validation", "members_trained_on_it"] == 1).all()
+    mix = results["mix"]
+    assert set(mix["component"]) == {"tiling", "tta", "ensemble"} and mix["weight"].sum() == pytest.approx(1.0)
+    stains = results["stains"]
+    assert set(stains["stain"]) == {"single", "tta_mean", "ensemble_mean", "combined_mean"}
+    assert stains.loc[stains["stain"] == "single", "own_auroc"].isna().all()
     members = results["members"]
     assert members["own_run"].tolist() == [True, False] and members["epochs"].tolist() == [2, 1]
     assert {"degradation_layer", "dense_bone"} <= set(results["tissue"]["tissue"])
     assert set(results["reliability"]["role"]) == {"validation", "test"}
-    pair_id = slides["pair_id"].iloc[0]
-    stain, spacing, _ = read_tiff(stage.uncertainty_dir(profile.name) / pair_id / "combined.tif")
-    spread, spread_spacing, _ = read_tiff(stage.uncertainty_dir(profile.name) / pair_id / "combined_uncertainty.tif")
-    assert stain.shape == spread.shape + (3,) and spacing == spread_spacing
+    folder = stage.uncertainty_dir(profile.name) / slides["pair_id"].iloc[0]
+    single, spacing, _ = read_tiff(folder / "single.tif")
+    truth = read_tiff(folder / "truth.tif")[0]
+    error = stain_error(single, truth)
+    mask = read_tiff(folder / "mask.tif")[0] > 0
+    for name in ("combined", "tta", "mix"):
+        spread, spread_spacing, meta = read_tiff(folder / f"{name}_uncertainty.tif")
+        assert single.shape == spread.shape + (3,) and spacing == spread_spacing and meta["stain"] == "single"
+        row = slides[(slides["pair_id"] == folder.name) & (slides["map"] == name)].iloc[0]
+        assert row["spearman"] == pytest.approx(rank_correlation(spread, error, mask), nan_ok=True)
+    shown = stage.slide_artefacts(profile, folder.name, "tta")
+    assert np.array_equal(shown["stain"], single) and np.array_equal(shown["error"], error)
+    with pytest.raises(FileNotFoundError, match="no map 'nothing'"):
+        stage.slide_artefacts(profile, folder.name, "nothing")
+    views = stage.volume_artefacts(profile)
+    assert views["stain"].shape == views["error"].shape + (3,) == views["uncertainty"].shape + (3,)
+    mean_stain, _, meta = read_tiff(folder / "combined_mean.tif")
+    assert meta["stain"] == "combined_mean" and not np.array_equal(mean_stain, single)
+    assert read_tiff(folder / "combined_mean_uncertainty.tif")[2]["stain"] == "combined_mean"
     volume = results["volume"].iloc[0]
     assert volume["slices"] == profile.dataset.ct_shape[0] and 0 <= volume["auroc"] <= 1
+    assert volume["stain"] == "single" and volume["truth"] == "normalised"
+    assert volume["mean_error"] != volume["mean_error_raw_colours"]
     costs = stage.source_costs(slides, results["timing"], members)
     assert costs.loc["ensemble", "training_seconds"] == 1.0 and costs.loc["tta", "training_seconds"] == 0.0
-    gain = stage.ensemble_gain(slides)
+    assert costs.loc["tta", "runs_per_slide"] == 8
+    gain = stage.stain_summary(stains)
     assert gain.loc[("test", "single"), "ssim_gain"] == 0.0
+    table = stage.map_table(slides)
+    assert set(table.index) == set(slides["map"]) and table.loc["tta_mean", "around"] == "mean"
+    assert stage.chosen_map(slides) in set(slides["map"])
+    verdict = stage.goal_verdict(slides)
+    assert verdict["map"] == stage.chosen_map(slides) and isinstance(verdict["sentence"], str)
     assert not stage.tissue_summary(results["tissue"], "combined").empty
     before = os.stat(done).st_mtime_ns
     assert stage.measure_uncertainty(profile, progress=False) == done  # idempotent
     assert os.stat(done).st_mtime_ns == before and len(trained) == 1
     assert json.loads(done.read_text())["settings"]["tables_version"] == stage.TABLES_VERSION
     assert isinstance(pd.read_csv(done.parent / "slides.csv"), pd.DataFrame)
+
+
+def test_the_chosen_map_is_chosen_on_validation_and_reported_on_test():
+    rows = []
+    for role, tiling, tta in (("validation", 0.6, 0.8), ("test", 0.9, 0.7)):
+        for name, auroc in (("tiling", tiling), ("tta", tta)):
+            rows.append({"pair_id": role, "role": role, "map": name, "centre": "single",
+                         "runs": 8 if name == "tta" else 1, "spearman": auroc - 0.3, "auroc": auroc, "mean_uncertainty": 1.0, "mean_error": 20.0})
+    slides = pd.DataFrame(rows)
+    assert stage.chosen_map(slides) == "tta"  # the best on validation, though tiling is better on test
+    verdict = stage.goal_verdict(slides)
+    assert verdict["auroc"] == pytest.approx(0.7) and verdict["best_test_map"] == "tiling" and not verdict["met"]
+    assert "AUROC 0.70 < 0.85" in verdict["sentence"]
+    assert stage.goal_verdict(slides, {"auroc": 0.6, "spearman": 0.3})["met"]
+
+
+def test_the_true_volume_is_brought_into_the_sections_colours():
+    from vstain.phantom import LABELS
+
+    labels = np.full((2, 4, 5), LABELS["background"], np.uint8)
+    labels[:, 1:3, 1:4] = LABELS["dense_bone"]
+    rgb = np.empty(labels.shape + (3,), np.uint8)
+    rgb[labels == LABELS["background"]] = (200, 220, 240)  # a bluish slide
+    rgb[labels == LABELS["dense_bone"]] = (90, 60, 120)
+    profile = load_profile("smoke")
+    out = stage.normalised_true_volume(rgb, labels, profile)
+    background = out[labels == LABELS["background"]]
+    # white balance: the slide turns grey; stretch: it turns white (c_high above the 99th percentile)
+    assert (background == background[0]).all() and np.ptp(background[0].astype(int)) <= 1 and background[0][0] > 240
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    with pytest.raises(ValueError, match="differ"):
+        stage.normalised_true_volume(rgb[:1], labels, profile)

@@ -13,17 +13,27 @@ sources of disagreement, each available alone and combined:
 * ``combined``: every member under every transform, with the tiling spread inside each run.
 
 Spread is measured in CIELAB (sRGB, D65), where a Euclidean distance is the colour difference
-Delta E (CIE76; about 2.3 is just noticeable): the uncertainty of a pixel is
-``sqrt(var_L + var_a + var_b)``, the root-mean-square Delta E of the predictions from their mean,
-so it is in the unit of the error of :func:`stain_error`. (Optical density, the 3D fusion's
-unit, was not used: it diverges towards black, so the black screw's grain would outweigh every
-tissue.) For several runs with tiling spread the variance is the law of total variance,
-``var(run means) + mean(run variances)``. The mean over the runs, in CIELAB, is a stain of its
-own (:func:`mean_stain`: the ensemble mean).
+Delta E (CIE76; about 2.3 is just noticeable), so it is in the unit of the error of
+:func:`stain_error`. (Optical density, the 3D fusion's unit, was not used: it diverges towards
+black, so the black screw's grain would outweigh every tissue.) Each map is measured around a
+stain, its *centre*:
+
+* around the **single** stain (the default, :data:`STAINS`): the first member's own stain,
+  untransformed, bit for bit what plain inference writes; the map is the root-mean-square
+  Delta E of the source's runs from it (:func:`spread_about`). That is the stain a user keeps,
+  so that is the stain whose error the map has to predict;
+* around the **mean** of the source's runs (``sqrt(var_L + var_a + var_b)``,
+  :func:`spread_of_runs`): the spread of the runs about their mean, which is a stain of its own
+  (:func:`mean_stain`: the ensemble mean), written only when asked for by name.
+
+For runs with tiling spread the second moment adds the mean variance inside the runs (the law of
+total variance). Several maps can be mixed with weights chosen on validation slides
+(:func:`mix_maps`, :func:`choose_mix`).
 
 Measured against the truth: :func:`rank_correlation` (Spearman), :func:`flag_auroc` (how well
 the uncertainty ranks pixels whose error exceeds a threshold), :func:`reliability_curve`
-(error per uncertainty bin) and :func:`by_label` (per tissue class).
+(error per uncertainty bin), :func:`by_label` (per tissue class) and :func:`quiet_error_fraction`
+(the wrong pixels a map leaves in its quieter half).
 
 Examples
 --------
@@ -49,7 +59,7 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-from vstain.data import ct_to_network
+from vstain.data import ct_to_network, network_to_histology
 from vstain.infer import infer_slide
 from skimage.color import lab2rgb, rgb2lab
 
@@ -61,6 +71,9 @@ from vstain.volume_io import RawStore, write_rgb_volume, write_scalar_volume
 SOURCES = ("ensemble", "tta", "tiling", "combined")
 #: The 8 symmetries of a square grid: (quarter turns, flipped left-right first).
 DIHEDRAL = tuple((turns, flip) for flip in (False, True) for turns in range(4))
+#: The stains a map can be measured around: the single model's own stain (what the command writes without a
+#: map) or the mean of the source's runs (written only when asked for by name).
+STAINS = ("single", "mean")
 #: The unit of uncertainty and error.
 UNIT = "Delta E (CIE76, CIELAB)"
 
@@ -206,6 +219,56 @@ def spread_of_runs(run_means: Sequence[np.ndarray], run_variances: Sequence[np.n
     return mean.astype(np.float32), np.sqrt(variance.sum(axis=-1)).astype(np.float32)
 
 
+def spread_about(run_means: Sequence[np.ndarray], reference: np.ndarray,
+                 run_variances: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """Root-mean-square Delta E of several predictions of the same pixels from a reference stain, in CIELAB.
+
+    The uncertainty of a stain one keeps (``reference``, e.g. the single model's stain) rather
+    than of the runs' mean: ``sqrt(mean_r sum_c ((m_rc - ref_c)^2 + v_rc))``. It equals the
+    spread about the mean plus the squared distance of the mean from the reference, so it is
+    large both where the runs disagree and where they agree on another colour than the stain kept.
+    A run equal to the reference counts, at distance 0.
+
+    Parameters
+    ----------
+    run_means : sequence of ndarray
+        ``(Y, X, 3)`` CIELAB of each run.
+    reference : ndarray
+        ``(Y, X, 3)`` CIELAB of the stain the map is measured around.
+    run_variances : sequence of ndarray, optional
+        ``(Y, X, 3)`` variance inside each run (over its overlapping patches).
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X)`` float32 Delta E.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reference, other = np.zeros((1, 1, 3)), np.full((1, 1, 3), 2.0)
+    >>> round(float(spread_about([reference, other], reference)[0, 0]), 4)   # sqrt((0 + 12) / 2)
+    2.4495
+    >>> float(spread_about([other, other], other)[0, 0])                     # runs that agree with it
+    0.0
+    """
+    if len(run_means) == 0:
+        raise ValueError("spread_about needs at least one run")
+    reference = np.asarray(reference, np.float64)
+    second = np.zeros(reference.shape, np.float64)
+    for run in run_means:
+        run = np.asarray(run, np.float64)
+        if run.shape != reference.shape:
+            raise ValueError(f"a run of shape {run.shape} and the reference {reference.shape} differ")
+        second += (run - reference) ** 2
+    second /= len(run_means)
+    if run_variances is not None:
+        if len(run_variances) != len(run_means):
+            raise ValueError(f"{len(run_variances)} run variances for {len(run_means)} runs")
+        second += np.mean([np.asarray(v, np.float64) for v in run_variances], axis=0)
+    return np.sqrt(second.sum(axis=-1)).astype(np.float32)
+
+
 @dataclasses.dataclass
 class SlideUncertainty:
     """The stains and uncertainty maps of one slide (see :func:`slide_uncertainty`).
@@ -213,17 +276,31 @@ class SlideUncertainty:
     Attributes
     ----------
     single : ndarray
-        ``(Y, X, 3)`` uint8: the first member, untransformed (what plain inference gives).
+        ``(Y, X, 3)`` uint8: the first member, untransformed, bit for bit what plain inference
+        gives (:func:`vstain.volume.make_slice_stainer`).
     means : dict
         Source name -> ``(Y, X, 3)`` uint8 mean stain over that source's runs (``ensemble``:
         the ensemble mean; ``tiling``: the single stain).
     spreads : dict
-        Source name -> ``(Y, X)`` float32 uncertainty in Delta E.
+        Source name -> ``(Y, X)`` float32 uncertainty in Delta E about that source's mean stain
+        (:func:`spread_of_runs`).
+    about_single : dict
+        Source name -> ``(Y, X)`` float32 uncertainty in Delta E about the single stain
+        (:func:`spread_about`): the map of the stain a user keeps.
     """
 
     single: np.ndarray
     means: dict[str, np.ndarray]
     spreads: dict[str, np.ndarray]
+    about_single: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def stain(self, stain_from: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """The stain named by ``stain_from`` (:data:`STAINS`) and the ``source``'s map measured around it."""
+        if stain_from not in STAINS:
+            raise ValueError(f"stain_from must be one of {list(STAINS)}, got {stain_from!r}")
+        if stain_from == "single":
+            return self.single, self.about_single[source]
+        return self.means[source], self.spreads[source]
 
 
 def source_runs(source: str, n_members: int, n_transforms: int = len(DIHEDRAL)) -> list[tuple[int, int]]:
@@ -281,6 +358,7 @@ def slide_uncertainty(
     Returns
     -------
     SlideUncertainty
+        Each source's map both about its runs' mean and about the single stain.
     """
     if len(members) == 0:
         raise ValueError("slide_uncertainty needs at least one member")
@@ -290,22 +368,28 @@ def slide_uncertainty(
         sources = [s for s in SOURCES if wanted[s]]
     lab: dict[tuple[int, int], np.ndarray] = {}
     var: dict[tuple[int, int], np.ndarray] = {}
+    single = None
     for m, generator in enumerate(members):
         for t, (turns, flip) in enumerate(transforms):
             out = infer_slide(generator, dihedral(image, turns, flip), patch_size=patch_size, step=step,
                               batch_size=batch_size, spread_of=network_lab if tiling else None,
                               **infer_kwargs)
             blended, spread = out if tiling else (out, None)
+            if (m, t) == (0, 0):  # the single stain, converted exactly as plain inference converts it
+                single = network_to_histology(np.moveaxis(blended, -1, 0))
             lab[m, t] = network_lab(undo_dihedral(blended, turns, flip))
             if spread is not None:
                 var[m, t] = undo_dihedral(spread, turns, flip).astype(np.float64) ** 2
-    means, spreads = {}, {}
+    means, spreads, about = {}, {}, {}
     for source in sources:
         runs = source_runs(source, len(members), len(transforms))
         with_tiling = tiling and source in ("tiling", "combined")
-        mean, spread = spread_of_runs([lab[r] for r in runs], [var[r] for r in runs] if with_tiling else None)
+        run_means = [lab[r] for r in runs]
+        run_variances = [var[r] for r in runs] if with_tiling else None
+        mean, spread = spread_of_runs(run_means, run_variances)
         means[source], spreads[source] = mean_stain(mean), spread
-    return SlideUncertainty(single=mean_stain(lab[0, 0]), means=means, spreads=spreads)
+        about[source] = spread_about(run_means, lab[0, 0], run_variances)
+    return SlideUncertainty(single=single, means=means, spreads=spreads, about_single=about)
 
 
 def uncertain_slices(
@@ -341,17 +425,21 @@ def make_uncertainty_stainer(
     step: int,
     batch_size: int,
     source: str = "combined",
+    stain_from: str = "single",
     tta: bool = True,
     tiling: bool = True,
     invert: bool = False,
     **infer_kwargs: Any,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """A function that stains one CT slice (CT values) and returns ``(mean stain, uncertainty)``.
+    """A function that stains one CT slice (CT values) and returns ``(stain, uncertainty)``.
 
     CT values map to network range by :func:`vstain.data.ct_to_network` (as
     :func:`vstain.volume.make_slice_stainer`); slices smaller than a patch are padded by
-    reflection and cropped back. ``source`` picks which uncertainty (:data:`SOURCES`) and
-    which mean stain are returned.
+    reflection and cropped back. ``source`` picks which uncertainty (:data:`SOURCES`);
+    ``stain_from`` which stain (:data:`STAINS`): ``single`` (default) is the first member's own
+    stain, bit for bit what :func:`vstain.volume.make_slice_stainer` gives with the same
+    settings, with the map measured around it; ``mean`` is the mean of the source's runs with
+    their spread about it.
 
     Examples
     --------
@@ -361,6 +449,9 @@ def make_uncertainty_stainer(
     >>> rgb[0, 0].tolist(), float(spread.max())
     ([255, 255, 255], 0.0)
     """
+    if stain_from not in STAINS:
+        raise ValueError(f"stain_from must be one of {list(STAINS)}, got {stain_from!r}")
+
     def stain(ct_slice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         height, width = ct_slice.shape
         pad_y, pad_x = max(0, patch_size - height), max(0, patch_size - width)
@@ -370,7 +461,8 @@ def make_uncertainty_stainer(
         net = np.repeat((net[0] if net.ndim == 3 else net)[..., None], 3, axis=-1)
         result = slide_uncertainty(members, net, patch_size=patch_size, step=step, batch_size=batch_size,
                                    tta=tta, tiling=tiling, sources=[source], **infer_kwargs)
-        return result.means[source][:height, :width], result.spreads[source][:height, :width]
+        rgb, spread = result.stain(stain_from, source)
+        return rgb[:height, :width], spread[:height, :width]
 
     return stain
 
@@ -539,6 +631,25 @@ def flag_auroc(uncertainty: np.ndarray, error: np.ndarray, threshold: float, mas
     return auroc(u, e > threshold)
 
 
+def quiet_error_fraction(uncertainty: np.ndarray, error: np.ndarray, threshold: float,
+                         mask: np.ndarray | None = None) -> float:
+    """Of the pixels whose error exceeds ``threshold``, the fraction whose uncertainty is at most the median.
+
+    Errors the map cannot flag: where the runs agree (less spread than half the pixels) yet the
+    stain is wrong. 0.5 is what a map unrelated to the error gives; NaN without wrong pixels.
+
+    Examples
+    --------
+    >>> quiet_error_fraction([1.0, 2.0, 3.0, 4.0], [30.0, 0.0, 0.0, 30.0], threshold=20.0)   # median 2.5
+    0.5
+    """
+    u, e = _valid(uncertainty, error, mask)
+    wrong = e > threshold
+    if not wrong.any():
+        return float("nan")
+    return float(np.mean(u[wrong] <= np.median(u)))
+
+
 def reliability_curve(uncertainty: np.ndarray, error: np.ndarray, n_bins: int, mask: np.ndarray | None = None,
                       threshold: float | None = None) -> pd.DataFrame:
     """Actual error per uncertainty bin: does more uncertainty mean more error?
@@ -620,3 +731,106 @@ def by_label(uncertainty: np.ndarray, error: np.ndarray, labels: np.ndarray, nam
                          "error_median": float(np.median(e))})
     return pd.DataFrame(rows, columns=["tissue", "pixels", "uncertainty", "uncertainty_median", "error",
                                        "error_median"])
+
+
+# --------------------------------------------------------------------------- mixing maps
+
+
+def simplex_weights(n: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every weight vector of ``n`` non-negative weights summing to 1 on a grid of ``step``.
+
+    Examples
+    --------
+    >>> simplex_weights(2, 0.5)
+    [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    >>> len(simplex_weights(3, 0.1))
+    66
+    """
+    if n < 1:
+        raise ValueError(f"simplex_weights needs at least one weight, got {n}")
+    parts = int(round(1.0 / step))
+    if parts < 1 or not np.isclose(parts * step, 1.0):
+        raise ValueError(f"step must divide 1 into whole parts, got {step}")
+
+    def split(k: int, total: int) -> Iterator[tuple[int, ...]]:
+        if k == 1:
+            yield (total,)
+            return
+        for first in range(total + 1):
+            for rest in split(k - 1, total - first):
+                yield (first, *rest)
+
+    return [tuple(round(p / parts, 10) for p in combo) for combo in split(n, parts)]
+
+
+def mix_maps(maps: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """A weighted mean of uncertainty maps of the same pixels (Delta E in, Delta E out).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mix_maps([np.array([2.0]), np.array([4.0])], (0.25, 0.75)).tolist()
+    [3.5]
+    """
+    if len(maps) == 0 or len(maps) != len(weights):
+        raise ValueError(f"{len(maps)} maps and {len(weights)} weights: one weight per map, at least one")
+    weights = np.asarray(weights, np.float64)
+    if np.any(weights < 0) or not weights.sum() > 0:
+        raise ValueError(f"weights must be non-negative and not all 0, got {weights.tolist()}")
+    total = np.zeros(np.shape(maps[0]), np.float64)
+    for weight, values in zip(weights / weights.sum(), maps):
+        if np.shape(values) != total.shape:
+            raise ValueError(f"maps disagree in shape: {np.shape(values)} and {total.shape}")
+        total += weight * np.asarray(values, np.float64)
+    return total.astype(np.float32)
+
+
+def choose_mix(candidates: dict[str, Sequence[np.ndarray]], errors: Sequence[np.ndarray], threshold: float,
+               step: float = 0.1) -> tuple[dict[str, float], float]:
+    """The weights of a mix of maps that best flags one stain's errors on the given (validation) slides.
+
+    Every weight vector of :func:`simplex_weights` is scored by the median over slides of
+    :func:`flag_auroc` of the mixed map against the error (slides without pixels on both sides of
+    the threshold are left out); the first best wins (ties keep the order of the grid).
+
+    Parameters
+    ----------
+    candidates : dict
+        Map name -> one array per slide (the pixels that count, e.g. inside the mask).
+    errors : sequence of ndarray
+        The stain's error on the same pixels, one array per slide.
+    threshold : float
+        Error above which a pixel counts as wrong (Delta E).
+    step : float
+        Grid of the weights.
+
+    Returns
+    -------
+    weights : dict
+        Map name -> weight (summing to 1).
+    score : float
+        The median AUROC reached (NaN when no slide has pixels on both sides).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> error = [np.array([0.0, 1.0, 2.0, 3.0])]
+    >>> useful, noise = [np.array([0.0, 1.0, 2.0, 3.0])], [np.array([3.0, 2.0, 0.0, 1.0])]
+    >>> choose_mix({"useful": useful, "noise": noise}, error, threshold=1.5, step=0.5)
+    ({'useful': 1.0, 'noise': 0.0}, 1.0)
+    """
+    names = list(candidates)
+    if not names:
+        raise ValueError("choose_mix needs at least one map")
+    for name in names:
+        if len(candidates[name]) != len(errors):
+            raise ValueError(f"map {name!r} has {len(candidates[name])} slides, the errors {len(errors)}")
+    best, best_score = None, -np.inf
+    for weights in simplex_weights(len(names), step):
+        scores = [flag_auroc(mix_maps([candidates[n][i] for n in names], weights), errors[i], threshold)
+                  for i in range(len(errors))]
+        scores = [v for v in scores if np.isfinite(v)]
+        score = float(np.median(scores)) if scores else float("nan")
+        if best is None or (np.isfinite(score) and score > best_score):
+            best, best_score = weights, score
+    return dict(zip(names, best)), (best_score if np.isfinite(best_score) else float("nan"))

@@ -21,8 +21,26 @@ from matplotlib.figure import Figure
 
 from vstain.volume import orthogonal_views
 
-#: One colour per source of uncertainty, the same in every figure.
-SOURCE_COLOURS = {"ensemble": "tab:blue", "tta": "tab:orange", "tiling": "tab:green", "combined": "tab:red"}
+#: One colour per source of uncertainty, the same in every figure (a map around the runs' mean, ``<source>_mean``,
+#: is drawn in its source's colour with dashes or open markers).
+SOURCE_COLOURS = {"ensemble": "tab:blue", "tta": "tab:orange", "tiling": "tab:green", "combined": "tab:red",
+                  "mix": "tab:purple"}
+
+
+def _name_column(table: pd.DataFrame) -> str:
+    """The column naming the maps: ``map`` (the stage's tables), else ``source``."""
+    return "map" if "map" in table.columns else "source"
+
+
+def map_colour(name: str) -> str | None:
+    """The colour of a map: its source's (``tta_mean`` is drawn as ``tta``).
+
+    Examples
+    --------
+    >>> map_colour("tta_mean"), map_colour("mix")
+    ('tab:orange', 'tab:purple')
+    """
+    return SOURCE_COLOURS.get(name.removesuffix("_mean"))
 #: Colour map of uncertainty and error maps (dark: trusted, bright: doubtful).
 MAP_CMAP = "magma"
 
@@ -84,12 +102,12 @@ def plot_uncertainty_beside_error(slides: Sequence[Mapping[str, object]]) -> Fig
 
 
 def plot_reliability(curve: pd.DataFrame, threshold: float | None = None) -> Figure:
-    """Mean actual error against mean uncertainty per uncertainty bin, one line per source, one panel per role.
+    """Mean actual error against mean uncertainty per uncertainty bin, one line per map, one panel per role.
 
     Parameters
     ----------
     curve : DataFrame
-        The stage's ``reliability.csv``: ``role, source, uncertainty, error``.
+        The stage's ``reliability.csv``: ``role, map, uncertainty, error`` (or ``source`` for ``map``).
     threshold : float, optional
         The error threshold of the AUROC, drawn as a dashed line.
     """
@@ -98,8 +116,9 @@ def plot_reliability(curve: pd.DataFrame, threshold: float | None = None) -> Fig
     for ax, role in zip(axes[0], roles):
         part = curve[curve["role"] == role]
         top = 0.0
-        for source, rows in part.groupby("source", sort=False):
-            ax.plot(rows["uncertainty"], rows["error"], "o-", color=SOURCE_COLOURS.get(source), label=source)
+        for name, rows in part.groupby(_name_column(curve), sort=False):
+            style = "o--" if name.endswith("_mean") else "o-"
+            ax.plot(rows["uncertainty"], rows["error"], style, color=map_colour(name), label=name)
             top = max(top, float(rows["uncertainty"].max()))
         ax.plot([0, top], [0, top], ":", color="0.5", label="error = uncertainty")
         if threshold is not None:
@@ -113,7 +132,7 @@ def plot_reliability(curve: pd.DataFrame, threshold: float | None = None) -> Fig
 
 
 def plot_source_scores(slides: pd.DataFrame) -> Figure:
-    """Rank correlation and AUROC of each source, one point per slide (validation and test).
+    """Rank correlation and AUROC of each map (or source), one point per slide (validation and test).
 
     Examples
     --------
@@ -124,17 +143,18 @@ def plot_source_scores(slides: pd.DataFrame) -> Figure:
     ['Spearman rank correlation', 'AUROC (error > threshold)']
     """
     scored = slides.dropna(subset=["spearman"])
-    sources = list(dict.fromkeys(scored["source"]))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    key = _name_column(scored)
+    sources = list(dict.fromkeys(scored[key]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     markers = {"validation": "o", "test": "s"}
     for ax, column, label in ((axes[0], "spearman", "Spearman rank correlation"),
                               (axes[1], "auroc", "AUROC (error > threshold)")):
         for i, source in enumerate(sources):
-            for role, rows in scored[scored["source"] == source].groupby("role"):
+            for role, rows in scored[scored[key] == source].groupby("role"):
                 jitter = np.linspace(-0.12, 0.12, len(rows)) if len(rows) > 1 else np.zeros(1)
-                ax.scatter(i + jitter, rows[column], marker=markers.get(role, "o"), color=SOURCE_COLOURS.get(source),
+                ax.scatter(i + jitter, rows[column], marker=markers.get(role, "o"), color=map_colour(source),
                            label=role if i == 0 else None, edgecolor="k", linewidth=0.5)
-        ax.set_xticks(range(len(sources)), sources)
+        ax.set_xticks(range(len(sources)), sources, rotation=30, ha="right")
         ax.set_ylabel(label)
         if column == "auroc":
             ax.axhline(0.5, ls=":", color="0.5")

@@ -38,7 +38,8 @@ from vstain.normalise import (compare_ct_statistics, ct_statistics, linear_ct_ma
                               volume_scale_from_slices)
 from vstain.stages.arguments import non_negative_float, positive_float, positive_int
 from vstain.stages.infer import inference_dtype
-from vstain.uncertainty import SOURCES, make_uncertainty_stainer, stain_volume_uncertainty, uncertainty_path
+from vstain.uncertainty import (SOURCES, STAINS, make_uncertainty_stainer, stain_volume_uncertainty,
+                                uncertainty_path)
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
 from vstain.volume_io import NormalisedVolume, open_volume
 
@@ -178,15 +179,20 @@ def selected_checkpoint(checkpoint: str | Path) -> Path:
 def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, device: str = "cpu",
                              patch_size: int | None = None, step: int | None = None,
                              batch_size: int | None = None, blend: str | None = None,
-                             profile: Any = None) -> tuple[Callable, dict]:
+                             profile: Any = None, stain_from: str = "single") -> tuple[Callable, dict]:
     """A slice stainer that also returns the uncertainty (:func:`vstain.uncertainty.make_uncertainty_stainer`).
 
     ``checkpoints``: the model first, then the other members of its ensemble (e.g. its other folds'
     runs). ``source`` is one of :data:`vstain.uncertainty.SOURCES`; ``ensemble`` needs at least two
     checkpoints, ``tta`` and ``tiling`` use the first only. Each checkpoint is read once and checked
     by :func:`load_forward_generator`; all must share the first one's CT mapping, and the first
-    one's inference settings (tiling, blend, precision) serve every member.
+    one's inference settings (tiling, blend, precision) serve every member. ``stain_from``
+    (:data:`vstain.uncertainty.STAINS`): ``single`` stains with the first checkpoint alone, bit for
+    bit as :func:`load_forward_stainer` does, and measures the map around that stain; ``mean``
+    stains with the mean of the source's runs and measures the map around it.
     """
+    if stain_from not in STAINS:
+        raise ValueError(f"--stain-from must be one of {', '.join(STAINS)}, got {stain_from!r}")
     if source not in SOURCES:
         raise ValueError(f"--uncertainty-source must be one of {', '.join(SOURCES)}, got {source!r}")
     if source == "ensemble" and len(checkpoints) < 2:
@@ -206,13 +212,19 @@ def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, devi
     dtype = getattr(torch, first["precision"])
     precision = {"dtype": dtype} if dtype != torch.float32 else {}
     stainer = make_uncertainty_stainer(members, patch_size=first["patch_size"], step=first["step"],
-                                       batch_size=first["batch_size"], source=source,
+                                       batch_size=first["batch_size"], source=source, stain_from=stain_from,
                                        tta=source in ("tta", "combined"), tiling=source in ("tiling", "combined"),
                                        blend=first["blend"], device=device, invert=bool(first.get("invert_ct")),
                                        **precision)
     return stainer, {**first, "members": [str(i.get("path", c)) for i, c in zip(infos, checkpoints)],
-                     "uncertainty_source": source}
+                     "uncertainty_source": source, "stain": stain_from}
 
+
+#: What the stain written with ``--uncertainty`` is, per ``--stain-from`` (recorded in the outputs' metadata).
+STAIN_NOTES = {
+    "single": "single: the checkpoint's own stain, as written without --uncertainty",
+    "mean": "mean: the mean (CIELAB) of the uncertainty source's runs, not the checkpoint's own stain",
+}
 
 #: Output suffixes the writers make (anything else would be TIFF content under a misleading name).
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
@@ -438,7 +450,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="ensemble: spread over --ensemble members; tta: over the 8 flips / quarter turns; "
                              "tiling: over overlapping patches; combined (default): all of them")
     parser.add_argument("--ensemble", nargs="+", default=[], metavar="CHECKPOINT",
-                        help="other members of the ensemble (e.g. the model's other folds); the stain is their mean")
+                        help="other members of the ensemble (e.g. the model's other folds) whose spread enters the "
+                             "map; the stain stays the --checkpoint's own unless --stain-from mean")
+    parser.add_argument("--stain-from", choices=STAINS,
+                        help="with --uncertainty: single (default) writes the same stain as without --uncertainty "
+                             "(the --checkpoint's own) and measures the map around it; mean writes the mean of the "
+                             "source's runs (flips / turns, members) instead, with the map measured around that")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -450,6 +467,10 @@ def run_cli(args: argparse.Namespace) -> int:
         check_output_path(uncertainty_path(output), overwrite=args.overwrite)
     elif getattr(args, "ensemble", None):
         raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
+    elif getattr(args, "stain_from", None):
+        raise ValueError("--stain-from is for --uncertainty (without it the stain is the checkpoint's own); "
+                         "add --uncertainty")
+    stain_from = getattr(args, "stain_from", None) or "single"
     device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
     try:
@@ -458,7 +479,8 @@ def run_cli(args: argparse.Namespace) -> int:
                         blend=args.blend, profile=args.profile)
         if uncertainty:  # only the stainer that is used is built
             stainer, info = load_uncertainty_stainer([args.checkpoint, *args.ensemble],
-                                                     source=args.uncertainty_source, **settings)
+                                                     source=args.uncertainty_source, stain_from=stain_from,
+                                                     **settings)
         else:
             stainer, info = load_forward_stainer(args.checkpoint, **settings)
         sample = read_sample_slices(source)  # read and segmented once, for the map and for the check
@@ -478,7 +500,8 @@ def run_cli(args: argparse.Namespace) -> int:
                           blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
                           ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
         if uncertainty:
-            meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source}
+            meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source,
+                    "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}
             stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=args.sigma, metadata=meta,
                                      overwrite=args.overwrite, progress=True)
         else:
@@ -489,5 +512,6 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
           f"voxel size {source.voxel_size_um} um)")
     if getattr(args, "uncertainty", False):
-        print(f"wrote {uncertainty_path(output)} (uncertainty: {args.uncertainty_source}, Delta E)")
+        print(f"wrote {uncertainty_path(output)} (uncertainty: {args.uncertainty_source}, Delta E, measured around "
+              f"the {stain_from} stain)")
     return 0
