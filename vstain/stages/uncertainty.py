@@ -276,9 +276,12 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
         sample = load_sample(dataset / pair_id)
         if sample.stain != "toluidine_blue":
             continue
+        # the truth a stain should reach is the aligned twin: the slide where the CT says the tissue is (the error
+        # of the data, preparation's moves, is no error of the model's)
+        twin = sample.histology_twin is not None
         pair = ground_truth_pair(sample, ct_bone_mean=n.ct_bone_mean, ct_background_mean=n.ct_background_mean,
-                                 c_low=n.histology_c_low, c_high=n.histology_c_high)
-        labels = ground_truth_labels(sample)[1]  # what the section shows, on the pair's grid
+                                 c_low=n.histology_c_low, c_high=n.histology_c_high, twin=twin)
+        labels = ground_truth_labels(sample, twin=twin)[1]  # what the truth shows, on the pair's grid
         result, rows, tissues, stains, maps, seconds = measure_slide(members, infos, pair, labels, profile, device)
         # a validation pair of the first fold trains the other folds' members: their spread is not honest there
         seen = sum(member_roles[fold].get(pair_id) == "train" for fold in cfg.folds)
