@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from vstain.config import load_profile
 from vstain.layout import stage_dir
@@ -156,3 +157,30 @@ def test_the_number_of_workers_does_not_invalidate_registered_pairs(smoke_datase
     fewer_threads = dataclasses.replace(profile, registration=dataclasses.replace(profile.registration, threads=2))
     assert register._config_key(more, entry) == register._config_key(profile, entry)
     assert register._config_key(fewer_threads, entry) != register._config_key(profile, entry)
+
+
+def test_pairs_registration_was_not_sure_of_are_left_out(tmp_path, monkeypatch):
+    """A pair recorded uncertain in registration.csv is left out of a fold, with a warning naming it; all left out
+    is an error naming the table; a pair neither registered nor recorded is still an error."""
+    import pandas as pd
+
+    from vstain import pairs as pairs_module
+    from vstain.layout import registered_dir
+
+    folder = registered_dir("demo", tmp_path)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"pair_id": ["a", "b", "c"], "status": ["ok", "uncertain: tilt open", "failed: no overlap"]}).to_csv(
+        folder / "registration.csv", index=False)
+    (folder / "a").mkdir()
+    (folder / "a" / "pair.json").write_text("{}")
+    assert pairs_module.left_out_pairs("demo", tmp_path) == {"b": "uncertain: tilt open", "c": "failed: no overlap"}
+    monkeypatch.setattr(pairs_module, "read_registered_pair", lambda path: path.name)
+    monkeypatch.setattr(pairs_module, "fold_pair_ids", lambda *a, **k: ["a", "b"])
+    with pytest.warns(UserWarning, match="1 of 2 .* left out.*: b"):
+        assert pairs_module.load_fold_pairs("demo", 0, "train", root=tmp_path) == ["a"]
+    monkeypatch.setattr(pairs_module, "fold_pair_ids", lambda *a, **k: ["b", "c"])
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="registration.csv.*left out"):
+        pairs_module.load_fold_pairs("demo", 0, "train", root=tmp_path)
+    monkeypatch.setattr(pairs_module, "fold_pair_ids", lambda *a, **k: ["a", "d"])
+    with pytest.raises(FileNotFoundError, match="d/pair.json"):
+        pairs_module.load_fold_pairs("demo", 0, "train", root=tmp_path)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -178,23 +179,50 @@ def registered_pair_ids(profile_name: str, stain: str | None = "toluidine_blue",
     return ids
 
 
+def left_out_pairs(profile_name: str, root: str | Path | None = None) -> dict[str, str]:
+    """Pairs the registration stage recorded as uncertain or failed: ``pair_id -> status`` (``registration.csv``).
+
+    Such pairs have no folder under ``registered/`` and are left out of every later stage.
+    """
+    table = registered_dir(profile_name, root) / "registration.csv"
+    if not table.is_file():
+        return {}
+    frame = pd.read_csv(table, dtype={"pair_id": str}, usecols=lambda c: c in ("pair_id", "status"))
+    if "status" not in frame:
+        return {}
+    bad = frame[~frame["status"].astype(str).str.startswith("ok")]
+    return dict(zip(bad["pair_id"], bad["status"].astype(str)))
+
+
 def load_fold_pairs(profile_name: str, fold: int, role: str = "train", stain: str = "toluidine_blue",
                     root: str | Path | None = None, *, split: pd.DataFrame | None = None) -> list[RegisteredPair]:
     """The registered pairs of one fold and role, read from ``results/<profile>/registered/``.
+
+    Pairs the registration stage recorded as uncertain or failed (:func:`left_out_pairs`) are left out,
+    with a warning that names them: a fit registration is not sure of never reaches training or Table 1.
 
     ``split``: the profile's split as :func:`read_profile_split` returned it, when the caller has read it.
 
     Raises
     ------
     ValueError
-        If the split has no pair of that stain and role in the fold.
+        If the split has no pair of that stain and role in the fold, or registration left out all of them.
     FileNotFoundError
-        If a pair of the split is not registered (its folder names the first missing one).
+        If a pair of the split is not registered and not recorded as left out (its folder names the first).
     """
     ids = fold_pair_ids(profile_name, fold, role, stain, root, split=split)
     if not ids:
         raise ValueError(f"{split_path(profile_name, root)}: no {stain} pairs with role {role!r} in fold {fold}")
     registered = registered_dir(profile_name, root)
+    left_out = {pid: status for pid, status in left_out_pairs(profile_name, root).items() if pid in ids}
+    if left_out:
+        warnings.warn(f"fold {fold} {role}: {len(left_out)} of {len(ids)} {stain} pairs left out, registration "
+                      f"not sure of them: {', '.join(sorted(left_out))} ({registered / 'registration.csv'})",
+                      stacklevel=2)
+        ids = [pid for pid in ids if pid not in left_out]
+        if not ids:
+            raise ValueError(f"{registered / 'registration.csv'}: every {stain} pair with role {role!r} in fold "
+                             f"{fold} was left out by registration (uncertain or failed)")
     missing = [pid for pid in ids if not (registered / pid / "pair.json").is_file()]
     if missing:
         raise FileNotFoundError(f"{registered / missing[0] / 'pair.json'}: registered pair missing "
