@@ -33,6 +33,7 @@ import dataclasses
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.transform import iradon, radon
 
 from vstain.phantom.labels import LABELS, MATERIALS
 
@@ -166,8 +167,6 @@ def _metal_streaks(metal: np.ndarray, amplitude: float) -> np.ndarray:
     back-projection of that error gives the dark bands between metal parts and the bright
     rays beside them that real scans of Ti implants show.
     """
-    from skimage.transform import iradon, radon
-
     streaks = np.zeros(metal.shape, np.float32)
     flat = metal.reshape((-1,) + metal.shape[-2:])
     out = streaks.reshape(flat.shape)

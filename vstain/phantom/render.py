@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.special import ndtri
 
 from vstain.phantom.geometry import BlockGeometry, labels_at
 from vstain.phantom.labels import LABELS, RIGID_LABELS
@@ -305,8 +306,6 @@ def cut_section(geometry: BlockGeometry, plane_point, plane_axes, affine, histol
 
 def _normal_quantile(q: float) -> float:
     """The standard normal's ``q`` quantile."""
-    from scipy.special import ndtri
-
     return float(ndtri(min(max(q, 1e-12), 1 - 1e-12)))
 
 

@@ -29,14 +29,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain.config import as_profile
+from vstain.frc import finest_measurable_px, pair_resolution
 from vstain.io import provenance, sha256_file, write_json
 from vstain.layout import default_manifest_path, stage_dir
 from vstain.manifest import (Manifest, PairEntry, load_manifest, make_split, read_split, validate_split,
                              write_manifest, write_split)
+from vstain.phantom import LABELS, ground_truth_labels, ground_truth_pair, load_sample
 from vstain.phantom.dataset import PHANTOM_MODEL_VERSION, dataset_plan, write_sample
+from vstain.phantom.regime import ct_stain_correlation, label_agreement, tissue_colours
 from vstain.phantom.sample import make_sample
 from vstain.stages.arguments import add_stage_options
 
@@ -237,10 +242,6 @@ def _bounded_resolution(frame: Any, modality: str, split: str) -> dict[str, floa
     Returns ``<modality>_frc_px`` and ``<modality>_frc_finer`` (the fraction of patches finer than measurable,
     whose resolution is only known to be below :func:`vstain.frc.finest_measurable_px`).
     """
-    import numpy as np
-
-    from vstain.frc import finest_measurable_px
-
     if not len(frame):
         return {f"{modality}_frc_px": float("nan"), f"{modality}_frc_finer": float("nan")}
     status, px = frame[f"{modality}_status"], frame[f"{modality}_px"].to_numpy(float).copy()
@@ -267,13 +268,6 @@ def regime_measures(profile: Any, manifest_path: str | Path) -> Any:
         histology_frc_px`` (a patch finer than measurable counts at the finest bound; ``ct_frc_finer`` and
         ``histology_frc_finer`` give the fraction of such patches) and ``rgb_<tissue>`` (mean normalised colour, "R G B") of the tissues present.
     """
-    import numpy as np
-    import pandas as pd
-
-    from vstain.frc import pair_resolution
-    from vstain.phantom import LABELS, ground_truth_labels, ground_truth_pair, load_sample
-    from vstain.phantom.regime import ct_stain_correlation, label_agreement, tissue_colours
-
     profile = as_profile(profile)
     manifest_path = Path(manifest_path)
     cache = manifest_path.parent / "regime.csv"
