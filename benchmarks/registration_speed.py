@@ -30,7 +30,8 @@ from vstain.config import load_profile
 from vstain.masks import field_of_view_mask
 from vstain.phantom import make_sample
 from vstain.phantom.dataset import dataset_plan
-from vstain.registration import RegistrationFailed, register_section_to_volume, registration_errors
+from vstain.phantom.truth import registration_errors
+from vstain.registration import RegistrationFailed, register_section_to_volume
 from vstain.stages.register import case_flags, case_summary
 
 TARGETS = {"median angle error (deg)": 0.5, "median TRE (px)": 1.0, "95th percentile TRE (px)": 3.0,

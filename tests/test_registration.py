@@ -14,9 +14,9 @@ from scipy import ndimage as ndi
 from vstain.config import ProfileError, load_profile, resolve_profile_path
 from vstain.layout import stage_dir
 from vstain.phantom import make_sample
+from vstain.phantom.truth import registration_errors, true_correspondence_mask
 from vstain.registration import (RegistrationError, RegistrationFailed, RegistrationUncertain, oblique_slice,
-                                 register_section_to_volume, registration_errors, true_correspondence_mask,
-                                 warp_to_result)
+                                 register_section_to_volume, warp_to_result)
 
 PROFILE = load_profile("smoke")
 
@@ -372,7 +372,7 @@ def test_search_and_phantom_ranges_are_checked_by_the_profile_loader(tmp_path, s
 
 
 def test_the_open_tilt_is_the_farthest_refit_that_fits_as_well():
-    from vstain.registration import _tilt_disagreement
+    from vstain.registration.checks import tilt_disagreement
 
     def normal(tilt_deg):  # the plane normal tilted about x by tilt_deg
         transform = sitk.Euler3DTransform()
@@ -383,20 +383,20 @@ def test_the_open_tilt_is_the_farthest_refit_that_fits_as_well():
     reference = (normal(0.1), -0.50)  # the fit refitted untilted on the check's level; values are minus MI
     refits = [reference, (normal(0.2), -0.50), (normal(3.0), -0.4995), (normal(9.0), -0.45), (normal(-6.0), -0.499)]
     # within 0.2 %: the refits at 0.2, 3 and -6 degrees; the one at 9 degrees fits clearly worse
-    assert _tilt_disagreement(fit, refits, 0.002) == pytest.approx(6.0, abs=1e-6)
-    assert _tilt_disagreement(fit, refits, 0.0005) == pytest.approx(0.2, abs=1e-6)
-    assert _tilt_disagreement(fit, refits, 0.2) == pytest.approx(9.0, abs=1e-6)
+    assert tilt_disagreement(fit, refits, 0.002) == pytest.approx(6.0, abs=1e-6)
+    assert tilt_disagreement(fit, refits, 0.0005) == pytest.approx(0.2, abs=1e-6)
+    assert tilt_disagreement(fit, refits, 0.2) == pytest.approx(9.0, abs=1e-6)
     # the reference counts too: levels that disagree on the tilt leave it open
-    assert _tilt_disagreement(fit, [(normal(4.0), -0.5)], 0.002) == pytest.approx(4.0, abs=1e-6)
-    assert _tilt_disagreement(fit, [], 0.002) == 0.0
+    assert tilt_disagreement(fit, [(normal(4.0), -0.5)], 0.002) == pytest.approx(4.0, abs=1e-6)
+    assert tilt_disagreement(fit, [], 0.002) == 0.0
 
 
 def test_an_open_tilt_that_could_move_the_section_beyond_the_limit_is_uncertain():
-    from vstain.registration import _judge
+    from vstain.registration.checks import judge
 
     cfg = QUICK.registration
-    assert _judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 0.9, 3.0) == "ok"
-    verdict = _judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 1.1, 6.0)
+    assert judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 0.9, 3.0) == "ok"
+    verdict = judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 1.1, 6.0)
     assert verdict.startswith("uncertain") and "max_tilt_error_px" in verdict and "6.0 deg" in verdict
 
 
@@ -423,10 +423,10 @@ def test_a_narrow_strip_of_section_leaves_its_tilt_open_and_is_flagged_or_accura
 
 
 def test_ct_views_smooth_each_level_once_and_keep_only_the_last_few():
-    from vstain.registration import AXIS_ORDERS, _CTViews
+    from vstain.registration.views import AXIS_ORDERS, CTViews
 
     ct = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
-    views = _CTViews(ct, [0, 1, 2], 5.0, keep=2)
+    views = CTViews(ct, [0, 1, 2], 5.0, keep=2)
     assert list(views) == [0, 1, 2] and views[1].shape == ct.transpose(AXIS_ORDERS[1]).shape
     moving = views.moving(1, 1.5)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(moving),
@@ -454,29 +454,31 @@ def test_ct_views_smooth_each_level_once_and_keep_only_the_last_few():
 
 def test_a_refinement_leaves_the_start_it_was_given_as_it_was(sample):
     """The optimiser moves its transform in place: a start handed to a refit must not become the refit."""
-    from vstain.registration import _CTViews, _fit_plane, histology_grey
+    from vstain.registration import histology_grey
+    from vstain.registration.plane import PlaneProblem, fit_plane
+    from vstain.registration.views import CTViews
 
     grey = histology_grey(sample.histology)
-    views = _CTViews(sample.ct_volume.astype(np.float32), [0], sample.ct_voxel_um)
+    views = CTViews(sample.ct_volume.astype(np.float32), [0], sample.ct_voxel_um)
     start = sitk.Euler3DTransform()
     slab_centre = (np.array(grey.shape[::-1] + (1,), float) - 1) / 2 * sample.histology_pixel_um * [1, 1, 0]
     volume_centre = (np.array(sample.ct_volume.shape[::-1], float) - 1) / 2 * sample.ct_voxel_um
     start.SetCenter(tuple(slab_centre))
     start.SetTranslation(tuple(volume_centre - slab_centre))
     before = start.GetParameters()
-    moved, _, _, _ = _fit_plane(views, [(grey, np.ones(grey.shape, bool))], sample.ct_voxel_um,
-                                sample.histology_pixel_um, PROFILE.registration, [], (start, 0), "start", 0)
+    problem = PlaneProblem(views, sample.ct_voxel_um, sample.histology_pixel_um, PROFILE.registration, "start")
+    moved = fit_plane(problem, [(grey, np.ones(grey.shape, bool))], [], (start, 0), 0).transform
     assert start.GetParameters() == before
     assert moved is not start and not np.allclose(moved.GetParameters(), before)
 
 
 def test_a_turn_in_the_plane_keeps_the_plane():
-    from vstain.registration import _normal_of, _rotation_between, _tilted, _turned
+    from vstain.registration.poses import normal_of, rotation_between, tilted, turned
 
-    pose = _tilted(sitk.Euler3DTransform((1.0, 2.0, 0.0), 0.1, -0.2, 0.7, (3.0, 4.0, 5.0)), 0.4, 12.0)
-    turned = _turned(pose, 25.0)
-    np.testing.assert_allclose(_normal_of(turned), _normal_of(pose), atol=1e-12)
-    assert _rotation_between(pose, turned) == pytest.approx(25.0)
-    assert _rotation_between(pose, _tilted(pose, 1.0, 7.0)) == pytest.approx(7.0)
+    pose = tilted(sitk.Euler3DTransform((1.0, 2.0, 0.0), 0.1, -0.2, 0.7, (3.0, 4.0, 5.0)), 0.4, 12.0)
+    spun = turned(pose, 25.0)
+    np.testing.assert_allclose(normal_of(spun), normal_of(pose), atol=1e-12)
+    assert rotation_between(pose, spun) == pytest.approx(25.0)
+    assert rotation_between(pose, tilted(pose, 1.0, 7.0)) == pytest.approx(7.0)
     # about its centre: the centre maps where it did
-    np.testing.assert_allclose(turned.TransformPoint((1.0, 2.0, 0.0)), pose.TransformPoint((1.0, 2.0, 0.0)))
+    np.testing.assert_allclose(spun.TransformPoint((1.0, 2.0, 0.0)), pose.TransformPoint((1.0, 2.0, 0.0)))

@@ -61,8 +61,9 @@ from vstain.normalise import automatic_rois, normalise_ct, normalise_histology
 from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.phantom.dataset import load_sample
 from vstain.phantom.sample import at_pyramid_level
+from vstain.phantom.truth import registration_errors, true_correspondence_mask, true_rois
 from vstain.registration import (RegistrationFailed, RegistrationUncertain, register_section_to_volume,
-                                 registration_errors, true_correspondence_mask, true_rois, warp_to_result)
+                                 warp_to_result)
 from vstain.slide_io import read_slide
 from vstain.stages.arguments import add_stage_options
 from vstain.stages.dataset import resolve_manifest
