@@ -140,3 +140,74 @@ def test_every_command_points_at_a_stage():
     for name, (target, _) in COMMANDS.items():
         assert target.startswith("vstain.stages."), name
         assert target.partition(":")[0] in MODULES, target
+
+
+# --------------------------------------------------------------------------- no phantom in real data's science
+
+
+def is_phantom(module: str) -> bool:
+    return module == "vstain.phantom" or module.startswith("vstain.phantom.")
+
+
+def phantom_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Science modules outside the phantom that import it: the science of real data must not need the synthetic data."""
+    return [f"{a} imports {b}" for a, targets in sorted(graph.items())
+            if layer_of(a) == "science" and not is_phantom(a) for b in sorted(targets) if is_phantom(b)]
+
+
+def test_science_never_imports_the_phantom():
+    # the rule itself: a science module importing the phantom is caught; the phantom's own modules and the
+    # layers above (stages, figures) may import it
+    caught = phantom_imports({"vstain.masks": {"vstain.phantom.labels"}})
+    assert caught == ["vstain.masks imports vstain.phantom.labels"]
+    assert phantom_imports({"vstain.phantom.truth": {"vstain.phantom.labels", "vstain.registration"},
+                            "vstain.stages.register": {"vstain.phantom"}}) == []
+    graph, _ = import_graph()
+    assert not phantom_imports(graph), "\n".join(phantom_imports(graph))
+
+
+# --------------------------------------------------------------------------- small parts
+
+#: Packages held to the size limits: no module over MAX_MODULE_LINES lines, no function over MAX_FUNCTION_CODE_LINES
+#: lines of code (docstring, comments and blank lines not counted) or MAX_PARAMETERS parameters.
+SMALL_PARTS = ("vstain.registration",)
+MAX_MODULE_LINES = 700
+MAX_FUNCTION_CODE_LINES = 80
+MAX_PARAMETERS = 10
+
+
+def function_sizes(source: str) -> list[tuple[str, int, int]]:
+    """``(name, code lines, parameters)`` of every function and method in ``source``."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            skip = set(range(body[0].lineno, body[0].end_lineno + 1))
+        else:
+            skip = set()
+        code = [n for n in range(node.lineno, node.end_lineno + 1)
+                if n not in skip and lines[n - 1].strip() and not lines[n - 1].strip().startswith("#")]
+        args = node.args
+        n_params = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs) + bool(args.vararg) + bool(args.kwarg)
+        out.append((node.name, len(code), n_params))
+    return out
+
+
+def test_function_sizes_count_code_and_parameters():
+    source = 'def f(a, b, *c, d=1, **e):\n    """Doc.\n\n    More.\n    """\n    # a comment\n\n    return a\n'
+    assert function_sizes(source) == [("f", 2, 5)]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES
+                                          if any(m == p or m.startswith(p + ".") for p in SMALL_PARTS)))
+def test_parts_are_small(module):
+    source = MODULES[module].read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{module}: {len(source.splitlines())} lines"
+    large = [f"{name}: {code} code lines, {params} parameters" for name, code, params in function_sizes(source)
+             if code > MAX_FUNCTION_CODE_LINES or params > MAX_PARAMETERS]
+    assert not large, f"{module}: " + "; ".join(large)
