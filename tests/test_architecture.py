@@ -13,8 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vstain"
 
-PLUMBING = {"vstain", "vstain.config", "vstain.vocabulary", "vstain.layout", "vstain.io", "vstain.volume_io",
-            "vstain.slide_io", "vstain.manifest", "vstain.pairs"}
+PLUMBING = {"vstain", "vstain.config", "vstain.params", "vstain.vocabulary", "vstain.layout", "vstain.io",
+            "vstain.volume_io", "vstain.slide_io", "vstain.manifest", "vstain.pairs"}
 LAYERS = ("plumbing", "science", "figures", "stages", "cli")
 MAX_FUNCTION_LEVEL_IMPORTS = 10
 
@@ -127,6 +127,16 @@ def test_imports_flow_down_the_layers():
 def test_science_modules_derive_no_paths_and_read_no_profiles(module):
     graph, _ = import_graph()
     assert not graph[module] & {"vstain.config", "vstain.layout"}, f"{module} imports {graph[module]}"
+
+
+def test_typed_parameters_depend_on_the_standard_library_only():
+    # science imports vstain.params for its parameter types: it must drag in nothing (no yaml, no profiles)
+    tree = ast.parse(MODULES["vstain.params"].read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "dataclasses", "typing"}, imported
 
 
 def test_few_imports_inside_functions():

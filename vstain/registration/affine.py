@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from vstain.params import RegistrationParams
 from vstain.registration.images import block_mean, fov_at
 from vstain.registration.inputs import RegistrationInputs
 from vstain.registration.metric import bins_for, mask_image, mattes_method
@@ -78,7 +79,7 @@ def affine_mi(inputs: RegistrationInputs, ct_plane: np.ndarray, plane_valid: np.
 
 
 def fit_affine(inputs: RegistrationInputs, ct_plane: np.ndarray, plane_valid: np.ndarray, initial: np.ndarray,
-               cfg, history: list, stage: str) -> tuple[np.ndarray, float]:
+               cfg: RegistrationParams, history: list, stage: str) -> tuple[np.ndarray, float]:
     """2D affine of the histology (fixed) onto the CT plane image (moving), by Mattes MI.
 
     ``initial`` and the result map histology *pixels* [y, x, 1] to plane pixels [i, j, 1]. Returns
@@ -106,7 +107,7 @@ def fit_affine(inputs: RegistrationInputs, ct_plane: np.ndarray, plane_valid: np
     return from_sitk_affine(transform), final_mi
 
 
-def mi_before_registration(inputs: RegistrationInputs, cfg) -> float:
+def mi_before_registration(inputs: RegistrationInputs, cfg: RegistrationParams) -> float:
     """MI before registration: the section centred on the middle axial slice, nominal scale."""
     ct, grey, factor = inputs.ct, inputs.grey, inputs.factor
     ct_plane = ct[ct.shape[0] // 2].astype(np.float32)

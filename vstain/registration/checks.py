@@ -28,6 +28,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from vstain.masks import convex_hull, segment_ct, segment_histology
+from vstain.params import RegistrationParams
 from vstain.registration.images import tissue_centre
 from vstain.registration.plane import PlaneProblem, fit_plane
 from vstain.registration.poses import angle_between_planes, normal_of, rotation_between, tilted, turned
@@ -70,7 +71,8 @@ class TiltCheck:
     refits: list[tuple[np.ndarray, float]]
 
 
-def _check_starts(transform: sitk.Euler3DTransform, cfg, round_index: int) -> list[tuple[Any, int | None]]:
+def _check_starts(transform: sitk.Euler3DTransform, cfg: RegistrationParams,
+                  round_index: int) -> list[tuple[Any, int | None]]:
     """The starts of one round of the tilt check: ``(pose, levels it runs down; None: the refinement levels)``.
 
     The first round reaches over the whole cone (rings ``check_tilt_deg`` apart, 8 directions): a steep
@@ -257,8 +259,8 @@ def silhouette_iou(ct_slice: np.ndarray, ct_valid: np.ndarray, histology: np.nda
     return float((ct_sample & section).sum() / union) if union else math.nan
 
 
-def judge(mi_margin: float, iou: float, cfg, tilt_spread: float = math.nan, tilt_error: float = math.nan,
-           tilt_disagreement: float = math.nan) -> str:
+def judge(mi_margin: float, iou: float, cfg: RegistrationParams, tilt_spread: float = math.nan,
+          tilt_error: float = math.nan, tilt_disagreement: float = math.nan) -> str:
     """``ok``, or ``uncertain: <reasons>`` when the fit may be a wrong local optimum."""
     reasons = []
     if math.isfinite(mi_margin) and mi_margin < 0:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from vstain.params import RegistrationParams
 from vstain.registration.affine import fit_affine, mi_before_registration, rectify
 from vstain.registration.checks import half_section_tilt, judge, silhouette_iou, tilt_disagreement, tilt_restarts
 from vstain.registration.images import histology_grey, inside_volume, oblique_slice, plane_grid, tissue_pixels
@@ -84,7 +85,7 @@ def register_section_to_volume(
     *,
     ct_voxel_um: float,
     histology_pixel_um: float,
-    config: Any,
+    config: RegistrationParams,
     fov_mask: np.ndarray | None = None,
     pair_id: str = "?",
     initial_guess: dict | None = None,
@@ -99,7 +100,7 @@ def register_section_to_volume(
         The section, at ``histology_pixel_um`` (finer than or equal to the CT voxel).
     ct_voxel_um, histology_pixel_um : float
         Pixel sizes in micrometres.
-    config : RegistrationConfig
+    config : RegistrationParams
         The settings: a profile's ``registration`` section.
     fov_mask : ndarray, (H, W) bool, optional
         Where the section image has data (a stitched, non-rectangular field of view).
@@ -149,7 +150,8 @@ def register_section_to_volume(
 
 
 
-def first_fit(inputs: RegistrationInputs, config: Any, initial_guess: dict | None, history: list) -> FirstFit:
+def first_fit(inputs: RegistrationInputs, config: RegistrationParams, initial_guess: dict | None,
+              history: list) -> FirstFit:
     """The first rigid plane fit: from the pair's landmarks, or from the global search over views and faces.
 
     The first fit searches both faces (the mirrored slab is the section flipped left-right), even when
@@ -225,7 +227,7 @@ def refine(inputs: RegistrationInputs, first: FirstFit, history: list) -> Fit:
     return Fit(affine, origin, axes, final_mi, axis, first.search, spread, disagreement)
 
 
-def _checked_plane(inputs: RegistrationInputs, fit: Fit, cfg: Any, initial_mi: float) -> np.ndarray:
+def _checked_plane(inputs: RegistrationInputs, fit: Fit, cfg: RegistrationParams, initial_mi: float) -> np.ndarray:
     """The fit's unit normal, or RegistrationFailed: tilted beyond ``max_tilt_deg``, or no MI gained."""
     axes, axis, pair_id = fit.axes, fit.axis, inputs.pair_id
     normal = np.cross(axes[0], axes[1])
@@ -245,7 +247,7 @@ def _checked_plane(inputs: RegistrationInputs, fit: Fit, cfg: Any, initial_mi: f
     return normal
 
 
-def _section_in_volume(inputs: RegistrationInputs, fit: Fit, cfg: Any) -> tuple[np.ndarray, float]:
+def _section_in_volume(inputs: RegistrationInputs, fit: Fit, cfg: RegistrationParams) -> tuple[np.ndarray, float]:
     """Where the section's field of view lands: its points (histology px, every CT pixel) inside the volume.
 
     Glass around the section may lie beyond the CT's field of view; the tissue may not
@@ -272,7 +274,7 @@ def _section_in_volume(inputs: RegistrationInputs, fit: Fit, cfg: Any) -> tuple[
     return points[inside], tilt_error
 
 
-def finish(inputs: RegistrationInputs, fit: Fit, cfg: Any, history: list, initial_mi: float,
+def finish(inputs: RegistrationInputs, fit: Fit, cfg: RegistrationParams, history: list, initial_mi: float,
            started: float) -> RegistrationResult:
     """Checks, crop to the common field of view, warp the RGB section, judge the fit (:func:`judge`)."""
     normal = _checked_plane(inputs, fit, cfg, initial_mi)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from vstain.params import RegistrationParams
 from vstain.registration.metric import mattes_method
 from vstain.registration.poses import coverage, inplane_rotation, orientation_distance
 from vstain.registration.result import RegistrationFailed
@@ -31,7 +32,7 @@ class PlaneProblem:
         The CT turned so each searched axis is first, smoothed per level.
     ct_voxel_um, histology_pixel_um : float
         The pixel sizes.
-    config : RegistrationConfig
+    config : RegistrationParams
         The profile's ``registration`` section.
     pair_id : str
         Named in every error.
@@ -40,7 +41,7 @@ class PlaneProblem:
     views: CTViews
     ct_voxel_um: float
     histology_pixel_um: float
-    config: Any
+    config: RegistrationParams
     pair_id: str
 
     def only(self, axis: int) -> "PlaneProblem":
@@ -217,7 +218,7 @@ def _global_starts(level: _Level, history: list, hint: dict | None) -> list[Star
     return starts + tilted
 
 
-def _going_on(best: Candidate, refined: list[Candidate], cfg) -> list[Start]:
+def _going_on(best: Candidate, refined: list[Candidate], cfg: RegistrationParams) -> list[Start]:
     """The poses the next level refines: the best pose of every distinct orientation.
 
     A coarse grid can rank a near-symmetric wrong pose first (a screw looks alike flipped about its
@@ -276,7 +277,7 @@ def fit_plane(problem: PlaneProblem, faces: list[tuple[np.ndarray, np.ndarray]],
     return PlaneFit(best.transform, best.key, search, best.value)
 
 
-def best_other(best: Candidate, refined: list[Candidate], cfg) -> Candidate | None:
+def best_other(best: Candidate, refined: list[Candidate], cfg: RegistrationParams) -> Candidate | None:
     """The best refined pose whose orientation differs from ``best``'s (None if there is none)."""
     orientation = (best.key, inplane_rotation(best.transform))
     others = [item for item in refined
@@ -285,7 +286,7 @@ def best_other(best: Candidate, refined: list[Candidate], cfg) -> Candidate | No
     return min(others, key=lambda item: item.value) if others else None
 
 
-def distinct_orientations(refined: list[Candidate], cfg) -> list[Candidate]:
+def distinct_orientations(refined: list[Candidate], cfg: RegistrationParams) -> list[Candidate]:
     """The best refined pose of each orientation, best first (orientations apart by ``orientation_separation_deg``)."""
     kept: list[Candidate] = []
     for item in sorted(refined, key=lambda entry: entry.value):
@@ -296,7 +297,7 @@ def distinct_orientations(refined: list[Candidate], cfg) -> list[Candidate]:
     return kept
 
 
-def orientation_margin(best: Candidate, refined: list[Candidate], cfg) -> dict[str, float]:
+def orientation_margin(best: Candidate, refined: list[Candidate], cfg: RegistrationParams) -> dict[str, float]:
     """How clearly the best refined pose beats the best refined pose of another orientation.
 
     Returns ``mi_margin``: ``(MI_best - MI_other) / MI_best`` at the level of ``refined``, NaN

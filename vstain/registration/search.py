@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from vstain.masks import convex_hull
+from vstain.params import RegistrationParams
 from vstain.registration.images import tissue_centre, tissue_pixels
 from vstain.registration.metric import mattes_method
 from vstain.registration.poses import orientation_distance, tilted
@@ -62,8 +63,8 @@ class Start:
     allowed: bool
 
 
-def search_grid(level: SectionLevel, view_shape, ct_voxel_um: float, cfg, key: tuple[int, int], moving,
-                hint: dict | None = None) -> list[GridPose]:
+def search_grid(level: SectionLevel, view_shape, ct_voxel_um: float, cfg: RegistrationParams,
+                key: tuple[int, int], moving, hint: dict | None = None) -> list[GridPose]:
     """Exhaustive MI grid over in-plane rotation, in-plane shift and depth for one view and face.
 
     ``key`` is ``(axis, face)``: the volume axis the view turns to z and the face of the section.
@@ -153,7 +154,7 @@ def inside_fractions(grey_small, fov_small, centre_xy, um, angles, extent_xy) ->
     return np.asarray(out)
 
 
-def pick_starts(grid: list[GridPose], cfg) -> list[Start]:
+def pick_starts(grid: list[GridPose], cfg: RegistrationParams) -> list[Start]:
     """The starting poses refined at the coarsest level.
 
     The ``n_starts`` best depths among the poses the fit may take (each at its best rotation
@@ -188,7 +189,7 @@ def pick_starts(grid: list[GridPose], cfg) -> list[Start]:
 
 
 def best_cone_tilt(transform: sitk.Euler3DTransform, level: SectionLevel, moving: sitk.Image,
-                   cfg) -> sitk.Euler3DTransform | None:
+                   cfg: RegistrationParams) -> sitk.Euler3DTransform | None:
     """The start tilted over the cone where the coarse MI is best, or None if no tilt beats it.
 
     The cone: rings ``tilt_step_deg`` apart up to ``max_tilt_deg``, 8 directions each, about the
