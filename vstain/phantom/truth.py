@@ -37,7 +37,7 @@ from vstain.registration import RegistrationResult, oblique_slice, warp_to_resul
 from vstain.registration.poses import angle_between_planes
 from vstain.registration.warp import result_grid_to_histology
 
-__all__ = ["registration_errors", "true_correspondence_mask", "true_rois"]
+__all__ = ["normalisation_truth", "registration_errors", "true_correspondence_mask", "true_rois"]
 
 
 def registration_errors(result: Any, sample: Any, *, grid_step_px: int | None = None) -> dict[str, float]:
@@ -156,3 +156,35 @@ def true_rois(result: RegistrationResult, sample: Any) -> dict[str, np.ndarray]:
         "histology_bone": (section == LABELS["dense_bone"]) & result.histology_valid,
         "histology_background": (section == LABELS["background"]) & result.histology_valid,
     }
+
+
+def normalisation_truth(result: RegistrationResult, sample: Any, ct: np.ndarray, histology: np.ndarray,
+                        min_pixels: int = 10) -> dict[str, list[float]]:
+    """Mean CT and histology values on the true bone and background, before and after normalisation.
+
+    Parameters
+    ----------
+    result : RegistrationResult
+        Its ``ct_slice`` and ``histology`` are the images before normalisation.
+    sample : PhantomSample
+        As :func:`true_rois` reads it.
+    ct, histology : ndarray
+        The normalised images on the result's grid.
+    min_pixels : int
+        A true region smaller than this is left out.
+
+    Returns
+    -------
+    dict
+        ``<ct|histology>_<bone|background>_<before|after>``: the mean (a list: one value for the CT,
+        three for RGB) over that true region.
+    """
+    true = true_rois(result, sample)
+    out: dict[str, list[float]] = {}
+    for key, image_before, image_after in (("ct", result.ct_slice, ct), ("histology", result.histology, histology)):
+        for roi in ("bone", "background"):
+            region = true[f"{key}_{roi}"]
+            if region.sum() >= min_pixels:
+                out[f"{key}_{roi}_before"] = np.asarray(image_before, float)[region].mean(axis=0).tolist()
+                out[f"{key}_{roi}_after"] = np.asarray(image_after, float)[region].mean(axis=0).tolist()
+    return out

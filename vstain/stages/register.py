@@ -56,14 +56,13 @@ from vstain.config import as_profile
 from vstain.io import atomic_target, provenance, read_tiff, write_csv, write_json, write_tiff
 from vstain.layout import default_manifest_path, stage_dir
 from vstain.manifest import load_manifest
-from vstain.masks import correspondence_mask, field_of_view_mask, mask_iou
-from vstain.normalise import automatic_rois, normalise_ct, normalise_histology
+from vstain.masks import mask_iou
 from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.phantom.dataset import load_sample
 from vstain.phantom.sample import at_pyramid_level
-from vstain.phantom.truth import registration_errors, true_correspondence_mask, true_rois
-from vstain.registration import (RegistrationFailed, RegistrationUncertain, register_section_to_volume,
-                                 warp_to_result)
+from vstain.phantom.truth import normalisation_truth, registration_errors, true_correspondence_mask
+from vstain.prepare import prepare_pair_images, quality_figures, registration_record
+from vstain.registration import RegistrationFailed, RegistrationUncertain
 from vstain.slide_io import read_slide
 from vstain.stages.arguments import add_stage_options
 from vstain.stages.dataset import resolve_manifest
@@ -199,19 +198,13 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
     ct_volume, histology, extra, histology_um = _read_inputs(entry)
     if sample is not None and histology.shape[:2] != sample.histology.shape[:2]:  # a coarser level of a pyramid
         sample = at_pyramid_level(sample, round(histology_um / sample.histology_pixel_um), histology.shape[:2])
-    fov = field_of_view_mask(histology) if entry.stain == "he" and np.asarray(histology).ndim == 3 else None
-    result = register_section_to_volume(
-        ct_volume, histology, ct_voxel_um=entry.ct_voxel_um, histology_pixel_um=histology_um,
-        config=profile.registration, fov_mask=fov, pair_id=entry.pair_id,
-        initial_guess=registration_guess(entry, histology_um),
-    )
-    quality = {"mutual_information": result.mutual_information,
-               "initial_mutual_information": result.initial_mutual_information,
-               "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou,
-               "tilt_spread_deg": result.tilt_spread_deg, "tilt_disagreement_deg": result.tilt_disagreement_deg,
-               "tilt_error_px": result.tilt_error_px, "mirrored": result.mirrored,
-               "normal_axis": result.normal_axis, "initial_guess": _guess_kind(entry)}
-    if result.status != "ok":
+    prepared = prepare_pair_images(ct_volume, histology, ct_voxel_um=entry.ct_voxel_um, histology_pixel_um=histology_um,
+                                   stain=entry.stain, registration=profile.registration,
+                                   normalisation=profile.normalisation, extra_mask=extra, pair_id=entry.pair_id,
+                                   initial_guess=registration_guess(entry, histology_um))
+    result = prepared.result
+    quality = {**quality_figures(result), "initial_guess": _guess_kind(entry)}
+    if not prepared.registered:
         # A fit that may be a wrong local optimum is not a registered pair: stop here, keep its figures.
         row = {c: None for c in TABLE_COLUMNS}
         row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
@@ -220,18 +213,6 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
         if sample is not None:
             row.update({k: v for k, v in registration_errors(result, sample).items() if k in TABLE_COLUMNS})
         raise RegistrationUncertain(f"pair {entry.pair_id}: {result.status}", row)
-    extra_masks = [warp_to_result(extra.astype(np.uint8), result) > 0] if extra is not None else []
-    rois = automatic_rois(result.ct_slice, result.histology, ct_valid=result.ct_valid,
-                          histology_valid=result.histology_valid)
-    norm = profile.normalisation
-    ct_out, ct_stats = normalise_ct(result.ct_slice, rois["ct_bone"], rois["ct_background"],
-                                    bone_mean=norm.ct_bone_mean, background_mean=norm.ct_background_mean,
-                                    pair_id=entry.pair_id)
-    hist_out, hist_stats = normalise_histology(result.histology, rois["histology_bone"],
-                                               rois["histology_background"], c_low=norm.histology_c_low,
-                                               c_high=norm.histology_c_high, pair_id=entry.pair_id)
-    mask = correspondence_mask(result.ct_slice, result.histology, ct_valid=result.ct_valid,
-                               histology_valid=result.histology_valid, extra_masks=extra_masks)
     row: dict[str, Any] = {
         "pair_id": entry.pair_id, "material": entry.material, "stain": entry.stain,
         "beamtime": getattr(entry, "beamtime", None), "session": getattr(entry, "session", None),
@@ -242,37 +223,17 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
     truth: dict[str, Any] = {}
     if sample is not None:
         row.update({k: v for k, v in registration_errors(result, sample).items() if k in TABLE_COLUMNS})
-        row["mask_iou"] = mask_iou(mask, true_correspondence_mask(result, sample))
-        true = true_rois(result, sample)
-        for key, image_before, image_after in (("ct", result.ct_slice, ct_out),
-                                               ("histology", result.histology, hist_out)):
-            for roi in ("bone", "background"):
-                region = true[f"{key}_{roi}"]
-                if region.sum() >= 10:
-                    truth[f"{key}_{roi}_before"] = np.asarray(image_before, float)[region].mean(axis=0).tolist()
-                    truth[f"{key}_{roi}_after"] = np.asarray(image_after, float)[region].mean(axis=0).tolist()
+        row["mask_iou"] = mask_iou(prepared.mask, true_correspondence_mask(result, sample))
+        truth = normalisation_truth(result, sample, prepared.ct, prepared.histology)
     extras = {
-        "registration": {
-            "plane_point_zyx": result.plane_point.tolist(), "plane_axes_zyx": result.plane_axes.tolist(),
-            "plane_normal_zyx": result.plane_normal.tolist(), "affine": result.affine.tolist(),
-            "ct_voxel_um": entry.ct_voxel_um, "histology_pixel_um": histology_um,
-            "mutual_information": result.mutual_information,
-            "initial_mutual_information": result.initial_mutual_information,
-            "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou, "mirrored": result.mirrored,
-            "tilt_spread_deg": result.tilt_spread_deg, "tilt_disagreement_deg": result.tilt_disagreement_deg,
-            "tilt_error_px": result.tilt_error_px, "normal_axis": result.normal_axis,
-            "initial_guess": _guess_kind(entry), "status": result.status, "mi_history": result.mi_history,
-            "seconds": result.seconds,
-        },
-        "normalisation": {"ct": ct_stats, "histology": hist_stats},
+        "registration": registration_record(result, entry.ct_voxel_um, histology_um, _guess_kind(entry)),
+        "normalisation": prepared.normalisation,
         "table_row": row,
         "truth_roi_means": truth,
     }
-    pair = RegisteredPair(entry.pair_id, entry.material, entry.stain, ct_out, hist_out, mask,
+    pair = RegisteredPair(entry.pair_id, entry.material, entry.stain, prepared.ct, prepared.histology, prepared.mask,
                           result.pixel_size_um, extras)
-    raw = {"ct_raw": result.ct_slice.astype(np.float32), "histology_raw": result.histology,
-           "ct_valid": result.ct_valid, "histology_valid": result.histology_valid}
-    return pair, row, raw
+    return pair, row, prepared.raw_images()
 
 
 def _write_pair_folder(folder: Path, pair: RegisteredPair, raw: dict, record: dict) -> None:
