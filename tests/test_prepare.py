@@ -109,9 +109,7 @@ def test_a_ct_with_nan_voxels_is_refused_naming_the_file(smoke_dataset, tmp_path
 
 
 def test_registration_cases_come_from_the_ground_truth(tmp_path):
-    import json
-
-    import pandas as pd
+    from vstain.reports.registration import case_summary, registration_cases
 
     for pid, rotation, mirrored, tilt, axis in (("a", 10.0, False, 3.0, "z"), ("b", 95.0, False, 12.0, "z"),
                                                 ("c", -350.0, False, 3.0, "y"), ("d", 5.0, True, 8.0, "x")):
@@ -122,12 +120,12 @@ def test_registration_cases_come_from_the_ground_truth(tmp_path):
     table = pd.DataFrame({"pair_id": list("abcde"), "stain": ["he"] * 5, "status": ["ok"] * 4 + ["uncertain: x"],
                           "angle_error_deg": [0.1] * 5, "tre_median_px": [0.2, 0.4, 0.2, 0.2, 9.0],
                           "tre_max_px": [0.5, 6.0, 0.5, 0.5, 20.0], "seconds": [10.0] * 5})
-    cases = register.registration_cases(table, tmp_path)
+    cases = registration_cases(table, tmp_path)
     assert cases["rotated"].tolist() == [False, True, False, False, False]
     assert cases["mirrored"].tolist() == [False, False, False, True, False]
     assert cases["tilted"].tolist() == [False, True, False, True, False]
     assert cases["other axis"].tolist() == [False, False, True, True, False]
-    summary = register.case_summary(cases).set_index("case")
+    summary = case_summary(cases).set_index("case")
     assert summary.loc["all", "pairs"] == 5 and summary.loc["all", "flagged"] == 1
     assert summary.loc["all", "flagged, TRE > 5 px"] == 1 and summary.loc["all", "wrong, not flagged"] == 1
     assert summary.loc["tilted", "pairs"] == 2 and summary.loc["tilted", "wrong, not flagged"] == 1

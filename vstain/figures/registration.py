@@ -243,7 +243,7 @@ def plot_quality_checks(cases: pd.DataFrame, config: Any, wrong_px: float = 5.0)
     Parameters
     ----------
     cases : DataFrame
-        The registration cases (:func:`vstain.stages.register.registration_cases`): ``status``,
+        The registration cases (:func:`vstain.reports.registration.registration_cases`): ``status``,
         ``mi_margin``, ``silhouette_iou``, ``tilt_spread_deg``, ``tilt_error_px``, ``tre_max_px``.
     config : RegistrationConfig
         The thresholds: ``min_mi_margin``, ``min_silhouette_iou``, ``max_tilt_spread_deg``,
