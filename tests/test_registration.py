@@ -4,6 +4,7 @@ a wrong fit is flagged, never accepted; bad input and failures named by pair id.
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from vstain.config import ProfileError, load_profile, resolve_profile_path
 from vstain.layout import stage_dir
 from vstain.phantom import make_sample
 from vstain.phantom.truth import registration_errors, true_correspondence_mask
-from vstain.registration import (RegistrationError, RegistrationFailed, RegistrationUncertain, oblique_slice,
+from vstain.registration import (RegistrationError, RegistrationFailed, oblique_slice,
                                  register_section_to_volume, warp_to_result)
 
 PROFILE = load_profile("smoke")
@@ -216,29 +217,27 @@ def test_quality_thresholds_are_range_checked_by_the_profile_loader(tmp_path, ke
 
 
 def test_an_uncertain_pair_is_tabled_with_its_figures_and_never_registered(smoke_dataset, tmp_path, monkeypatch):
+    """A real fit the check flags (the pair's orientation guess is 90 degrees off) reaches the table with its
+    quality figures and its errors against the truth, and leaves no pair folder for training to find."""
+    from vstain.manifest import load_manifest
+    from vstain.phantom import load_sample
     from vstain.stages import register
 
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
     profile = load_profile("smoke")
-    calls = []
-
-    def uncertain_pair(entry, profile, sample=None):
-        calls.append(entry.pair_id)
-        row = {c: None for c in register.TABLE_COLUMNS}
-        row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain, mi_margin=0.01,
-                   silhouette_iou=0.9, tre_median_px=40.0, status="uncertain: MI margin 0.010 ...")
-        raise RegistrationUncertain(f"pair {entry.pair_id}: uncertain", row)
-
-    monkeypatch.setattr(register, "prepare_pair", uncertain_pair)
-    table = register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
-    assert len(table) > 0 and table["status"].str.startswith("uncertain: MI margin").all()
-    assert (table["mi_margin"] == 0.01).all() and (table["tre_median_px"] == 40.0).all()
+    entry = next(e for e in load_manifest(smoke_dataset).pairs if e.stain == "toluidine_blue")
+    truth = load_sample(Path(entry.ct_path).parent).details["affine"]
+    wrong = dataclasses.replace(entry, initial_guess={"rotation_deg": truth["rotation_deg"] + 90.0,
+                                                      "mirrored": bool(truth["mirrored"])})
     out = stage_dir("smoke", "registered")
-    for pair_id in table["pair_id"]:
-        assert not (out / pair_id).exists()  # no pair folder: training never sees it
-        assert json.loads((out / f".{pair_id}.failed.json").read_text())["status"].startswith("uncertain")
-    register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
-    assert sorted(calls) == sorted(table["pair_id"]), "a deterministic verdict was recomputed"
+    out.mkdir(parents=True, exist_ok=True)
+    assert register.register_pair_into(out, wrong, profile, synthetic=True) == "uncertain"
+    assert not (out / entry.pair_id).exists()  # no pair folder: training never sees it
+    row = register.registration_table("smoke", [entry.pair_id]).iloc[0]
+    assert row["status"].startswith("uncertain: another orientation"), row["status"]
+    assert row["mi_margin"] < 0 and row["silhouette_iou"] >= 0 and row["initial_guess"] == "orientation"
+    assert row["tre_median_px"] > 5.0 and row["angle_error_deg"] >= 0 and row["seconds"] > 0
+    assert json.loads((out / f".{entry.pair_id}.failed.json").read_text())["mutual_information"] > 0
 
 
 # --------------------------------------------------------------------------- steep tilts, other axes, starts
