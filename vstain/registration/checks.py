@@ -208,7 +208,7 @@ def half_section_tilt(problem: PlaneProblem, slab: tuple[np.ndarray, np.ndarray]
     tilt that only part of the section supports (a partial field with little bone, a
     near-featureless implant), one half's plane turns degrees away. The largest turn of the four
     counts as open tilt (:func:`tilt_disagreement`). 0 where no half could be refitted. The halves
-    split through :func:`tissue_centre`.
+    split through :func:`~vstain.registration.images.tissue_centre`.
     """
     grey, fov = slab
     centre_y, centre_x = tissue_centre(grey, fov)

@@ -276,7 +276,10 @@ def _section_in_volume(inputs: RegistrationInputs, fit: Fit, cfg: RegistrationPa
 
 def finish(inputs: RegistrationInputs, fit: Fit, cfg: RegistrationParams, history: list, initial_mi: float,
            started: float) -> RegistrationResult:
-    """Checks, crop to the common field of view, warp the RGB section, judge the fit (:func:`judge`)."""
+    """Checks, crop to the common field of view, warp the RGB section, judge the fit.
+
+    The verdict is :func:`~vstain.registration.checks.judge`'s.
+    """
     normal = _checked_plane(inputs, fit, cfg, initial_mi)
     inside, tilt_error = _section_in_volume(inputs, fit, cfg)
     axes = fit.axes

@@ -35,7 +35,7 @@ class RegistrationUncertain(RegistrationFailed):
     """A registration ran, but its quality check cannot tell it from a wrong local optimum.
 
     Raised by the callers that must not use such a fit (:mod:`vstain.stages.register`);
-    :func:`register_section_to_volume` itself returns the result with its ``status``.
+    :func:`~vstain.registration.register_section_to_volume` itself returns the result with its ``status``.
     ``row`` holds the pair's table row (quality figures, errors against a known truth).
     """
 
@@ -87,20 +87,21 @@ class RegistrationResult:
         profile kept the fit from taking fits better; NaN when no other orientation was refined.
     silhouette_iou : float
         IoU of the CT plane's sample silhouette and the registered section's tissue
-        (:func:`silhouette_iou`).
+        (:func:`~vstain.registration.checks.silhouette_iou`).
     status : str
         ``ok``, or ``uncertain: <reasons>`` when ``mi_margin`` or ``silhouette_iou`` is below
         the profile's ``min_mi_margin`` / ``min_silhouette_iou``, or ``tilt_spread_deg`` above
         ``max_tilt_spread_deg``: the fit may be a wrong local optimum and must not be used as a
         registered pair.
     tilt_spread_deg : float
-        The tilt check (:func:`tilt_restarts`): how far (degrees) the last round of refits, from
-        the fit tilted ``check_tilt_deg`` four ways, still moved the plane to a clearly higher MI
-        (0: the fit settled); NaN when the profile sets no refits.
+        The tilt check (:func:`~vstain.registration.checks.tilt_restarts`): how far (degrees) the
+        last round of refits, from the fit tilted ``check_tilt_deg`` four ways, still moved the plane
+        to a clearly higher MI (0: the fit settled); NaN when the profile sets no refits.
     tilt_disagreement_deg : float
         How far from the fit the refits of the tilt check reach planes that fit about as well (MI
         within ``tilt_agreement_tolerance``), or the fit refined on one half of the section turns:
-        the tilt the data leave open (:func:`tilt_disagreement`, :func:`half_section_tilt`).
+        the tilt the data leave open (:func:`~vstain.registration.checks.tilt_disagreement`,
+        :func:`~vstain.registration.checks.half_section_tilt`).
     tilt_error_px : float
         What that open tilt could cost: the section's tissue radius (CT pixels) times its sine, the
         largest out-of-plane error such a turn about the tissue's centre makes. Above
