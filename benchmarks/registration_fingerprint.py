@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/registration_fingerprint.py OUT.json [--cases a,b]
 
-Registers a handful of synthetic pairs that between them take every path of
+Registers ten synthetic pairs that between them take every path of
 :func:`vstain.registration.register_section_to_volume` (the global search on one axis and on
 three, a section turned and face down, a section of another sample, a wrong orientation guess,
 landmarks, the cone of tilts and the tilt and split-half checks, an H&E field of view) and writes,
@@ -99,6 +99,12 @@ def _cases():
             "rotation_deg": base().details["affine"]["rotation_deg"] + 90.0, "mirrored": False}, None),
         "tilted_y": lambda: (make_sample(STEEP, "seed_31", "Mg", "toluidine_blue", beamtime=0, session=0,
                                          seed=31), FULL, None, None),
+        "tilted_z": lambda: (make_sample(STEEP, "seed_22", "Mg", "toluidine_blue", beamtime=0, session=0,
+                                         seed=22), FULL, None, None),
+        "tilted_x": lambda: (make_sample(STEEP, "seed_17", "Mg", "toluidine_blue", beamtime=0, session=0,
+                                         seed=17), FULL, None, None),
+        "cube": lambda: (make_sample(dataclasses.replace(STEEP, ct_shape=[64, 64, 64]), "seed_10", "Mg",
+                                     "toluidine_blue", beamtime=0, session=0, seed=10), FULL, None, None),
         "landmarks": lambda: (lambda case, guess: (case, denied, guess, None))(*landmarks()),
         "he_field": lambda: (lambda s: (s, SMOKE.registration, None, field_of_view_mask(s.histology)))(he()),
     }

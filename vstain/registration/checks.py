@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from vstain.masks import convex_hull, segment_ct, segment_histology
 from vstain.params import RegistrationParams
 from vstain.registration.images import tissue_centre
-from vstain.registration.plane import PlaneProblem, fit_plane
+from vstain.registration.plane import PlaneFit, PlaneProblem, fit_plane
 from vstain.registration.poses import angle_between_planes, normal_of, rotation_between, tilted, turned
 from vstain.registration.result import RegistrationFailed
 
@@ -95,16 +95,16 @@ def _check_starts(transform: sitk.Euler3DTransform, cfg: RegistrationParams,
     return starts
 
 
-def _confirmations(candidates: list[tuple[float, Any]], fit: sitk.Euler3DTransform) -> list[tuple[float, Any]]:
-    """The best :data:`CHECK_CONFIRMATIONS` distinct poses among ``(value, pose)`` candidates, none the fit again.
+def _confirmations(candidates: list[PlaneFit], fit: sitk.Euler3DTransform) -> list[PlaneFit]:
+    """The best :data:`CHECK_CONFIRMATIONS` distinct poses among the refits' ``candidates``, none the fit again.
 
     They are refined with every pixel on the finest level, whatever their sampled MI (the sampling and
     the levels may rank near-equal planes differently).
     """
-    close: list[tuple[float, Any]] = []
-    for candidate in sorted(candidates, key=lambda c: c[0]):
-        poses = [fit] + [c[1] for c in close]
-        if all(rotation_between(candidate[1], pose) > 0.5 for pose in poses):
+    close: list[PlaneFit] = []
+    for candidate in sorted(candidates, key=lambda c: c.value):
+        poses = [fit] + [c.transform for c in close]
+        if all(rotation_between(candidate.transform, pose) > 0.5 for pose in poses):
             close.append(candidate)
         if len(close) == CHECK_CONFIRMATIONS:
             break
@@ -149,10 +149,9 @@ def tilt_restarts(problem: PlaneProblem, slab: tuple[np.ndarray, np.ndarray], tr
     for round_index in range(cfg.tilt_refit_rounds):
         try:
             ref = refit(transform)
-            ref_transform, ref_value = ref.transform, ref.value
-            reference = (normal_of(ref_transform), float(ref_value))
+            reference = (normal_of(ref.transform), float(ref.value))
         except RegistrationFailed:
-            ref_transform, ref_value = transform, math.inf
+            ref = PlaneFit(transform, (axis, 0), {}, math.inf)
         refits, candidates = [], []
         for start, n_levels in _check_starts(transform, cfg, round_index):
             try:
@@ -160,21 +159,21 @@ def tilt_restarts(problem: PlaneProblem, slab: tuple[np.ndarray, np.ndarray], tr
             except RegistrationFailed:  # a refit that leaves the volume says nothing about the fit
                 continue
             refits.append((normal_of(candidate.transform), float(candidate.value)))
-            candidates.append((float(candidate.value), candidate.transform))
+            candidates.append(candidate)
         # The best replaces the fit if it beats it on the finest level by tilt_refit_gain. The reference is one
         # of the confirmations: a fit the sampled metric moves off is not settled either.
         moved, best_value = None, value - cfg.tilt_refit_gain * abs(value)
-        for _, candidate in _confirmations(candidates + [(float(ref_value), ref_transform)], transform):
+        for candidate in _confirmations(candidates + [ref], transform):
             try:
-                finer = refit(candidate, n_finest=1, sampling=1.0)
+                finer = refit(candidate.transform, n_finest=1, sampling=1.0)
             except RegistrationFailed:
                 continue
             if finer.value < best_value:  # minus MI: lower is better
-                best_value, moved = finer.value, (finer.transform, finer.value)
+                best_value, moved = finer.value, finer
         if moved is None:
             return TiltCheck(transform, value, 0.0, [reference] + refits)
-        spread = angle_between_planes(normal_of(transform), normal_of(moved[0]))
-        transform, value = moved
+        spread = angle_between_planes(normal_of(transform), normal_of(moved.transform))
+        transform, value = moved.transform, moved.value
     return TiltCheck(transform, value, spread, [reference] + refits)
 
 
