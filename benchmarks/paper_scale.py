@@ -45,7 +45,8 @@ from vstain.config import load_profile
 from vstain.io import read_tiff
 from vstain.phantom import load_sample
 from vstain.phantom.sample import at_pyramid_level
-from vstain.registration import register_section_to_volume, registration_errors
+from vstain.phantom.truth import registration_errors
+from vstain.registration import register_section_to_volume
 from vstain.slide_io import read_slide
 from vstain.stages.register import HISTOLOGY_OVERSAMPLING
 folder, threads = sys.argv[1], int(sys.argv[2])

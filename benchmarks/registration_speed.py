@@ -6,7 +6,7 @@ Draws the profile's phantom pairs (the same, seed for seed, as its dataset; ``--
 takes the first N of each stain), registers each with the profile's settings (``--threads``
 replaces ``registration.threads``; the count printed is the one every SimpleITK method of the
 fit ran with, read back from the result) and prints per-pair figures and the issue's targets
-per case type (``vstain.stages.register.CASE_TYPES``: rotated, mirrored, tilted, other axis; a
+per case type (``vstain.reports.registration.CASE_TYPES``: rotated, mirrored, tilted, other axis; a
 pair counts in each of its types): median angle error (< 0.5 deg), median TRE (< 1 CT px),
 95th percentile of the pairs' median TRE (< 3 px), pairs with worst TRE > 5 px that were
 flagged and that were not (silent failures, target 0), and seconds per pair (<= 30 s): each pair's own
@@ -30,8 +30,9 @@ from vstain.config import load_profile
 from vstain.masks import field_of_view_mask
 from vstain.phantom import make_sample
 from vstain.phantom.dataset import dataset_plan
-from vstain.registration import RegistrationFailed, register_section_to_volume, registration_errors
-from vstain.stages.register import case_flags, case_summary
+from vstain.phantom.truth import registration_errors
+from vstain.registration import RegistrationFailed, register_section_to_volume
+from vstain.reports.registration import case_flags, case_summary
 
 TARGETS = {"median angle error (deg)": 0.5, "median TRE (px)": 1.0, "95th percentile TRE (px)": 3.0,
            "wrong, not flagged": 0, "wall seconds per pair": 30.0}

@@ -13,8 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vstain"
 
-PLUMBING = {"vstain", "vstain.config", "vstain.vocabulary", "vstain.layout", "vstain.io", "vstain.volume_io",
-            "vstain.slide_io", "vstain.manifest", "vstain.pairs"}
+PLUMBING = {"vstain", "vstain.config", "vstain.params", "vstain.vocabulary", "vstain.layout", "vstain.io",
+            "vstain.volume_io", "vstain.slide_io", "vstain.manifest", "vstain.pairs"}
 LAYERS = ("plumbing", "science", "figures", "reports", "stages", "cli")
 # reports (tables, sentences) and figures (drawings) are one layer: neither imports the other
 SAME_LEVEL = {"reports": "figures"}
@@ -143,6 +143,16 @@ def test_science_modules_derive_no_paths_and_read_no_profiles(module):
     assert not graph[module] & {"vstain.config", "vstain.layout"}, f"{module} imports {graph[module]}"
 
 
+def test_typed_parameters_depend_on_the_standard_library_only():
+    # science imports vstain.params for its parameter types: it must drag in nothing (no yaml, no profiles)
+    tree = ast.parse(MODULES["vstain.params"].read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "dataclasses", "typing"}, imported
+
+
 def test_few_imports_inside_functions():
     _, inside = import_graph()
     assert len(inside) <= MAX_FUNCTION_LEVEL_IMPORTS, "\n".join(f"{m}:{line}" for m, line in inside)
@@ -154,3 +164,74 @@ def test_every_command_points_at_a_stage():
     for name, (target, _) in COMMANDS.items():
         assert target.startswith("vstain.stages."), name
         assert target.partition(":")[0] in MODULES, target
+
+
+# --------------------------------------------------------------------------- no phantom in real data's science
+
+
+def is_phantom(module: str) -> bool:
+    return module == "vstain.phantom" or module.startswith("vstain.phantom.")
+
+
+def phantom_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Science modules outside the phantom that import it: the science of real data must not need the synthetic data."""
+    return [f"{a} imports {b}" for a, targets in sorted(graph.items())
+            if layer_of(a) == "science" and not is_phantom(a) for b in sorted(targets) if is_phantom(b)]
+
+
+def test_science_never_imports_the_phantom():
+    # the rule itself: a science module importing the phantom is caught; the phantom's own modules and the
+    # layers above (stages, figures) may import it
+    caught = phantom_imports({"vstain.masks": {"vstain.phantom.labels"}})
+    assert caught == ["vstain.masks imports vstain.phantom.labels"]
+    assert phantom_imports({"vstain.phantom.truth": {"vstain.phantom.labels", "vstain.registration"},
+                            "vstain.stages.register": {"vstain.phantom"}}) == []
+    graph, _ = import_graph()
+    assert not phantom_imports(graph), "\n".join(phantom_imports(graph))
+
+
+# --------------------------------------------------------------------------- small parts
+
+#: Packages held to the size limits: no module over MAX_MODULE_LINES lines, no function over MAX_FUNCTION_CODE_LINES
+#: lines of code (docstring, comments and blank lines not counted) or MAX_PARAMETERS parameters.
+SMALL_PARTS = ("vstain.registration",)
+MAX_MODULE_LINES = 700
+MAX_FUNCTION_CODE_LINES = 80
+MAX_PARAMETERS = 10
+
+
+def function_sizes(source: str) -> list[tuple[str, int, int]]:
+    """``(name, code lines, parameters)`` of every function and method in ``source``."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            skip = set(range(body[0].lineno, body[0].end_lineno + 1))
+        else:
+            skip = set()
+        code = [n for n in range(node.lineno, node.end_lineno + 1)
+                if n not in skip and lines[n - 1].strip() and not lines[n - 1].strip().startswith("#")]
+        args = node.args
+        n_params = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs) + bool(args.vararg) + bool(args.kwarg)
+        out.append((node.name, len(code), n_params))
+    return out
+
+
+def test_function_sizes_count_code_and_parameters():
+    source = 'def f(a, b, *c, d=1, **e):\n    """Doc.\n\n    More.\n    """\n    # a comment\n\n    return a\n'
+    assert function_sizes(source) == [("f", 2, 5)]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES
+                                          if any(m == p or m.startswith(p + ".") for p in SMALL_PARTS)))
+def test_parts_are_small(module):
+    source = MODULES[module].read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{module}: {len(source.splitlines())} lines"
+    large = [f"{name}: {code} code lines, {params} parameters" for name, code, params in function_sizes(source)
+             if code > MAX_FUNCTION_CODE_LINES or params > MAX_PARAMETERS]
+    assert not large, f"{module}: " + "; ".join(large)

@@ -404,7 +404,7 @@ def test_truth_on_a_pyramid_level_is_measured_in_the_levels_pixels(samples):
     import types
 
     from vstain.phantom.sample import at_pyramid_level
-    from vstain.registration import registration_errors
+    from vstain.phantom.truth import registration_errors
 
     sample = samples[("Mg", "toluidine_blue")]
     level = at_pyramid_level(sample, 2)

@@ -1,6 +1,8 @@
-"""The registration stage driver is idempotent: nothing recomputed, no table rewritten, failures remembered."""
+"""The registration stage driver is idempotent: nothing recomputed, no table rewritten, failures remembered; and
+the science of one pair (vstain.prepare) registers, normalises and masks, or returns an uncertain fit untouched."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -108,9 +110,7 @@ def test_a_ct_with_nan_voxels_is_refused_naming_the_file(smoke_dataset, tmp_path
 
 
 def test_registration_cases_come_from_the_ground_truth(tmp_path):
-    import json
-
-    import pandas as pd
+    from vstain.reports.registration import case_summary, registration_cases
 
     for pid, rotation, mirrored, tilt, axis in (("a", 10.0, False, 3.0, "z"), ("b", 95.0, False, 12.0, "z"),
                                                 ("c", -350.0, False, 3.0, "y"), ("d", 5.0, True, 8.0, "x")):
@@ -121,12 +121,12 @@ def test_registration_cases_come_from_the_ground_truth(tmp_path):
     table = pd.DataFrame({"pair_id": list("abcde"), "stain": ["he"] * 5, "status": ["ok"] * 4 + ["uncertain: x"],
                           "angle_error_deg": [0.1] * 5, "tre_median_px": [0.2, 0.4, 0.2, 0.2, 9.0],
                           "tre_max_px": [0.5, 6.0, 0.5, 0.5, 20.0], "seconds": [10.0] * 5})
-    cases = register.registration_cases(table, tmp_path)
+    cases = registration_cases(table, tmp_path)
     assert cases["rotated"].tolist() == [False, True, False, False, False]
     assert cases["mirrored"].tolist() == [False, False, False, True, False]
     assert cases["tilted"].tolist() == [False, True, False, True, False]
     assert cases["other axis"].tolist() == [False, False, True, True, False]
-    summary = register.case_summary(cases).set_index("case")
+    summary = case_summary(cases).set_index("case")
     assert summary.loc["all", "pairs"] == 5 and summary.loc["all", "flagged"] == 1
     assert summary.loc["all", "flagged, TRE > 5 px"] == 1 and summary.loc["all", "wrong, not flagged"] == 1
     assert summary.loc["tilted", "pairs"] == 2 and summary.loc["tilted", "wrong, not flagged"] == 1
@@ -184,3 +184,51 @@ def test_pairs_registration_was_not_sure_of_are_left_out(tmp_path, monkeypatch):
     monkeypatch.setattr(pairs_module, "fold_pair_ids", lambda *a, **k: ["a", "d"])
     with pytest.raises(FileNotFoundError, match="d/pair.json"):
         pairs_module.load_fold_pairs("demo", 0, "train", root=tmp_path)
+
+
+# --------------------------------------------------------------------------- the science of one pair (vstain.prepare)
+
+
+def test_a_sure_fit_is_normalised_and_masked_within_its_hand_made_mask():
+    from vstain.phantom import make_sample
+    from vstain.prepare import prepare_pair_images, registration_record
+    from vstain.registration import warp_to_result
+
+    profile = load_profile("smoke")
+    sample = make_sample(profile.dataset, "tb_test_01", "Mg", "toluidine_blue", beamtime=0, session=1, seed=11)
+    extra = np.zeros(sample.histology.shape[:2], bool)
+    extra[:, : extra.shape[1] // 2] = True  # a hand-made mask: the left half of the slide
+    prepared = prepare_pair_images(sample.ct_volume, sample.histology, ct_voxel_um=sample.ct_voxel_um,
+                                   histology_pixel_um=sample.histology_pixel_um, stain="toluidine_blue",
+                                   registration=profile.registration, normalisation=profile.normalisation,
+                                   extra_mask=extra, pair_id="half")
+    result = prepared.result
+    assert prepared.registered and result.status == "ok"
+    assert prepared.ct.dtype == np.uint16 and prepared.ct.shape == result.ct_slice.shape
+    assert prepared.histology.shape == result.histology.shape and prepared.mask.shape == result.ct_slice.shape
+    # the mask keeps to the hand-made half: nothing of the other half's warp is in it
+    other_half = warp_to_result((~extra).astype(np.uint8), result) > 0
+    assert prepared.mask.sum() > 50 and not (prepared.mask & other_half).any()
+    target = profile.normalisation.ct_bone_mean
+    assert abs(prepared.normalisation["ct"]["bone_mean_after"] - target) < 0.01 * target
+    raw = prepared.raw_images()
+    np.testing.assert_array_equal(raw["histology_raw"], result.histology)
+    assert raw["ct_raw"].dtype == np.float32 and raw["ct_valid"].shape == result.ct_slice.shape
+    record = registration_record(result, sample.ct_voxel_um, sample.histology_pixel_um, "none")
+    assert json.loads(json.dumps(record))["status"] == "ok" and len(record["affine"]) == 3
+
+
+def test_an_uncertain_fit_is_returned_unnormalised_and_unmasked():
+    from vstain.phantom import make_sample
+    from vstain.prepare import prepare_pair_images, quality_figures
+
+    profile = load_profile("smoke")
+    section = make_sample(profile.dataset, "tb_test_01", "Mg", "toluidine_blue", beamtime=0, session=1, seed=11)
+    other = make_sample(profile.dataset, "tb_test_02", "Mg", "toluidine_blue", beamtime=0, session=1, seed=12)
+    prepared = prepare_pair_images(other.ct_volume, section.histology, ct_voxel_um=other.ct_voxel_um,
+                                   histology_pixel_um=other.histology_pixel_um, stain="toluidine_blue",
+                                   registration=profile.registration, normalisation=profile.normalisation,
+                                   pair_id="mismatch")
+    assert not prepared.registered and prepared.result.status.startswith("uncertain")
+    assert prepared.ct is None and prepared.histology is None and prepared.mask is None
+    assert quality_figures(prepared.result)["mi_margin"] < profile.registration.min_mi_margin

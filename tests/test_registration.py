@@ -4,6 +4,7 @@ a wrong fit is flagged, never accepted; bad input and failures named by pair id.
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +15,9 @@ from scipy import ndimage as ndi
 from vstain.config import ProfileError, load_profile, resolve_profile_path
 from vstain.layout import stage_dir
 from vstain.phantom import make_sample
-from vstain.registration import (RegistrationError, RegistrationFailed, RegistrationUncertain, oblique_slice,
-                                 register_section_to_volume, registration_errors, true_correspondence_mask,
-                                 warp_to_result)
+from vstain.phantom.truth import registration_errors, true_correspondence_mask
+from vstain.registration import (RegistrationError, RegistrationFailed, oblique_slice,
+                                 register_section_to_volume, warp_to_result)
 
 PROFILE = load_profile("smoke")
 
@@ -216,29 +217,27 @@ def test_quality_thresholds_are_range_checked_by_the_profile_loader(tmp_path, ke
 
 
 def test_an_uncertain_pair_is_tabled_with_its_figures_and_never_registered(smoke_dataset, tmp_path, monkeypatch):
+    """A real fit the check flags (the pair's orientation guess is 90 degrees off) reaches the table with its
+    quality figures and its errors against the truth, and leaves no pair folder for training to find."""
+    from vstain.manifest import load_manifest
+    from vstain.phantom import load_sample
     from vstain.stages import register
 
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
     profile = load_profile("smoke")
-    calls = []
-
-    def uncertain_pair(entry, profile, sample=None):
-        calls.append(entry.pair_id)
-        row = {c: None for c in register.TABLE_COLUMNS}
-        row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain, mi_margin=0.01,
-                   silhouette_iou=0.9, tre_median_px=40.0, status="uncertain: MI margin 0.010 ...")
-        raise RegistrationUncertain(f"pair {entry.pair_id}: uncertain", row)
-
-    monkeypatch.setattr(register, "prepare_pair", uncertain_pair)
-    table = register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
-    assert len(table) > 0 and table["status"].str.startswith("uncertain: MI margin").all()
-    assert (table["mi_margin"] == 0.01).all() and (table["tre_median_px"] == 40.0).all()
+    entry = next(e for e in load_manifest(smoke_dataset).pairs if e.stain == "toluidine_blue")
+    truth = load_sample(Path(entry.ct_path).parent).details["affine"]
+    wrong = dataclasses.replace(entry, initial_guess={"rotation_deg": truth["rotation_deg"] + 90.0,
+                                                      "mirrored": bool(truth["mirrored"])})
     out = stage_dir("smoke", "registered")
-    for pair_id in table["pair_id"]:
-        assert not (out / pair_id).exists()  # no pair folder: training never sees it
-        assert json.loads((out / f".{pair_id}.failed.json").read_text())["status"].startswith("uncertain")
-    register.ensure_registered(profile, stain="he", progress=False, manifest_path=smoke_dataset)
-    assert sorted(calls) == sorted(table["pair_id"]), "a deterministic verdict was recomputed"
+    out.mkdir(parents=True, exist_ok=True)
+    assert register.register_pair_into(out, wrong, profile, synthetic=True) == "uncertain"
+    assert not (out / entry.pair_id).exists()  # no pair folder: training never sees it
+    row = register.registration_table("smoke", [entry.pair_id]).iloc[0]
+    assert row["status"].startswith("uncertain: another orientation"), row["status"]
+    assert row["mi_margin"] < 0 and row["silhouette_iou"] >= 0 and row["initial_guess"] == "orientation"
+    assert row["tre_median_px"] > 5.0 and row["angle_error_deg"] >= 0 and row["seconds"] > 0
+    assert json.loads((out / f".{entry.pair_id}.failed.json").read_text())["mutual_information"] > 0
 
 
 # --------------------------------------------------------------------------- steep tilts, other axes, starts
@@ -372,7 +371,7 @@ def test_search_and_phantom_ranges_are_checked_by_the_profile_loader(tmp_path, s
 
 
 def test_the_open_tilt_is_the_farthest_refit_that_fits_as_well():
-    from vstain.registration import _tilt_disagreement
+    from vstain.registration.checks import tilt_disagreement
 
     def normal(tilt_deg):  # the plane normal tilted about x by tilt_deg
         transform = sitk.Euler3DTransform()
@@ -383,20 +382,20 @@ def test_the_open_tilt_is_the_farthest_refit_that_fits_as_well():
     reference = (normal(0.1), -0.50)  # the fit refitted untilted on the check's level; values are minus MI
     refits = [reference, (normal(0.2), -0.50), (normal(3.0), -0.4995), (normal(9.0), -0.45), (normal(-6.0), -0.499)]
     # within 0.2 %: the refits at 0.2, 3 and -6 degrees; the one at 9 degrees fits clearly worse
-    assert _tilt_disagreement(fit, refits, 0.002) == pytest.approx(6.0, abs=1e-6)
-    assert _tilt_disagreement(fit, refits, 0.0005) == pytest.approx(0.2, abs=1e-6)
-    assert _tilt_disagreement(fit, refits, 0.2) == pytest.approx(9.0, abs=1e-6)
+    assert tilt_disagreement(fit, refits, 0.002) == pytest.approx(6.0, abs=1e-6)
+    assert tilt_disagreement(fit, refits, 0.0005) == pytest.approx(0.2, abs=1e-6)
+    assert tilt_disagreement(fit, refits, 0.2) == pytest.approx(9.0, abs=1e-6)
     # the reference counts too: levels that disagree on the tilt leave it open
-    assert _tilt_disagreement(fit, [(normal(4.0), -0.5)], 0.002) == pytest.approx(4.0, abs=1e-6)
-    assert _tilt_disagreement(fit, [], 0.002) == 0.0
+    assert tilt_disagreement(fit, [(normal(4.0), -0.5)], 0.002) == pytest.approx(4.0, abs=1e-6)
+    assert tilt_disagreement(fit, [], 0.002) == 0.0
 
 
 def test_an_open_tilt_that_could_move_the_section_beyond_the_limit_is_uncertain():
-    from vstain.registration import _judge
+    from vstain.registration.checks import judge
 
     cfg = QUICK.registration
-    assert _judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 0.9, 3.0) == "ok"
-    verdict = _judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 1.1, 6.0)
+    assert judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 0.9, 3.0) == "ok"
+    verdict = judge(0.3, 0.95, cfg, 0.0, cfg.max_tilt_error_px * 1.1, 6.0)
     assert verdict.startswith("uncertain") and "max_tilt_error_px" in verdict and "6.0 deg" in verdict
 
 
@@ -423,10 +422,10 @@ def test_a_narrow_strip_of_section_leaves_its_tilt_open_and_is_flagged_or_accura
 
 
 def test_ct_views_smooth_each_level_once_and_keep_only_the_last_few():
-    from vstain.registration import AXIS_ORDERS, _CTViews
+    from vstain.registration.views import AXIS_ORDERS, CTViews
 
     ct = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
-    views = _CTViews(ct, [0, 1, 2], 5.0, keep=2)
+    views = CTViews(ct, [0, 1, 2], 5.0, keep=2)
     assert list(views) == [0, 1, 2] and views[1].shape == ct.transpose(AXIS_ORDERS[1]).shape
     moving = views.moving(1, 1.5)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(moving),
@@ -454,29 +453,31 @@ def test_ct_views_smooth_each_level_once_and_keep_only_the_last_few():
 
 def test_a_refinement_leaves_the_start_it_was_given_as_it_was(sample):
     """The optimiser moves its transform in place: a start handed to a refit must not become the refit."""
-    from vstain.registration import _CTViews, _fit_plane, histology_grey
+    from vstain.registration import histology_grey
+    from vstain.registration.plane import PlaneProblem, fit_plane
+    from vstain.registration.views import CTViews
 
     grey = histology_grey(sample.histology)
-    views = _CTViews(sample.ct_volume.astype(np.float32), [0], sample.ct_voxel_um)
+    views = CTViews(sample.ct_volume.astype(np.float32), [0], sample.ct_voxel_um)
     start = sitk.Euler3DTransform()
     slab_centre = (np.array(grey.shape[::-1] + (1,), float) - 1) / 2 * sample.histology_pixel_um * [1, 1, 0]
     volume_centre = (np.array(sample.ct_volume.shape[::-1], float) - 1) / 2 * sample.ct_voxel_um
     start.SetCenter(tuple(slab_centre))
     start.SetTranslation(tuple(volume_centre - slab_centre))
     before = start.GetParameters()
-    moved, _, _, _ = _fit_plane(views, [(grey, np.ones(grey.shape, bool))], sample.ct_voxel_um,
-                                sample.histology_pixel_um, PROFILE.registration, [], (start, 0), "start", 0)
+    problem = PlaneProblem(views, sample.ct_voxel_um, sample.histology_pixel_um, PROFILE.registration, "start")
+    moved = fit_plane(problem, [(grey, np.ones(grey.shape, bool))], [], (start, 0), 0).transform
     assert start.GetParameters() == before
     assert moved is not start and not np.allclose(moved.GetParameters(), before)
 
 
 def test_a_turn_in_the_plane_keeps_the_plane():
-    from vstain.registration import _normal_of, _rotation_between, _tilted, _turned
+    from vstain.registration.poses import normal_of, rotation_between, tilted, turned
 
-    pose = _tilted(sitk.Euler3DTransform((1.0, 2.0, 0.0), 0.1, -0.2, 0.7, (3.0, 4.0, 5.0)), 0.4, 12.0)
-    turned = _turned(pose, 25.0)
-    np.testing.assert_allclose(_normal_of(turned), _normal_of(pose), atol=1e-12)
-    assert _rotation_between(pose, turned) == pytest.approx(25.0)
-    assert _rotation_between(pose, _tilted(pose, 1.0, 7.0)) == pytest.approx(7.0)
+    pose = tilted(sitk.Euler3DTransform((1.0, 2.0, 0.0), 0.1, -0.2, 0.7, (3.0, 4.0, 5.0)), 0.4, 12.0)
+    spun = turned(pose, 25.0)
+    np.testing.assert_allclose(normal_of(spun), normal_of(pose), atol=1e-12)
+    assert rotation_between(pose, spun) == pytest.approx(25.0)
+    assert rotation_between(pose, tilted(pose, 1.0, 7.0)) == pytest.approx(7.0)
     # about its centre: the centre maps where it did
-    np.testing.assert_allclose(turned.TransformPoint((1.0, 2.0, 0.0)), pose.TransformPoint((1.0, 2.0, 0.0)))
+    np.testing.assert_allclose(spun.TransformPoint((1.0, 2.0, 0.0)), pose.TransformPoint((1.0, 2.0, 0.0)))

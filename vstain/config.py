@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
+from vstain.params import RegistrationParams
 from vstain.vocabulary import MODEL_NAMES
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
@@ -87,40 +88,8 @@ class DatasetConfig:
     ct_metal_streak_amplitude: float  # beam-hardening streaks around a Ti screw, relative to dense bone
 
 
-@dataclasses.dataclass(frozen=True)
-class RegistrationConfig:
-    """2D-3D registration (paper 2.3)."""
-
-    pyramid_levels: int  # coarse-to-fine levels of the plane search, finest at the CT voxel size
-    histology_downsample_um: float  # histology pixel size of the coarsest plane-search level
-    max_tilt_deg: float  # the search's cone around each search axis; a fit tilted further is a failure
-    search_axes: list[str]  # volume axes (z, y, x) the section normal may lie along; each is searched
-    tilt_step_deg: float  # starting cone: tilt rings this far apart, up to max_tilt_deg (0: no cone)
-    mi_bins: int  # histogram bins of the Mattes mutual information (fewer on small images)
-    affine_iterations: int  # optimiser iterations of the 2D affine stage
-    plane_iterations: int  # optimiser iterations per level of the rigid plane fit
-    max_inplane_rotation_deg: float  # in-plane rotations the fit may take, +/- (180: any); the check scans all
-    inplane_step_deg: float  # starting grid: rotation step (the grid covers the whole circle)
-    search_mirror: bool  # the fit may take the mirrored face (mounted face down); the check scans both
-    max_shift_fraction: float  # starting grid: in-plane shifts searched, +/- (fraction of the CT width)
-    shift_step_fraction: float  # starting grid: shift step (fraction of the CT width)
-    depth_margin_voxels: float  # starting grid: planes no closer than this to the top/bottom slice
-    n_starts: int  # starting grid: best depths refined at the coarsest level; the best fit wins
-    refinement_rounds: int  # plane refits on the section undistorted by the fitted affine
-    refinement_levels: int  # finest pyramid levels used by each refit
-    min_inside_fraction: float  # less of the section than this inside the volume is a failure
-    threads: int  # SimpleITK threads; 1 makes every fit bit-for-bit reproducible (ITK reductions vary with threads)
-    workers: int  # pairs registered at once, one process each (the stage's parallelism; results do not depend on it)
-    n_orientation_starts: int  # best grid poses of other orientations also refined: the competitors of the MI margin
-    orientation_separation_deg: float  # poses further apart in in-plane rotation (or of the other face) differ
-    min_mi_margin: float  # (MI of the fit - MI of the best other orientation) / MI of the fit; below: uncertain
-    min_silhouette_iou: float  # IoU of the CT plane's sample silhouette and the section's tissue; below: uncertain
-    check_tilt_deg: float  # the check restarts the plane fit from the fit tilted this far, in four directions
-    tilt_refit_gain: float  # a refit whose MI beats the fit's by this fraction replaces it
-    tilt_refit_rounds: int  # rounds of refits from the tilted fit, each from the best so far
-    max_tilt_spread_deg: float  # a last round that still moved the fit further than this: uncertain
-    tilt_agreement_tolerance: float  # refits with MI within this fraction of the fit's fit as well as it
-    max_tilt_error_px: float  # tissue radius x sin(farthest such refit's tilt) above this (CT px): uncertain
+#: 2D-3D registration (paper 2.3): the science's own typed parameters (:mod:`vstain.params`), ranges included.
+RegistrationConfig = RegistrationParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,45 +460,7 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("dataset.ct_ring_amplitude", d.ct_ring_amplitude, 0 <= d.ct_ring_amplitude <= 1, fraction),
         ("dataset.ct_metal_streak_amplitude", d.ct_metal_streak_amplitude, 0 <= d.ct_metal_streak_amplitude <= 2,
          "an amplitude in [0, 2] (relative to dense bone)"),
-        ("registration.pyramid_levels", r.pyramid_levels, r.pyramid_levels >= 1, at_least_one),
-        ("registration.histology_downsample_um", r.histology_downsample_um, r.histology_downsample_um > 0, positive),
-        ("registration.max_tilt_deg", r.max_tilt_deg, 0 < r.max_tilt_deg <= 45, "an angle in (0, 45] degrees"),
-        ("registration.search_axes", r.search_axes,
-         len(r.search_axes) >= 1 and set(r.search_axes) <= {"z", "y", "x"}
-         and len(set(r.search_axes)) == len(r.search_axes),
-         "distinct volume axes among z, y, x"),
-        ("registration.tilt_step_deg", r.tilt_step_deg, 0 <= r.tilt_step_deg <= 45,
-         "an angle in [0, 45] degrees (0: no cone)"),
-        ("registration.check_tilt_deg", r.check_tilt_deg, 0 <= r.check_tilt_deg <= 20,
-         "an angle in [0, 20] degrees (0: no restarts)"),
-        ("registration.max_tilt_spread_deg", r.max_tilt_spread_deg, r.max_tilt_spread_deg > 0, positive),
-        ("registration.tilt_refit_gain", r.tilt_refit_gain, 0 <= r.tilt_refit_gain < 1, "a fraction in [0, 1)"),
-        ("registration.tilt_refit_rounds", r.tilt_refit_rounds, r.tilt_refit_rounds >= 1, at_least_one),
-        ("registration.mi_bins", r.mi_bins, r.mi_bins >= 4, "at least 4 bins"),
-        ("registration.affine_iterations", r.affine_iterations, r.affine_iterations >= 1, at_least_one),
-        ("registration.plane_iterations", r.plane_iterations, r.plane_iterations >= 1, at_least_one),
-        ("registration.max_inplane_rotation_deg", r.max_inplane_rotation_deg,
-         0 <= r.max_inplane_rotation_deg <= 180, "an angle in [0, 180] degrees"),
-        ("registration.inplane_step_deg", r.inplane_step_deg, r.inplane_step_deg > 0, positive),
-        ("registration.max_shift_fraction", r.max_shift_fraction, 0 <= r.max_shift_fraction <= 1, fraction),
-        ("registration.shift_step_fraction", r.shift_step_fraction, 0 < r.shift_step_fraction <= 1, fraction),
-        ("registration.depth_margin_voxels", r.depth_margin_voxels, r.depth_margin_voxels >= 0, "non-negative"),
-        ("registration.n_starts", r.n_starts, r.n_starts >= 1, at_least_one),
-        ("registration.refinement_rounds", r.refinement_rounds, r.refinement_rounds >= 0, "non-negative"),
-        ("registration.refinement_levels", r.refinement_levels, 1 <= r.refinement_levels <= r.pyramid_levels,
-         "between 1 and registration.pyramid_levels"),
-        ("registration.min_inside_fraction", r.min_inside_fraction, 0 < r.min_inside_fraction <= 1, fraction),
-        ("registration.threads", r.threads, r.threads >= 1, at_least_one),
-        ("registration.workers", r.workers, r.workers >= 1, at_least_one),
-        ("registration.tilt_agreement_tolerance", r.tilt_agreement_tolerance,
-         0 <= r.tilt_agreement_tolerance < 1, "a fraction in [0, 1)"),
-        ("registration.max_tilt_error_px", r.max_tilt_error_px, r.max_tilt_error_px > 0, "positive"),
-        ("registration.n_orientation_starts", r.n_orientation_starts, r.n_orientation_starts >= 0, "non-negative"),
-        ("registration.orientation_separation_deg", r.orientation_separation_deg,
-         0 < r.orientation_separation_deg <= 180, "an angle in (0, 180] degrees"),
-        ("registration.min_mi_margin", r.min_mi_margin, 0 <= r.min_mi_margin < 1, "a fraction in [0, 1)"),
-        ("registration.min_silhouette_iou", r.min_silhouette_iou, 0 <= r.min_silhouette_iou < 1,
-         "a fraction in [0, 1)"),
+        *r.range_checks("registration"),
         ("training.models", t.models, bool(t.models) and len(set(t.models)) == len(t.models)
          and set(t.models) <= set(MODEL_NAMES), f"a list of distinct model names from {list(MODEL_NAMES)}"),
         ("training.folds", t.folds, bool(t.folds) and all(0 <= k < d.n_folds for k in t.folds)

@@ -56,13 +56,13 @@ from vstain.config import as_profile
 from vstain.io import atomic_target, provenance, read_tiff, write_csv, write_json, write_tiff
 from vstain.layout import default_manifest_path, stage_dir
 from vstain.manifest import load_manifest
-from vstain.masks import correspondence_mask, field_of_view_mask, mask_iou
-from vstain.normalise import automatic_rois, normalise_ct, normalise_histology
+from vstain.masks import mask_iou
 from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.phantom.dataset import load_sample
 from vstain.phantom.sample import at_pyramid_level
-from vstain.registration import (RegistrationFailed, RegistrationUncertain, register_section_to_volume,
-                                 registration_errors, true_correspondence_mask, true_rois, warp_to_result)
+from vstain.phantom.truth import normalisation_truth, registration_errors, true_correspondence_mask
+from vstain.prepare import prepare_pair_images, quality_figures, registration_record
+from vstain.registration import RegistrationFailed, RegistrationUncertain
 from vstain.slide_io import read_slide
 from vstain.stages.arguments import add_stage_options
 from vstain.stages.dataset import resolve_manifest
@@ -198,19 +198,13 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
     ct_volume, histology, extra, histology_um = _read_inputs(entry)
     if sample is not None and histology.shape[:2] != sample.histology.shape[:2]:  # a coarser level of a pyramid
         sample = at_pyramid_level(sample, round(histology_um / sample.histology_pixel_um), histology.shape[:2])
-    fov = field_of_view_mask(histology) if entry.stain == "he" and np.asarray(histology).ndim == 3 else None
-    result = register_section_to_volume(
-        ct_volume, histology, ct_voxel_um=entry.ct_voxel_um, histology_pixel_um=histology_um,
-        config=profile.registration, fov_mask=fov, pair_id=entry.pair_id,
-        initial_guess=registration_guess(entry, histology_um),
-    )
-    quality = {"mutual_information": result.mutual_information,
-               "initial_mutual_information": result.initial_mutual_information,
-               "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou,
-               "tilt_spread_deg": result.tilt_spread_deg, "tilt_disagreement_deg": result.tilt_disagreement_deg,
-               "tilt_error_px": result.tilt_error_px, "mirrored": result.mirrored,
-               "normal_axis": result.normal_axis, "initial_guess": _guess_kind(entry)}
-    if result.status != "ok":
+    prepared = prepare_pair_images(ct_volume, histology, ct_voxel_um=entry.ct_voxel_um, histology_pixel_um=histology_um,
+                                   stain=entry.stain, registration=profile.registration,
+                                   normalisation=profile.normalisation, extra_mask=extra, pair_id=entry.pair_id,
+                                   initial_guess=registration_guess(entry, histology_um))
+    result = prepared.result
+    quality = {**quality_figures(result), "initial_guess": _guess_kind(entry)}
+    if not prepared.registered:
         # A fit that may be a wrong local optimum is not a registered pair: stop here, keep its figures.
         row = {c: None for c in TABLE_COLUMNS}
         row.update(pair_id=entry.pair_id, material=entry.material, stain=entry.stain,
@@ -219,18 +213,6 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
         if sample is not None:
             row.update({k: v for k, v in registration_errors(result, sample).items() if k in TABLE_COLUMNS})
         raise RegistrationUncertain(f"pair {entry.pair_id}: {result.status}", row)
-    extra_masks = [warp_to_result(extra.astype(np.uint8), result) > 0] if extra is not None else []
-    rois = automatic_rois(result.ct_slice, result.histology, ct_valid=result.ct_valid,
-                          histology_valid=result.histology_valid)
-    norm = profile.normalisation
-    ct_out, ct_stats = normalise_ct(result.ct_slice, rois["ct_bone"], rois["ct_background"],
-                                    bone_mean=norm.ct_bone_mean, background_mean=norm.ct_background_mean,
-                                    pair_id=entry.pair_id)
-    hist_out, hist_stats = normalise_histology(result.histology, rois["histology_bone"],
-                                               rois["histology_background"], c_low=norm.histology_c_low,
-                                               c_high=norm.histology_c_high, pair_id=entry.pair_id)
-    mask = correspondence_mask(result.ct_slice, result.histology, ct_valid=result.ct_valid,
-                               histology_valid=result.histology_valid, extra_masks=extra_masks)
     row: dict[str, Any] = {
         "pair_id": entry.pair_id, "material": entry.material, "stain": entry.stain,
         "beamtime": getattr(entry, "beamtime", None), "session": getattr(entry, "session", None),
@@ -241,37 +223,17 @@ def prepare_pair(entry: Any, profile: Any, sample: Any = None) -> tuple[Register
     truth: dict[str, Any] = {}
     if sample is not None:
         row.update({k: v for k, v in registration_errors(result, sample).items() if k in TABLE_COLUMNS})
-        row["mask_iou"] = mask_iou(mask, true_correspondence_mask(result, sample))
-        true = true_rois(result, sample)
-        for key, image_before, image_after in (("ct", result.ct_slice, ct_out),
-                                               ("histology", result.histology, hist_out)):
-            for roi in ("bone", "background"):
-                region = true[f"{key}_{roi}"]
-                if region.sum() >= 10:
-                    truth[f"{key}_{roi}_before"] = np.asarray(image_before, float)[region].mean(axis=0).tolist()
-                    truth[f"{key}_{roi}_after"] = np.asarray(image_after, float)[region].mean(axis=0).tolist()
+        row["mask_iou"] = mask_iou(prepared.mask, true_correspondence_mask(result, sample))
+        truth = normalisation_truth(result, sample, prepared.ct, prepared.histology)
     extras = {
-        "registration": {
-            "plane_point_zyx": result.plane_point.tolist(), "plane_axes_zyx": result.plane_axes.tolist(),
-            "plane_normal_zyx": result.plane_normal.tolist(), "affine": result.affine.tolist(),
-            "ct_voxel_um": entry.ct_voxel_um, "histology_pixel_um": histology_um,
-            "mutual_information": result.mutual_information,
-            "initial_mutual_information": result.initial_mutual_information,
-            "mi_margin": result.mi_margin, "silhouette_iou": result.silhouette_iou, "mirrored": result.mirrored,
-            "tilt_spread_deg": result.tilt_spread_deg, "tilt_disagreement_deg": result.tilt_disagreement_deg,
-            "tilt_error_px": result.tilt_error_px, "normal_axis": result.normal_axis,
-            "initial_guess": _guess_kind(entry), "status": result.status, "mi_history": result.mi_history,
-            "seconds": result.seconds,
-        },
-        "normalisation": {"ct": ct_stats, "histology": hist_stats},
+        "registration": registration_record(result, entry.ct_voxel_um, histology_um, _guess_kind(entry)),
+        "normalisation": prepared.normalisation,
         "table_row": row,
         "truth_roi_means": truth,
     }
-    pair = RegisteredPair(entry.pair_id, entry.material, entry.stain, ct_out, hist_out, mask,
+    pair = RegisteredPair(entry.pair_id, entry.material, entry.stain, prepared.ct, prepared.histology, prepared.mask,
                           result.pixel_size_um, extras)
-    raw = {"ct_raw": result.ct_slice.astype(np.float32), "histology_raw": result.histology,
-           "ct_valid": result.ct_valid, "histology_valid": result.histology_valid}
-    return pair, row, raw
+    return pair, row, prepared.raw_images()
 
 
 def _write_pair_folder(folder: Path, pair: RegisteredPair, raw: dict, record: dict) -> None:
@@ -447,89 +409,6 @@ def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> 
         pair_ids += sorted(p.name[1:-len(".failed.json")] for p in out_dir.glob(".*.failed.json"))
     rows = [r["extras"]["table_row"] for r in _pair_records(profile_name, pair_ids)]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
-
-
-#: An in-plane rotation further than this from upright (either way) makes a pair "rotated".
-ROTATED_DEG = 20.0
-#: A true plane tilted more than this (half the phantom's 15 degree range) makes a pair "tilted".
-TILTED_DEG = 7.5
-#: The case types of chapter 01 and ``benchmarks/registration_speed.py``; a pair may be of several.
-CASE_TYPES = ("rotated", "mirrored", "tilted", "other axis")
-
-
-def case_flags(details: dict) -> dict[str, bool]:
-    """Which case types a phantom pair is, from its ground truth ``details`` (``truth.json``).
-
-    Examples
-    --------
-    >>> case_flags({"affine": {"rotation_deg": 95.0, "mirrored": False}, "tilt_deg": 12.0, "normal_axis": "z"})
-    {'rotated': True, 'mirrored': False, 'tilted': True, 'other axis': False}
-    """
-    affine = details.get("affine", {})
-    rotation = float(affine.get("rotation_deg", 0.0))
-    return {"rotated": abs((rotation + 180.0) % 360.0 - 180.0) > ROTATED_DEG,
-            "mirrored": bool(affine.get("mirrored", False)),
-            "tilted": float(details.get("tilt_deg", 0.0)) > TILTED_DEG,
-            "other axis": details.get("normal_axis", "z") != "z"}
-
-
-def registration_cases(table: pd.DataFrame, dataset_dir: str | Path) -> pd.DataFrame:
-    """The registration table of a synthetic dataset with each pair's case types from its ground truth.
-
-    Adds one boolean column per :data:`CASE_TYPES` (:func:`case_flags`), ``true_rotation_deg``,
-    ``tilt_deg`` (the true plane's tilt) and ``true_normal_axis``.
-
-    Parameters
-    ----------
-    table : DataFrame
-        :func:`registration_table`.
-    dataset_dir : path
-        The generated dataset (``<pair>/truth.json`` per pair).
-    """
-    rows = []
-    for row in table.to_dict("records"):
-        truth_path = Path(dataset_dir) / str(row["pair_id"]) / "truth.json"
-        details = json.loads(truth_path.read_text()).get("details", {}) if truth_path.is_file() else {}
-        rows.append({**row, **case_flags(details),
-                     "true_rotation_deg": float(details.get("affine", {}).get("rotation_deg", np.nan)),
-                     "tilt_deg": details.get("tilt_deg", np.nan), "true_normal_axis": details.get("normal_axis", "z")})
-    return pd.DataFrame(rows)
-
-
-def case_summary(cases: pd.DataFrame, *, wrong_px: float = 5.0) -> pd.DataFrame:
-    """Accuracy per case type against the targets: pairs, registered, flagged, angle and TRE, silent failures.
-
-    One row for every pair (``all``) and one per :data:`CASE_TYPES` (a pair counts in each of its
-    types). Medians and the 95th percentile are over the registered pairs' median TREs; ``flagged,
-    TRE > 5 px`` counts flagged pairs whose worst TRE exceeds ``wrong_px`` (wrong fits caught),
-    ``wrong, not flagged`` registered ones (silent failures, the target is zero).
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"rotated": [True, True], "mirrored": [False, False], "tilted": [False, True],
-    ...                   "other axis": [False, False], "status": ["ok", "uncertain: x"],
-    ...                   "angle_error_deg": [0.5, 9.0], "tre_median_px": [0.3, 20.0], "tre_max_px": [0.9, 40.0],
-    ...                   "seconds": [10.0, 12.0]})
-    >>> case_summary(t).set_index("case").loc["rotated", ["pairs", "registered", "flagged"]].tolist()
-    [2, 1, 1]
-    """
-    out = []
-    for case in ("all",) + CASE_TYPES:
-        part = cases if case == "all" else cases[cases[case].astype(bool)]
-        if not len(part):
-            continue
-        ok = part[part["status"] == "ok"]
-        flagged = part[part["status"] != "ok"]
-        tre = ok["tre_median_px"].astype(float)
-        out.append({"case": case, "pairs": len(part), "registered": len(ok), "flagged": len(flagged),
-                    "median angle error (deg)": float(ok["angle_error_deg"].median()) if len(ok) else np.nan,
-                    "median TRE (px)": float(tre.median()) if len(ok) else np.nan,
-                    "95th percentile TRE (px)": float(np.percentile(tre, 95)) if len(ok) else np.nan,
-                    "worst TRE (px)": float(ok["tre_max_px"].max()) if len(ok) else np.nan,
-                    "flagged, TRE > 5 px": int((flagged["tre_max_px"].astype(float) > wrong_px).sum()),
-                    "wrong, not flagged": int((ok["tre_max_px"].astype(float) > wrong_px).sum()),
-                    "median seconds": float(part["seconds"].median())})
-    return pd.DataFrame(out)
 
 
 def normalisation_table(profile_name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
