@@ -276,3 +276,19 @@ def test_reading_back_what_the_stage_writes(tmp_path):
     assert (back["comparisons"]["verdict"] == "").all()  # an empty verdict reads back as no winner, not NaN
     assert reports.comparison_sentence(back["comparisons"], "mod_cyclegan", "pix2pix", "test", "ssim").startswith(
         "On the test SSIM, Mod. CycleGAN and Pix2Pix are not distinguishable on these data")
+
+
+def test_classes_as_close_before_normalisation_are_not_said_to_be_merged_by_it():
+    import pandas as pd
+
+    from vstain.reports.normalisation import merge_sentence
+
+    d = pd.DataFrame({"stain": "tb", "class_a": ["dense_bone", "degradation_layer", "soft_tissue"],
+                      "class_b": ["lacuna", "screw", "dense_bone"], "delta_e_before": [3.0, 30.0, 20.0],
+                      "delta_e_after": [2.0, 16.0, 12.0], "merged_before": [True, False, False],
+                      "merged_after": [True, False, False], "pair_id": "p"})
+    text = merge_sentence(d, "tb")
+    assert text.startswith("Normalisation merges no two classes that were apart before it")
+    assert "1 pairs were as close before it (dense bone and lacuna)" in text
+    d.loc[1, ["delta_e_after", "merged_after"]] = [1.0, True]
+    assert merge_sentence(d, "tb").startswith("Normalisation merges 1 of 3 pairs")

@@ -141,8 +141,9 @@ def distance_summary(distances: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``stain, class_a, class_b, median_before, median_after, min_after, n_slides, n_merged_after``,
-        closest pairs (after) first.
+        ``stain, class_a, class_b, median_before, median_after, min_after, n_slides, n_merged_after``
+        (slides where the pair is closer than the threshold after normalisation) and ``n_merged_by`` (of those,
+        the slides where it was not already that close before: merged by normalisation), closest pairs (after) first.
 
     Examples
     --------
@@ -151,15 +152,20 @@ def distance_summary(distances: pd.DataFrame) -> pd.DataFrame:
     >>> s = distance_summary(d)
     >>> s[["median_before", "median_after", "min_after"]].values.tolist(), int(s["n_merged_after"][0])
     ([[35.0, 5.0, 2.0]], 1)
+    >>> int(s["n_merged_by"][0])
+    1
     """
     if distances.empty:
         return pd.DataFrame(columns=["stain", "class_a", "class_b", "median_before", "median_after", "min_after",
-                                     "n_slides", "n_merged_after"])
+                                     "n_slides", "n_merged_after", "n_merged_by"])
+    distances = distances.assign(merged_by=distances["merged_after"].astype(bool)
+                                 & ~(distances["delta_e_before"] < MERGE_THRESHOLD))
     groups = distances.groupby(["stain", "class_a", "class_b"], sort=False)
     out = pd.DataFrame({"median_before": groups["delta_e_before"].median(),
                         "median_after": groups["delta_e_after"].median(),
                         "min_after": groups["delta_e_after"].min(), "n_slides": groups.size(),
-                        "n_merged_after": groups["merged_after"].sum().astype(int)}).reset_index()
+                        "n_merged_after": groups["merged_after"].sum().astype(int),
+                        "n_merged_by": groups["merged_by"].sum().astype(int)}).reset_index()
     return out.sort_values(["stain", "min_after"], kind="stable").reset_index(drop=True)
 
 
@@ -173,22 +179,27 @@ def merge_sentence(distances: pd.DataFrame, stain: str, threshold: float = MERGE
     ...                   "delta_e_after": [1.1, 12.0], "merged_before": False, "merged_after": [True, False],
     ...                   "pair_id": "p"})
     >>> print(merge_sentence(d, "tb").replace("; ", ";\n"))
-    Normalisation merges 1 of 2 pairs of classes on at least one slide (Delta E below 5): degradation layer and screw;
+    Normalisation merges 1 of 2 pairs of classes on at least one slide (Delta E below 5 after it, not before): degradation layer and screw;
     the degradation layer against the screw: Delta E 38.0 before, 1.1 after (median over 1 slide, smallest 1.1).
     """
     rows = distances[distances["stain"] == stain] if not distances.empty else distances
     if rows.empty:
         return f"No {stain} slide had the classes to compare."
     summary = distance_summary(rows)
-    merged = summary[summary["n_merged_after"] > 0]
+    merged = summary[summary["n_merged_by"] > 0]
+    already = summary[(summary["n_merged_after"] > 0) & (summary["n_merged_by"] == 0)]
     n = len(summary)
     if merged.empty:
-        text = (f"Normalisation merges no two classes (every Delta E after it is at least {threshold:g}; the closest, "
-                f"{_pair_name(summary.iloc[0])}, {summary.iloc[0]['min_after']:.1f} on its closest slide)")
+        text = (f"Normalisation merges no two classes that were apart before it (every Delta E after it is at least "
+                f"{threshold:g} where it was before; the closest, {_pair_name(summary.iloc[0])}, "
+                f"{summary.iloc[0]['min_after']:.1f} on its closest slide)")
     else:
         names = "; ".join(_pair_name(r) for _, r in merged.iterrows())
         text = (f"Normalisation merges {len(merged)} of {n} pairs of classes on at least one slide "
-                f"(Delta E below {threshold:g}): {names}")
+                f"(Delta E below {threshold:g} after it, not before): {names}")
+    if len(already):
+        text += (f"; {len(already)} pairs were as close before it ("
+                 + "; ".join(_pair_name(r) for _, r in already.iterrows()) + ")")
     watched = summary[(summary["class_a"] == WATCHED[0]) & (summary["class_b"] == WATCHED[1])]
     if len(watched):
         w = watched.iloc[0]
