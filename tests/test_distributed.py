@@ -21,6 +21,7 @@ from torch import nn
 
 from ddp_worker import free_port, train_rank
 from test_train import PAIRS, SMOKE, _write_registered_dataset, make_pair
+from vstain.cli import main
 from vstain.data import PatchSampler
 from vstain.distributed import Ranks, failure_message, ranks_from_environment
 from vstain.models import build_networks
@@ -186,12 +187,37 @@ def test_a_failing_rank_stops_the_other_with_a_clear_message(tmp_path, capfd):
 # --------------------------------------------------------------------------- vstain train under torchrun
 
 
+def two_rank_profile(folder):
+    """The smoke profile with ``training.ranks: 2``, as a YAML file (its name stays smoke)."""
+    text = (ROOT / "vstain" / "profiles" / "smoke.yaml").read_text()
+    assert "  ranks: 1" in text
+    path = folder / "smoke_two_ranks.yaml"
+    path.write_text(text.replace("  ranks: 1", "  ranks: 2", 1))
+    return path
+
+
+def test_vstain_train_needs_as_many_processes_as_the_profiles_ranks(tmp_path, monkeypatch, capsys):
+    _write_registered_dataset(tmp_path)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    arguments = ["train", "--model", "cyclegan", "--epochs", "1", "--results", str(tmp_path), "--profile"]
+    assert main(arguments + [str(two_rank_profile(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "training.ranks is 2 but vstain train was not started by torchrun" in err
+    assert "-m torch.distributed.run --standalone --nproc_per_node 2 -m vstain train" in err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(arguments + ["smoke"]) == 2
+    assert "training.ranks is 1 but vstain train was started by torchrun on 2 processes" in capsys.readouterr().err
+    assert not (tmp_path / "smoke" / "models").exists()
+
+
 def test_vstain_train_under_torchrun_trains_one_run_on_two_ranks(tmp_path):
     _write_registered_dataset(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "vstain", "train", "--profile", "smoke", "--model", "pix2pix", "--epochs", "1",
-               "--results", str(tmp_path)]
+               "-m", "vstain", "train", "--profile", str(two_rank_profile(tmp_path)), "--model", "pix2pix",
+               "--epochs", "1", "--results", str(tmp_path)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "smoke" / "models" / "pix2pix" / "fold0"

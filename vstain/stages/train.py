@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -359,6 +361,42 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default=None, help="results root (default: $VSTAIN_RESULTS or ./results)")
 
 
+def torchrun_command(ranks: int) -> str:
+    """The launcher of a run on ``ranks`` processes, with this interpreter (what the workflow's train rule runs).
+
+    Examples
+    --------
+    >>> torchrun_command(4).split(" ", 1)[1]
+    '-m torch.distributed.run --standalone --nproc_per_node 4 -m vstain train'
+    """
+    return f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node {int(ranks)} " \
+           "-m vstain train"
+
+
+def check_ranks(profile: Profile, ranks: Ranks | None) -> Ranks | None:
+    """The ranks torchrun started, checked against the profile's ``training.ranks``.
+
+    A run's patches depend on how many ranks share them, so the number of processes must be the
+    profile's: one process for ``training.ranks: 1`` (not started by torchrun, or by torchrun with
+    one process), exactly ``training.ranks`` processes otherwise. This catches a launcher that
+    starts the command several times without telling each process of the others (each would
+    train alone into the same run folder).
+
+    Raises
+    ------
+    ValueError
+        Naming the profile field, the processes found and the command to use.
+    """
+    wanted = profile.training.ranks
+    found = 1 if ranks is None else ranks.world_size
+    if found != wanted:
+        started = "not started by torchrun" if ranks is None else f"started by torchrun on {found} processes"
+        raise ValueError(f"profile {profile.name}: field training.ranks is {wanted} but vstain train was {started}; "
+                         f"start it as {torchrun_command(wanted)} ... (the workflow's train rule does) or set "
+                         f"training.ranks: {found}")
+    return ranks
+
+
 def _cli_pairs(profile: Profile, args: argparse.Namespace) -> list[RegisteredPair]:
     if args.source == "registered":
         return load_fold_pairs(profile.name, args.fold, "train", args.stain, args.results)
@@ -372,7 +410,7 @@ def run_cli(args: argparse.Namespace) -> int:
     process group and train one run together (:mod:`vstain.distributed`); rank 0 prints and writes.
     """
     profile = load_profile(args.profile)
-    ranks = ranks_from_environment()
+    ranks = check_ranks(profile, ranks_from_environment())
     if ranks is None or not ranks.distributed:
         pairs = _cli_pairs(profile, args)
         out = train_fold(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
