@@ -132,6 +132,7 @@ def test_smoke_study_through_a_local_slurm_equals_the_local_run_and_a_killed_tra
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "PASS: Table 1 through SLURM equals the local run's" in done.stdout
     assert "PASS (scancel): the final checkpoint equals the uninterrupted run's" in done.stdout
+    assert "PASS (ranks): its checkpoint equals the local torchrun run's" in done.stdout
 
 
 def _profile_with_ranks(tmp_path, name, ranks):
