@@ -271,10 +271,14 @@ def failure_message(ranks: Ranks, error: BaseException) -> str:
 
 @contextlib.contextmanager
 def report_failure(ranks: Ranks | None) -> Iterator[None]:
-    """Print :func:`failure_message` to stderr when the block raises on one of several ranks, then re-raise."""
+    """Print :func:`failure_message` to stderr when the block raises on one of several ranks, then re-raise.
+
+    An error is reported; an interruption (Ctrl-C, or the SIGTERM with which torchrun stops the other
+    ranks once one has failed) is not: the failing rank's message is the one to read.
+    """
     try:
         yield
-    except BaseException as err:
+    except Exception as err:
         if _active(ranks):
             print(failure_message(ranks, err), file=sys.stderr, flush=True)
         raise
