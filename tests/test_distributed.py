@@ -2,8 +2,8 @@
 resumption after a kill, a failing rank, and ``vstain train`` under torchrun.
 
 Tolerance of the equivalence (float32, gloo, smoke networks, 2 epochs = 8 steps of a global batch of 2):
-the loss history to a relative 1e-5, every weight to 1e-5 absolute (measured: 2e-6 at most), the generators'
-outputs on a fixed batch to 1e-4 (measured: 3e-6). Excepted are the biases of the convolutions followed by an
+the loss history to a relative 1e-5 (measured: 1e-7), every weight to 2e-5 absolute, a tenth of one Adam step of
+the learning rate 2e-4 (measured: 2e-6 at most), the generators' outputs on a fixed batch to 1e-4 (measured: 3e-6). Excepted are the biases of the convolutions followed by an
 instance norm: the norm removes them, their gradient is zero but for rounding, and Adam turns that rounding
 into steps of the learning rate's size in either direction; the outputs show that they change nothing.
 """
@@ -122,6 +122,7 @@ def test_a_global_batch_the_ranks_do_not_divide_stops_before_training(tmp_path):
 # --------------------------------------------------------------------------- two gloo ranks
 
 
+@pytest.mark.slow
 def test_two_ranks_train_the_weights_of_one_process_with_the_same_global_batches(runs):
     two, one = last(runs / "two"), last(runs / "one")
     assert two["epoch"] == one["epoch"] == EPOCHS and two["ranks"] == 2 and one["ranks"] == 1
@@ -136,7 +137,7 @@ def test_two_ranks_train_the_weights_of_one_process_with_the_same_global_batches
         assert skip, name  # the exception is real: these networks have such biases
         for key, value in weights.items():
             if key not in skip:
-                torch.testing.assert_close(two["state"]["networks"][name][key], value, rtol=0, atol=1e-5)
+                torch.testing.assert_close(two["state"]["networks"][name][key], value, rtol=0, atol=2e-5)
                 compared += 1
     assert compared > 30
     batch = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -148,6 +149,11 @@ def test_two_ranks_train_the_weights_of_one_process_with_the_same_global_batches
             with torch.no_grad():
                 outputs.append(net(batch))
         torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-4)
+    # the checkpoint selection: the same minima at the same epochs
+    assert two["best"] == pytest.approx(one["best"], rel=1e-5)
+    for component in one["best"]:
+        epochs = [torch.load(runs / r / f"best_{component}.pt", weights_only=True)["epoch"] for r in ("two", "one")]
+        assert epochs[0] == epochs[1], component
     # the image buffers hold the global batch's images, as in one process
     for name in ("X", "Y"):
         images = [torch.cat(r["state"]["buffers"][name]["images"]) for r in (two, one)]
@@ -155,12 +161,14 @@ def test_two_ranks_train_the_weights_of_one_process_with_the_same_global_batches
         assert two["state"]["buffers"][name]["rng"] == one["state"]["buffers"][name]["rng"]
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_the_run_folder(runs):
     names = sorted(p.name for p in (runs / "two").iterdir())
     assert names == sorted(p.name for p in (runs / "one").iterdir())
     assert "training.json" in names and not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_a_killed_two_rank_run_resumes_to_the_same_checkpoint(runs, tmp_path):
     # rank 1 is killed (SIGKILL) in the middle of the second epoch; rank 0 loses its peer and stops too
     with pytest.raises(Exception):
@@ -176,6 +184,7 @@ def test_a_killed_two_rank_run_resumes_to_the_same_checkpoint(runs, tmp_path):
         assert resumed["best"][component] == straight["best"][component]
 
 
+@pytest.mark.slow
 def test_a_failing_rank_stops_the_other_with_a_clear_message(tmp_path, capfd):
     with pytest.raises(Exception):
         two_ranks(tmp_path, epochs=1, failure=(1, 1, 2, "raise"))
@@ -212,6 +221,7 @@ def test_vstain_train_needs_as_many_processes_as_the_profiles_ranks(tmp_path, mo
     assert not (tmp_path / "smoke" / "models").exists()
 
 
+@pytest.mark.slow
 def test_vstain_train_under_torchrun_trains_one_run_on_two_ranks(tmp_path):
     _write_registered_dataset(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
