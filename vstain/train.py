@@ -16,6 +16,10 @@ Every checkpoint records the model name, the architecture hyper-parameters, whic
 generator maps which direction (``G_XY``: CT to histology), the profile, seed and code
 version, so :func:`vstain.models.checkpoint.load_generator` rebuilds a network from the file alone.
 
+A run can also train on several processes at once (``ranks`` of :func:`train_model`; distributed
+data parallel under ``torchrun``, :mod:`vstain.distributed`): the same files, written by rank 0, and
+the numbers of one process training on the whole global batch.
+
 Examples
 --------
 >>> import numpy as np, tempfile
