@@ -23,7 +23,7 @@ from ddp_worker import free_port, train_rank
 from test_train import PAIRS, SMOKE, _write_registered_dataset, make_pair
 from vstain.cli import main
 from vstain.data import PatchSampler
-from vstain.distributed import Ranks, failure_message, ranks_from_environment
+from vstain.distributed import Ranks, failure_message, process_group, ranks_from_environment
 from vstain.models import build_networks
 from vstain.train import train_model
 
@@ -111,6 +111,20 @@ def test_ranks_come_from_torchruns_environment_and_bad_values_are_named():
     with pytest.raises(ValueError, match="rank 2, world_size 2"):
         ranks_from_environment({"RANK": "2", "WORLD_SIZE": "2"})
     assert "rank 1 of 2 failed: ValueError: bad" in failure_message(Ranks(1, 2), ValueError("bad"))
+
+
+def test_joining_the_process_group_says_what_is_missing(monkeypatch):
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="MASTER_ADDR is not set: start the ranks with torchrun"):
+        with process_group(Ranks(0, 2), "cpu"):
+            pass
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ValueError, match=r"local rank 1 has no GPU \(\d visible\); ask for as many GPUs as ranks"):
+            with process_group(Ranks(1, 2, local_rank=1), "cuda"):
+                pass
+    with process_group(Ranks(), "cpu") as device:  # one rank: nothing to join
+        assert device == torch.device("cpu") and not torch.distributed.is_initialized()
 
 
 def test_a_global_batch_the_ranks_do_not_divide_stops_before_training(tmp_path):
