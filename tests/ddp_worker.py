@@ -47,3 +47,22 @@ def train_rank(rank: int, world_size: int, port: int, pairs, out_dir: str, model
     with report_failure(ranks), process_group(ranks, "cpu") as device:
         train_model(pairs, out_dir, model, training, epochs=epochs, seed=seed, ranks=ranks, device=device,
                     progress=False)
+
+
+def gradients_rank(rank: int, world_size: int, port: int, pairs, model: str, training, seed: int, out: str) -> None:
+    """One training step of a gloo run (``world_size`` 1: one process); rank 0 saves every parameter's gradient.
+
+    After a step each network's ``.grad`` holds the gradient of its last update (averaged over the ranks).
+    """
+    from vstain.data import PatchSampler
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ranks = Ranks(rank, world_size, rank)
+    with process_group(ranks, "cpu"):
+        trainer = Trainer(model, training, seed, ranks=ranks)
+        batch = next(iter(PatchSampler.from_profile(pairs, training, seed).epoch(1, ranks.shard)))
+        trainer.step(batch, 1, 0)
+        if ranks.is_main:
+            torch.save({name: {key: p.grad for key, p in net.named_parameters()} for name, net in trainer.nets.items()},
+                       out)

@@ -1,13 +1,20 @@
 """Training on several ranks (vstain.distributed): the sharded sampler, a 2-rank gloo run against one process,
 resumption after a kill, a failing rank, and ``vstain train`` under torchrun.
 
-Tolerance of the equivalence (float32, gloo, smoke networks, 2 epochs = 8 steps of a global batch of 2):
-the loss history to a relative 1e-5 (measured: 1e-7), every weight to 2e-5 absolute, a tenth of one Adam step of
-the learning rate 2e-4 (measured: 2e-6 at most), the generators' outputs on a fixed batch to 1e-4 (measured: 3e-6). Excepted are the biases of the convolutions followed by an
+Tolerances of the equivalence (float32, gloo, smoke networks, masks of about half of each pair, image buffers of 3):
+
+* one step: every gradient to a relative 1e-5 of its norm (measured: 2e-6);
+* 2 epochs = 4 steps of a global batch of 2: the loss history to a relative 1e-5 (measured: 2e-7), every weight to
+  5e-5 absolute, a quarter of one Adam step of the learning rate 2e-4 (measured: 3e-8), the generators' outputs on
+  a fixed batch and the images in the buffers to 1e-3, an eighth of one 8-bit grey level (measured: 1.2e-6).
+
+The runs are equal to rounding, not bit for bit, and GAN training amplifies rounding: with 4 patches per pair
+(8 steps) the loss histories drift apart to a relative 6e-4 by the eighth step. Excepted are the biases of the convolutions followed by an
 instance norm: the norm removes them, their gradient is zero but for rounding, and Adam turns that rounding
 into steps of the learning rate's size in either direction; the outputs show that they change nothing.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,7 +26,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from ddp_worker import free_port, train_rank
+from ddp_worker import free_port, gradients_rank, train_rank
 from test_train import PAIRS, SMOKE, _write_registered_dataset, make_pair
 from vstain.cli import main
 from vstain.data import PatchSampler
@@ -31,10 +38,23 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "mod_cyclegan"
 EPOCHS = 2
+# image buffers of 3: full during the second step, then images are swapped at random (the smoke profile's 50 never
+# fill); 2 patches per pair: 2 steps an epoch
+TRAINING = dataclasses.replace(SMOKE.training, pool_size=3, patches_per_pair=2)
 
 
-def two_ranks(out_dir, *, model=MODEL, epochs=EPOCHS, failure=None, pairs=PAIRS):
-    mp.spawn(train_rank, args=(2, free_port(), pairs, str(out_dir), model, SMOKE.training, epochs, SMOKE.seed,
+def masked_pair(pair_id, seed):
+    """A pair whose mask covers a disc of about half of it: patches of one batch hold different mask areas."""
+    pair = make_pair(pair_id, seed=seed)
+    yy, xx = np.mgrid[:48, :48]
+    return dataclasses.replace(pair, mask=(yy - 20) ** 2 + (xx - 26) ** 2 < 20 ** 2)
+
+
+MASKED_PAIRS = [masked_pair("a", 0), masked_pair("b", 1)]
+
+
+def two_ranks(out_dir, *, model=MODEL, epochs=EPOCHS, failure=None, pairs=MASKED_PAIRS):
+    mp.spawn(train_rank, args=(2, free_port(), pairs, str(out_dir), model, TRAINING, epochs, SMOKE.seed,
                                failure), nprocs=2)
 
 
@@ -60,7 +80,7 @@ def runs(tmp_path_factory):
     """The same run on two gloo ranks and on one process with the same global batches and patches."""
     root = tmp_path_factory.mktemp("ddp")
     two_ranks(root / "two")
-    train_model(PAIRS, root / "one", MODEL, SMOKE.training, epochs=EPOCHS, seed=SMOKE.seed, ranks=Ranks(),
+    train_model(MASKED_PAIRS, root / "one", MODEL, TRAINING, epochs=EPOCHS, seed=SMOKE.seed, ranks=Ranks(),
                 progress=False)
     return root
 
@@ -137,6 +157,24 @@ def test_a_global_batch_the_ranks_do_not_divide_stops_before_training(tmp_path):
 
 
 @pytest.mark.slow
+def test_one_step_on_two_ranks_has_the_gradients_of_one_process_on_the_global_batch(tmp_path):
+    # the patches of a batch hold different mask areas, so each rank's masked l1 terms need their share
+    sampler = PatchSampler.from_profile(MASKED_PAIRS, TRAINING, seed=3)
+    shares = [next(iter(sampler.epoch(1, (r, 2))))["mask"].sum() for r in (0, 1)]
+    assert shares[0] != shares[1]
+    mp.spawn(gradients_rank, args=(2, free_port(), MASKED_PAIRS, MODEL, TRAINING, 3, str(tmp_path / "two.pt")),
+             nprocs=2)
+    gradients_rank(0, 1, 0, MASKED_PAIRS, MODEL, TRAINING, 3, str(tmp_path / "one.pt"))
+    two, one = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("two", "one"))
+    nets = build_networks(MODEL, TRAINING, seed=0)
+    for name, gradients in one.items():
+        skip = normalised_biases(nets[name])
+        for key, gradient in gradients.items():
+            if key not in skip:
+                assert float((two[name][key] - gradient).norm()) <= 1e-5 * float(gradient.norm()), (name, key)
+
+
+@pytest.mark.slow
 def test_two_ranks_train_the_weights_of_one_process_with_the_same_global_batches(runs):
     two, one = last(runs / "two"), last(runs / "one")
     assert two["epoch"] == one["epoch"] == EPOCHS and two["ranks"] == 2 and one["ranks"] == 1
@@ -151,7 +189,7 @@ def test_two_ranks_train_the_weights_of_one_process_with_the_same_global_batches
         assert skip, name  # the exception is real: these networks have such biases
         for key, value in weights.items():
             if key not in skip:
-                torch.testing.assert_close(two["state"]["networks"][name][key], value, rtol=0, atol=2e-5)
+                torch.testing.assert_close(two["state"]["networks"][name][key], value, rtol=0, atol=5e-5)
                 compared += 1
     assert compared > 30
     batch = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -162,16 +200,17 @@ def test_two_ranks_train_the_weights_of_one_process_with_the_same_global_batches
             net.load_state_dict(record["state"]["networks"][name])
             with torch.no_grad():
                 outputs.append(net(batch))
-        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-4)
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-3)
     # the checkpoint selection: the same minima at the same epochs
     assert two["best"] == pytest.approx(one["best"], rel=1e-5)
     for component in one["best"]:
         epochs = [torch.load(runs / r / f"best_{component}.pt", weights_only=True)["epoch"] for r in ("two", "one")]
         assert epochs[0] == epochs[1], component
-    # the image buffers hold the global batch's images, as in one process
+    # the image buffers hold the global batch's images, as in one process, and drew the same swaps
     for name in ("X", "Y"):
+        assert len(one["state"]["buffers"][name]["images"]) == TRAINING.pool_size
         images = [torch.cat(r["state"]["buffers"][name]["images"]) for r in (two, one)]
-        torch.testing.assert_close(images[0], images[1], rtol=0, atol=1e-4)
+        torch.testing.assert_close(images[0], images[1], rtol=0, atol=1e-3)
         assert two["state"]["buffers"][name]["rng"] == one["state"]["buffers"][name]["rng"]
 
 
@@ -201,9 +240,9 @@ def test_a_killed_two_rank_run_resumes_to_the_same_checkpoint(runs, tmp_path):
 @pytest.mark.slow
 def test_a_failing_rank_stops_the_other_with_a_clear_message(tmp_path, capfd):
     with pytest.raises(Exception):
-        two_ranks(tmp_path, epochs=1, failure=(1, 1, 2, "raise"))
+        two_ranks(tmp_path, epochs=1, failure=(1, 1, 1, "raise"))
     err = capfd.readouterr().err
-    assert "vstain: rank 1 of 2 failed: ValueError: a failure made on purpose at epoch 1, step 2" in err
+    assert "vstain: rank 1 of 2 failed: ValueError: a failure made on purpose at epoch 1, step 1" in err
     assert not (tmp_path / "last.pt").exists() and not (tmp_path / "training.json").exists()
 
 
