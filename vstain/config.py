@@ -138,6 +138,9 @@ class TrainingConfig:
     cuda_precision: Literal["fp32", "bf16", "fp16"]  # on CUDA: fp32 as the paper's code ran; fp16 with a gradient scaler
     lr_decay_start_epoch: int  # 0: constant learning rate; k: linear decay to zero from epoch k to the last (base code: 100)
     prefetch_batches: int  # batches sampled ahead in a background thread (pinned memory on CUDA); 0: in the loop
+    # processes of one training run (distributed data parallel, started by torchrun; one GPU each on CUDA, the
+    # workflow asks SLURM for gpu=ranks); batch_size stays the global batch, a multiple of ranks (vstain.distributed)
+    ranks: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,6 +484,8 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("training.lr_decay_start_epoch", t.lr_decay_start_epoch, 0 <= t.lr_decay_start_epoch < max(t.epochs, 1),
          f"0 (constant) or an epoch before the last ({t.epochs})"),
         ("training.prefetch_batches", t.prefetch_batches, 0 <= t.prefetch_batches <= 64, "between 0 and 64"),
+        ("training.ranks", t.ranks, t.ranks >= 1 and t.batch_size % t.ranks == 0,
+         f"at least 1 and a divisor of training.batch_size ({t.batch_size}, the global batch)"),
         ("training.beta1", t.beta1, 0 <= t.beta1 < 1, "in [0, 1)"),
         ("training.beta2", t.beta2, 0 <= t.beta2 < 1, "in [0, 1)"),
         ("training.pool_size", t.pool_size, t.pool_size >= 0, "non-negative"),
