@@ -255,6 +255,11 @@ def _output_under_a_file(tmp_path):
     return ["--output", tmp_path / "afile" / "out.tif"], "afile"
 
 
+def _constant_stack(tmp_path, *extra):
+    write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
+    return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
+
+
 BAD_STAIN_INPUTS = {
     # case: (argv builder, what the message must contain besides the file)
     "nan voxel": (lambda p: _nan_stack(p, np.nan), "non-finite"),
@@ -266,6 +271,9 @@ BAD_STAIN_INPUTS = {
     "output png": (lambda p: (["--output", p / "out.png"], "out.png"), ".tif, .tiff or .zarr"),
     "output nii.gz": (lambda p: (["--output", p / "out.nii.gz"], "out.nii.gz"), ".nii.gz"),
     "output parent is a file": (_output_under_a_file, "is a file"),
+    "constant volume (all fill)": (_constant_stack, "no data to stain"),
+    "--ct-fill-value covering every voxel": (lambda p: _constant_stack(p, "--ct-fill-value", "0"),
+                                             "--ct-fill-value 0 covers every sampled voxel"),
 }
 
 
@@ -291,6 +299,8 @@ BAD_STAIN_ARGUMENTS = {
     "--step -4": ["--step", "-4"],
     "--batch-size 0": ["--batch-size", "0"],
     "--voxel-size 0 1 1": ["--voxel-size", "0", "1", "1"],
+    "--ct-fill-value nan": ["--ct-fill-value", "nan"],
+    "--ct-fill-value zero": ["--ct-fill-value", "zero"],
 }
 
 
@@ -444,3 +454,49 @@ def test_the_sample_slices_are_segmented_once(tmp_path, ct_stack, capsys, monkey
     sampled = len(stain_stage.sample_slices(volume))
     volume.close()
     assert sampled == 5 and len(calls) == sampled  # the map and the intensity check share one segmentation
+
+
+# ------------------------------------------------------------------ unusual but valid inputs: the right result
+
+
+def _padded(volume, fill=0):
+    """``volume`` with ``fill`` outside the reconstruction circle (what most reconstructions write), and that mask."""
+    _, height, width = volume.shape
+    y, x = np.mgrid[:height, :width]
+    outside = np.hypot(y - (height - 1) / 2, x - (width - 1) / 2) > (height - 1) / 2
+    padded = volume.copy()
+    padded[:, outside] = fill
+    return padded, outside
+
+
+def test_zeros_outside_the_reconstruction_circle_are_left_out_of_the_normalisation_and_the_stain(tmp_path, capsys):
+    plain = np.rint(20000 + 30000 * structured_ct((6, 40, 48))).astype(np.uint16)
+    padded, outside = _padded(plain)
+    write_tiff(tmp_path / "plain.tif", plain, (4.0, 2.0, 2.0))
+    write_tiff(tmp_path / "padded.tif", padded, (4.0, 2.0, 2.0))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    results = {}
+    for name, source, extra in (("plain", "plain", []), ("found", "padded", []),
+                                ("given", "padded", ["--ct-fill-value", "0"]),
+                                ("ignored", "padded", ["--ct-fill-value", "none"])):
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / f"{source}.tif", "--output",
+                         tmp_path / f"out_{name}.tif", "--step", "8", *extra], capsys)
+        assert code == 0, err
+        image, _, meta = read_tiff(tmp_path / f"out_{name}.tif")
+        results[name] = image.astype(int), meta
+    assert results["plain"][1]["field_of_view"]["method"] == "not found"
+    plain_map = results["plain"][1]["ct_normalisation"]
+    for name in ("found", "given"):
+        image, meta = results[name]
+        assert meta["field_of_view"]["method"] == name and meta["field_of_view"]["fill_value"] == 0
+        assert meta["field_of_view"]["outside_fraction"] == pytest.approx(outside.mean(), abs=0.01)
+        found = meta["ct_normalisation"]
+        assert found["background_mean_before"] == pytest.approx(plain_map["background_mean_before"], rel=0.01)
+        assert found["scale"] == pytest.approx(plain_map["scale"], rel=0.02)
+        assert (image[:, outside] == 0).all()  # no data: black, as stitching software leaves missing tiles
+        inside = np.abs(image - results["plain"][0])[:, ~outside].mean()
+        assert inside < 1.5, inside  # the stain inside the circle is the unpadded volume's
+    # without the field of view (the fault this guards against): the fill is the background, the stain moves
+    ignored_image, ignored = results["ignored"]
+    assert ignored["ct_normalisation"]["background_mean_before"] == 0
+    assert np.abs(ignored_image - results["plain"][0])[:, ~outside].mean() > 3 * inside

@@ -34,8 +34,8 @@ from vstain.config import DEVICES, as_profile, resolve_device
 from vstain.infer import infer_slide
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
-from vstain.normalise import (compare_ct_statistics, ct_statistics, linear_ct_map, segment_ct_slices,
-                              volume_scale_from_slices)
+from vstain.normalise import (FieldOfViewVolume, compare_ct_statistics, ct_outside_field_of_view, ct_statistics,
+                              find_ct_fill_value, linear_ct_map, segment_ct_slices, volume_scale_from_slices)
 from vstain.stages.arguments import non_negative_float, positive_float, positive_int
 from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import SOURCES, make_uncertainty_stainer, stain_volume_uncertainty, uncertainty_path
@@ -269,20 +269,94 @@ def sample_slices(source, n: int = N_SAMPLE_SLICES) -> list[int]:
     return sorted({int(round(z)) for z in np.linspace(0.1 * (depth - 1), 0.9 * (depth - 1), min(n, depth))})
 
 
-def read_sample_slices(source, n: int = N_SAMPLE_SLICES) -> tuple[list[np.ndarray], list[dict | None]]:
-    """The :func:`sample_slices` of ``source`` and their segmentations, each read and segmented once.
+def read_sample_slices(source, n: int = N_SAMPLE_SLICES, *,
+                       fill_value: float | str | None = "auto") -> tuple[list[np.ndarray], list[dict | None], dict]:
+    """The :func:`sample_slices` of ``source``, their field of view and segmentations, each read and segmented once.
 
     The automatic normalisation (:func:`choose_ct_normalisation`) and the intensity check
-    (:func:`check_ct_intensities`) share them.
+    (:func:`check_ct_intensities`) share them. Voxels outside the reconstruction's field of view
+    (the constant a reconstruction writes outside its circle, :func:`choose_field_of_view`) are
+    left out of the segmentations, so they are neither background nor sample.
+
+    Parameters
+    ----------
+    source
+        A volume source (:func:`vstain.volume_io.open_volume`).
+    n : int
+    fill_value : float, "auto" or None
+        As :func:`choose_field_of_view` takes it.
 
     Returns
     -------
     slices : list of ndarray
     segmentations : list of dict or None
-        :func:`vstain.normalise.segment_ct_slices` of ``slices``.
+        :func:`vstain.normalise.segment_ct_slices` of ``slices`` inside the field of view.
+    field_of_view : dict
+        :func:`choose_field_of_view` of ``slices``.
     """
     slices = [finite_slice(source, z) for z in sample_slices(source, n)]
-    return slices, segment_ct_slices(slices)
+    field = choose_field_of_view(source, slices, fill_value)
+    valid = (None if field["fill_value"] is None else
+             [~ct_outside_field_of_view(image, field["fill_value"]) for image in slices])
+    return slices, segment_ct_slices(slices, valid), field
+
+
+def parse_fill_value(text: str) -> float | str | None:
+    """``--ct-fill-value``: a finite number, ``auto`` (found from the slices) or ``none`` (every voxel is data).
+
+    Examples
+    --------
+    >>> parse_fill_value("0"), parse_fill_value("auto"), parse_fill_value("none")
+    (0.0, 'auto', None)
+    """
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return None if word == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, auto or none, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, auto or none, got {text}")
+    return value
+
+
+def choose_field_of_view(source, slices: list[np.ndarray], fill_value: float | str | None = "auto") -> dict:
+    """Which voxels of ``source`` hold data: all, or all but the reconstruction's fill outside its circle.
+
+    Reconstructions write a constant (mostly 0) outside the circle the projections cover. Taken
+    for background it would drag the automatic normalisation (bone 30000, background 10000)
+    and be stained as if it were tissue; :func:`vstain.normalise.find_ct_fill_value` finds it on
+    the sample ``slices`` (``fill_value="auto"``), a number gives it, None says there is none.
+
+    Returns
+    -------
+    dict
+        ``method`` (``found``, ``given``, ``none``, ``not found``), ``fill_value`` (float or
+        None) and ``outside_fraction``: the share of the sampled voxels outside the field of view.
+
+    Raises
+    ------
+    ValueError
+        A fill value that covers every sampled voxel (nothing left to stain).
+    """
+    if isinstance(fill_value, str) and fill_value != "auto":
+        raise ValueError(f"--ct-fill-value must be a number, auto or none, got {fill_value!r}")
+    if fill_value is None:
+        return {"method": "none", "fill_value": None, "outside_fraction": 0.0}
+    method = "found" if fill_value == "auto" else "given"
+    value = find_ct_fill_value(slices) if fill_value == "auto" else float(fill_value)
+    if value is None:
+        return {"method": "not found", "fill_value": None, "outside_fraction": 0.0}
+    outside = sum(int(ct_outside_field_of_view(image, value).sum()) for image in slices)
+    total = sum(image.size for image in slices)
+    if total and outside == total:
+        if method == "given":
+            raise ValueError(f"{source.name}: --ct-fill-value {value:g} covers every sampled voxel; the volume would "
+                             "hold no data (give the value the reconstruction writes outside its circle, or none)")
+        raise ValueError(f"{source.name}: every sampled slice holds the one value {value:g} and nothing else: "
+                         "no data to stain")
+    return {"method": method, "fill_value": value, "outside_fraction": outside / total if total else 0.0}
 
 
 def parse_roi(text: str) -> tuple[int, slice, slice]:
@@ -347,7 +421,7 @@ def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float |
     if method == "none":
         return {"method": "none (the input is taken as normalised)"}
     try:
-        slices, segmentations = sample or read_sample_slices(source)
+        slices, segmentations = (sample or read_sample_slices(source))[:2]
         return volume_scale_from_slices(slices, segmentations=segmentations)
     except ValueError as err:
         raise ValueError(f"{source.name}: automatic CT normalisation failed: {err} "
@@ -366,15 +440,17 @@ def check_ct_intensities(source, normalisation: dict, training: dict | None, che
     the sample region comes from the input's own segmentation (a linear map with a positive
     scale leaves the intensity classes where they are).
     """
-    raw, segmentations = sample or read_sample_slices(source)
+    raw, segmentations = (sample or read_sample_slices(source))[:2]
     if "scale" in normalisation:
         mapping = NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
         slices = [mapping.map_slice(image) for image in raw]
     else:
         slices = raw
-    # the sample, not the air around it
-    masks = [seg["classes"] >= 1 if seg is not None else np.ones(image.shape, bool)
-             for image, seg in zip(slices, segmentations)]
+    # the sample, not the air around it nor the fill outside the field of view (class -1)
+    fill = (sample[2] if sample is not None and len(sample) > 2 else {}).get("fill_value")
+    masks = [seg["classes"] >= 1 if seg is not None else
+             ~ct_outside_field_of_view(image, fill) if fill is not None else np.ones(image.shape, bool)
+             for image, seg in zip(raw, segmentations)]
     stats = ct_statistics(slices, masks)
     notes = []
     contrast = 30000.0 - 10000.0
@@ -428,6 +504,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "in the study (paper 2.5); none: the input is already on that scale")
     parser.add_argument("--ct-bone-value", type=float, help="the input's bone value (with --ct-background-value)")
     parser.add_argument("--ct-background-value", type=float, help="the input's background value")
+    parser.add_argument("--ct-fill-value", type=parse_fill_value, default="auto", metavar="VALUE",
+                        help="the value the reconstruction writes outside its field of view (its circle); those "
+                             "voxels are left out of the normalisation and written black (no data). Default auto: "
+                             "found on a few slices (a constant connected to the slice border); none: every voxel "
+                             "is data")
     parser.add_argument("--bone-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1", help="a box of bone on slice Z")
     parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
                         help="a box of background on slice Z")
@@ -461,13 +542,19 @@ def run_cli(args: argparse.Namespace) -> int:
                                                      source=args.uncertainty_source, **settings)
         else:
             stainer, info = load_forward_stainer(args.checkpoint, **settings)
-        sample = read_sample_slices(source)  # read and segmented once, for the map and for the check
+        # read and segmented once, for the field of view, the map and the check
+        sample = read_sample_slices(source, fill_value=getattr(args, "ct_fill_value", "auto"))
+        field = sample[2]
         normalisation = choose_ct_normalisation(
             source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
             background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi,
             sample=sample)
-        normalised = (NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
-                      if "scale" in normalisation else source)
+        field_source = source
+        if field["fill_value"] is not None:  # outside the circle: the input's background, then no data
+            field_source = FieldOfViewVolume(source, field["fill_value"],
+                                             normalisation.get("background_mean_before", 10000.0))
+        normalised = (NormalisedVolume(field_source, normalisation["scale"], normalisation["offset"])
+                      if "scale" in normalisation else field_source)
         stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), args.checkpoint,
                                             sample=sample)
         del sample
@@ -476,14 +563,16 @@ def run_cli(args: argparse.Namespace) -> int:
         meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
                           input=str(args.input), patch_size=info["patch_size"], step=info["step"],
                           blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
-                          ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
+                          ct_normalisation={**normalisation, "intensities": stats, "warnings": notes},
+                          field_of_view=field)
         if uncertainty:
             meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source}
             stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=args.sigma, metadata=meta,
                                      overwrite=args.overwrite, progress=True)
         else:
+            outside = field_source.outside if field_source is not source else None
             stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
-                         metadata=meta, overwrite=args.overwrite, progress=True)
+                         metadata=meta, overwrite=args.overwrite, progress=True, outside=outside)
     finally:
         source.close()
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
