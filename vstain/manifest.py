@@ -470,6 +470,45 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
     )
 
 
+#: The files a pair must not share with another pair, by their checksum field.
+DISTINCT_FILES = ("ct", "histology")
+
+
+def _check_distinct_files(pairs: list[PairEntry], source: Path) -> None:
+    """Refuse two pairs holding the same CT or the same histology (identical checksums), both pairs named.
+
+    A copy of a pair under another id would be split as a pair of its own: a test pair's files
+    listed again end up in training. Two CT datasets of one HDF5 file share the file's checksum
+    and differ by their dataset path, so the CT is compared by checksum and dataset path.
+    Hand-made masks may be shared (the same outline drawn once for two sections).
+
+    Examples
+    --------
+    >>> a = PairEntry("a", "Mg", "toluidine_blue", None, 5.0, None, 0.5, None, "1" * 64, "2" * 64)
+    >>> _check_distinct_files([a, dataclasses.replace(a, pair_id="b", histology_sha256="3" * 64)], Path("m.yaml"))
+    Traceback (most recent call last):
+    ...
+    vstain.manifest.ManifestError: m.yaml: pair b: field 'ct_sha256' is the same as pair a's: one CT listed under two pairs (None); a copy under another id would be split as a pair of its own and could put test data into training; list each pair's files once
+    """
+    for stem in DISTINCT_FILES:
+        owner: dict[tuple, PairEntry] = {}
+        for entry in pairs:
+            checksum = getattr(entry, f"{stem}_sha256")
+            if not checksum:
+                continue
+            key = (checksum, entry.ct_dataset if stem == "ct" else None)
+            first = owner.setdefault(key, entry)
+            if first is not entry:
+                what = "CT" if stem == "ct" else stem
+                shown = getattr(entry, f"{stem}_path")
+                if stem == "ct" and entry.ct_dataset:
+                    shown = f"{shown}:{entry.ct_dataset}"
+                raise ManifestError(
+                    f"{source}: pair {entry.pair_id}: field '{stem}_sha256' is the same as pair {first.pair_id}'s: "
+                    f"one {what} listed under two pairs ({shown}); a copy under another id would be split as a pair "
+                    "of its own and could put test data into training; list each pair's files once")
+
+
 def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
     """Read and validate a manifest.
 
@@ -493,7 +532,8 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
         Malformed YAML, unsupported version, unknown/missing field, unknown material or
         stain, implausible pixel size, a folder or a file of the wrong kind (not a TIFF, an
         RGB CT, a 2D CT, a greyscale histology, an RGB mask), bad or mismatching checksum,
-        duplicate id, a stain whose pairs are all test pairs.
+        duplicate id, a CT or histology listed under two pairs (identical checksums), a stain
+        whose pairs are all test pairs.
     """
     path = Path(path)
     if not path.is_file():
@@ -532,6 +572,7 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
             raise ManifestError(f"{path}: pair {entry.pair_id}: field 'id' is duplicated")
         seen.add(entry.pair_id)
         pairs.append(entry)
+    _check_distinct_files(pairs, path)
     for stain in STAINS:
         members = [p.pair_id for p in pairs if p.stain == stain]
         if members and all(p.test for p in pairs if p.stain == stain):
