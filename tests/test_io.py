@@ -99,3 +99,68 @@ def test_one_reading_of_resolution_tags_for_ct_and_slides(tmp_path, resolution, 
         assert read_tiff(tmp_path / "grey.tif")[1] == pytest.approx((expected, expected))
         _, pixel_um, info = read_slide(tmp_path / "rgb.tif")
         assert pixel_um == pytest.approx(expected) and info["pixel_size_source"] == "TIFF resolution tags"
+
+
+# --------------------------------------------------------------------------- truncated TIFF files
+
+
+def _stack_layouts(folder):
+    """The same 12-slice stack as the writers a lab meets lay it out, and the file of each."""
+    import tifffile
+
+    from vstain.slide_io import write_pyramid
+
+    volume = np.random.default_rng(0).integers(0, 60000, (12, 24, 20)).astype(np.uint16)
+    files = {"imagej": folder / "imagej.tif", "shaped": folder / "shaped.tif", "ome": folder / "ome.tif",
+             "page per slice": folder / "pages.tif", "compressed pages": folder / "zpages.tif"}
+    write_tiff(files["imagej"], volume, 5.0)
+    tifffile.imwrite(files["shaped"], volume)
+    tifffile.imwrite(files["ome"], volume, ome=True, metadata={"axes": "ZYX"})
+    for name, compression in (("page per slice", None), ("compressed pages", "zlib")):
+        with tifffile.TiffWriter(files[name]) as writer:
+            for image in volume:  # one page after the other, no count in any header
+                writer.write(image, contiguous=False, compression=compression)
+    files["pyramid"] = folder / "slide.ome.tif"
+    write_pyramid(files["pyramid"], np.full((300, 400, 3), 200, np.uint8), pixel_um=0.5, levels=3)
+    return volume, files
+
+
+def test_whole_tiff_files_of_every_layout_are_not_truncated(tmp_path):
+    from vstain.io import open_tiff, tiff_truncation
+
+    volume, files = _stack_layouts(tmp_path)
+    for name, path in files.items():
+        with open_tiff(path) as tif:
+            assert tiff_truncation(tif) is None, name
+            if name != "pyramid":
+                np.testing.assert_array_equal(np.stack([page.asarray() for page in tif.pages]), volume)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.8, 0.98])
+def test_a_truncated_tiff_of_every_layout_is_named_truncated(tmp_path, fraction):
+    from vstain.io import open_tiff
+
+    _, files = _stack_layouts(tmp_path)
+    for name, path in files.items():
+        data = path.read_bytes()
+        cut = tmp_path / f"cut_{path.name}"
+        cut.write_bytes(data[:int(len(data) * fraction)])
+        with pytest.raises(ValueError, match=r"cut_.*: truncated: .*copy or write it again") as info:
+            open_tiff(cut).close()
+        assert "page" in str(info.value), (name, info.value)
+
+
+def test_a_stack_cut_exactly_between_pages_is_truncated_not_shorter(tmp_path):
+    """Cut where a page ends and the next begins: every page read is whole, but the last points past the end."""
+    import tifffile
+
+    from vstain.io import open_tiff
+
+    _, files = _stack_layouts(tmp_path)
+    for name in ("page per slice", "compressed pages"):
+        with tifffile.TiffFile(files[name]) as tif:
+            boundary = tif.pages[8].offset  # where page 9 begins: 8 whole pages before it
+        cut = tmp_path / "cut.tif"
+        cut.write_bytes(files[name].read_bytes()[:boundary])
+        with pytest.raises(ValueError, match=rf"cut.tif: truncated: page 9 should start at byte {boundary}"):
+            open_tiff(cut)

@@ -255,6 +255,49 @@ def _output_under_a_file(tmp_path):
     return ["--output", tmp_path / "afile" / "out.tif"], "afile"
 
 
+def _truncated_stack(tmp_path):
+    """An interrupted copy of a 24-slice ImageJ stack: read as it is, it was "a 2D image"."""
+    write_tiff(tmp_path / "whole.tif", np.rint(1000 * structured_ct((24, 20, 24))).astype(np.uint16), (4.0, 2.0, 2.0))
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[:int(0.83 * len(data))])
+    return ["--input", tmp_path / "cut.tif"], "cut.tif"
+
+
+def _stack_cut_between_pages(tmp_path):
+    """A page-per-slice stack copied up to the end of slice 20 of 24: read as it is, a shorter volume."""
+    volume = np.rint(1000 * structured_ct((24, 20, 24))).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "whole.tif") as writer:
+        for image in volume:
+            writer.write(image, contiguous=False, resolution=(0.5, 0.5))
+    with tifffile.TiffFile(tmp_path / "whole.tif") as tif:
+        boundary = tif.pages[20].offset
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "whole.tif").read_bytes()[:boundary])
+    return ["--input", tmp_path / "cut.tif", "--voxel-size", "4", "2", "2"], "cut.tif"
+
+
+def _folder_with_a_truncated_slice(tmp_path):
+    (tmp_path / "slices").mkdir()
+    for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
+        tifffile.imwrite(tmp_path / "slices" / f"rec_{z:03d}.tif", image)
+    damaged = tmp_path / "slices" / "rec_004.tif"
+    damaged.write_bytes(damaged.read_bytes()[:500])
+    return ["--input", tmp_path / "slices", "--voxel-size", "4", "2", "2"], "rec_004.tif"
+
+
+def _folder_with_a_corrupt_slice(tmp_path):
+    """A compressed slice whose pixel data were overwritten: whole in length, undecodable."""
+    (tmp_path / "slices").mkdir()
+    for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
+        tifffile.imwrite(tmp_path / "slices" / f"rec_{z:03d}.tif", image, compression="zlib")
+    damaged = tmp_path / "slices" / "rec_002.tif"
+    with tifffile.TiffFile(damaged) as tif:
+        start, length = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    data = bytearray(damaged.read_bytes())
+    data[start:start + length] = bytes(length)
+    damaged.write_bytes(bytes(data))
+    return ["--input", tmp_path / "slices", "--voxel-size", "4", "2", "2"], "rec_002.tif"
+
+
 def _constant_stack(tmp_path, *extra):
     write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
     return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
@@ -272,6 +315,10 @@ BAD_STAIN_INPUTS = {
     "output nii.gz": (lambda p: (["--output", p / "out.nii.gz"], "out.nii.gz"), ".nii.gz"),
     "output parent is a file": (_output_under_a_file, "is a file"),
     "constant volume (all fill)": (_constant_stack, "no data to stain"),
+    "truncated stack (interrupted copy)": (_truncated_stack, "truncated: page 2 should start at byte"),
+    "stack cut between pages": (_stack_cut_between_pages, "truncated: page 21 should start at byte"),
+    "folder with a truncated slice": (_folder_with_a_truncated_slice, "truncated: the pixels of page 1"),
+    "folder with a corrupt slice": (_folder_with_a_corrupt_slice, "cannot be read, the file is damaged"),
     "--ct-fill-value covering every voxel": (lambda p: _constant_stack(p, "--ct-fill-value", "0"),
                                              "--ct-fill-value 0 covers every sampled voxel"),
 }

@@ -24,7 +24,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -348,10 +350,153 @@ def open_tiff(path: str | Path) -> tifffile.TiffFile:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     try:
-        return tifffile.TiffFile(path)
+        tif = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, ValueError, EOFError, OSError) as err:
         what = "an empty file" if path.stat().st_size == 0 else "not a readable TIFF"
         raise ValueError(f"{path}: {what} ({type(err).__name__}: {err})") from None
+    try:
+        reason = tiff_truncation(tif)
+    except BaseException:
+        tif.close()
+        raise
+    if reason:
+        tif.close()
+        raise ValueError(f"{path}: truncated: {reason}; the file is incomplete (an interrupted copy or write): "
+                         "copy or write it again")
+    return tif
+
+
+def _header_page_count(tif: tifffile.TiffFile) -> int | None:
+    """How many pages the first page's description says the file holds (ImageJ, tifffile, one-file OME-XML)."""
+    page = tif.pages.first
+    description = page.description or ""
+    if description.startswith("ImageJ="):
+        found = re.search(r"^images=(\d+)\s*$", description, flags=re.M)
+        return int(found[1]) if found else None
+    if description.startswith("{") and '"shape"' in description:
+        try:
+            shape = json.loads(description)["shape"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        spatial = 3 if page.samplesperpixel > 1 else 2
+        if not isinstance(shape, list) or len(shape) < spatial:
+            return None
+        return int(np.prod([int(n) for n in shape[:-spatial]], dtype=np.int64))
+    if "<OME" in description and "FileName=" not in description:  # a multi-file OME dataset: other files hold pages
+        ends = [int(re.search(r'\bIFD="(\d+)"', attrs)[1] if re.search(r'\bIFD="(\d+)"', attrs) else 0)
+                + int(re.search(r'PlaneCount="(\d+)"', attrs)[1] if re.search(r'PlaneCount="(\d+)"', attrs) else 1)
+                for attrs in re.findall(r"<TiffData\b([^>]*)>", description)]
+        return max(ends) if ends else None
+    return None
+
+
+#: Bytes per value of each TIFF field type (TIFF 6 and BigTIFF).
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8,
+                    18: 8}
+
+
+def _ifd_extent(fh: Any, tiff: Any, offset: int) -> tuple[int, int]:
+    """The next-IFD offset of the IFD at ``offset`` and the end of its furthest tag value, read raw.
+
+    Raises ``struct.error`` when the IFD itself runs past the end of the file.
+    """
+    fh.seek(offset)
+    tagno = struct.unpack(tiff.tagnoformat, fh.read(tiff.tagnosize))[0]
+    raw = fh.read(tagno * tiff.tagsize + tiff.offsetsize)
+    if len(raw) < tagno * tiff.tagsize + tiff.offsetsize:
+        raise struct.error("IFD cut off")
+    end = offset + tiff.tagnosize + tagno * tiff.tagsize + tiff.offsetsize
+    head = struct.calcsize(tiff.tagformat1)
+    for i in range(tagno):
+        entry = raw[i * tiff.tagsize:(i + 1) * tiff.tagsize]
+        _, dtype = struct.unpack(tiff.tagformat1, entry[:head])
+        count, value = struct.unpack(tiff.tagformat2, entry[head:])
+        nbytes = count * _TIFF_TYPE_SIZES.get(dtype, 1)
+        if nbytes > tiff.tagoffsetthreshold:  # stored elsewhere: the value is its offset
+            end = max(end, struct.unpack(tiff.offsetformat, value[:tiff.offsetsize])[0] + nbytes)
+    following = struct.unpack(tiff.offsetformat, raw[-tiff.offsetsize:])[0]
+    return following, end
+
+
+def tiff_truncation(tif: tifffile.TiffFile) -> str | None:
+    """Why an open TIFF file is cut short, in words; None when it is whole.
+
+    A copy interrupted part way leaves a file whose chain of pages (IFDs) points past its end,
+    whose pages' pixel data or tag values (the OME-XML, the resolution) run past it, or that holds
+    fewer pages than its own header (the ImageJ ``images=``, tifffile's ``shape``, one-file
+    OME-XML ``TiffData``) says. Read as it is, such a stack is a shorter volume, "a 2D image" or a
+    file without its metadata. Only the page headers are read, no pixels; the reduced levels of a
+    pyramid (SubIFDs) are checked too.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "v.tif"
+    >>> write_tiff(p, np.zeros((6, 8, 8), np.uint16), 5.0)
+    >>> with tifffile.TiffFile(p) as tif:
+    ...     tiff_truncation(tif) is None
+    True
+    >>> _ = p.write_bytes(p.read_bytes()[:983])  # half of it
+    >>> with tifffile.TiffFile(p) as tif:
+    ...     tiff_truncation(tif)
+    'page 2 should start at byte 1136 but the file ends at byte 983 (6 slices in its header, 1 complete)'
+    """
+    fh, tiff = tif.filehandle, tif.tiff
+    size = fh.size
+    pages = tif.pages
+    count = len(pages)
+    expected = _header_page_count(tif)
+    expected = expected if expected and expected > 1 else None  # one page per description: no count for the file
+
+    def held(complete: int) -> str:
+        return f" ({expected} slices in its header, {complete} complete)" if expected else ""
+
+    def check(page: Any, name: str, complete: int) -> str | None:
+        ends = [int(o) + int(n) for o, n in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ()))]
+        if ends and max(ends) > size:
+            return f"the pixels of {name} run to byte {max(ends)} but the file ends at byte {size}" + held(complete)
+        if tif.is_ndpi:  # NDPI hides 64-bit offsets in its own way; its pixel data were checked above
+            return None
+        try:
+            _, end = _ifd_extent(fh, tiff, page.offset)
+        except (struct.error, OSError):
+            return f"the header of {name} runs past the end of the file (byte {size})" + held(complete)
+        if end > size:
+            return f"the tags of {name} run to byte {end} but the file ends at byte {size}" + held(complete)
+        return None
+
+    for index in range(count):
+        try:
+            page = pages[index]
+        except (tifffile.TiffFileError, struct.error, ValueError, EOFError, OSError):
+            return f"the header of page {index + 1} is cut off at byte {size}" + held(index)
+        problem = check(page, f"page {index + 1}", index)
+        if problem:
+            return problem
+        for level, offset in enumerate(getattr(page, "subifds", None) or (), start=1):
+            if offset >= size:
+                return f"reduced level {level} of page {index + 1} should start at byte {offset} but the file ends " \
+                       f"at byte {size}"
+            try:
+                fh.seek(offset)
+                reduced = tifffile.TiffPage(tif, index=(index, level - 1))
+            except (tifffile.TiffFileError, struct.error, ValueError, EOFError, OSError):
+                return f"the header of reduced level {level} of page {index + 1} is cut off at byte {size}"
+            problem = check(reduced, f"reduced level {level} of page {index + 1}", index)
+            if problem:
+                return problem
+    try:  # the chain of pages: the last page must point to no next page (0)
+        following, _ = _ifd_extent(fh, tiff, pages[count - 1].offset)
+    except (struct.error, OSError):
+        return f"the header of page {count} runs past the end of the file (byte {size})" + held(count - 1)
+    if following >= size:
+        return f"page {count + 1} should start at byte {following} but the file ends at byte {size}" + held(count)
+    if expected and expected > count:
+        page = pages.first
+        contiguous = page.dataoffsets and page.dataoffsets[0] + expected * page.nbytes <= size  # one-IFD ImageJ
+        if not (count == 1 and contiguous):
+            return f"its header says {expected} slices but it holds {count} pages"
+    return None
 
 
 #: How ImageJ spells micrometres in its ``unit`` field.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -40,6 +41,9 @@ from vstain.io import atomic_target, open_tiff, tiff_pixel_um
 
 
 # --------------------------------------------------------------------------- sources
+
+#: What decoding a damaged TIFF page raises (a short read, a broken compressed stream, a bad tag).
+_DECODE_ERRORS = (ValueError, EOFError, OSError, tifffile.TiffFileError, RuntimeError, zlib.error)
 
 
 class ArrayVolume:
@@ -153,8 +157,12 @@ class TiffVolume:
         )
 
     def read_slice(self, z: int) -> np.ndarray:
-        """Decode page ``z`` only."""
-        return np.asarray(self._pages[z].asarray(), dtype=np.float32)
+        """Decode page ``z`` only (a page that cannot be decoded is named with the file)."""
+        try:
+            return np.asarray(self._pages[z].asarray(), dtype=np.float32)
+        except _DECODE_ERRORS as err:
+            raise ValueError(f"{self.name}: slice {z} (page {z + 1}) cannot be read, the file is damaged "
+                             f"({type(err).__name__}: {err})") from None
 
     def close(self) -> None:
         """Close the file."""
@@ -251,8 +259,12 @@ class TiffFolderVolume:
         return (float(imagej["spacing"]),) + in_plane
 
     def read_slice(self, z: int) -> np.ndarray:
-        """Decode slice file ``z`` only."""
-        return np.asarray(tifffile.imread(self.files[z]), dtype=np.float32)
+        """Decode slice file ``z`` only (a file that cannot be decoded is named)."""
+        try:
+            return np.asarray(tifffile.imread(self.files[z]), dtype=np.float32)
+        except _DECODE_ERRORS as err:
+            raise ValueError(f"{self.files[z]}: slice {z} of {self.name} cannot be read, the file is damaged "
+                             f"({type(err).__name__}: {err})") from None
 
     def close(self) -> None:
         """Nothing held open between reads."""
