@@ -77,7 +77,7 @@ import yaml
 
 from vstain.io import sha256_file, sha256_path, write_csv, write_text
 from vstain.volume_io import open_volume, split_hdf5_path
-from vstain.vocabulary import MATERIALS, ROLES, STAINS
+from vstain.vocabulary import MATERIALS, PIXEL_UM_RANGE, ROLES, STAINS
 
 SOURCES = ("synthetic", "files")
 _TOP_KEYS = {"version", "source", "description", "profile", "seed", "counts", "pairs"}
@@ -89,8 +89,6 @@ _GUESS_KEYS = ("rotation_deg", "mirrored", "normal_axis")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 #: The manifest versions this vstain reads.
 SUPPORTED_VERSIONS = (1,)
-#: Plausible pixel and voxel sizes in micrometres (inclusive): outside, the unit is almost surely wrong.
-PIXEL_UM_RANGE = (0.01, 1000.0)
 
 
 class ManifestError(ValueError):
