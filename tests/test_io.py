@@ -164,3 +164,28 @@ def test_a_stack_cut_exactly_between_pages_is_truncated_not_shorter(tmp_path):
         cut.write_bytes(files[name].read_bytes()[:boundary])
         with pytest.raises(ValueError, match=rf"cut.tif: truncated: page 9 should start at byte {boundary}"):
             open_tiff(cut)
+
+
+# --------------------------------------------------------------------------- two runs, one output
+
+
+def test_an_output_written_meanwhile_is_kept_and_this_run_stops(tmp_path):
+    from vstain.io import atomic_target
+
+    for kind in ("file", "folder"):
+        target = tmp_path / f"out_{kind}"
+        with pytest.raises(FileExistsError, match=f"out_{kind}: written by another run while this one ran"):
+            with atomic_target(target) as tmp:
+                if kind == "file":
+                    tmp.write_text("mine")
+                else:
+                    tmp.mkdir()
+                    (tmp / "zarr.json").write_text("mine")
+                target.mkdir() if kind == "folder" else None
+                (target / "zarr.json" if kind == "folder" else target).write_text("theirs")  # the other run
+        kept = target / "zarr.json" if kind == "folder" else target
+        assert kept.read_text() == "theirs"
+        assert not list(tmp_path.glob(".*.part")), list(tmp_path.iterdir())
+        with atomic_target(target, overwrite=True) as tmp:  # asked to replace: replaced
+            tmp.write_text("mine")
+        assert target.read_text() == "mine"

@@ -152,6 +152,33 @@ def test_interrupted_run_leaves_no_output(tmp_path, ct_stack, capsys, monkeypatc
     assert list(out_dir.iterdir()) == []
 
 
+def test_an_output_another_run_wrote_meanwhile_is_kept(tmp_path, ct_stack, capsys, monkeypatch):
+    """Two runs on one output: the one that finishes second stops at its final rename, unless --overwrite."""
+    original = stain_stage.make_slice_stainer
+    out = tmp_path / "o.tif"
+
+    def other_run_finishes_first(*args, **kwargs):
+        stainer, calls = original(*args, **kwargs), []
+
+        def stain(ct):
+            calls.append(1)
+            if len(calls) == 2 and not out.exists():
+                out.write_bytes(b"the other run's stain")
+            return stainer(ct)
+        return stain
+
+    monkeypatch.setattr(stain_stage, "make_slice_stainer", other_run_finishes_first)
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", out, "--step", "8"], capsys)
+    assert code == 2 and "o.tif: written by another run while this one ran" in err and "--overwrite" in err, err
+    assert "wrote" not in err and out.read_bytes() == b"the other run's stain"
+    assert not list(tmp_path.glob(".o.tif*"))
+    out.unlink()
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", out, "--step", "8", "--overwrite"], capsys)
+    assert code == 0, err
+    assert read_tiff(out)[0].shape == (5, 20, 24, 3)  # asked to replace: this run's stain
+
+
 def test_help_lists_stain(capsys):
     with pytest.raises(SystemExit):
         cli.main(["stain", "--help"])

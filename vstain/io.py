@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -91,12 +92,13 @@ def atomic_target(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
 
     Use it for outputs that are folders (an OME-Zarr store) or that a library writes by name
     (a memory-mapped TIFF stack). The temporary name, ``.NAME.PID.part``, names the process that
-    owns it.
+    owns it. Without ``overwrite`` the final rename does not replace: an output that another run
+    wrote while this one worked is kept, and this run stops (:func:`rename_no_replace`).
 
     Raises
     ------
     FileExistsError
-        If ``path`` exists and ``overwrite`` is false.
+        If ``path`` exists and ``overwrite`` is false, at the start or at the final rename.
 
     Examples
     --------
@@ -117,11 +119,66 @@ def atomic_target(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     remove_path(tmp)
     try:
         yield tmp
-        remove_path(path)
-        os.replace(tmp, path)
+        if overwrite:
+            remove_path(path)
+            os.replace(tmp, path)
+        else:
+            rename_no_replace(tmp, path)
     except BaseException:
         remove_path(tmp)
         raise
+
+
+def rename_no_replace(source: str | Path, path: str | Path) -> None:
+    """Rename ``source`` (a file or a folder) to ``path`` unless something is there; never replace it.
+
+    A file is hard-linked to its new name, which fails if the name exists (atomic on POSIX file
+    systems), then its old name is removed; a folder is renamed, which fails onto anything but an
+    empty folder. Where hard links are not supported the name is checked just before the rename.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists: another run wrote it meanwhile.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a", "b"):
+    ...     _ = (folder / name).write_text(name)
+    >>> rename_no_replace(folder / "a", folder / "b")
+    Traceback (most recent call last):
+    ...
+    FileExistsError: .../b: written by another run while this one ran; this run's result is not kept (pass --overwrite to replace it, or choose another output)
+    >>> (folder / "b").read_text()
+    'b'
+    """
+    source, path = Path(source), Path(path)
+    refused = FileExistsError(f"{path}: written by another run while this one ran; this run's result is not kept "
+                              "(pass --overwrite to replace it, or choose another output)")
+    if path.exists() or path.is_symlink():
+        raise refused
+    if source.is_dir():
+        try:
+            os.rename(source, path)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as err:
+            raise refused from err
+        except OSError as err:
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise refused from err
+            raise
+        return
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        raise refused from None
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if path.exists():
+            raise refused from None
+        os.replace(source, path)
+        return
+    os.unlink(source)
 
 
 def _process_alive(pid: int) -> bool:
