@@ -186,3 +186,25 @@ def test_a_field_of_view_volume_reads_background_outside_and_remembers_the_masks
     volume.read_slice(1)
     np.testing.assert_array_equal(volume.outside(0), outside)
     assert reads == [0, 1, 0]  # beyond the cache: read again
+
+
+# --------------------------------------------------------------------------- contrast: bone bright or dark
+
+
+def test_the_classes_along_the_edge_tell_an_inverted_ct():
+    from vstain.masks import segment_ct
+    from vstain.normalise import edge_class_shares, looks_inverted
+
+    image, outside = _scan()
+    valid = ~outside
+    normal = edge_class_shares([segment_ct(image, valid)])
+    inverted = edge_class_shares([segment_ct(-image, valid)])
+    assert normal[0] > 0.9 and not looks_inverted(normal)  # air along the rim of the circle
+    assert inverted[3] > 0.9 and looks_inverted(inverted)
+    # outside the field of view (class -1) is not the edge: a ring of bright fill does not count
+    classes = np.zeros((30, 30), np.int8)
+    classes[:3], classes[12:18, 12:18] = -1, 3
+    assert edge_class_shares([{"classes": classes}, None]).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert edge_class_shares([None]) is None and not looks_inverted(None)
+    # a sample filling the view, with bone and soft tissue at its edge, is not called inverted
+    assert not looks_inverted(np.array([0.0, 0.5, 0.2, 0.3]))

@@ -325,6 +325,13 @@ def _folder_with_a_corrupt_slice(tmp_path):
     return ["--input", tmp_path / "slices", "--voxel-size", "4", "2", "2"], "rec_002.tif"
 
 
+def _inverted_stack(tmp_path, *extra):
+    """Bone dark, air bright: stained as it is, bone and background swap."""
+    write_tiff(tmp_path / "inverted.tif", np.rint(20000 + 30000 * (1 - structured_ct())).astype(np.uint16),
+               (4.0, 2.0, 2.0))
+    return ["--input", tmp_path / "inverted.tif", *extra], "inverted.tif"
+
+
 def _constant_stack(tmp_path, *extra):
     write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
     return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
@@ -342,6 +349,9 @@ BAD_STAIN_INPUTS = {
     "output nii.gz": (lambda p: (["--output", p / "out.nii.gz"], "out.nii.gz"), ".nii.gz"),
     "output parent is a file": (_output_under_a_file, "is a file"),
     "constant volume (all fill)": (_constant_stack, "no data to stain"),
+    "inverted contrast (bone dark)": (_inverted_stack, "the CT looks inverted (bone dark)"),
+    "--ct-contrast inverted on a normal CT": (lambda p: (["--ct-contrast", "inverted"], "ct.tif"),
+                                              "drop --ct-contrast inverted"),
     "truncated stack (interrupted copy)": (_truncated_stack, "truncated: page 2 should start at byte"),
     "stack cut between pages": (_stack_cut_between_pages, "truncated: page 21 should start at byte"),
     "folder with a truncated slice": (_folder_with_a_truncated_slice, "truncated: the pixels of page 1"),
@@ -574,3 +584,22 @@ def test_zeros_outside_the_reconstruction_circle_are_left_out_of_the_normalisati
     ignored_image, ignored = results["ignored"]
     assert ignored["ct_normalisation"]["background_mean_before"] == 0
     assert np.abs(ignored_image - results["plain"][0])[:, ~outside].mean() > 3 * inside
+
+
+def test_an_inverted_ct_stains_as_the_normal_one_with_ct_contrast_inverted(tmp_path, capsys):
+    unit = structured_ct((6, 40, 48))
+    write_tiff(tmp_path / "normal.tif", np.rint(20000 + 30000 * unit).astype(np.uint16), (4.0, 2.0, 2.0))
+    write_tiff(tmp_path / "inverted.tif", np.rint(20000 + 30000 * (1 - unit)).astype(np.uint16), (4.0, 2.0, 2.0))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    images = {}
+    for name, extra in (("normal", []), ("inverted", ["--ct-contrast", "inverted"]),
+                        ("swapped", ["--ct-contrast", "normal"])):
+        source = "normal" if name == "normal" else "inverted"
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / f"{source}.tif", "--output",
+                         tmp_path / f"out_{name}.tif", "--step", "8", *extra], capsys)
+        assert code == 0, err
+        images[name], _, meta = read_tiff(tmp_path / f"out_{name}.tif")
+        assert meta["ct_normalisation"]["contrast"] == (extra[1] if extra else "auto")
+    assert np.abs(images["inverted"].astype(int) - images["normal"]).max() <= 2
+    # told that bone is bright, the stain of the inverted CT is the wrong one: what the check guards against
+    assert np.abs(images["swapped"].astype(int) - images["normal"]).mean() > 5

@@ -39,8 +39,8 @@ from scipy import ndimage as ndi
 
 from vstain.masks import OPAQUE_OD, optical_density, segment_ct, segment_histology
 
-__all__ = ["FieldOfViewVolume", "automatic_rois", "ct_outside_field_of_view", "find_ct_fill_value", "normalise_ct",
-           "normalise_histology", "relative_spread", "roi_means", "spread_table"]
+__all__ = ["FieldOfViewVolume", "automatic_rois", "ct_outside_field_of_view", "edge_class_shares",
+           "find_ct_fill_value", "looks_inverted", "normalise_ct", "normalise_histology", "relative_spread", "roi_means", "spread_table"]
 
 #: Fewest pixels of an automatic bone ROI before its erosion is relaxed.
 MIN_ROI_PIXELS = 20
@@ -440,6 +440,54 @@ def segment_ct_slices(slices: Sequence[np.ndarray],
         except ValueError:  # a blank slice: no classes to find
             segmentations.append(None)
     return segmentations
+
+
+# --------------------------------------------------------------------------- contrast: bone bright or dark
+
+#: Width of the ring along the edge of the field of view read by :func:`edge_class_shares`, as a fraction of
+#: the slice's shorter side (at least 2 px).
+EDGE_RING_FRACTION = 0.03
+
+
+def edge_class_shares(segmentations: Sequence[dict[str, np.ndarray] | None]) -> np.ndarray | None:
+    """Share of each intensity class (0 darkest to 3 brightest, :func:`vstain.masks.segment_ct`) along the edge.
+
+    The edge is a ring :data:`EDGE_RING_FRACTION` wide just inside the field of view (the slice
+    border, or the rim of the reconstruction circle: pixels of class -1 are outside), pooled over
+    the slices. Around a sample lies air or medium, the darkest class; where the brightest class
+    lines the edge instead, the CT is most likely inverted (bone dark).
+
+    Returns
+    -------
+    ndarray of 4 floats, or None when no slice was segmented.
+
+    Examples
+    --------
+    >>> classes = np.zeros((40, 40), np.int8); classes[10:30, 10:30] = 3
+    >>> edge_class_shares([{"classes": classes}]).tolist(), edge_class_shares([{"classes": 3 - classes}]).tolist()
+    ([1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    """
+    counts = np.zeros(4)
+    for seg in segmentations:
+        if seg is None:
+            continue
+        classes = np.asarray(seg["classes"])
+        valid = classes >= 0
+        width = max(2, int(round(EDGE_RING_FRACTION * min(classes.shape))))
+        ring = valid & ~ndi.binary_erosion(valid, iterations=width, border_value=0)
+        counts += np.bincount(classes[ring].astype(np.int64), minlength=4)[:4]
+    return counts / counts.sum() if counts.sum() else None
+
+
+def looks_inverted(shares: np.ndarray | None) -> bool:
+    """True when the brightest class lines most of the edge and the darkest almost none (:func:`edge_class_shares`).
+
+    Examples
+    --------
+    >>> looks_inverted(np.array([0.02, 0.1, 0.18, 0.7])), looks_inverted(np.array([0.8, 0.2, 0.0, 0.0]))
+    (True, False)
+    """
+    return shares is not None and bool(shares[3] > 0.5 and shares[0] < 0.1)
 
 
 # --------------------------------------------------------------------------- the reconstruction's field of view

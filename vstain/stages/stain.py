@@ -35,12 +35,13 @@ from vstain.infer import infer_slide
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
 from vstain.normalise import (FieldOfViewVolume, compare_ct_statistics, ct_outside_field_of_view, ct_statistics,
-                              find_ct_fill_value, linear_ct_map, segment_ct_slices, volume_scale_from_slices)
+                              edge_class_shares, find_ct_fill_value, linear_ct_map, looks_inverted,
+                              segment_ct_slices, volume_scale_from_slices)
 from vstain.stages.arguments import non_negative_float, positive_float, positive_int
 from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import SOURCES, make_uncertainty_stainer, stain_volume_uncertainty, uncertainty_path
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
-from vstain.volume_io import NormalisedVolume, open_volume
+from vstain.volume_io import InvertedVolume, NormalisedVolume, open_volume
 
 
 def load_forward_generator(
@@ -428,6 +429,45 @@ def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float |
                          "(--ct-bone-value/--ct-background-value or --bone-roi/--background-roi)") from None
 
 
+#: ``--ct-contrast``: found from the slices, bone bright as it is, or bone dark (the volume is negated first).
+CONTRASTS = ("auto", "normal", "inverted")
+
+
+def check_ct_contrast(source, sample: tuple, contrast: str = "auto") -> dict:
+    """Stop when the CT looks inverted (bone dark): the brightest class lines the edge of the field of view.
+
+    Around a sample lies air or medium, the darkest class of a CT; where the brightest class
+    lines most of the edge instead (:func:`vstain.normalise.edge_class_shares`), bone and
+    background would swap in the automatic normalisation and the stain. ``--ct-contrast
+    inverted`` negates the volume first; ``--ct-contrast normal`` skips the check (a sample
+    wider than the field of view, with bone at its edge). With ``contrast="inverted"`` (``source``
+    already negated) the same finding means the CT was not inverted in the first place.
+
+    Returns
+    -------
+    dict
+        ``edge_class_shares`` (darkest to brightest class), for the output's record.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and ``--ct-contrast``.
+    """
+    shares = edge_class_shares(sample[1])
+    if looks_inverted(shares) and contrast == "inverted":
+        raise ValueError(
+            f"{source.name}: --ct-contrast inverted, but negated the CT looks inverted: its darkest class would "
+            f"line {shares[3]:.0%} of the edge of the field of view; bone is bright in this scan as it comes: "
+            "drop --ct-contrast inverted")
+    if looks_inverted(shares):
+        raise ValueError(
+            f"{source.name}: the CT looks inverted (bone dark): its brightest class lines {shares[3]:.0%} of the edge "
+            f"of the field of view, where air or medium lies, its darkest {shares[0]:.0%}; stained as it is, bone "
+            "and background would swap. Pass --ct-contrast inverted (or --ct-contrast normal if bone is bright and "
+            "the sample fills the field of view)")
+    return {"edge_class_shares": None if shares is None else [round(float(v), 4) for v in shares]}
+
+
 def check_ct_intensities(source, normalisation: dict, training: dict | None, checkpoint, *,
                          sample: tuple[list, list] | None = None) -> tuple[dict, list[str]]:
     """Describe the intensities of ``source`` once normalised, and say, in words, what looks wrong.
@@ -509,6 +549,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "voxels are left out of the normalisation and written black (no data). Default auto: "
                              "found on a few slices (a constant connected to the slice border); none: every voxel "
                              "is data")
+    parser.add_argument("--ct-contrast", choices=CONTRASTS, default="auto",
+                        help="auto: stop when bone looks dark (the brightest class lining the edge of the field of "
+                             "view); normal: bone is bright, no check; inverted: bone is dark, the volume is negated "
+                             "first")
     parser.add_argument("--bone-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1", help="a box of bone on slice Z")
     parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
                         help="a box of background on slice Z")
@@ -533,6 +577,9 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
     device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
+    contrast = getattr(args, "ct_contrast", "auto")
+    if contrast == "inverted":
+        source = InvertedVolume(source)
     try:
         uncertainty = bool(getattr(args, "uncertainty", False))
         settings = dict(device=device, patch_size=args.patch_size, step=args.step, batch_size=args.batch_size,
@@ -545,6 +592,10 @@ def run_cli(args: argparse.Namespace) -> int:
         # read and segmented once, for the field of view, the map and the check
         sample = read_sample_slices(source, fill_value=getattr(args, "ct_fill_value", "auto"))
         field = sample[2]
+        automatic = args.ct_bone_value is None and args.bone_roi is None  # nothing given that fixes bone's side
+        contrast_record = {"contrast": contrast}
+        if contrast != "normal" and automatic:
+            contrast_record.update(check_ct_contrast(source, sample, contrast))
         normalisation = choose_ct_normalisation(
             source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
             background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi,
@@ -563,7 +614,8 @@ def run_cli(args: argparse.Namespace) -> int:
         meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
                           input=str(args.input), patch_size=info["patch_size"], step=info["step"],
                           blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
-                          ct_normalisation={**normalisation, "intensities": stats, "warnings": notes},
+                          ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
+                                            "warnings": notes},
                           field_of_view=field)
         if uncertainty:
             meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source}
