@@ -21,12 +21,12 @@ from vstain.stages import stain as stain_stage
 from vstain.stages import volume as volume_stage
 
 
-def make_checkpoint(path, *, directions=None, ngf=4, weights_ngf=None):
+def make_checkpoint(path, *, directions=None, ngf=4, weights_ngf=None, seed=0):
     training = load_profile("smoke").training
     arch = architecture("mod_cyclegan", training)
     arch["generator"].update(ngf=ngf, n_blocks=1)
     weights_arch = dict(arch["generator"], ngf=weights_ngf or ngf)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)  # the same seed, the same weights
     state = build_generator(weights_arch).state_dict()
     directions = directions or {"ct_to_histology": "G_XY", "histology_to_ct": "G_YX"}
     torch.save({"format": CHECKPOINT_FORMAT, "model": "mod_cyclegan", "architecture": arch, "patch_size": 16,

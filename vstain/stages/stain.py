@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -194,10 +195,11 @@ def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, devi
         raise ValueError("--uncertainty-source ensemble needs other members: pass their checkpoints with --ensemble")
     if source in ("tta", "tiling"):
         checkpoints = checkpoints[:1]
-    members, infos = [], []
+    members, infos, digests = [], [], {}
     for checkpoint in checkpoints:
         generator, info = load_forward_generator(checkpoint, device=device, patch_size=patch_size, step=step,
                                                  batch_size=batch_size, blend=blend, profile=profile)
+        check_distinct_member(checkpoint, generator, digests)
         if infos and bool(info.get("invert_ct")) != bool(infos[0].get("invert_ct")):
             raise ValueError(f"{checkpoint}: field invert_ct differs from {checkpoints[0]}'s; an ensemble shares "
                              "one CT mapping")
@@ -213,6 +215,46 @@ def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, devi
                                        **precision)
     return stainer, {**first, "members": [str(i.get("path", c)) for i, c in zip(infos, checkpoints)],
                      "uncertainty_source": source}
+
+
+def weights_digest(generator: torch.nn.Module) -> str:
+    """A sha256 of a network's weights (names, dtypes, shapes and values): equal for the same weights.
+
+    Examples
+    --------
+    >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    >>> _ = b.load_state_dict(a.state_dict())
+    >>> weights_digest(a) == weights_digest(b), weights_digest(a) == weights_digest(torch.nn.Linear(2, 3))
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    for name, tensor in generator.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_distinct_member(checkpoint, generator: torch.nn.Module, seen: dict[str, Any]) -> None:
+    """Refuse an ensemble member whose weights another member already has (the same file, or a copy).
+
+    A repeated member agrees with itself everywhere: the ensemble's spread shrinks, to zero when
+    every member is the same, and the map calls the stain certain. ``seen`` maps the digests
+    (:func:`weights_digest`) of the members so far to their checkpoints; this one is added.
+
+    Raises
+    ------
+    ValueError
+        Naming both checkpoints.
+    """
+    digest = weights_digest(generator)
+    if digest in seen:
+        same = "the same file as" if Path(seen[digest]).resolve() == Path(checkpoint).resolve() else \
+            "the same weights as"
+        raise ValueError(f"{checkpoint}: --ensemble member with {same} {seen[digest]}; a repeated member adds no "
+                         "spread and would make the uncertainty look certain; pass distinct members (e.g. the "
+                         "model's other folds)")
+    seen[digest] = checkpoint
 
 
 #: Output suffixes the writers make (anything else would be TIFF content under a misleading name).
