@@ -179,6 +179,16 @@ def test_an_output_another_run_wrote_meanwhile_is_kept(tmp_path, ct_stack, capsy
     assert read_tiff(out)[0].shape == (5, 20, 24, 3)  # asked to replace: this run's stain
 
 
+def test_no_progress_leaves_stderr_to_messages(tmp_path, ct_stack, capsys):
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "o.tif", "--step", "8",
+                     "--no-progress"], capsys)
+    assert code == 0 and err.strip().splitlines() == [line for line in err.strip().splitlines()
+                                                      if line.startswith("vstain stain: warning:")], err
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "p.tif", "--step", "8"], capsys)
+    assert code == 0 and "stain z" in err  # the bar, by default
+
+
 def test_help_lists_stain(capsys):
     with pytest.raises(SystemExit):
         cli.main(["stain", "--help"])
@@ -383,6 +393,10 @@ BAD_STAIN_ARGUMENTS = {
     "--step -4": ["--step", "-4"],
     "--batch-size 0": ["--batch-size", "0"],
     "--voxel-size 0 1 1": ["--voxel-size", "0", "1", "1"],
+    "--sigma 1e6 (hours per slice)": ["--sigma", "1e6"],
+    "--patch-size 4096": ["--patch-size", "4096"],
+    "--batch-size 100000": ["--batch-size", "100000"],
+    "--patch-size 1024 on a 20 x 24 slice": ["--patch-size", "1024"],
     "--ct-fill-value nan": ["--ct-fill-value", "nan"],
     "--ct-fill-value zero": ["--ct-fill-value", "zero"],
 }

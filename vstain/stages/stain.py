@@ -38,7 +38,7 @@ from vstain.models.checkpoint import load_generator
 from vstain.normalise import (FieldOfViewVolume, compare_ct_statistics, ct_outside_field_of_view, ct_statistics,
                               edge_class_shares, find_ct_fill_value, linear_ct_map, looks_inverted,
                               segment_ct_slices, volume_scale_from_slices)
-from vstain.stages.arguments import non_negative_float, positive_float, positive_int
+from vstain.stages.arguments import at_most, non_negative_float, positive_float, positive_int
 from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import SOURCES, make_uncertainty_stainer, stain_volume_uncertainty, uncertainty_path
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
@@ -558,6 +558,11 @@ def check_ct_intensities(source, normalisation: dict, training: dict | None, che
     return stats, notes
 
 
+#: Bounds of the options whose slip of a digit would run for hours: the pre-filter's sigma (voxels), the
+#: inference patch (px, paper: 256) and patches per forward pass.
+MAX_SIGMA_VOXELS, MAX_PATCH_SIZE, MAX_BATCH_SIZE = 20.0, 2048, 1024
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain stain``."""
     parser.add_argument("--checkpoint", required=True,
@@ -570,16 +575,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="zyx fusion: mean optical density (default) or mean RGB")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="cpu, cuda or auto (CUDA when present)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
     parser.add_argument("--voxel-size", nargs=3, type=positive_float, metavar=("Z", "Y", "X"),
                         help="voxel size in um when the input does not carry it")
-    parser.add_argument("--sigma", type=non_negative_float, default=1.0,
+    parser.add_argument("--sigma", type=at_most(non_negative_float, MAX_SIGMA_VOXELS, "the paper's is 1 voxel; "
+                                                "wider erases what the model stains"), default=1.0,
                         help="Gaussian pre-filter in voxels (paper: 1; 0: none)")
     parser.add_argument("--profile", help="profile whose inference settings (step, blend, batch size, precision) are "
                                           "the defaults (default: the checkpoint's training profile, else quick)")
-    parser.add_argument("--patch-size", type=positive_int, help="inference patch (default: the training patch size)")
+    parser.add_argument("--patch-size", type=at_most(positive_int, MAX_PATCH_SIZE, "the paper's is 256 px"),
+                        help="inference patch (default: the training patch size)")
     parser.add_argument("--step", type=positive_int,
                         help="inference step (default: the profile's inference.step, as a fraction of the patch)")
-    parser.add_argument("--batch-size", type=positive_int, help="patches per forward pass (default: the profile's)")
+    parser.add_argument("--batch-size", type=at_most(positive_int, MAX_BATCH_SIZE, "the paper's is 4"),
+                        help="patches per forward pass (default: the profile's)")
     parser.add_argument("--blend", choices=("mean", "window"), help="patch blend (default: the profile's)")
     parser.add_argument("--ct-normalisation", choices=("auto", "none"), default="auto",
                         help="auto: bone and background found on a few slices are mapped to 30000 / 10000 as "
@@ -619,6 +628,11 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
     device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
+    if args.patch_size and args.patch_size > 2 * max(source.shape):
+        source.close()
+        raise ValueError(f"--patch-size {args.patch_size} is more than twice the largest side of {source.name} "
+                         f"({' x '.join(map(str, source.shape))}): the padding alone would cost the run; give a "
+                         "patch no larger than the slices")
     contrast = getattr(args, "ct_contrast", "auto")
     if contrast == "inverted":
         source = InvertedVolume(source)
@@ -662,11 +676,12 @@ def run_cli(args: argparse.Namespace) -> int:
         if uncertainty:
             meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source}
             stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=args.sigma, metadata=meta,
-                                     overwrite=args.overwrite, progress=True)
+                                     overwrite=args.overwrite, progress=not getattr(args, "no_progress", False))
         else:
             outside = field_source.outside if field_source is not source else None
             stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
-                         metadata=meta, overwrite=args.overwrite, progress=True, outside=outside)
+                         metadata=meta, overwrite=args.overwrite, progress=not getattr(args, "no_progress", False),
+                         outside=outside)
     finally:
         source.close()
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
