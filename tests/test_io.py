@@ -189,3 +189,24 @@ def test_an_output_written_meanwhile_is_kept_and_this_run_stops(tmp_path):
         with atomic_target(target, overwrite=True) as tmp:  # asked to replace: replaced
             tmp.write_text("mine")
         assert target.read_text() == "mine"
+
+
+def test_an_imagej_stack_calibrated_in_mm_reads_in_micrometres(tmp_path):
+    """ImageJ writes resolution and spacing in its own unit: 5 um voxels as 0.005 mm, not 0.005 um."""
+    import tifffile
+
+    from vstain.volume_io import open_volume
+
+    volume = np.zeros((4, 8, 8), np.uint16)
+    for unit, per_um in (("mm", 1e-3), ("nm", 1e3), ("micron", 1.0)):
+        path = tmp_path / f"{unit}.tif"
+        tifffile.imwrite(path, volume, imagej=True, resolution=(1 / (2.0 * per_um), 1 / (2.0 * per_um)),
+                         metadata={"unit": unit, "spacing": 5.0 * per_um, "axes": "ZYX"})
+        source = open_volume(path)
+        assert source.voxel_size_um == pytest.approx((5.0, 2.0, 2.0)), unit
+        source.close()
+        assert read_tiff(path)[1] == pytest.approx((5.0, 2.0, 2.0)), unit
+    path = tmp_path / "pixel.tif"  # a unit not known: no guess, a request for the size
+    tifffile.imwrite(path, volume, imagej=True, resolution=(0.5, 0.5), metadata={"unit": "pixel", "spacing": 5.0})
+    with pytest.raises(ValueError, match="pixel.tif: no voxel size in the file.*--voxel-size"):
+        open_volume(path)

@@ -342,6 +342,34 @@ def _inverted_stack(tmp_path, *extra):
     return ["--input", tmp_path / "inverted.tif", *extra], "inverted.tif"
 
 
+def _hdf5(tmp_path, kind):
+    """An HDF5 file whose ``/ct`` is not a scan: a mask, complex data, a link to nothing, never written."""
+    import h5py
+
+    with h5py.File(tmp_path / "scan.h5", "w") as h5:
+        if kind in ("bool", "complex"):
+            data = structured_ct() > 0.5 if kind == "bool" else structured_ct().astype(np.complex64)
+            h5.create_dataset("ct", data=data).attrs["element_size_um"] = [4.0, 2.0, 2.0]
+        elif kind == "soft link":
+            h5["ct"] = h5py.SoftLink("/exchange/data")
+        elif kind == "external link":
+            h5["ct"] = h5py.ExternalLink("elsewhere.h5", "/data")
+        else:  # an acquisition stopped part way: slices 3 and 4 never written, they read as the fill value 0
+            data = h5.create_dataset("ct", shape=(5, 20, 24), dtype=np.uint16, chunks=(1, 20, 24))
+            data[:3] = np.rint(20000 + 30000 * structured_ct())[:3]
+            data.attrs["element_size_um"] = [4.0, 2.0, 2.0]
+    return ["--input", f"{tmp_path / 'scan.h5'}:/ct"], "scan.h5:/ct"
+
+
+def _zarr_without_its_dataset(tmp_path):
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "ct.zarr"), mode="w")
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": ["z", "y", "x"], "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [4.0, 2.0, 2.0]}]}]}]
+    return ["--input", tmp_path / "ct.zarr"], "ct.zarr"
+
+
 def _constant_stack(tmp_path, *extra):
     write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
     return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
@@ -359,6 +387,15 @@ BAD_STAIN_INPUTS = {
     "output nii.gz": (lambda p: (["--output", p / "out.nii.gz"], "out.nii.gz"), ".nii.gz"),
     "output parent is a file": (_output_under_a_file, "is a file"),
     "constant volume (all fill)": (_constant_stack, "no data to stain"),
+    "bool hdf5 dataset (a mask)": (lambda p: _hdf5(p, "bool"), "bool voxels are not CT intensities"),
+    "complex hdf5 dataset": (lambda p: _hdf5(p, "complex"), "complex64 voxels are not CT intensities"),
+    "hdf5 soft link to nothing": (lambda p: _hdf5(p, "soft link"), "a link to /exchange/data, which does not exist"),
+    "hdf5 external link to a missing file": (lambda p: _hdf5(p, "external link"),
+                                             "a link to elsewhere.h5:/data, which does not exist"),
+    "hdf5 with slices never written": (lambda p: _hdf5(p, "unwritten"), "slice 3 was never written"),
+    "ome-zarr without its dataset": (_zarr_without_its_dataset, "names the dataset '0', which the store does not hold"),
+    "voxel size 1e300 um": (lambda p: (["--voxel-size", "1e300", "1", "1"], "ct.tif"),
+                            "outside the plausible 0.01-1000 um"),
     "inverted contrast (bone dark)": (_inverted_stack, "the CT looks inverted (bone dark)"),
     "--ct-contrast inverted on a normal CT": (lambda p: (["--ct-contrast", "inverted"], "ct.tif"),
                                               "drop --ct-contrast inverted"),

@@ -559,12 +559,35 @@ def tiff_truncation(tif: tifffile.TiffFile) -> str | None:
 #: How ImageJ spells micrometres in its ``unit`` field.
 MICRON_UNITS = ("um", "micron", "\\u00B5m", "µm")
 
+#: Micrometres per ImageJ ``unit`` (its resolution and ``spacing`` are in that unit).
+IMAGEJ_UNIT_UM = {**{unit: 1.0 for unit in MICRON_UNITS}, "microns": 1.0, "micrometer": 1.0, "nm": 1e-3,
+                  "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "m": 1e6,
+                  "meter": 1e6}
+
+
+def imagej_spacing_um(imagej: dict | None) -> float | None:
+    """ImageJ's Z ``spacing`` in micrometres, read in its ``unit``; None if absent or in a unit not known.
+
+    Examples
+    --------
+    >>> imagej_spacing_um({"unit": "mm", "spacing": 0.005}), imagej_spacing_um({"unit": "pixel", "spacing": 1})
+    (5.0, None)
+    """
+    imagej = imagej or {}
+    factor = IMAGEJ_UNIT_UM.get(str(imagej.get("unit", "")).strip())
+    if factor is None or "spacing" not in imagej:
+        return None
+    try:
+        return float(imagej["spacing"]) * factor
+    except (TypeError, ValueError):
+        return None
+
 
 def tiff_pixel_um(page: Any, imagej: dict | None = None) -> tuple[tuple[float, float] | None, str]:
     """``(y, x)`` pixel size in um from a TIFF page's resolution tags, and where it was read.
 
-    ImageJ's ``unit`` (micrometres) first; else the TIFF ``ResolutionUnit`` in centimetres (as NDPI
-    writes it) or inches. One pixel per centimetre or inch, or no unit, is no resolution (writers
+    ImageJ's ``unit`` first (micrometres, or nm, mm, cm, m: :data:`IMAGEJ_UNIT_UM`); else the TIFF
+    ``ResolutionUnit`` in centimetres (as NDPI writes it) or inches. One pixel per centimetre or inch, or no unit, is no resolution (writers
     put it there by default). The one reading of resolution tags for :func:`read_tiff`,
     :mod:`vstain.volume_io` and :mod:`vstain.slide_io`.
 
@@ -589,8 +612,9 @@ def tiff_pixel_um(page: Any, imagej: dict | None = None) -> tuple[tuple[float, f
     (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
     if not (xn > 0 and yn > 0 and xd > 0 and yd > 0):
         return None, ""
-    if (imagej or {}).get("unit") in MICRON_UNITS:
-        return (yd / yn, xd / xn), "ImageJ resolution"
+    factor = IMAGEJ_UNIT_UM.get(str((imagej or {}).get("unit", "")).strip())
+    if factor is not None:
+        return (factor * yd / yn, factor * xd / xn), "ImageJ resolution"
     per_unit = {3: 1e4, 2: 25400.0}.get(int(getattr(tags.get("ResolutionUnit"), "value", 1)))  # cm, inch
     if per_unit is None or xn / xd <= 1 or yn / yd <= 1:
         return None, ""
@@ -625,7 +649,8 @@ def read_tiff(path: str | Path, *, require_pixel_size: bool = True) -> tuple[np.
     rgb = image.ndim >= 3 and image.shape[-1] == 3 and image.dtype == np.uint8
     spatial_ndim = image.ndim - (1 if rgb else 0)
     if sizes and spatial_ndim == 3:
-        sizes = [float(ij.get("spacing", sizes[0]))] + sizes
+        spacing = imagej_spacing_um(ij)
+        sizes = [spacing if spacing is not None else sizes[0]] + sizes
     if not sizes:
         if require_pixel_size:
             raise PixelSizeError(
