@@ -79,11 +79,19 @@ def test_stain_a_tiff_stack_carries_the_voxel_size(tmp_path, ct_stack, capsys):
         assert image.std() > 0  # the generator produced something, not a constant fill
 
 
-def test_a_2d_image_is_refused(tmp_path, capsys):
-    write_tiff(tmp_path / "slice.tif", np.zeros((20, 20), np.uint16), 2.0)
-    code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", tmp_path / "slice.tif",
-                     "--output", tmp_path / "o.tif"], capsys)
-    assert code == 2 and "2D image" in err and "slice.tif" in err
+def test_a_2d_image_is_refused_with_advice_that_works(tmp_path, capsys):
+    image = np.rint(20000 + 30000 * structured_ct((1, 20, 24))[0]).astype(np.uint16)
+    write_tiff(tmp_path / "slice.tif", image, 2.0)
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "slice.tif", "--output", tmp_path / "o.tif"], capsys)
+    assert code == 2 and "2D image" in err and "slice.tif" in err and "folder of its own" in err
+    (tmp_path / "one").mkdir()
+    (tmp_path / "slice.tif").rename(tmp_path / "one" / "slice_0.tif")  # as the message says
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "one", "--voxel-size", "2", "2", "2", "--output",
+                     tmp_path / "o.tif", "--step", "8"], capsys)
+    assert code == 0, err
+    stained = read_tiff(tmp_path / "o.tif")[0]
+    assert stained.reshape(-1, 20, 24, 3).shape == (1, 20, 24, 3) and stained.std() > 0  # one slice, stained
 
 
 def test_a_volume_without_voxel_size_says_use_voxel_size(tmp_path, capsys):
@@ -370,6 +378,25 @@ def _zarr_without_its_dataset(tmp_path):
     return ["--input", tmp_path / "ct.zarr"], "ct.zarr"
 
 
+def _two_series_in_a_folder(tmp_path):
+    """A reconstruction's slices beside another series: read together they were "slices 24 to -1 missing"."""
+    (tmp_path / "slices").mkdir()
+    for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
+        tifffile.imwrite(tmp_path / "slices" / f"rec_{z:04d}.tif", image)
+        tifffile.imwrite(tmp_path / "slices" / f"proj_{z:04d}.tif", image)
+    return ["--input", tmp_path / "slices", "--voxel-size", "4", "2", "2"], "slices"
+
+
+def _diverged_checkpoint(tmp_path):
+    """A checkpoint saved after training diverged: NaN in one weight made the whole volume black."""
+    record = torch.load(make_checkpoint(tmp_path / "diverged.pt"), weights_only=True)
+    weights = record["generators"]["G_XY"]
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.ndim > 1)
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    torch.save(record, tmp_path / "diverged.pt")
+    return ["--checkpoint", tmp_path / "diverged.pt"], "diverged.pt"
+
+
 def _constant_stack(tmp_path, *extra):
     write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
     return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
@@ -387,6 +414,9 @@ BAD_STAIN_INPUTS = {
     "output nii.gz": (lambda p: (["--output", p / "out.nii.gz"], "out.nii.gz"), ".nii.gz"),
     "output parent is a file": (_output_under_a_file, "is a file"),
     "constant volume (all fill)": (_constant_stack, "no data to stain"),
+    "NaN generator weights": (_diverged_checkpoint, "holds NaN or infinite values"),
+    "two series in one folder": (_two_series_in_a_folder, "slices of 2 series in one folder: proj_*.tif (6 files), "
+                                                          "rec_*.tif (6 files)"),
     "bool hdf5 dataset (a mask)": (lambda p: _hdf5(p, "bool"), "bool voxels are not CT intensities"),
     "complex hdf5 dataset": (lambda p: _hdf5(p, "complex"), "complex64 voxels are not CT intensities"),
     "hdf5 soft link to nothing": (lambda p: _hdf5(p, "soft link"), "a link to /exchange/data, which does not exist"),

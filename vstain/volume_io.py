@@ -176,7 +176,8 @@ class TiffVolume:
             if len(shape) == 2:
                 raise ValueError(
                     f"{path}: a 2D image of shape {shape} is not a volume; `vstain stain` needs a (Z, Y, X) stack "
-                    "(stain single slices with `vstain infer`)"
+                    "(to stain this one slice, put it in a folder of its own and give the folder as --input, with "
+                    "--voxel-size Z Y X)"
                 )
             if len(shape) != 3:
                 raise ValueError(f"{path}: expected a (Z, Y, X) stack, got shape {shape}")
@@ -263,12 +264,18 @@ class TiffFolderVolume:
         if not files:
             raise ValueError(f"{path}: a folder without .tif/.tiff slices (nor Zarr metadata); "
                              "give a folder of slice TIFFs, a TIFF stack, an OME-Zarr store or file.h5:/dataset")
-        numbers = []
+        numbers, series = [], {}
         for f in files:
             found = re.findall(r"\d+", f.stem)
             if not found:
                 raise ValueError(f"{f}: no slice number in the file name (expected e.g. rec_0001.tif)")
             numbers.append(int(found[-1]))
+            pattern = re.sub(r"\d+(?=\D*$)", "*", f.name)  # the name with its slice number as a wildcard
+            series.setdefault(pattern, []).append(f)
+        if len(series) > 1:
+            kinds = ", ".join(f"{pattern} ({len(members)} files)" for pattern, members in series.items())
+            raise ValueError(f"{path}: slices of {len(series)} series in one folder: {kinds}; keep one series per "
+                             "folder (a reconstruction's slices, not its projections or a second scan)")
         for (a, fa), (b, fb) in zip(zip(numbers, files), zip(numbers[1:], files[1:])):
             if b == a:
                 raise ValueError(f"{fb}: slice number {b} twice ({fa.name} and {fb.name})")

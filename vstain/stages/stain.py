@@ -103,6 +103,10 @@ def load_forward_generator(
             f"{checkpoint}: field direction/channels is {info.get('direction')} "
             f"{info.get('in_channels')}->{info.get('out_channels')}; `stain` needs the CT-to-histology generator (3->3)"
         )
+    for name, tensor in generator.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{checkpoint}: generator weight {name} holds NaN or infinite values (a run that "
+                             "diverged); its stain would be blank: choose an earlier checkpoint")
     patch = int(patch_size or info.get("patch_size") or 256)
     arch = (info.get("architecture") or {}).get("generator", {})
     # the generator's down-sampling: a patch side it cannot halve that often gives a mismatched output
