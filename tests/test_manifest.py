@@ -322,6 +322,8 @@ BAD_INPUTS = [
     ("mask-size", lambda f, pairs, t: _mask(f, pairs[1], _image("x", (4, 4), np.uint8)),
      ["pair p1", "'extra_mask_path'", "size of the histology"]),
     ("zero-voxel", _set("ct_voxel_um", 0), ["pair p1", "'ct_voxel_um'", "positive"]),
+    ("voxel-unlike-the-header", _set("ct_voxel_um", 10.0),
+     ["pair p1", "'ct_voxel_um'", "10 um", "header says 5 x 5 x 5 um"]),
     ("negative-pixel", _set("histology_pixel_um", -0.44), ["pair p1", "'histology_pixel_um'", "positive"]),
     ("voxel-in-nm", _set("ct_voxel_um", 5000), ["pair p1", "'ct_voxel_um'", "plausible"]),
     ("pixel-in-mm", _set("histology_pixel_um", 0.00044), ["pair p1", "'histology_pixel_um'", "plausible"]),

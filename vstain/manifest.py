@@ -273,6 +273,24 @@ def _check_ct_volume(source: Path | str, voxel_um: float, where: str) -> tuple[i
     return shape
 
 
+#: Largest relative difference between the manifest's ``ct_voxel_um`` and the CT file's own voxel size.
+VOXEL_TOLERANCE = 0.01
+
+
+def _check_ct_voxel_size(source: Path | str, voxel_um: float, where: str) -> None:
+    """Refuse a ``ct_voxel_um`` that the CT file's own header contradicts (headers only; none there: nothing to check)."""
+    try:
+        volume = open_volume(source)
+    except (ValueError, OSError):  # no voxel size in the file, or a fault the other checks name
+        return
+    header = tuple(float(v) for v in volume.voxel_size_um)
+    volume.close()
+    if any(abs(v - voxel_um) > VOXEL_TOLERANCE * voxel_um for v in header):
+        raise ManifestError(f"{where}: field 'ct_voxel_um' is {voxel_um:g} um, but the file's header says "
+                            f"{' x '.join(f'{v:g}' for v in header)} um (z, y, x); correct the manifest or the file "
+                            "(a CT at another voxel size is stained at the wrong scale)")
+
+
 def check_landmarks(landmarks: Any, histology_shape: Any = None, ct_shape: Any = None, *,
                     where: str = "initial_guess.landmarks") -> tuple[np.ndarray, np.ndarray]:
     """Check landmark pairs (histology pixel ``(y, x)`` <-> CT voxel ``(z, y, x)``) and return them as arrays.
@@ -446,12 +464,14 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
             if stem == "ct" and (dataset is not None or path.is_dir()):
                 ct_shape = _check_ct_volume(path if dataset is None else f"{path}:{dataset}", ct_um,
                                             f"{here}: field 'ct_path'")
+                _check_ct_voxel_size(path if dataset is None else f"{path}:{dataset}", ct_um, here)
             else:
                 shape = _check_image(stem, path, f"{here}: field '{stem}_path'", histology_shape)
                 if stem == "histology":
                     histology_shape = shape
                 elif stem == "ct":
                     ct_shape = shape
+                    _check_ct_voxel_size(path, ct_um, here)
         files[stem] = (path, expected)
         if stem == "ct":
             ct_dataset = dataset
