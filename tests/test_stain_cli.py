@@ -684,3 +684,19 @@ def test_an_inverted_ct_stains_as_the_normal_one_with_ct_contrast_inverted(tmp_p
     assert np.abs(images["inverted"].astype(int) - images["normal"]).max() <= 2
     # told that bone is bright, the stain of the inverted CT is the wrong one: what the check guards against
     assert np.abs(images["swapped"].astype(int) - images["normal"]).mean() > 5
+
+
+def test_a_volume_at_another_voxel_size_than_the_training_ct_is_named_in_a_warning(tmp_path, ct_stack, capsys):
+    trained = tmp_path / "c.pt"
+    torch.save({**torch.load(make_checkpoint(tmp_path / "old.pt"), weights_only=True), "ct_voxel_um": 2.0}, trained)
+    code, err = run(["--checkpoint", trained, "--input", ct_stack, "--output", tmp_path / "a.tif", "--step", "8"],
+                    capsys)  # 4 x 2 x 2 um against 2 um: within a factor of 2, no warning
+    assert code == 0 and "voxel size" not in err and "anisotropic" not in err, err
+    assert read_tiff(tmp_path / "a.tif")[2]["training_voxel_um"] == 2.0
+    for voxel, words in ((["20", "20", "20"], "voxel size 20 x 20 x 20 um (z, y, x), but"),
+                         (["50", "1", "1"], "anisotropic voxels 50 x 1 x 1 um")):
+        out = tmp_path / f"v{voxel[0]}.tif"
+        code, err = run(["--checkpoint", trained, "--input", ct_stack, "--output", out, "--step", "8",
+                         "--voxel-size", *voxel], capsys)
+        assert code == 0 and "ct.tif: " + words in err, err
+        assert any(words in note for note in read_tiff(out)[2]["ct_normalisation"]["warnings"])

@@ -311,6 +311,10 @@ def test_checkpoint_records_the_training_ct_statistics_inside_the_masks(tmp_path
     assert stats["quantiles"] == sorted(stats["quantiles"])
     assert abs(stats["quantiles"][3] - np.median(inside)) < 0.02 * (inside.max() - inside.min())
     assert load_generator(out / "last.pt")[1]["ct_statistics"] == stats
+    # and the voxel size it was trained at, which `vstain stain` compares a volume's with
+    recorded = torch.load(out / "last.pt", weights_only=True)["ct_voxel_um"]
+    assert recorded == float(np.median([p.pixel_size_um for p in PAIRS])) > 0
+    assert load_generator(out / "last.pt")[1]["ct_voxel_um"] == recorded
 
 
 def test_checkpoint_selection_picks_the_best_validation_checkpoint_and_never_reads_test_pairs(tmp_path, monkeypatch):

@@ -476,6 +476,8 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     }
     # What the model learns from: `vstain stain` warns when a volume's normalised CT is unlike it.
     ct_stats = ct_statistics([p.ct for p in pairs], [p.mask for p in pairs], seed=seed) if pairs else None
+    # ... and at what voxel size: `vstain stain` warns when a volume's is far from it
+    ct_voxel_um = float(np.median([p.pixel_size_um for p in pairs])) if pairs else None
     # The global torch random state (dropout) and thread count are set here and restored afterwards.
     with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []), \
             _threads(training.threads):
@@ -519,6 +521,7 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
                    "seconds": time.perf_counter() - started}
             history.append(row)
             record = {"format": CHECKPOINT_FORMAT, **identity, "epoch": epoch, "ct_statistics": ct_stats,
+                      "ct_voxel_um": ct_voxel_um,
                       "directions": {d: n for d, n in GENERATOR_OF.items() if n in trainer.nets},
                       "invert_ct": spec.invert_ct, "provenance": origin}
             for component in components:

@@ -567,6 +567,42 @@ def check_ct_intensities(source, normalisation: dict, training: dict | None, che
 MAX_SIGMA_VOXELS, MAX_PATCH_SIZE, MAX_BATCH_SIZE = 20.0, 2048, 1024
 
 
+#: Largest factor between a volume's voxel size and the training CT's (either way) before a warning; also the
+#: largest ratio of a volume's longest to shortest voxel side.
+VOXEL_SIZE_FACTOR = 2.0
+
+
+def check_voxel_size(source, training_um: float | None, checkpoint) -> list[str]:
+    """Warnings, in words, when the volume's voxels are far from the training CT's or far from cubic.
+
+    The generator learnt the structures at the training voxel size (recorded in the checkpoint
+    as ``ct_voxel_um``); at another size they appear larger or smaller than it knows them. A
+    checkpoint that records none is not compared.
+
+    Examples
+    --------
+    >>> from vstain.volume_io import ArrayVolume
+    >>> check_voxel_size(ArrayVolume(np.zeros((2, 2, 2)), (5, 5, 5), name="ct.tif"), 5.0, "last.pt")
+    []
+    >>> check_voxel_size(ArrayVolume(np.zeros((2, 2, 2)), (50, 1, 1), name="ct.tif"), 5.0, "last.pt")[0]
+    'ct.tif: voxel size 50 x 1 x 1 um (z, y, x), but last.pt was trained on CT at 5 um: structures appear 0.1-5x the size the model learnt; resample the volume to 5 um voxels, or expect a worse stain'
+    """
+    sizes = tuple(float(v) for v in source.voxel_size_um)
+    shown = " x ".join(f"{v:g}" for v in sizes)
+    notes = []
+    if training_um:
+        factors = [training_um / v for v in sizes]
+        if max(factors) > VOXEL_SIZE_FACTOR or min(factors) < 1 / VOXEL_SIZE_FACTOR:
+            notes.append(f"{source.name}: voxel size {shown} um (z, y, x), but {checkpoint} was trained on CT at "
+                         f"{training_um:g} um: structures appear {min(factors):.2g}-{max(factors):.2g}x the size "
+                         f"the model learnt; resample the volume to {training_um:g} um voxels, or expect a worse "
+                         "stain")
+    if max(sizes) > VOXEL_SIZE_FACTOR * min(sizes):
+        notes.append(f"{source.name}: anisotropic voxels {shown} um (z, y, x): each slice is stained as if its "
+                     "voxels were cubic; resample to cubic voxels first")
+    return notes
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain stain``."""
     parser.add_argument("--checkpoint", required=True,
@@ -669,10 +705,12 @@ def run_cli(args: argparse.Namespace) -> int:
         stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), args.checkpoint,
                                             sample=sample)
         del sample
+        notes += check_voxel_size(source, info.get("ct_voxel_um"), args.checkpoint)
         for note in notes:
             warnings.warn(note, stacklevel=1)
         meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
-                          input=str(args.input), patch_size=info["patch_size"], step=info["step"],
+                          input=str(args.input), training_voxel_um=info.get("ct_voxel_um"),
+                          patch_size=info["patch_size"], step=info["step"],
                           blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
                           ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
                                             "warnings": notes},
