@@ -700,3 +700,42 @@ def test_a_volume_at_another_voxel_size_than_the_training_ct_is_named_in_a_warni
                          "--voxel-size", *voxel], capsys)
         assert code == 0 and "ct.tif: " + words in err, err
         assert any(words in note for note in read_tiff(out)[2]["ct_normalisation"]["warnings"])
+
+
+def test_stain_tiles_with_the_inference_settings_recorded_at_training(tmp_path, ct_stack, capsys):
+    """An edited copy named smoke trained with step 8 and the window blend: the stain uses those, not smoke's file."""
+    import dataclasses
+
+    base = torch.load(make_checkpoint(tmp_path / "base.pt"), weights_only=True)
+    smoke = load_profile("smoke").inference
+    trained = dataclasses.replace(smoke, patch_size=16, step=4, blend="window")  # the edited copy's settings
+    ckpt = tmp_path / "c.pt"
+    torch.save({**base, "profile": "smoke", "inference": dataclasses.asdict(trained)}, ckpt)
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "o.tif"], capsys)
+    assert code == 0, err
+    meta = read_tiff(tmp_path / "o.tif")[2]
+    assert (meta["step"], meta["blend"]) == (4, "window") != (smoke.step * 16 // smoke.patch_size, smoke.blend)
+    assert meta["inference_profile"] == "smoke (as recorded in the checkpoint)"
+    # --profile still chooses
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "p.tif", "--profile", "smoke"],
+                    capsys)
+    assert code == 0 and read_tiff(tmp_path / "p.tif")[2]["blend"] == smoke.blend
+
+
+def test_a_checkpoint_of_a_profile_not_found_here_names_the_checkpoint_and_profile_option(tmp_path, ct_stack, capsys):
+    base = torch.load(make_checkpoint(tmp_path / "base.pt"), weights_only=True)
+    torch.save({**base, "profile": "mine"}, tmp_path / "mine.pt")  # an older checkpoint: no settings recorded
+    code, err = run(["--checkpoint", tmp_path / "mine.pt", "--input", ct_stack, "--output", tmp_path / "o.tif"],
+                    capsys)
+    assert code == 2 and "mine.pt: trained with profile 'mine'" in err and "--profile" in err, err
+    torch.save({**base, "profile": "mine", "inference": {**dataclasses_asdict_smoke(), "step": 0}}, tmp_path / "bad.pt")
+    code, err = run(["--checkpoint", tmp_path / "bad.pt", "--input", ct_stack, "--output", tmp_path / "o.tif"],
+                    capsys)
+    assert code == 2 and "bad.pt: field inference: inference.step must be between 1" in err, err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def dataclasses_asdict_smoke():
+    import dataclasses
+
+    return dataclasses.asdict(load_profile("smoke").inference)

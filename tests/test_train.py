@@ -301,6 +301,10 @@ def test_training_a_fold_reads_the_split_once(tmp_path, monkeypatch):
     out = train_fold(SMOKE, "pix2pix", 0, epochs=1, progress=False, root=tmp_path)
     assert reads == ["smoke"]
     assert torch.load(out / "last.pt", weights_only=True)["pair_ids"] == ["p0", "p1"]
+    # the profile's inference settings go with the weights (`vstain stain` tiles with them)
+    import dataclasses
+
+    assert torch.load(out / "last.pt", weights_only=True)["inference"] == dataclasses.asdict(SMOKE.inference)
 
 
 def test_checkpoint_records_the_training_ct_statistics_inside_the_masks(tmp_path):

@@ -554,6 +554,31 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
     return checks
 
 
+def inference_settings(data: Any, source: str) -> InferenceConfig:
+    """An ``inference`` section read back from a record (a checkpoint's), validated as a profile's is.
+
+    Raises
+    ------
+    ProfileError
+        Naming ``source`` and the dotted key, for an unknown, missing, mistyped or out-of-range value.
+
+    Examples
+    --------
+    >>> recorded = dataclasses.asdict(load_profile("smoke").inference)
+    >>> inference_settings(recorded, "last.pt").step == load_profile("smoke").inference.step
+    True
+    >>> inference_settings({**recorded, "step": 0}, "last.pt")
+    Traceback (most recent call last):
+    ...
+    vstain.config.ProfileError: last.pt: inference.step must be between 1 and inference.patch_size, got 0
+    """
+    settings = _build(InferenceConfig, data, "inference", source)
+    for key, value, valid, what in _range_checks(dataclasses.replace(load_profile("smoke"), inference=settings)):
+        if key.startswith("inference.") and not valid:
+            raise ProfileError(f"{source}: {key} must be {what}, got {value!r}")
+    return settings
+
+
 def check_ranges(profile: Profile, source: str = "profile") -> None:
     """Stop with a :class:`ProfileError` naming ``source`` and the dotted key of the first value out of range.
 

@@ -35,6 +35,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import threading
@@ -411,7 +412,8 @@ class Trainer:
 
 def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str, training: Any, *, epochs: int,
                 seed: int, fold: int = 0, stain: str = "toluidine_blue", profile_name: str = "",
-                device: str | torch.device = "cpu", resume: bool = True, progress: bool = True) -> Path:
+                device: str | torch.device = "cpu", resume: bool = True, progress: bool = True,
+                inference: Any = None) -> Path:
     """Train ``model`` on ``pairs`` and write its history and checkpoints into ``out_dir``.
 
     Parameters
@@ -434,6 +436,9 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     stain : {"toluidine_blue", "he"}
     profile_name : str
         Recorded in the checkpoints and the provenance.
+    inference : InferenceConfig, optional
+        ``profile.inference``, recorded in the checkpoints (``inference``): ``vstain stain`` tiles
+        with the settings the model was trained beside, whatever profile files exist where it runs.
     device : str or torch.device
         A resolved device (``"cpu"`` or ``"cuda"``). On CUDA the forward passes run in
         ``training.cuda_precision`` (fp32, bf16 autocast, or fp16 autocast with a gradient scaler).
@@ -522,6 +527,7 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
             history.append(row)
             record = {"format": CHECKPOINT_FORMAT, **identity, "epoch": epoch, "ct_statistics": ct_stats,
                       "ct_voxel_um": ct_voxel_um,
+                      "inference": dataclasses.asdict(inference) if inference is not None else None,
                       "directions": {d: n for d, n in GENERATOR_OF.items() if n in trainer.nets},
                       "invert_ct": spec.invert_ct, "provenance": origin}
             for component in components:

@@ -26,12 +26,13 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from vstain.config import DEVICES, as_profile, resolve_device
+from vstain.config import DEVICES, ProfileError, as_profile, inference_settings, resolve_device
 from vstain.infer import infer_slide
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
@@ -60,7 +61,7 @@ def load_forward_generator(
     ``patch_size`` defaults to the training patch size stored in the checkpoint; ``step`` (as the
     same fraction of the patch), ``batch_size``, ``blend`` and the precision of the forward passes
     (``cpu_bf16``, ``cuda_precision``) to the ``inference`` section of ``profile``: by default the
-    profile the checkpoint was trained with, else the embedded default ``quick``. A checkpoint
+    settings the checkpoint records from its training profile (:func:`trained_inference_settings`). A checkpoint
     without a CT-to-histology generator (the reverse one alone) or whose weights do not fit its
     architecture is refused with a ValueError naming the file. The file is read once.
 
@@ -114,7 +115,7 @@ def load_forward_generator(
     if patch < multiple or patch % multiple:
         raise ValueError(f"--patch-size {patch}: the {arch.get('kind', 'resnet')} generator of {checkpoint} needs a "
                          f"multiple of {multiple}")
-    inference_profile = as_profile(profile or info.get("profile") or "quick")
+    inference_profile = trained_inference_settings(checkpoint, info, profile)
     cfg = inference_profile.inference
     step = int(step or max(1, round(patch * cfg.step / cfg.patch_size)))
     if step > patch:
@@ -125,6 +126,37 @@ def load_forward_generator(
     return generator.to(device), {**info, "patch_size": patch, "step": step, "batch_size": batch_size,
                                   "blend": blend, "precision": str(dtype).removeprefix("torch."),
                                   "inference_profile": inference_profile.name}
+
+
+def trained_inference_settings(checkpoint, info: dict, profile: Any = None) -> Any:
+    """The profile whose ``inference`` section tiles the stain: ``profile`` if given, else the training one.
+
+    A checkpoint records its training profile's ``inference`` section (validated again here), so
+    the settings are the trained ones even where that profile file does not exist or was edited
+    since. An older checkpoint names its profile only: it is loaded (the embedded ``quick`` when it
+    names none), and a name not found here says so, naming the checkpoint and ``--profile``.
+
+    Returns
+    -------
+    Profile or SimpleNamespace
+        With ``name`` and ``inference``.
+    """
+    if profile is not None:
+        return as_profile(profile)
+    recorded = info.get("inference")
+    name = info.get("profile") or "quick"
+    if isinstance(recorded, dict):
+        try:
+            settings = inference_settings(recorded, f"{checkpoint}: field inference")
+        except ProfileError as err:
+            raise ValueError(f"{err}; pass --profile with the inference settings to use") from None
+        return SimpleNamespace(name=f"{name} (as recorded in the checkpoint)", inference=settings)
+    try:
+        return as_profile(name)
+    except ProfileError as err:
+        raise ValueError(f"{checkpoint}: trained with profile {name!r}, whose inference settings are not recorded in "
+                         f"the checkpoint and whose file is not found here ({err}); pass --profile with that "
+                         "profile's YAML") from None
 
 
 def load_forward_stainer(
