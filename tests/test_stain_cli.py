@@ -684,6 +684,16 @@ def test_an_inverted_ct_stains_as_the_normal_one_with_ct_contrast_inverted(tmp_p
     assert np.abs(images["inverted"].astype(int) - images["normal"]).max() <= 2
     # told that bone is bright, the stain of the inverted CT is the wrong one: what the check guards against
     assert np.abs(images["swapped"].astype(int) - images["normal"]).mean() > 5
+    # an inverted scan with its own fill outside the circle: the fill is given as the file holds it
+    padded, outside = _padded(np.rint(20000 + 30000 * (1 - unit)).astype(np.uint16), fill=65535)
+    write_tiff(tmp_path / "padded.tif", padded, (4.0, 2.0, 2.0))
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "padded.tif", "--output", tmp_path / "out_padded.tif",
+                     "--step", "8", "--ct-contrast", "inverted", "--ct-fill-value", "65535"], capsys)
+    assert code == 0, err
+    image, _, meta = read_tiff(tmp_path / "out_padded.tif")
+    assert meta["field_of_view"]["fill_value"] == 65535 and meta["field_of_view"]["method"] == "given"
+    assert (image[:, outside] == 0).all()
+    assert np.abs(image.astype(int) - images["normal"])[:, ~outside].mean() < 1.5
 
 
 def test_a_volume_at_another_voxel_size_than_the_training_ct_is_named_in_a_warning(tmp_path, ct_stack, capsys):

@@ -718,7 +718,9 @@ def run_cli(args: argparse.Namespace) -> int:
         else:
             stainer, info = load_forward_stainer(args.checkpoint, **settings)
         # read and segmented once, for the field of view, the map and the check
-        sample = read_sample_slices(source, fill_value=getattr(args, "ct_fill_value", "auto"))
+        fill = getattr(args, "ct_fill_value", "auto")
+        inverted = isinstance(fill, float) and contrast == "inverted"
+        sample = read_sample_slices(source, fill_value=-fill if inverted else fill)  # the file's value, negated too
         field = sample[2]
         automatic = args.ct_bone_value is None and args.bone_roi is None  # nothing given that fixes bone's side
         contrast_record = {"contrast": contrast}
@@ -746,7 +748,7 @@ def run_cli(args: argparse.Namespace) -> int:
                           blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
                           ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
                                             "warnings": notes},
-                          field_of_view=field)
+                          field_of_view={**field, "fill_value": fill} if inverted else field)
         if uncertainty:
             meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source}
             stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=args.sigma, metadata=meta,
