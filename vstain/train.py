@@ -39,6 +39,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import threading
@@ -456,7 +457,7 @@ class Trainer:
 def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str, training: Any, *, epochs: int,
                 seed: int, fold: int = 0, stain: str = "toluidine_blue", profile_name: str = "",
                 device: str | torch.device = "cpu", resume: bool = True, progress: bool = True,
-                ranks: Ranks | None = None) -> Path:
+                ranks: Ranks | None = None, inference: Any = None) -> Path:
     """Train ``model`` on ``pairs`` and write its history and checkpoints into ``out_dir``.
 
     Parameters
@@ -479,6 +480,9 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     stain : {"toluidine_blue", "he"}
     profile_name : str
         Recorded in the checkpoints and the provenance.
+    inference : InferenceConfig, optional
+        ``profile.inference``, recorded in the checkpoints (``inference``): ``vstain stain`` tiles
+        with the settings the model was trained beside, whatever profile files exist where it runs.
     device : str or torch.device
         A resolved device (``"cpu"`` or ``"cuda"``). On CUDA the forward passes run in
         ``training.cuda_precision`` (fp32, bf16 autocast, or fp16 autocast with a gradient scaler).
@@ -534,6 +538,8 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     }
     # What the model learns from: `vstain stain` warns when a volume's normalised CT is unlike it.
     ct_stats = ct_statistics([p.ct for p in pairs], [p.mask for p in pairs], seed=seed) if pairs else None
+    # ... and at what voxel size: `vstain stain` warns when a volume's is far from it
+    ct_voxel_um = float(np.median([p.pixel_size_um for p in pairs])) if pairs else None
     # The global torch random state (dropout) and thread count are set here and restored afterwards.
     with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []), \
             _threads(training.threads):
@@ -583,6 +589,8 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
                 best.update({c: row[c] for c in components if row[c] < best.get(c, math.inf)})
                 continue
             record = {"format": CHECKPOINT_FORMAT, **identity, "epoch": epoch, "ct_statistics": ct_stats,
+                      "ct_voxel_um": ct_voxel_um,
+                      "inference": dataclasses.asdict(inference) if inference is not None else None,
                       "directions": {d: n for d, n in GENERATOR_OF.items() if n in trainer.nets},
                       "invert_ct": spec.invert_ct, "provenance": origin, **distributed.describe(ranks)}
             for component in components:

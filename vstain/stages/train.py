@@ -143,7 +143,7 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
         torch_device = resolve_device(device or profile.device, source=source)
     return train_model(pairs, out, model, profile.training, epochs=epochs, seed=profile.seed, fold=fold,
                        stain=stain, profile_name=profile.name, device=torch_device, resume=resume, progress=progress,
-                       ranks=ranks)
+                       ranks=ranks, inference=profile.inference)
 
 
 def ground_truth_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue",
