@@ -42,6 +42,22 @@ def test_unexpected_errors_keep_their_traceback_in_a_file(monkeypatch, capsys):
         log.unlink()
 
 
+@pytest.mark.parametrize("error, words", [
+    (OSError(28, "No space left on device", "/data/results/last.pt"), "writing /data/results/last.pt"),
+    (OSError("27648 requested and 9152 written"), "(27648 requested and 9152 written)"),  # numpy's tofile
+    (RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file "
+                  "data/3: file write failed"), "file write failed"),  # torch.save: was an "unexpected error"
+])
+def test_a_full_disk_is_named_as_the_cause_with_exit_code_2(monkeypatch, capsys, error, words):
+    def full():
+        raise error
+
+    assert _run_with(monkeypatch, full) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: no space left on the device" in err and words in err, err
+    assert "unexpected" not in err and "Traceback" not in err
+
+
 def test_sigterm_unwinds_like_ctrl_c_and_exits_143(monkeypatch, capsys, tmp_path):
     from vstain.io import atomic_target
 

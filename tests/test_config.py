@@ -84,6 +84,27 @@ def test_malformed_yaml_and_missing_file(tmp_path):
     ("volume", "axes", ["w"]),
     ("he", "models", ["stargan"]),
     ("he", "epochs", 0),
+    # every number finite and in range (a NaN target made every CT zero; a negative weight trained)
+    ("normalisation", "ct_bone_mean", float("nan")),
+    ("normalisation", "ct_bone_mean", 5000.0),  # below the background's 10000: every CT inverted
+    ("normalisation", "ct_bone_mean", 70000.0),  # beyond 16 bit
+    ("normalisation", "ct_background_mean", -1.0),
+    ("normalisation", "histology_c_low", -5.0),
+    ("normalisation", "histology_c_high", float("inf")),
+    ("training", "lr", float("inf")),
+    ("training", "lr", 3.0),
+    ("training", "lambda_cyc", -6.0),
+    ("training", "lambda_id", float("nan")),
+    ("training", "lambda_px", -6.0),
+    ("training", "lambda_gs", -1.0),
+    ("training", "lambda_l1", -20.0),
+    ("dataset", "ct_voxel_um", float("inf")),  # was a ZeroDivisionError deep in the phantom
+    ("dataset", "ct_voxel_um", 5000.0),  # 5 mm: a unit slip
+    ("dataset", "histology_pixel_um", 0.0001),
+    ("registration", "max_tilt_error_px", float("nan")),
+    ("uncertainty", "error_threshold", float("inf")),
+    ("volume", "sigma_voxels", float("nan")),
+    ("training", "ngf", 100000),  # was "unexpected error ... please report it" when the network was built
 ])
 def test_values_out_of_range_stop_at_load_naming_file_and_key(tmp_path, section, key, value):
     path = _write_variant(tmp_path, lambda d: d[section].update({key: value}))
@@ -146,3 +167,23 @@ def test_each_cuda_precision_loads_for_training_and_inference(tmp_path, precisio
 
     profile = load_profile(_write_variant(tmp_path, both))
     assert profile.training.cuda_precision == profile.inference.cuda_precision == precision
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("normalisation", "ct_bone_mean", float("nan"), "must be a finite number, got nan"),
+    ("normalisation", "ct_bone_mean", 5000.0, "above normalisation.ct_background_mean"),
+    ("training", "lr", float("inf"), "must be a finite number, got inf"),
+    ("training", "lambda_cyc", -6.0, "a non-negative loss weight"),
+    ("dataset", "ct_voxel_um", float("inf"), "must be a finite number"),
+])
+def test_a_bad_profile_number_stops_every_command_with_one_line(tmp_path, capsys, section, key, value, words):
+    """Through the command line: exit 2, one line naming the profile file and the dotted key, no traceback."""
+    from vstain.cli import main
+
+    path = _write_variant(tmp_path, lambda d: d[section].update({key: value}))
+    code = main(["check-manifest", "--profile", str(path), "--split", str(tmp_path / "split.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(path) in err and f"{section}.{key}" in err and words in err, err
+    assert not (tmp_path / "split.csv").exists()

@@ -99,3 +99,114 @@ def test_one_reading_of_resolution_tags_for_ct_and_slides(tmp_path, resolution, 
         assert read_tiff(tmp_path / "grey.tif")[1] == pytest.approx((expected, expected))
         _, pixel_um, info = read_slide(tmp_path / "rgb.tif")
         assert pixel_um == pytest.approx(expected) and info["pixel_size_source"] == "TIFF resolution tags"
+
+
+# --------------------------------------------------------------------------- truncated TIFF files
+
+
+def _stack_layouts(folder):
+    """The same 12-slice stack as the writers a lab meets lay it out, and the file of each."""
+    import tifffile
+
+    from vstain.slide_io import write_pyramid
+
+    volume = np.random.default_rng(0).integers(0, 60000, (12, 24, 20)).astype(np.uint16)
+    files = {"imagej": folder / "imagej.tif", "shaped": folder / "shaped.tif", "ome": folder / "ome.tif",
+             "page per slice": folder / "pages.tif", "compressed pages": folder / "zpages.tif"}
+    write_tiff(files["imagej"], volume, 5.0)
+    tifffile.imwrite(files["shaped"], volume)
+    tifffile.imwrite(files["ome"], volume, ome=True, metadata={"axes": "ZYX"})
+    for name, compression in (("page per slice", None), ("compressed pages", "zlib")):
+        with tifffile.TiffWriter(files[name]) as writer:
+            for image in volume:  # one page after the other, no count in any header
+                writer.write(image, contiguous=False, compression=compression)
+    files["pyramid"] = folder / "slide.ome.tif"
+    write_pyramid(files["pyramid"], np.full((300, 400, 3), 200, np.uint8), pixel_um=0.5, levels=3)
+    return volume, files
+
+
+def test_whole_tiff_files_of_every_layout_are_not_truncated(tmp_path):
+    from vstain.io import open_tiff, tiff_truncation
+
+    volume, files = _stack_layouts(tmp_path)
+    for name, path in files.items():
+        with open_tiff(path) as tif:
+            assert tiff_truncation(tif) is None, name
+            if name != "pyramid":
+                np.testing.assert_array_equal(np.stack([page.asarray() for page in tif.pages]), volume)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.8, 0.98])
+def test_a_truncated_tiff_of_every_layout_is_named_truncated(tmp_path, fraction):
+    from vstain.io import open_tiff
+
+    _, files = _stack_layouts(tmp_path)
+    for name, path in files.items():
+        data = path.read_bytes()
+        cut = tmp_path / f"cut_{path.name}"
+        cut.write_bytes(data[:int(len(data) * fraction)])
+        with pytest.raises(ValueError, match=r"cut_.*: truncated: .*copy or write it again") as info:
+            open_tiff(cut).close()
+        assert "page" in str(info.value), (name, info.value)
+
+
+def test_a_stack_cut_exactly_between_pages_is_truncated_not_shorter(tmp_path):
+    """Cut where a page ends and the next begins: every page read is whole, but the last points past the end."""
+    import tifffile
+
+    from vstain.io import open_tiff
+
+    _, files = _stack_layouts(tmp_path)
+    for name in ("page per slice", "compressed pages"):
+        with tifffile.TiffFile(files[name]) as tif:
+            boundary = tif.pages[8].offset  # where page 9 begins: 8 whole pages before it
+        cut = tmp_path / "cut.tif"
+        cut.write_bytes(files[name].read_bytes()[:boundary])
+        with pytest.raises(ValueError, match=rf"cut.tif: truncated: page 9 should start at byte {boundary}"):
+            open_tiff(cut)
+
+
+# --------------------------------------------------------------------------- two runs, one output
+
+
+def test_an_output_written_meanwhile_is_kept_and_this_run_stops(tmp_path):
+    from vstain.io import atomic_target
+
+    for kind in ("file", "folder"):
+        target = tmp_path / f"out_{kind}"
+        with pytest.raises(FileExistsError, match=f"out_{kind}: written by another run while this one ran"):
+            with atomic_target(target) as tmp:
+                if kind == "file":
+                    tmp.write_text("mine")
+                else:
+                    tmp.mkdir()
+                    (tmp / "zarr.json").write_text("mine")
+                target.mkdir() if kind == "folder" else None
+                (target / "zarr.json" if kind == "folder" else target).write_text("theirs")  # the other run
+        kept = target / "zarr.json" if kind == "folder" else target
+        assert kept.read_text() == "theirs"
+        assert not list(tmp_path.glob(".*.part")), list(tmp_path.iterdir())
+        with atomic_target(target, overwrite=True) as tmp:  # asked to replace: replaced
+            tmp.write_text("mine")
+        assert target.read_text() == "mine"
+
+
+def test_an_imagej_stack_calibrated_in_mm_reads_in_micrometres(tmp_path):
+    """ImageJ writes resolution and spacing in its own unit: 5 um voxels as 0.005 mm, not 0.005 um."""
+    import tifffile
+
+    from vstain.volume_io import open_volume
+
+    volume = np.zeros((4, 8, 8), np.uint16)
+    for unit, per_um in (("mm", 1e-3), ("nm", 1e3), ("micron", 1.0)):
+        path = tmp_path / f"{unit}.tif"
+        tifffile.imwrite(path, volume, imagej=True, resolution=(1 / (2.0 * per_um), 1 / (2.0 * per_um)),
+                         metadata={"unit": unit, "spacing": 5.0 * per_um, "axes": "ZYX"})
+        source = open_volume(path)
+        assert source.voxel_size_um == pytest.approx((5.0, 2.0, 2.0)), unit
+        source.close()
+        assert read_tiff(path)[1] == pytest.approx((5.0, 2.0, 2.0)), unit
+    path = tmp_path / "pixel.tif"  # a unit not known: no guess, a request for the size
+    tifffile.imwrite(path, volume, imagej=True, resolution=(0.5, 0.5), metadata={"unit": "pixel", "spacing": 5.0})
+    with pytest.raises(ValueError, match="pixel.tif: no voxel size in the file.*--voxel-size"):
+        open_volume(path)

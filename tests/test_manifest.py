@@ -284,6 +284,14 @@ def _duplicate(folder, pairs, top):
     pairs[2]["id"] = "p1"
 
 
+def _test_pair_copied_for_training(folder, pairs, top):
+    pairs.append({**pairs[3], "id": "p4", "test": False})  # the test pair's files again, as a training pair
+
+
+def _same_histology(folder, pairs, top):
+    pairs[1]["histology_path"], pairs[1]["histology_sha256"] = pairs[0]["histology_path"], pairs[0]["histology_sha256"]
+
+
 # id, change, expected words beyond the manifest path (pair id, field, what is wrong, the file)
 BAD_INPUTS = [
     ("rgb-ct", _file("ct", _tiff(_image("x", SHAPE + (3,), np.uint8))), ["pair p1", "'ct_path'", "RGB image"]),
@@ -314,6 +322,8 @@ BAD_INPUTS = [
     ("mask-size", lambda f, pairs, t: _mask(f, pairs[1], _image("x", (4, 4), np.uint8)),
      ["pair p1", "'extra_mask_path'", "size of the histology"]),
     ("zero-voxel", _set("ct_voxel_um", 0), ["pair p1", "'ct_voxel_um'", "positive"]),
+    ("voxel-unlike-the-header", _set("ct_voxel_um", 10.0),
+     ["pair p1", "'ct_voxel_um'", "10 um", "header says 5 x 5 x 5 um"]),
     ("negative-pixel", _set("histology_pixel_um", -0.44), ["pair p1", "'histology_pixel_um'", "positive"]),
     ("voxel-in-nm", _set("ct_voxel_um", 5000), ["pair p1", "'ct_voxel_um'", "plausible"]),
     ("pixel-in-mm", _set("histology_pixel_um", 0.00044), ["pair p1", "'histology_pixel_um'", "plausible"]),
@@ -329,6 +339,9 @@ BAD_INPUTS = [
     ("material", _set("material", "steel"), ["pair p1", "'material'", "steel"]),
     ("unknown-field", _set("colour", "blue"), ["pair p1", "'colour'"]),
     ("duplicate-id", _duplicate, ["pair p1", "'id'", "duplicated"]),
+    ("test-pair-copied-for-training", _test_pair_copied_for_training,
+     ["pair p4", "pair p3", "'ct_sha256'", "p3_ct.tif", "test data into training"]),
+    ("same-histology-two-pairs", _same_histology, ["pair p1", "pair p0", "'histology_sha256'", "p0_hist.tif"]),
     ("source", _top("source", "cloud"), ["'source'"]),
 ]
 
@@ -358,6 +371,24 @@ def test_every_bad_input_is_one_line_naming_the_manifest_pair_and_field(tmp_path
     for word in words:
         assert word in err, (word, err)
     assert not (tmp_path / "split.csv").exists()  # nothing written from a bad manifest
+
+
+def test_two_datasets_of_one_hdf5_file_are_two_ct_volumes(tmp_path):
+    """They share the file's checksum; the dataset path tells them apart. The same dataset twice is refused."""
+    import h5py
+
+    folder = tmp_path / "data"
+    pairs = _table_pairs(folder)
+    with h5py.File(folder / "scans.h5", "w") as h5:
+        for name in ("a", "b"):
+            h5.create_dataset(name, data=_image(name, (4,) + SHAPE)).attrs["element_size_um"] = [5.0] * 3
+    checksum = sha256_file(folder / "scans.h5")
+    for entry, name in zip(pairs[:2], ("a", "b")):
+        entry["ct_path"], entry["ct_sha256"] = f"scans.h5:/{name}", checksum
+    assert [p.ct_dataset for p in load_manifest(_write(folder, pairs)).pairs[:2]] == ["/a", "/b"]
+    pairs[1]["ct_path"] = "scans.h5:/a"
+    with pytest.raises(ManifestError, match=r"pair p1: field 'ct_sha256' is the same as pair p0's.*scans.h5:/a"):
+        load_manifest(_write(folder, pairs))
 
 
 def test_header_checks_read_no_pixels(tmp_path, monkeypatch):

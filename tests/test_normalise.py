@@ -98,3 +98,113 @@ def test_automatic_rois_on_ground_truth_pair():
     screw_level = np.percentile(pair.ct, 99.5)
     assert pair.ct[rois["ct_bone"]].mean() < 0.7 * screw_level
     assert pair.ct[rois["ct_background"]].mean() < pair.ct[rois["ct_bone"]].mean()
+
+
+# --------------------------------------------------------------------------- the reconstruction's field of view
+
+
+def _scan(shape=(48, 56), *, fill=0.0, air=1500.0, tissue=3000.0, bone=7000.0, noise=60.0, seed=0):
+    """A hand-built CT slice: air, a tissue disc, a bone core; ``fill`` outside the reconstruction circle."""
+    height, width = shape
+    y, x = np.mgrid[:height, :width]
+    r = np.hypot(y - (height - 1) / 2, x - (width - 1) / 2)
+    image = np.where(r < 0.6 * height / 2, tissue, air) + np.where(r < 0.3 * height / 2, bone - tissue, 0.0)
+    image = image + np.random.default_rng(seed).normal(0, noise, shape)
+    outside = r > (height - 1) / 2
+    if fill is not None:
+        image[outside] = fill
+    return image, outside
+
+
+def test_the_fill_outside_the_reconstruction_circle_is_found_and_outlined():
+    from vstain.normalise import ct_outside_field_of_view, find_ct_fill_value
+
+    for fill in (0.0, -1000.0, 65535.0):
+        image, outside = _scan(fill=fill)
+        assert find_ct_fill_value([image, image]) == fill
+        np.testing.assert_array_equal(ct_outside_field_of_view(image, fill), outside)
+    image, outside = _scan()
+    image[24, 28] = 0.0  # a voxel of the fill value inside the circle is data
+    found = ct_outside_field_of_view(image, 0.0)
+    assert not found[24, 28] and found.sum() == outside.sum()
+
+
+def test_no_fill_is_found_where_there_is_none_or_it_is_clipped_air():
+    from vstain.normalise import find_ct_fill_value
+
+    assert find_ct_fill_value([_scan(fill=None)[0]]) is None  # a scan without a circle
+    clipped = np.clip(_scan(fill=None, air=0.0, noise=300.0)[0], 0, None)  # air clipped at 0: background, not fill
+    assert (clipped == 0).mean() > 0.1 and find_ct_fill_value([clipped]) is None
+    quantised = np.rint(_scan(fill=None, air=5.0, tissue=40.0, bone=200.0, noise=3.0)[0]).clip(0, 255)
+    assert find_ct_fill_value([quantised]) is None  # an 8-bit scan with a few exact values at its border
+
+
+def test_the_fill_found_on_most_slices_wins_and_a_blank_slice_is_all_fill():
+    from vstain.normalise import find_ct_fill_value
+
+    blank = np.zeros((48, 56))
+    assert find_ct_fill_value([_scan()[0], blank, _scan(fill=None)[0]]) == 0.0
+    assert find_ct_fill_value([_scan(fill=-5.0)[0], _scan()[0], _scan(seed=1)[0]]) == 0.0
+
+
+def test_the_fill_is_left_out_of_the_volume_normalisation():
+    from vstain.normalise import ct_outside_field_of_view, segment_ct_slices, volume_scale_from_slices
+
+    slices = [_scan(seed=seed)[0] for seed in range(3)]
+    truth = volume_scale_from_slices([_scan(fill=None, seed=seed)[0] for seed in range(3)])
+    naive = volume_scale_from_slices(slices)
+    assert naive["background_mean_before"] < 500  # the fill taken as background: the fault this guards against
+    valid = [~ct_outside_field_of_view(image, 0.0) for image in slices]
+    segmentations = segment_ct_slices(slices, valid)
+    assert all((seg["classes"][~inside] == -1).all() for seg, inside in zip(segmentations, valid))
+    found = volume_scale_from_slices(slices, segmentations=segmentations)
+    assert found["background_mean_before"] == pytest.approx(1500, abs=60)
+    assert found["scale"] == pytest.approx(truth["scale"], rel=0.03)
+    assert segment_ct_slices([np.zeros((48, 56))], [np.zeros((48, 56), bool)]) == [None]
+    with pytest.raises(ValueError, match="2 field-of-view masks for 3 slices"):
+        segment_ct_slices(slices, valid[:2])
+
+
+def test_a_field_of_view_volume_reads_background_outside_and_remembers_the_masks():
+    from vstain.normalise import FieldOfViewVolume
+    from vstain.volume_io import ArrayVolume
+
+    image, outside = _scan()
+    reads = []
+
+    class Counting(ArrayVolume):
+        def read_slice(self, z):
+            reads.append(z)
+            return super().read_slice(z)
+
+    volume = FieldOfViewVolume(Counting(np.stack([image, image]).astype(np.float32), (1, 1, 1)), 0.0, 1500.0,
+                               cache=1)
+    mapped = volume.read_slice(0)
+    assert (mapped[outside] == 1500.0).all() and np.array_equal(mapped[~outside], image[~outside].astype(np.float32))
+    np.testing.assert_array_equal(volume.outside(0), outside)
+    assert reads == [0]  # the mask of a slice just read is remembered
+    volume.read_slice(1)
+    np.testing.assert_array_equal(volume.outside(0), outside)
+    assert reads == [0, 1, 0]  # beyond the cache: read again
+
+
+# --------------------------------------------------------------------------- contrast: bone bright or dark
+
+
+def test_the_classes_along_the_edge_tell_an_inverted_ct():
+    from vstain.masks import segment_ct
+    from vstain.normalise import edge_class_shares, looks_inverted
+
+    image, outside = _scan()
+    valid = ~outside
+    normal = edge_class_shares([segment_ct(image, valid)])
+    inverted = edge_class_shares([segment_ct(-image, valid)])
+    assert normal[0] > 0.9 and not looks_inverted(normal)  # air along the rim of the circle
+    assert inverted[3] > 0.9 and looks_inverted(inverted)
+    # outside the field of view (class -1) is not the edge: a ring of bright fill does not count
+    classes = np.zeros((30, 30), np.int8)
+    classes[:3], classes[12:18, 12:18] = -1, 3
+    assert edge_class_shares([{"classes": classes}, None]).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert edge_class_shares([None]) is None and not looks_inverted(None)
+    # a sample filling the view, with bone and soft tissue at its edge, is not called inverted
+    assert not looks_inverted(np.array([0.0, 0.5, 0.2, 0.3]))

@@ -21,12 +21,12 @@ from vstain.stages import stain as stain_stage
 from vstain.stages import volume as volume_stage
 
 
-def make_checkpoint(path, *, directions=None, ngf=4, weights_ngf=None):
+def make_checkpoint(path, *, directions=None, ngf=4, weights_ngf=None, seed=0):
     training = load_profile("smoke").training
     arch = architecture("mod_cyclegan", training)
     arch["generator"].update(ngf=ngf, n_blocks=1)
     weights_arch = dict(arch["generator"], ngf=weights_ngf or ngf)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)  # the same seed, the same weights
     state = build_generator(weights_arch).state_dict()
     directions = directions or {"ct_to_histology": "G_XY", "histology_to_ct": "G_YX"}
     torch.save({"format": CHECKPOINT_FORMAT, "model": "mod_cyclegan", "architecture": arch, "patch_size": 16,
@@ -79,11 +79,19 @@ def test_stain_a_tiff_stack_carries_the_voxel_size(tmp_path, ct_stack, capsys):
         assert image.std() > 0  # the generator produced something, not a constant fill
 
 
-def test_a_2d_image_is_refused(tmp_path, capsys):
-    write_tiff(tmp_path / "slice.tif", np.zeros((20, 20), np.uint16), 2.0)
-    code, err = run(["--checkpoint", make_checkpoint(tmp_path / "c.pt"), "--input", tmp_path / "slice.tif",
-                     "--output", tmp_path / "o.tif"], capsys)
-    assert code == 2 and "2D image" in err and "slice.tif" in err
+def test_a_2d_image_is_refused_with_advice_that_works(tmp_path, capsys):
+    image = np.rint(20000 + 30000 * structured_ct((1, 20, 24))[0]).astype(np.uint16)
+    write_tiff(tmp_path / "slice.tif", image, 2.0)
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "slice.tif", "--output", tmp_path / "o.tif"], capsys)
+    assert code == 2 and "2D image" in err and "slice.tif" in err and "folder of its own" in err
+    (tmp_path / "one").mkdir()
+    (tmp_path / "slice.tif").rename(tmp_path / "one" / "slice_0.tif")  # as the message says
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "one", "--voxel-size", "2", "2", "2", "--output",
+                     tmp_path / "o.tif", "--step", "8"], capsys)
+    assert code == 0, err
+    stained = read_tiff(tmp_path / "o.tif")[0]
+    assert stained.reshape(-1, 20, 24, 3).shape == (1, 20, 24, 3) and stained.std() > 0  # one slice, stained
 
 
 def test_a_volume_without_voxel_size_says_use_voxel_size(tmp_path, capsys):
@@ -150,6 +158,43 @@ def test_interrupted_run_leaves_no_output(tmp_path, ct_stack, capsys, monkeypatc
                      "--output", out_dir / "o.tif"], capsys)
     assert code == 130 and "interrupted" in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_an_output_another_run_wrote_meanwhile_is_kept(tmp_path, ct_stack, capsys, monkeypatch):
+    """Two runs on one output: the one that finishes second stops at its final rename, unless --overwrite."""
+    original = stain_stage.make_slice_stainer
+    out = tmp_path / "o.tif"
+
+    def other_run_finishes_first(*args, **kwargs):
+        stainer, calls = original(*args, **kwargs), []
+
+        def stain(ct):
+            calls.append(1)
+            if len(calls) == 2 and not out.exists():
+                out.write_bytes(b"the other run's stain")
+            return stainer(ct)
+        return stain
+
+    monkeypatch.setattr(stain_stage, "make_slice_stainer", other_run_finishes_first)
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", out, "--step", "8"], capsys)
+    assert code == 2 and "o.tif: written by another run while this one ran" in err and "--overwrite" in err, err
+    assert "wrote" not in err and out.read_bytes() == b"the other run's stain"
+    assert not list(tmp_path.glob(".o.tif*"))
+    out.unlink()
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", out, "--step", "8", "--overwrite"], capsys)
+    assert code == 0, err
+    assert read_tiff(out)[0].shape == (5, 20, 24, 3)  # asked to replace: this run's stain
+
+
+def test_no_progress_leaves_stderr_to_messages(tmp_path, ct_stack, capsys):
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "o.tif", "--step", "8",
+                     "--no-progress"], capsys)
+    assert code == 0 and err.strip().splitlines() == [line for line in err.strip().splitlines()
+                                                      if line.startswith("vstain stain: warning:")], err
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "p.tif", "--step", "8"], capsys)
+    assert code == 0 and "stain z" in err  # the bar, by default
 
 
 def test_help_lists_stain(capsys):
@@ -255,6 +300,108 @@ def _output_under_a_file(tmp_path):
     return ["--output", tmp_path / "afile" / "out.tif"], "afile"
 
 
+def _truncated_stack(tmp_path):
+    """An interrupted copy of a 24-slice ImageJ stack: read as it is, it was "a 2D image"."""
+    write_tiff(tmp_path / "whole.tif", np.rint(1000 * structured_ct((24, 20, 24))).astype(np.uint16), (4.0, 2.0, 2.0))
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[:int(0.83 * len(data))])
+    return ["--input", tmp_path / "cut.tif"], "cut.tif"
+
+
+def _stack_cut_between_pages(tmp_path):
+    """A page-per-slice stack copied up to the end of slice 20 of 24: read as it is, a shorter volume."""
+    volume = np.rint(1000 * structured_ct((24, 20, 24))).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "whole.tif") as writer:
+        for image in volume:
+            writer.write(image, contiguous=False, resolution=(0.5, 0.5))
+    with tifffile.TiffFile(tmp_path / "whole.tif") as tif:
+        boundary = tif.pages[20].offset
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "whole.tif").read_bytes()[:boundary])
+    return ["--input", tmp_path / "cut.tif", "--voxel-size", "4", "2", "2"], "cut.tif"
+
+
+def _folder_with_a_truncated_slice(tmp_path):
+    (tmp_path / "slices").mkdir()
+    for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
+        tifffile.imwrite(tmp_path / "slices" / f"rec_{z:03d}.tif", image)
+    damaged = tmp_path / "slices" / "rec_004.tif"
+    damaged.write_bytes(damaged.read_bytes()[:500])
+    return ["--input", tmp_path / "slices", "--voxel-size", "4", "2", "2"], "rec_004.tif"
+
+
+def _folder_with_a_corrupt_slice(tmp_path):
+    """A compressed slice whose pixel data were overwritten: whole in length, undecodable."""
+    (tmp_path / "slices").mkdir()
+    for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
+        tifffile.imwrite(tmp_path / "slices" / f"rec_{z:03d}.tif", image, compression="zlib")
+    damaged = tmp_path / "slices" / "rec_002.tif"
+    with tifffile.TiffFile(damaged) as tif:
+        start, length = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    data = bytearray(damaged.read_bytes())
+    data[start:start + length] = bytes(length)
+    damaged.write_bytes(bytes(data))
+    return ["--input", tmp_path / "slices", "--voxel-size", "4", "2", "2"], "rec_002.tif"
+
+
+def _inverted_stack(tmp_path, *extra):
+    """Bone dark, air bright: stained as it is, bone and background swap."""
+    write_tiff(tmp_path / "inverted.tif", np.rint(20000 + 30000 * (1 - structured_ct())).astype(np.uint16),
+               (4.0, 2.0, 2.0))
+    return ["--input", tmp_path / "inverted.tif", *extra], "inverted.tif"
+
+
+def _hdf5(tmp_path, kind):
+    """An HDF5 file whose ``/ct`` is not a scan: a mask, complex data, a link to nothing, never written."""
+    import h5py
+
+    with h5py.File(tmp_path / "scan.h5", "w") as h5:
+        if kind in ("bool", "complex"):
+            data = structured_ct() > 0.5 if kind == "bool" else structured_ct().astype(np.complex64)
+            h5.create_dataset("ct", data=data).attrs["element_size_um"] = [4.0, 2.0, 2.0]
+        elif kind == "soft link":
+            h5["ct"] = h5py.SoftLink("/exchange/data")
+        elif kind == "external link":
+            h5["ct"] = h5py.ExternalLink("elsewhere.h5", "/data")
+        else:  # an acquisition stopped part way: slices 3 and 4 never written, they read as the fill value 0
+            data = h5.create_dataset("ct", shape=(5, 20, 24), dtype=np.uint16, chunks=(1, 20, 24))
+            data[:3] = np.rint(20000 + 30000 * structured_ct())[:3]
+            data.attrs["element_size_um"] = [4.0, 2.0, 2.0]
+    return ["--input", f"{tmp_path / 'scan.h5'}:/ct"], "scan.h5:/ct"
+
+
+def _zarr_without_its_dataset(tmp_path):
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "ct.zarr"), mode="w")
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": ["z", "y", "x"], "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [4.0, 2.0, 2.0]}]}]}]
+    return ["--input", tmp_path / "ct.zarr"], "ct.zarr"
+
+
+def _two_series_in_a_folder(tmp_path):
+    """A reconstruction's slices beside another series: read together they were "slices 24 to -1 missing"."""
+    (tmp_path / "slices").mkdir()
+    for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
+        tifffile.imwrite(tmp_path / "slices" / f"rec_{z:04d}.tif", image)
+        tifffile.imwrite(tmp_path / "slices" / f"proj_{z:04d}.tif", image)
+    return ["--input", tmp_path / "slices", "--voxel-size", "4", "2", "2"], "slices"
+
+
+def _diverged_checkpoint(tmp_path):
+    """A checkpoint saved after training diverged: NaN in one weight made the whole volume black."""
+    record = torch.load(make_checkpoint(tmp_path / "diverged.pt"), weights_only=True)
+    weights = record["generators"]["G_XY"]
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.ndim > 1)
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    torch.save(record, tmp_path / "diverged.pt")
+    return ["--checkpoint", tmp_path / "diverged.pt"], "diverged.pt"
+
+
+def _constant_stack(tmp_path, *extra):
+    write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
+    return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
+
+
 BAD_STAIN_INPUTS = {
     # case: (argv builder, what the message must contain besides the file)
     "nan voxel": (lambda p: _nan_stack(p, np.nan), "non-finite"),
@@ -266,6 +413,28 @@ BAD_STAIN_INPUTS = {
     "output png": (lambda p: (["--output", p / "out.png"], "out.png"), ".tif, .tiff or .zarr"),
     "output nii.gz": (lambda p: (["--output", p / "out.nii.gz"], "out.nii.gz"), ".nii.gz"),
     "output parent is a file": (_output_under_a_file, "is a file"),
+    "constant volume (all fill)": (_constant_stack, "no data to stain"),
+    "NaN generator weights": (_diverged_checkpoint, "holds NaN or infinite values"),
+    "two series in one folder": (_two_series_in_a_folder, "slices of 2 series in one folder: proj_*.tif (6 files), "
+                                                          "rec_*.tif (6 files)"),
+    "bool hdf5 dataset (a mask)": (lambda p: _hdf5(p, "bool"), "bool voxels are not CT intensities"),
+    "complex hdf5 dataset": (lambda p: _hdf5(p, "complex"), "complex64 voxels are not CT intensities"),
+    "hdf5 soft link to nothing": (lambda p: _hdf5(p, "soft link"), "a link to /exchange/data, which does not exist"),
+    "hdf5 external link to a missing file": (lambda p: _hdf5(p, "external link"),
+                                             "a link to elsewhere.h5:/data, which does not exist"),
+    "hdf5 with slices never written": (lambda p: _hdf5(p, "unwritten"), "slice 3 was never written"),
+    "ome-zarr without its dataset": (_zarr_without_its_dataset, "names the dataset '0', which the store does not hold"),
+    "voxel size 1e300 um": (lambda p: (["--voxel-size", "1e300", "1", "1"], "ct.tif"),
+                            "outside the plausible 0.01-1000 um"),
+    "inverted contrast (bone dark)": (_inverted_stack, "the CT looks inverted (bone dark)"),
+    "--ct-contrast inverted on a normal CT": (lambda p: (["--ct-contrast", "inverted"], "ct.tif"),
+                                              "drop --ct-contrast inverted"),
+    "truncated stack (interrupted copy)": (_truncated_stack, "truncated: page 2 should start at byte"),
+    "stack cut between pages": (_stack_cut_between_pages, "truncated: page 21 should start at byte"),
+    "folder with a truncated slice": (_folder_with_a_truncated_slice, "truncated: the pixels of page 1"),
+    "folder with a corrupt slice": (_folder_with_a_corrupt_slice, "cannot be read, the file is damaged"),
+    "--ct-fill-value covering every voxel": (lambda p: _constant_stack(p, "--ct-fill-value", "0"),
+                                             "--ct-fill-value 0 covers every sampled voxel"),
 }
 
 
@@ -291,6 +460,12 @@ BAD_STAIN_ARGUMENTS = {
     "--step -4": ["--step", "-4"],
     "--batch-size 0": ["--batch-size", "0"],
     "--voxel-size 0 1 1": ["--voxel-size", "0", "1", "1"],
+    "--sigma 1e6 (hours per slice)": ["--sigma", "1e6"],
+    "--patch-size 4096": ["--patch-size", "4096"],
+    "--batch-size 100000": ["--batch-size", "100000"],
+    "--patch-size 1024 on a 20 x 24 slice": ["--patch-size", "1024"],
+    "--ct-fill-value nan": ["--ct-fill-value", "nan"],
+    "--ct-fill-value zero": ["--ct-fill-value", "zero"],
 }
 
 
@@ -444,3 +619,133 @@ def test_the_sample_slices_are_segmented_once(tmp_path, ct_stack, capsys, monkey
     sampled = len(stain_stage.sample_slices(volume))
     volume.close()
     assert sampled == 5 and len(calls) == sampled  # the map and the intensity check share one segmentation
+
+
+# ------------------------------------------------------------------ unusual but valid inputs: the right result
+
+
+def _padded(volume, fill=0):
+    """``volume`` with ``fill`` outside the reconstruction circle (what most reconstructions write), and that mask."""
+    _, height, width = volume.shape
+    y, x = np.mgrid[:height, :width]
+    outside = np.hypot(y - (height - 1) / 2, x - (width - 1) / 2) > (height - 1) / 2
+    padded = volume.copy()
+    padded[:, outside] = fill
+    return padded, outside
+
+
+def test_zeros_outside_the_reconstruction_circle_are_left_out_of_the_normalisation_and_the_stain(tmp_path, capsys):
+    plain = np.rint(20000 + 30000 * structured_ct((6, 40, 48))).astype(np.uint16)
+    padded, outside = _padded(plain)
+    write_tiff(tmp_path / "plain.tif", plain, (4.0, 2.0, 2.0))
+    write_tiff(tmp_path / "padded.tif", padded, (4.0, 2.0, 2.0))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    results = {}
+    for name, source, extra in (("plain", "plain", []), ("found", "padded", []),
+                                ("given", "padded", ["--ct-fill-value", "0"]),
+                                ("ignored", "padded", ["--ct-fill-value", "none"])):
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / f"{source}.tif", "--output",
+                         tmp_path / f"out_{name}.tif", "--step", "8", *extra], capsys)
+        assert code == 0, err
+        image, _, meta = read_tiff(tmp_path / f"out_{name}.tif")
+        results[name] = image.astype(int), meta
+    assert results["plain"][1]["field_of_view"]["method"] == "not found"
+    plain_map = results["plain"][1]["ct_normalisation"]
+    for name in ("found", "given"):
+        image, meta = results[name]
+        assert meta["field_of_view"]["method"] == name and meta["field_of_view"]["fill_value"] == 0
+        assert meta["field_of_view"]["outside_fraction"] == pytest.approx(outside.mean(), abs=0.01)
+        found = meta["ct_normalisation"]
+        assert found["background_mean_before"] == pytest.approx(plain_map["background_mean_before"], rel=0.01)
+        assert found["scale"] == pytest.approx(plain_map["scale"], rel=0.02)
+        assert (image[:, outside] == 0).all()  # no data: black, as stitching software leaves missing tiles
+        inside = np.abs(image - results["plain"][0])[:, ~outside].mean()
+        assert inside < 1.5, inside  # the stain inside the circle is the unpadded volume's
+    # without the field of view (the fault this guards against): the fill is the background, the stain moves
+    ignored_image, ignored = results["ignored"]
+    assert ignored["ct_normalisation"]["background_mean_before"] == 0
+    assert np.abs(ignored_image - results["plain"][0])[:, ~outside].mean() > 3 * inside
+
+
+def test_an_inverted_ct_stains_as_the_normal_one_with_ct_contrast_inverted(tmp_path, capsys):
+    unit = structured_ct((6, 40, 48))
+    write_tiff(tmp_path / "normal.tif", np.rint(20000 + 30000 * unit).astype(np.uint16), (4.0, 2.0, 2.0))
+    write_tiff(tmp_path / "inverted.tif", np.rint(20000 + 30000 * (1 - unit)).astype(np.uint16), (4.0, 2.0, 2.0))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    images = {}
+    for name, extra in (("normal", []), ("inverted", ["--ct-contrast", "inverted"]),
+                        ("swapped", ["--ct-contrast", "normal"])):
+        source = "normal" if name == "normal" else "inverted"
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / f"{source}.tif", "--output",
+                         tmp_path / f"out_{name}.tif", "--step", "8", *extra], capsys)
+        assert code == 0, err
+        images[name], _, meta = read_tiff(tmp_path / f"out_{name}.tif")
+        assert meta["ct_normalisation"]["contrast"] == (extra[1] if extra else "auto")
+    assert np.abs(images["inverted"].astype(int) - images["normal"]).max() <= 2
+    # told that bone is bright, the stain of the inverted CT is the wrong one: what the check guards against
+    assert np.abs(images["swapped"].astype(int) - images["normal"]).mean() > 5
+    # an inverted scan with its own fill outside the circle: the fill is given as the file holds it
+    padded, outside = _padded(np.rint(20000 + 30000 * (1 - unit)).astype(np.uint16), fill=65535)
+    write_tiff(tmp_path / "padded.tif", padded, (4.0, 2.0, 2.0))
+    code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "padded.tif", "--output", tmp_path / "out_padded.tif",
+                     "--step", "8", "--ct-contrast", "inverted", "--ct-fill-value", "65535"], capsys)
+    assert code == 0, err
+    image, _, meta = read_tiff(tmp_path / "out_padded.tif")
+    assert meta["field_of_view"]["fill_value"] == 65535 and meta["field_of_view"]["method"] == "given"
+    assert (image[:, outside] == 0).all()
+    assert np.abs(image.astype(int) - images["normal"])[:, ~outside].mean() < 1.5
+
+
+def test_a_volume_at_another_voxel_size_than_the_training_ct_is_named_in_a_warning(tmp_path, ct_stack, capsys):
+    trained = tmp_path / "c.pt"
+    torch.save({**torch.load(make_checkpoint(tmp_path / "old.pt"), weights_only=True), "ct_voxel_um": 2.0}, trained)
+    code, err = run(["--checkpoint", trained, "--input", ct_stack, "--output", tmp_path / "a.tif", "--step", "8"],
+                    capsys)  # 4 x 2 x 2 um against 2 um: within a factor of 2, no warning
+    assert code == 0 and "voxel size" not in err and "anisotropic" not in err, err
+    assert read_tiff(tmp_path / "a.tif")[2]["training_voxel_um"] == 2.0
+    for voxel, words in ((["20", "20", "20"], "voxel size 20 x 20 x 20 um (z, y, x), but"),
+                         (["50", "1", "1"], "anisotropic voxels 50 x 1 x 1 um")):
+        out = tmp_path / f"v{voxel[0]}.tif"
+        code, err = run(["--checkpoint", trained, "--input", ct_stack, "--output", out, "--step", "8",
+                         "--voxel-size", *voxel], capsys)
+        assert code == 0 and "ct.tif: " + words in err, err
+        assert any(words in note for note in read_tiff(out)[2]["ct_normalisation"]["warnings"])
+
+
+def test_stain_tiles_with_the_inference_settings_recorded_at_training(tmp_path, ct_stack, capsys):
+    """An edited copy named smoke trained with step 8 and the window blend: the stain uses those, not smoke's file."""
+    import dataclasses
+
+    base = torch.load(make_checkpoint(tmp_path / "base.pt"), weights_only=True)
+    smoke = load_profile("smoke").inference
+    trained = dataclasses.replace(smoke, patch_size=16, step=4, blend="window")  # the edited copy's settings
+    ckpt = tmp_path / "c.pt"
+    torch.save({**base, "profile": "smoke", "inference": dataclasses.asdict(trained)}, ckpt)
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "o.tif"], capsys)
+    assert code == 0, err
+    meta = read_tiff(tmp_path / "o.tif")[2]
+    assert (meta["step"], meta["blend"]) == (4, "window") != (smoke.step * 16 // smoke.patch_size, smoke.blend)
+    assert meta["inference_profile"] == "smoke (as recorded in the checkpoint)"
+    # --profile still chooses
+    code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "p.tif", "--profile", "smoke"],
+                    capsys)
+    assert code == 0 and read_tiff(tmp_path / "p.tif")[2]["blend"] == smoke.blend
+
+
+def test_a_checkpoint_of_a_profile_not_found_here_names_the_checkpoint_and_profile_option(tmp_path, ct_stack, capsys):
+    base = torch.load(make_checkpoint(tmp_path / "base.pt"), weights_only=True)
+    torch.save({**base, "profile": "mine"}, tmp_path / "mine.pt")  # an older checkpoint: no settings recorded
+    code, err = run(["--checkpoint", tmp_path / "mine.pt", "--input", ct_stack, "--output", tmp_path / "o.tif"],
+                    capsys)
+    assert code == 2 and "mine.pt: trained with profile 'mine'" in err and "--profile" in err, err
+    torch.save({**base, "profile": "mine", "inference": {**dataclasses_asdict_smoke(), "step": 0}}, tmp_path / "bad.pt")
+    code, err = run(["--checkpoint", tmp_path / "bad.pt", "--input", ct_stack, "--output", tmp_path / "o.tif"],
+                    capsys)
+    assert code == 2 and "bad.pt: field inference: inference.step must be between 1" in err, err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def dataclasses_asdict_smoke():
+    import dataclasses
+
+    return dataclasses.asdict(load_profile("smoke").inference)

@@ -301,6 +301,10 @@ def test_training_a_fold_reads_the_split_once(tmp_path, monkeypatch):
     out = train_fold(SMOKE, "pix2pix", 0, epochs=1, progress=False, root=tmp_path)
     assert reads == ["smoke"]
     assert torch.load(out / "last.pt", weights_only=True)["pair_ids"] == ["p0", "p1"]
+    # the profile's inference settings go with the weights (`vstain stain` tiles with them)
+    import dataclasses
+
+    assert torch.load(out / "last.pt", weights_only=True)["inference"] == dataclasses.asdict(SMOKE.inference)
 
 
 def test_checkpoint_records_the_training_ct_statistics_inside_the_masks(tmp_path):
@@ -311,6 +315,10 @@ def test_checkpoint_records_the_training_ct_statistics_inside_the_masks(tmp_path
     assert stats["quantiles"] == sorted(stats["quantiles"])
     assert abs(stats["quantiles"][3] - np.median(inside)) < 0.02 * (inside.max() - inside.min())
     assert load_generator(out / "last.pt")[1]["ct_statistics"] == stats
+    # and the voxel size it was trained at, which `vstain stain` compares a volume's with
+    recorded = torch.load(out / "last.pt", weights_only=True)["ct_voxel_um"]
+    assert recorded == float(np.median([p.pixel_size_um for p in PAIRS])) > 0
+    assert load_generator(out / "last.pt")[1]["ct_voxel_um"] == recorded
 
 
 def test_checkpoint_selection_picks_the_best_validation_checkpoint_and_never_reads_test_pairs(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from vstain.uncertainty import SOURCES, rank_correlation, stain_error
 
 
 def test_stain_uncertainty_writes_a_map_beside_the_stain(tmp_path, ct_stack, capsys):  # noqa: F811
-    first, second = make_checkpoint(tmp_path / "a.pt"), make_checkpoint(tmp_path / "b.pt", ngf=4)
+    first, second = make_checkpoint(tmp_path / "a.pt"), make_checkpoint(tmp_path / "b.pt", seed=1)
     out = tmp_path / "stained.tif"
     code, err = run(["--checkpoint", first, "--ensemble", second, "--input", ct_stack, "--output", out,
                      "--uncertainty", "--uncertainty-source", "combined", "--step", "8"], capsys)
@@ -47,7 +47,7 @@ def test_stain_uncertainty_reads_each_checkpoint_once_and_builds_one_stainer(tmp
                         lambda path, **kwargs: loaded.append(path) or original_load(path, **kwargs))
     monkeypatch.setattr(stain_stage, "make_slice_stainer",
                         lambda *args, **kwargs: plain.append(1) or original_stainer(*args, **kwargs))
-    first, second = make_checkpoint(tmp_path / "a.pt"), make_checkpoint(tmp_path / "b.pt")
+    first, second = make_checkpoint(tmp_path / "a.pt"), make_checkpoint(tmp_path / "b.pt", seed=1)
     code, err = run(["--checkpoint", first, "--ensemble", second, "--input", ct_stack, "--output",
                      tmp_path / "o.tif", "--uncertainty", "--step", "8"], capsys)
     assert code == 0, err
@@ -91,10 +91,13 @@ def test_stain_with_and_without_uncertainty_is_bit_identical(tmp_path, ct_stack,
     (["--ensemble", "EXTRA"], "--ensemble is for --uncertainty"),
     (["--stain-from", "mean"], "--stain-from is for --uncertainty"),
     (["--uncertainty", "--uncertainty-source", "ensemble"], "needs other members"),
+    (["--uncertainty", "--ensemble", "EXTRA"], "c.pt: --ensemble member with the same file as"),
+    (["--uncertainty", "--uncertainty-source", "ensemble", "--ensemble", "COPY"], "with the same weights as"),
 ])
 def test_bad_uncertainty_options_are_one_line_errors(tmp_path, ct_stack, capsys, argv, message):  # noqa: F811
     ckpt = make_checkpoint(tmp_path / "c.pt")
-    argv = [str(ckpt) if a == "EXTRA" else a for a in argv]
+    copy = make_checkpoint(tmp_path / "copy.pt")  # another file, the same weights (the same seed)
+    argv = [str(ckpt) if a == "EXTRA" else str(copy) if a == "COPY" else a for a in argv]
     code, err = run(["--checkpoint", ckpt, "--input", ct_stack, "--output", tmp_path / "o.tif", *argv], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o_uncertainty.tif").exists()

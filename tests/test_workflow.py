@@ -118,7 +118,10 @@ def test_slurm_profile_chains_training_jobs_within_a_cluster_time_limit():
     gpu_rules = {"train", "train_he", "infer", "volume", "infer_he"}
     assert gpu_rules <= set(profile["set-resources"])
     for name in gpu_rules:
-        assert jobs[name]["gpu"] == 1 and jobs[name]["slurm_partition"] == jobs["train"]["slurm_partition"]
+        assert jobs[name]["slurm_partition"] == jobs["train"]["slurm_partition"]
+        # training asks for training.ranks GPUs itself (the rule's gpu=); a profile value would override it
+        assert jobs[name].get("gpu") == (None if name == "train" else 1), name
+    assert jobs["train"]["tasks"] == 1  # torchrun starts the ranks inside the one task
     paper_fold_minutes = 100 * 60  # the paper's CycleGAN fold on a V100
     assert (profile["retries"] + 1) * jobs["train"]["runtime"] >= paper_fold_minutes
 
@@ -134,6 +137,7 @@ def test_smoke_study_through_a_local_slurm_equals_the_local_run_and_a_killed_tra
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "PASS: Table 1 through SLURM equals the local run's" in done.stdout
     assert "PASS (scancel): the final checkpoint equals the uninterrupted run's" in done.stdout
+    assert "PASS (ranks): its checkpoint equals the local torchrun run's" in done.stdout
 
 
 # --- starting afresh: a deleted stage folder, record or executed notebook is made again, with all after it -----------
@@ -337,3 +341,32 @@ def test_the_book_rule_builds_the_book_with_its_results_digest_and_a_second_run_
                            cwd=checkout, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert _dry_run_jobs(checkout, results) == []  # a second run recomputes nothing
+
+
+def _profile_with_ranks(tmp_path, name, ranks):
+    text = (ROOT / "vstain" / "profiles" / f"{name}.yaml").read_text()
+    assert "  ranks: 1" in text
+    path = tmp_path / f"{name}_{ranks}_ranks.yaml"
+    path.write_text(text.replace("  ranks: 1", f"  ranks: {ranks}", 1))
+    return path
+
+
+def test_training_on_several_ranks_is_started_by_torchrun_inside_one_job_with_as_many_gpus(tmp_path):
+    """training.ranks N > 1: the train rule runs torch.distributed.run with N processes and asks for gpu=N on GPU profiles."""
+    out = _dry_run_commands(tmp_path, f"profile={_profile_with_ranks(tmp_path, 'smoke', 2)}")
+    blocks = [b for b in out.split("\nrule ")[1:] if b.startswith("train:")]
+    assert blocks
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2 -m vstain train --profile"
+    assert all(launcher in block for block in blocks)
+    one = _dry_run_commands(tmp_path / "one")
+    assert f"{sys.executable} -m vstain train --profile smoke" in one and "torch.distributed.run" not in one
+    bin_dir = Path(sys.executable).parent
+    paper = _profile_with_ranks(tmp_path, "paper", 4)
+    done = subprocess.run([str(bin_dir / "snakemake"), "-s", "workflow/Snakefile", "all", "--dry-run",
+                           "--config", f"profile={paper}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, VSTAIN_RESULTS=str(tmp_path / "paper")))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    train_blocks = [b for b in done.stdout.split("\nrule ")[1:] if b.startswith("train:")]
+    assert len(train_blocks) == 20 and all(re.search(r"resources: .*\bgpu=4\b", b) for b in train_blocks)
+    infer_blocks = [b for b in done.stdout.split("\nrule ")[1:] if b.startswith("infer:")]
+    assert infer_blocks and all(re.search(r"resources: .*\bgpu=1\b", b) for b in infer_blocks)

@@ -17,6 +17,7 @@ command line.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -88,6 +89,38 @@ def _raise_terminated(signum, frame):  # noqa: ARG001  (signal handler signature
 EXPECTED_ERRORS = (VstainError, ValueError, OSError)
 
 
+#: How libraries word a full disk when they do not raise ENOSPC themselves (numpy's tofile, torch.save).
+_DISK_FULL_WORDS = ("requested and", "file write failed", "no space left", "disk quota exceeded")
+
+
+def disk_full_message(err: BaseException) -> str | None:
+    """The one line for an error whose cause is a full disk (or quota), naming the file where it is known.
+
+    The exception and its causes are searched for ``ENOSPC`` / ``EDQUOT`` or a library's own words
+    for a short write; None when the disk is not the cause.
+
+    Examples
+    --------
+    >>> disk_full_message(OSError(errno.ENOSPC, "No space left on device", "/data/out.tif"))
+    'no space left on the device writing /data/out.tif; free space there or choose another output'
+    >>> disk_full_message(OSError("27648 requested and 9152 written"))
+    'no space left on the device (27648 requested and 9152 written); free space there or choose another output'
+    >>> disk_full_message(ValueError("bad shape")) is None
+    True
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+            isinstance(err, (OSError, RuntimeError)) and any(w in str(err).lower() for w in _DISK_FULL_WORDS))
+        if full:
+            filename = getattr(err, "filename", None)
+            where = f" writing {filename}" if filename else f" ({str(err).splitlines()[0][:200]})"
+            return f"no space left on the device{where}; free space there or choose another output"
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _show_warning_once(command: str, seen: set[str]):
     """A ``warnings.showwarning`` that prints each message once, as one line in words (no source line)."""
 
@@ -98,6 +131,16 @@ def _show_warning_once(command: str, seen: set[str]):
             print(f"vstain {command}: warning: {text}", file=sys.stderr)
 
     return show
+
+
+def _unexpected(command: str, err: BaseException) -> int:
+    """Report a bug: one line, the full traceback kept in a file named in it; exit code 1."""
+    fd, log = tempfile.mkstemp(prefix=f"vstain-{command}-", suffix=".traceback")
+    with os.fdopen(fd, "w") as handle:
+        traceback.print_exception(err, file=handle)
+    print(f"vstain {command}: unexpected error: {type(err).__name__}: {err} "
+          f"(full traceback in {log}; please report it)", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning_once(args.command, set())
     try:
         return int(run(args) or 0)
-    except EXPECTED_ERRORS as err:
-        print(f"vstain {args.command}: error: {err}", file=sys.stderr)
+    except (*EXPECTED_ERRORS, RuntimeError) as err:
+        full = disk_full_message(err)
+        if full is None and not isinstance(err, EXPECTED_ERRORS):
+            return _unexpected(args.command, err)
+        print(f"vstain {args.command}: error: {full or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vstain {args.command}: interrupted", file=sys.stderr)
@@ -127,12 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vstain {args.command}: terminated", file=sys.stderr)
         return 143
     except Exception as err:  # noqa: BLE001  (anything else is a bug: keep its traceback, say where)
-        fd, log = tempfile.mkstemp(prefix=f"vstain-{args.command}-", suffix=".traceback")
-        with os.fdopen(fd, "w") as handle:
-            traceback.print_exc(file=handle)
-        print(f"vstain {args.command}: unexpected error: {type(err).__name__}: {err} "
-              f"(full traceback in {log}; please report it)", file=sys.stderr)
-        return 1
+        return _unexpected(args.command, err)
     finally:
         signal.signal(signal.SIGTERM, previous)
         warnings.showwarning = previous_show

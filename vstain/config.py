@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from vstain.params import RegistrationParams
-from vstain.vocabulary import MODEL_NAMES
+from vstain.vocabulary import MODEL_NAMES, PIXEL_UM_RANGE
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
 DEVICES = ("cpu", "cuda", "auto")
@@ -138,6 +139,9 @@ class TrainingConfig:
     cuda_precision: Literal["fp32", "bf16", "fp16"]  # on CUDA: fp32 as the paper's code ran; fp16 with a gradient scaler
     lr_decay_start_epoch: int  # 0: constant learning rate; k: linear decay to zero from epoch k to the last (base code: 100)
     prefetch_batches: int  # batches sampled ahead in a background thread (pinned memory on CUDA); 0: in the loop
+    # processes of one training run (distributed data parallel, started by torchrun; one GPU each on CUDA, the
+    # workflow asks SLURM for gpu=ranks); batch_size stays the global batch, a multiple of ranks (vstain.distributed)
+    ranks: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +267,8 @@ def _check_value(value: Any, annotation: Any, where: str, source: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProfileError(f"{source}: {where} must be a number, got {value!r}")
+        if not math.isfinite(value):  # .nan / .inf in YAML: no setting of the study means them
+            raise ProfileError(f"{source}: {where} must be a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -402,6 +408,8 @@ def load_profile(profile: str | Path) -> Profile:
 #: convolutions; PatchGAN: three), or the up-sampled output does not match the input.
 PATCH_MULTIPLE = 8
 VOLUME_AXES = ("z", "y", "x", "zyx")
+#: Widest generator / discriminator base width a profile may ask for (paper: 64); wider ones exhaust any memory.
+MAX_NETWORK_WIDTH = 1024
 
 
 def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
@@ -410,6 +418,9 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
     fraction = "a fraction between 0 and 1"
     positive = "a positive number"
     at_least_one = "an integer of at least 1"
+    low_um, high_um = PIXEL_UM_RANGE
+    plausible_um = f"a size in micrometres from {low_um:g} to {high_um:g} (outside, the unit is wrong)"
+    norm = p.normalisation
     checks = [("seed", p.seed, p.seed >= 0, "a non-negative integer")]
     for name, counts in (("tb_counts", d.tb_counts), ("tb_test_counts", d.tb_test_counts),
                          ("he_counts", d.he_counts), ("he_test_counts", d.he_test_counts)):
@@ -419,8 +430,9 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("dataset.n_folds", d.n_folds, d.n_folds >= 2, "at least 2 (cross-validation needs a validation fold)"),
         ("dataset.ct_shape", d.ct_shape, len(d.ct_shape) == 3 and min(d.ct_shape) >= 8,
          "three sizes (z, y, x) of at least 8 voxels"),
-        ("dataset.ct_voxel_um", d.ct_voxel_um, d.ct_voxel_um > 0, positive),
-        ("dataset.histology_pixel_um", d.histology_pixel_um, d.histology_pixel_um > 0, positive),
+        ("dataset.ct_voxel_um", d.ct_voxel_um, low_um <= d.ct_voxel_um <= high_um, plausible_um),
+        ("dataset.histology_pixel_um", d.histology_pixel_um, low_um <= d.histology_pixel_um <= high_um,
+         plausible_um),
         ("dataset.n_beamtimes", d.n_beamtimes, d.n_beamtimes >= 1, at_least_one),
         ("dataset.n_staining_sessions", d.n_staining_sessions, d.n_staining_sessions >= 1, at_least_one),
         ("dataset.slide_rotation_deg", d.slide_rotation_deg, 0 <= d.slide_rotation_deg <= 180,
@@ -461,6 +473,14 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("dataset.ct_metal_streak_amplitude", d.ct_metal_streak_amplitude, 0 <= d.ct_metal_streak_amplitude <= 2,
          "an amplitude in [0, 2] (relative to dense bone)"),
         *r.range_checks("registration"),
+        ("normalisation.ct_background_mean", norm.ct_background_mean, 0 <= norm.ct_background_mean < 65535,
+         "a 16-bit value in [0, 65535) (the CT is written as uint16)"),
+        ("normalisation.ct_bone_mean", norm.ct_bone_mean, norm.ct_background_mean < norm.ct_bone_mean <= 65535,
+         "a 16-bit value above normalisation.ct_background_mean (bone is brighter than background)"),
+        ("normalisation.histology_c_low", norm.histology_c_low, 0 <= norm.histology_c_low <= 255,
+         "an offset in [0, 255] (8-bit histology)"),
+        ("normalisation.histology_c_high", norm.histology_c_high, 0 <= norm.histology_c_high <= 255,
+         "an offset in [0, 255] (8-bit histology)"),
         ("training.models", t.models, bool(t.models) and len(set(t.models)) == len(t.models)
          and set(t.models) <= set(MODEL_NAMES), f"a list of distinct model names from {list(MODEL_NAMES)}"),
         ("training.folds", t.folds, bool(t.folds) and all(0 <= k < d.n_folds for k in t.folds)
@@ -473,14 +493,18 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("training.patches_per_pair", t.patches_per_pair, t.patches_per_pair >= 1, at_least_one),
         ("training.batch_size", t.batch_size, t.batch_size >= 1, at_least_one),
         ("training.epochs", t.epochs, t.epochs >= 1, at_least_one),
-        ("training.ngf", t.ngf, t.ngf >= 1, at_least_one),
-        ("training.ndf", t.ndf, t.ndf >= 1, at_least_one),
+        ("training.ngf", t.ngf, 1 <= t.ngf <= MAX_NETWORK_WIDTH, f"between 1 and {MAX_NETWORK_WIDTH} (paper: 64)"),
+        ("training.ndf", t.ndf, 1 <= t.ndf <= MAX_NETWORK_WIDTH, f"between 1 and {MAX_NETWORK_WIDTH} (paper: 64)"),
         ("training.n_blocks", t.n_blocks, t.n_blocks >= 0, "non-negative"),
         ("training.n_layers_d", t.n_layers_d, t.n_layers_d >= 1, at_least_one),
-        ("training.lr", t.lr, t.lr > 0, positive),
+        ("training.lr", t.lr, 0 < t.lr <= 1, "a learning rate in (0, 1]"),
+        *[(f"training.{name}", getattr(t, name), getattr(t, name) >= 0, "a non-negative loss weight")
+          for name in ("lambda_cyc", "lambda_id", "lambda_px", "lambda_gs", "lambda_l1")],
         ("training.lr_decay_start_epoch", t.lr_decay_start_epoch, 0 <= t.lr_decay_start_epoch < max(t.epochs, 1),
          f"0 (constant) or an epoch before the last ({t.epochs})"),
         ("training.prefetch_batches", t.prefetch_batches, 0 <= t.prefetch_batches <= 64, "between 0 and 64"),
+        ("training.ranks", t.ranks, t.ranks >= 1 and t.batch_size % t.ranks == 0,
+         f"at least 1 and a divisor of training.batch_size ({t.batch_size}, the global batch)"),
         ("training.beta1", t.beta1, 0 <= t.beta1 < 1, "in [0, 1)"),
         ("training.beta2", t.beta2, 0 <= t.beta2 < 1, "in [0, 1)"),
         ("training.pool_size", t.pool_size, t.pool_size >= 0, "non-negative"),
@@ -518,6 +542,31 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
     return checks
 
 
+def inference_settings(data: Any, source: str) -> InferenceConfig:
+    """An ``inference`` section read back from a record (a checkpoint's), validated as a profile's is.
+
+    Raises
+    ------
+    ProfileError
+        Naming ``source`` and the dotted key, for an unknown, missing, mistyped or out-of-range value.
+
+    Examples
+    --------
+    >>> recorded = dataclasses.asdict(load_profile("smoke").inference)
+    >>> inference_settings(recorded, "last.pt").step == load_profile("smoke").inference.step
+    True
+    >>> inference_settings({**recorded, "step": 0}, "last.pt")
+    Traceback (most recent call last):
+    ...
+    vstain.config.ProfileError: last.pt: inference.step must be between 1 and inference.patch_size, got 0
+    """
+    settings = _build(InferenceConfig, data, "inference", source)
+    for key, value, valid, what in _range_checks(dataclasses.replace(load_profile("smoke"), inference=settings)):
+        if key.startswith("inference.") and not valid:
+            raise ProfileError(f"{source}: {key} must be {what}, got {value!r}")
+    return settings
+
+
 def check_ranges(profile: Profile, source: str = "profile") -> None:
     """Stop with a :class:`ProfileError` naming ``source`` and the dotted key of the first value out of range.
 
@@ -529,7 +578,7 @@ def check_ranges(profile: Profile, source: str = "profile") -> None:
     >>> check_ranges(bad, "my.yaml")
     Traceback (most recent call last):
     ...
-    vstain.config.ProfileError: my.yaml: training.lr must be a positive number, got -0.0002
+    vstain.config.ProfileError: my.yaml: training.lr must be a learning rate in (0, 1], got -0.0002
     """
     for key, value, valid, what in _range_checks(profile):
         if not valid:

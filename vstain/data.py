@@ -21,7 +21,10 @@ brightness/contrast jitter drawn separately for CT and histology; the histology 
 scales the three channels of a pixel by the same factor, so RGB ratios (chromaticity)
 are kept. A patch whose mask covers less than ``min_mask_fraction`` of it is re-drawn.
 Every epoch's draws come from a generator seeded by ``(seed, epoch)``, so any epoch can
-be reproduced alone (exact resumption needs no sampler state).
+be reproduced alone (exact resumption needs no sampler state). For training on several
+processes (:mod:`vstain.distributed`) the epoch is *sharded*: each patch is drawn from its own
+generator seeded by ``(seed, epoch, position)`` and each rank draws only its share of every
+batch, so the ranks' shares put together are the same batches whatever the number of ranks.
 
 Examples
 --------
@@ -308,21 +311,67 @@ class PatchSampler:
         """Batches per epoch."""
         return len(self.pairs) * self.patches_per_pair // self.batch_size
 
-    def epoch(self, epoch: int) -> Iterator[dict[str, Any]]:
+    def epoch(self, epoch: int, shard: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
         """The batches of epoch ``epoch``: dicts with ``x`` (CT), ``y`` (histology), ``mask``, ``pair_ids``.
 
         ``x`` and ``y`` are float32 ``(B, 3, P, P)`` tensors in [-1, 1]; ``mask`` is ``(B, 1, P, P)``.
+
+        Parameters
+        ----------
+        epoch : int
+        shard : (rank, world_size), optional
+            ``None`` (one process): every patch of the epoch comes from one generator seeded by
+            ``(seed, epoch)``. ``(r, n)``: the epoch is sharded over ``n`` ranks; the order of the
+            pairs is the same, but each patch comes from its own generator seeded by ``(seed,
+            epoch, position in the epoch)``, and rank ``r`` yields only positions ``r * b`` to
+            ``(r + 1) * b - 1`` of every batch, ``b = batch_size / n`` (``batch_size`` stays the
+            global batch and must be a multiple of ``n``). The shares of ranks ``0 .. n-1`` put
+            together are the batches of ``shard=(0, 1)``, whatever ``n``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from vstain.pairs import RegisteredPair
+        >>> rng = np.random.default_rng(0)
+        >>> pair = RegisteredPair("p0", "Mg", "toluidine_blue", rng.integers(0, 60000, (40, 40)).astype(np.uint16),
+        ...                       rng.integers(0, 255, (40, 40, 3)).astype(np.uint8), np.ones((40, 40), bool), 5.0)
+        >>> sampler = PatchSampler([pair], patch_size=32, patches_per_pair=4, batch_size=4, seed=1)
+        >>> whole = next(sampler.epoch(0, shard=(0, 1)))["x"]
+        >>> halves = [next(sampler.epoch(0, shard=(r, 2)))["x"] for r in (0, 1)]
+        >>> tuple(halves[0].shape), bool(torch.equal(torch.cat(halves), whole))
+        ((2, 3, 32, 32), True)
         """
         rng = np.random.default_rng([self.seed, int(epoch)])
         order = rng.permutation(np.repeat(np.arange(len(self.pairs)), self.patches_per_pair))
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            patches = [self.sample_patch(int(i), rng) for i in order[start:start + self.batch_size]]
+        if shard is None:
+            starts, share = range(0, len(self) * self.batch_size, self.batch_size), self.batch_size
+        else:
+            rank, world_size = self.check_shard(shard)
+            share = self.batch_size // world_size
+            starts = range(rank * share, len(self) * self.batch_size, self.batch_size)
+        for start in starts:
+            positions = range(start, start + share)
+            if shard is None:
+                patches = [self.sample_patch(int(order[k]), rng) for k in positions]
+            else:
+                patches = [self.sample_patch(int(order[k]), np.random.default_rng([self.seed, int(epoch), k]))
+                           for k in positions]
             yield {
                 "x": torch.from_numpy(np.stack([p[0] for p in patches])),
                 "y": torch.from_numpy(np.stack([p[1] for p in patches])),
                 "mask": torch.from_numpy(np.stack([p[2] for p in patches])),
-                "pair_ids": [self.pairs[int(i)].pair_id for i in order[start:start + self.batch_size]],
+                "pair_ids": [self.pairs[int(order[k])].pair_id for k in positions],
             }
+
+    def check_shard(self, shard: tuple[int, int]) -> tuple[int, int]:
+        """``(rank, world_size)`` checked against the batch size; a clear error otherwise."""
+        rank, world_size = (int(v) for v in shard)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"PatchSampler: shard (rank {rank}, world size {world_size}) needs 0 <= rank < world size")
+        if self.batch_size % world_size:
+            raise ValueError(f"PatchSampler: batch size {self.batch_size} (profile field training.batch_size, the "
+                             f"global batch) is not a multiple of the {world_size} ranks (training.ranks)")
+        return rank, world_size
 
     def sample_patch(self, pair_index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One augmented patch of pair ``pair_index``: CT (3, P, P), histology (3, P, P), mask (1, P, P)."""

@@ -77,7 +77,7 @@ import yaml
 
 from vstain.io import sha256_file, sha256_path, write_csv, write_text
 from vstain.volume_io import open_volume, split_hdf5_path
-from vstain.vocabulary import MATERIALS, ROLES, STAINS
+from vstain.vocabulary import MATERIALS, PIXEL_UM_RANGE, ROLES, STAINS
 
 SOURCES = ("synthetic", "files")
 _TOP_KEYS = {"version", "source", "description", "profile", "seed", "counts", "pairs"}
@@ -89,8 +89,6 @@ _GUESS_KEYS = ("rotation_deg", "mirrored", "normal_axis")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 #: The manifest versions this vstain reads.
 SUPPORTED_VERSIONS = (1,)
-#: Plausible pixel and voxel sizes in micrometres (inclusive): outside, the unit is almost surely wrong.
-PIXEL_UM_RANGE = (0.01, 1000.0)
 
 
 class ManifestError(ValueError):
@@ -275,6 +273,24 @@ def _check_ct_volume(source: Path | str, voxel_um: float, where: str) -> tuple[i
     return shape
 
 
+#: Largest relative difference between the manifest's ``ct_voxel_um`` and the CT file's own voxel size.
+VOXEL_TOLERANCE = 0.01
+
+
+def _check_ct_voxel_size(source: Path | str, voxel_um: float, where: str) -> None:
+    """Refuse a ``ct_voxel_um`` that the CT file's own header contradicts (headers only; none there: nothing to check)."""
+    try:
+        volume = open_volume(source)
+    except (ValueError, OSError):  # no voxel size in the file, or a fault the other checks name
+        return
+    header = tuple(float(v) for v in volume.voxel_size_um)
+    volume.close()
+    if any(abs(v - voxel_um) > VOXEL_TOLERANCE * voxel_um for v in header):
+        raise ManifestError(f"{where}: field 'ct_voxel_um' is {voxel_um:g} um, but the file's header says "
+                            f"{' x '.join(f'{v:g}' for v in header)} um (z, y, x); correct the manifest or the file "
+                            "(a CT at another voxel size is stained at the wrong scale)")
+
+
 def check_landmarks(landmarks: Any, histology_shape: Any = None, ct_shape: Any = None, *,
                     where: str = "initial_guess.landmarks") -> tuple[np.ndarray, np.ndarray]:
     """Check landmark pairs (histology pixel ``(y, x)`` <-> CT voxel ``(z, y, x)``) and return them as arrays.
@@ -448,12 +464,14 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
             if stem == "ct" and (dataset is not None or path.is_dir()):
                 ct_shape = _check_ct_volume(path if dataset is None else f"{path}:{dataset}", ct_um,
                                             f"{here}: field 'ct_path'")
+                _check_ct_voxel_size(path if dataset is None else f"{path}:{dataset}", ct_um, here)
             else:
                 shape = _check_image(stem, path, f"{here}: field '{stem}_path'", histology_shape)
                 if stem == "histology":
                     histology_shape = shape
                 elif stem == "ct":
                     ct_shape = shape
+                    _check_ct_voxel_size(path, ct_um, here)
         files[stem] = (path, expected)
         if stem == "ct":
             ct_dataset = dataset
@@ -468,6 +486,45 @@ def _parse_pair(raw: Any, index: int, base: Path, source: Path, verify: bool, hi
         extra_mask_sha256=files["extra_mask"][1], test=test,
         beamtime=raw.get("beamtime"), session=raw.get("session"), ct_dataset=ct_dataset, initial_guess=guess,
     )
+
+
+#: The files a pair must not share with another pair, by their checksum field.
+DISTINCT_FILES = ("ct", "histology")
+
+
+def _check_distinct_files(pairs: list[PairEntry], source: Path) -> None:
+    """Refuse two pairs holding the same CT or the same histology (identical checksums), both pairs named.
+
+    A copy of a pair under another id would be split as a pair of its own: a test pair's files
+    listed again end up in training. Two CT datasets of one HDF5 file share the file's checksum
+    and differ by their dataset path, so the CT is compared by checksum and dataset path.
+    Hand-made masks may be shared (the same outline drawn once for two sections).
+
+    Examples
+    --------
+    >>> a = PairEntry("a", "Mg", "toluidine_blue", None, 5.0, None, 0.5, None, "1" * 64, "2" * 64)
+    >>> _check_distinct_files([a, dataclasses.replace(a, pair_id="b", histology_sha256="3" * 64)], Path("m.yaml"))
+    Traceback (most recent call last):
+    ...
+    vstain.manifest.ManifestError: m.yaml: pair b: field 'ct_sha256' is the same as pair a's: one CT listed under two pairs (None); a copy under another id would be split as a pair of its own and could put test data into training; list each pair's files once
+    """
+    for stem in DISTINCT_FILES:
+        owner: dict[tuple, PairEntry] = {}
+        for entry in pairs:
+            checksum = getattr(entry, f"{stem}_sha256")
+            if not checksum:
+                continue
+            key = (checksum, entry.ct_dataset if stem == "ct" else None)
+            first = owner.setdefault(key, entry)
+            if first is not entry:
+                what = "CT" if stem == "ct" else stem
+                shown = getattr(entry, f"{stem}_path")
+                if stem == "ct" and entry.ct_dataset:
+                    shown = f"{shown}:{entry.ct_dataset}"
+                raise ManifestError(
+                    f"{source}: pair {entry.pair_id}: field '{stem}_sha256' is the same as pair {first.pair_id}'s: "
+                    f"one {what} listed under two pairs ({shown}); a copy under another id would be split as a pair "
+                    "of its own and could put test data into training; list each pair's files once")
 
 
 def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
@@ -493,7 +550,8 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
         Malformed YAML, unsupported version, unknown/missing field, unknown material or
         stain, implausible pixel size, a folder or a file of the wrong kind (not a TIFF, an
         RGB CT, a 2D CT, a greyscale histology, an RGB mask), bad or mismatching checksum,
-        duplicate id, a stain whose pairs are all test pairs.
+        duplicate id, a CT or histology listed under two pairs (identical checksums), a stain
+        whose pairs are all test pairs.
     """
     path = Path(path)
     if not path.is_file():
@@ -532,6 +590,7 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
             raise ManifestError(f"{path}: pair {entry.pair_id}: field 'id' is duplicated")
         seen.add(entry.pair_id)
         pairs.append(entry)
+    _check_distinct_files(pairs, path)
     for stain in STAINS:
         members = [p.pair_id for p in pairs if p.stain == stain]
         if members and all(p.test for p in pairs if p.stain == stain):

@@ -16,6 +16,10 @@ Every checkpoint records the model name, the architecture hyper-parameters, whic
 generator maps which direction (``G_XY``: CT to histology), the profile, seed and code
 version, so :func:`vstain.models.checkpoint.load_generator` rebuilds a network from the file alone.
 
+A run can also train on several processes at once (``ranks`` of :func:`train_model`; distributed
+data parallel under ``torchrun``, :mod:`vstain.distributed`): the same files, written by rank 0, and
+the numbers of one process training on the whole global batch.
+
 Examples
 --------
 >>> import numpy as np, tempfile
@@ -35,6 +39,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import threading
@@ -49,8 +54,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
-from vstain import losses
+from vstain import distributed, losses
 from vstain.data import PatchSampler, network_to_ct, network_to_histology
+from vstain.distributed import Ranks
 from vstain.infer import ct_to_histology_slide
 from vstain.io import provenance, write_csv, write_json
 from vstain.masks import apply_mask, background_fill
@@ -247,10 +253,16 @@ class Trainer:
     seed : int
         Seeds the weight initialisation and the image buffers.
     device : torch.device
+    ranks : Ranks, optional
+        This process among the ranks of a distributed run (:mod:`vstain.distributed`): each
+        network is wrapped for data parallel training, the masked l1 terms and the image
+        buffers act on the global batch, and the loss components returned are averaged over
+        the ranks. None: one process, as always.
     """
 
     def __init__(self, model: str, training: Any, seed: int, device: torch.device | str = "cpu",
-                 channels_last: bool = False, cpu_bf16: bool = False, cuda_precision: str = "fp32") -> None:
+                 channels_last: bool = False, cpu_bf16: bool = False, cuda_precision: str = "fp32",
+                 ranks: Ranks | None = None) -> None:
         self.spec = model_spec(model)
         self.channels_last = bool(channels_last)
         self.cpu_bf16 = bool(cpu_bf16)
@@ -258,9 +270,13 @@ class Trainer:
         self.device = torch.device(device)
         self.weights = loss_weights(model, training)
         self.architecture = architecture(model, training)
-        self.nets = {k: v.to(self.device) for k, v in build_networks(model, training, seed).items()}
+        self.ranks = ranks
+        self.nets = {k: distributed.sync_batch_norm(v, ranks, self.device).to(self.device)
+                     for k, v in build_networks(model, training, seed).items()}
         if self.channels_last:
             self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
+        # the networks whose backward averages gradients over the ranks (one process: the networks themselves)
+        self.synced = {k: distributed.wrap(v, ranks, self.device) for k, v in self.nets.items()}
         generators = [v for k, v in self.nets.items() if k.startswith("G")]
         discriminators = [v for k, v in self.nets.items() if k.startswith("D")]
         betas = (training.beta1, training.beta2)
@@ -317,66 +333,95 @@ class Trainer:
             return self._step_pix2pix(x, y, mask, epoch, step)
         return self._step_cyclegan(x, y, mask, epoch, step)
 
+    def _l1_share(self, components: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+        """Several ranks: scale the masked l1 terms to this rank's share of the global batch's (in place)."""
+        share = distributed.l1_share(mask, self.ranks)
+        if share is not None:
+            for key in ("cyc", "id", "px", "gs", "l1"):
+                if key in components:
+                    components[key] = components[key] * share
+
+    def _buffered(self, name: str, fakes: torch.Tensor) -> torch.Tensor:
+        """The image buffer's answer to this rank's fakes; several ranks: queried with the global batch."""
+        buffer = self.buffers[name]
+        if buffer.size == 0 or self.ranks is None or not self.ranks.distributed:
+            return buffer.query(fakes)
+        return distributed.own_share(buffer.query(distributed.gather_batch(fakes, self.ranks)), self.ranks)
+
+    def _checked(self, components: dict[str, torch.Tensor], epoch: int, step: int) -> dict[str, float]:
+        """The components as floats (several ranks: averaged over them), stopped when one is not finite."""
+        if self.ranks is None or not self.ranks.distributed:
+            _finite(components, epoch, step, self.model)
+            return {k: float(v.detach()) for k, v in components.items()}
+        values = distributed.mean_over_ranks(components, self.ranks)  # every rank sees the same numbers
+        _finite({k: torch.tensor(v) for k, v in values.items()}, epoch, step, self.model)
+        return values
+
     def _step_cyclegan(self, x, y, mask, epoch, step) -> dict[str, float]:
-        g_xy, g_yx, d_x, d_y = (self.nets[k] for k in ("G_XY", "G_YX", "D_X", "D_Y"))
-        _set_requires_grad([d_x, d_y], False)
+        g_xy, g_yx, d_x, d_y = (self.synced[k] for k in ("G_XY", "G_YX", "D_X", "D_Y"))
+        # frozen in the generator update: the plain modules (no gradient of theirs to average)
+        frozen_d_x, frozen_d_y = self.nets["D_X"], self.nets["D_Y"]
+        _set_requires_grad([frozen_d_x, frozen_d_y], False)
         self.optimisers["G"].zero_grad(set_to_none=True)
         with self._autocast():
             fake_y, fake_x = g_xy(x), g_yx(y)
             components = {
-                "gan": losses.adversarial_loss(d_x(fake_x), d_y(fake_y)),
+                "gan": losses.adversarial_loss(frozen_d_x(fake_x), frozen_d_y(fake_y)),
                 "cyc": losses.cycle_loss(x, g_yx(fake_y), y, g_xy(fake_x), mask),
                 "id": losses.identity_loss(y, g_xy(y), x, g_yx(x), mask),
             }
             if self.spec.paired_losses:
                 components["px"] = losses.pixelwise_loss(y, fake_y, x, fake_x, mask)
                 components["gs"] = losses.greyscale_loss(fake_x, mask)
+                self._l1_share(components, mask)
                 components["total"] = losses.total_paired(components, self.weights)
             else:
+                self._l1_share(components, mask)
                 components["total"] = losses.total_unpaired(components, self.weights)
-        _finite(components, epoch, step, self.model)
+        values = self._checked(components, epoch, step)
         self._backward(components["total"])
         self._optimiser_step("G")
 
-        _set_requires_grad([d_x, d_y], True)
+        _set_requires_grad([frozen_d_x, frozen_d_y], True)
         self.optimisers["D"].zero_grad(set_to_none=True)
         with self._autocast():
             d_components = {
-                "D_X": losses.discriminator_loss(d_x(x), d_x(self.buffers["X"].query(fake_x))),
-                "D_Y": losses.discriminator_loss(d_y(y), d_y(self.buffers["Y"].query(fake_y))),
+                "D_X": losses.discriminator_loss(d_x(x), d_x(self._buffered("X", fake_x))),
+                "D_Y": losses.discriminator_loss(d_y(y), d_y(self._buffered("Y", fake_y))),
             }
-        _finite(d_components, epoch, step, self.model)
+        d_values = self._checked(d_components, epoch, step)
         self._backward(d_components["D_X"] + d_components["D_Y"])
         self._optimiser_step("D")
         if self.scaler is not None:
             self.scaler.update()
-        return {k: float(v.detach()) for k, v in {**components, **d_components}.items()}
+        return {**values, **d_values}
 
     def _step_pix2pix(self, x, y, mask, epoch, step) -> dict[str, float]:
-        g, d = self.nets["G_XY"], self.nets["D_XY"]
-        _set_requires_grad([d], False)
+        g, d, frozen_d = self.synced["G_XY"], self.synced["D_XY"], self.nets["D_XY"]
+        _set_requires_grad([frozen_d], False)
         self.optimisers["G"].zero_grad(set_to_none=True)
         with self._autocast():
             fake_y = g(x)
             components = {
-                "gan": losses.conditional_adversarial_loss(d(torch.cat([x, fake_y], 1))),
+                "gan": losses.conditional_adversarial_loss(frozen_d(torch.cat([x, fake_y], 1))),
                 "l1": losses.l1_loss(y, fake_y, mask),
             }
+            self._l1_share(components, mask)
             components["total"] = losses.total_pix2pix(components, self.weights)
-        _finite(components, epoch, step, self.model)
+        values = self._checked(components, epoch, step)
         self._backward(components["total"])
         self._optimiser_step("G")
 
-        _set_requires_grad([d], True)
+        _set_requires_grad([frozen_d], True)
         self.optimisers["D"].zero_grad(set_to_none=True)
         with self._autocast():
             d_loss = losses.discriminator_loss(d(torch.cat([x, y], 1)), d(torch.cat([x, fake_y.detach()], 1)))
-        _finite({"D_XY": d_loss}, epoch, step, self.model)
+        d_values = self._checked({"D_XY": d_loss}, epoch, step)
         self._backward(d_loss)
         self._optimiser_step("D")
         if self.scaler is not None:
             self.scaler.update()
-        return {**{k: float(v.detach()) for k, v in components.items()}, "D_XY": float(d_loss.detach())}
+        return {**values, **d_values}
 
     # ---- state
 
@@ -411,7 +456,8 @@ class Trainer:
 
 def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str, training: Any, *, epochs: int,
                 seed: int, fold: int = 0, stain: str = "toluidine_blue", profile_name: str = "",
-                device: str | torch.device = "cpu", resume: bool = True, progress: bool = True) -> Path:
+                device: str | torch.device = "cpu", resume: bool = True, progress: bool = True,
+                ranks: Ranks | None = None, inference: Any = None) -> Path:
     """Train ``model`` on ``pairs`` and write its history and checkpoints into ``out_dir``.
 
     Parameters
@@ -434,6 +480,9 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     stain : {"toluidine_blue", "he"}
     profile_name : str
         Recorded in the checkpoints and the provenance.
+    inference : InferenceConfig, optional
+        ``profile.inference``, recorded in the checkpoints (``inference``): ``vstain stain`` tiles
+        with the settings the model was trained beside, whatever profile files exist where it runs.
     device : str or torch.device
         A resolved device (``"cpu"`` or ``"cuda"``). On CUDA the forward passes run in
         ``training.cuda_precision`` (fp32, bf16 autocast, or fp16 autocast with a gradient scaler).
@@ -441,7 +490,15 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
         Continue from ``out_dir/last.pt`` when it exists (it must be of the same model,
         architecture and pairs).
     progress : bool
-        Show a tqdm bar.
+        Show a tqdm bar (rank 0 only).
+    ranks : Ranks, optional
+        This process among the ranks of a distributed run (:mod:`vstain.distributed`; the process
+        group joined, ``device`` this rank's). Every rank calls this function with the same
+        arguments; ``training.batch_size`` is the global batch (a multiple of the ranks), each
+        rank draws its share of the epoch's patches (``PatchSampler.epoch(shard=...)``), the
+        torch seed of each epoch is the rank's own, and only rank 0 writes. ``Ranks()`` (one
+        rank) draws the same sharded patches as any number of ranks: the one-process run that a
+        distributed run equals. None: the one-process run as it always was.
 
     Returns
     -------
@@ -452,8 +509,9 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     ------
     ValueError
         Bad pairs (see :class:`vstain.data.PatchSampler`), a checkpoint of another model
-        or shape, or a non-finite loss (:class:`NonFiniteLossError`, naming epoch and
-        component). Checkpoints are written only at the end of an epoch, atomically.
+        or shape, a global batch that the ranks do not divide, or a non-finite loss
+        (:class:`NonFiniteLossError`, naming epoch and component). Checkpoints are written
+        only at the end of an epoch, atomically.
     """
     spec = model_spec(model)
     check_word(stain, STAINS, "stain")
@@ -469,6 +527,10 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     origin = {**provenance(), "profile": profile_name, "seed": study_seed, "model": model, "fold": int(fold)}
 
     sampler = PatchSampler.from_profile(pairs, training, seed, invert_ct=spec.invert_ct)
+    shard = ranks.shard if ranks is not None else None
+    if shard is not None:
+        sampler.check_shard(shard)
+    main = ranks is None or ranks.is_main  # the process that writes and shows progress
     identity = {
         "model": model, "architecture": architecture(model, training), "fold": int(fold), "stain": stain,
         "profile": profile_name, "seed": seed, "patch_size": training.patch_size,
@@ -476,12 +538,15 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
     }
     # What the model learns from: `vstain stain` warns when a volume's normalised CT is unlike it.
     ct_stats = ct_statistics([p.ct for p in pairs], [p.mask for p in pairs], seed=seed) if pairs else None
+    # ... and at what voxel size: `vstain stain` warns when a volume's is far from it
+    ct_voxel_um = float(np.median([p.pixel_size_um for p in pairs])) if pairs else None
     # The global torch random state (dropout) and thread count are set here and restored afterwards.
     with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []), \
             _threads(training.threads):
         torch.manual_seed(seed)
         trainer = Trainer(model, training, seed, torch_device, channels_last=training.channels_last,
-                          cpu_bf16=use_cpu_bf16(training.cpu_bf16), cuda_precision=training.cuda_precision)
+                          cpu_bf16=use_cpu_bf16(training.cpu_bf16), cuda_precision=training.cuda_precision,
+                          ranks=ranks)
         history: list[dict[str, Any]] = []
         best: dict[str, float] = {}
         start_epoch = 1
@@ -500,14 +565,16 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
         components = trainer.generator_components()
         steps = len(sampler)
         bar = tqdm(total=(epochs - start_epoch + 1) * steps if epochs >= start_epoch else 0,
-                   desc=f"{model} fold {fold}", unit="step", disable=not progress)
+                   desc=f"{model} fold {fold}", unit="step", disable=not (progress and main))
         for epoch in range(start_epoch, epochs + 1):
             for net in trainer.nets.values():
                 net.train()
+            if ranks is not None:  # each rank's own dropout draws, the same again when the epoch is resumed
+                torch.manual_seed(distributed.rank_seed(seed, epoch, ranks.rank))
             started = time.perf_counter()
             sums: dict[str, float] = {}
             trainer.set_learning_rate(training.lr * learning_rate_factor(epoch, epochs, training.lr_decay_start_epoch))
-            batches = prefetched(sampler.epoch(epoch), training.prefetch_batches,
+            batches = prefetched(sampler.epoch(epoch, shard), training.prefetch_batches,
                                  pin_memory=torch_device.type == "cuda")
             for index, batch in enumerate(batches):
                 values = trainer.step(batch, epoch, index)
@@ -518,9 +585,14 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
             row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()},
                    "seconds": time.perf_counter() - started}
             history.append(row)
+            if not main:  # the other ranks keep the same history and minima, and write nothing
+                best.update({c: row[c] for c in components if row[c] < best.get(c, math.inf)})
+                continue
             record = {"format": CHECKPOINT_FORMAT, **identity, "epoch": epoch, "ct_statistics": ct_stats,
+                      "ct_voxel_um": ct_voxel_um,
+                      "inference": dataclasses.asdict(inference) if inference is not None else None,
                       "directions": {d: n for d, n in GENERATOR_OF.items() if n in trainer.nets},
-                      "invert_ct": spec.invert_ct, "provenance": origin}
+                      "invert_ct": spec.invert_ct, "provenance": origin, **distributed.describe(ranks)}
             for component in components:
                 if row[component] < best.get(component, math.inf):
                     best[component] = row[component]
@@ -531,11 +603,13 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
                    "state": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
                    "best": best}, last_path)
         bar.close()
+    if not main:
+        return out
     write_json(out / "training.json", {
         **{k: v for k, v in identity.items()}, "epochs": epochs, "epochs_done": len(history),
         "best": best, "best_epoch": {c: int(min(history, key=lambda r: r[c])["epoch"]) for c in components}
         if history else {}, "seconds": float(sum(r["seconds"] for r in history)), "steps_per_epoch": steps,
-        "device": str(torch_device), "provenance": origin,
+        "device": str(torch_device), "provenance": origin, **distributed.describe(ranks),
     })
     return out
 

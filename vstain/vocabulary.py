@@ -34,6 +34,10 @@ MODEL_NAMES: tuple[str, ...] = ("mod_cyclegan", "cyclegan", "cyclegan_invct", "p
 #: Models with a single (CT -> histology) generator: no generated CT (paper 3.1).
 MODELS_WITHOUT_REVERSE: tuple[str, ...] = ("pix2pix",)
 
+#: Plausible pixel and voxel sizes in micrometres (inclusive): outside, the unit is almost surely wrong.
+#: The manifest's sizes and the profile's ``dataset.ct_voxel_um`` / ``histology_pixel_um`` are held to it.
+PIXEL_UM_RANGE: tuple[float, float] = (0.01, 1000.0)
+
 #: The raw CT shown as greyscale RGB against the histology: Table 1's baseline (paper 3.2).
 BASELINE = "raw_ct"
 

@@ -311,6 +311,7 @@ def stain_volume(
     metadata: dict | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    outside: Callable[[int], np.ndarray] | None = None,
 ) -> Path:
     """Stain a CT volume slice-wise (``axes="z"``) or along Z, Y, X fused (``"zyx"``) and write it.
 
@@ -331,6 +332,10 @@ def stain_volume(
     overwrite : bool
         Replace an existing output (refused otherwise, before any work).
     progress : bool
+    outside : callable, optional
+        ``outside(z)``: the voxels of slice ``z`` that hold no data (outside a reconstruction's
+        field of view, :class:`vstain.normalise.FieldOfViewVolume`); written black (0, 0, 0),
+        the fill stitching software leaves where there is no image.
 
     Returns
     -------
@@ -360,11 +365,21 @@ def stain_volume(
                               fusion=fusion, progress=progress)
     meta = {"axes": axes, "fusion": fusion if axes != "z" else None, "sigma_voxels": sigma_voxels,
             **(metadata or {})}
+    written = slices if outside is None else _blank_outside(slices, outside)
     try:
-        write_rgb_volume(output, slices, source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite)
+        write_rgb_volume(output, written, source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite)
     finally:
+        written.close()
         slices.close()
     return output
+
+
+def _blank_outside(slices: Iterator[np.ndarray], outside: Callable[[int], np.ndarray]) -> Iterator[np.ndarray]:
+    """The stained slices with the voxels ``outside(z)`` set to black (no data)."""
+    for z, rgb in enumerate(slices):
+        rgb = np.array(rgb, copy=True)
+        rgb[np.asarray(outside(z), bool)] = 0
+        yield rgb
 
 
 # --------------------------------------------------------------------------- analysis and views

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -36,10 +37,33 @@ import h5py
 import tifffile
 import zarr
 
-from vstain.io import atomic_target, open_tiff, tiff_pixel_um
+from vstain.io import atomic_target, imagej_spacing_um, open_tiff, tiff_pixel_um
+from vstain.vocabulary import PIXEL_UM_RANGE
 
 
 # --------------------------------------------------------------------------- sources
+
+#: What decoding a damaged TIFF page raises (a short read, a broken compressed stream, a bad tag).
+_DECODE_ERRORS = (ValueError, EOFError, OSError, tifffile.TiffFileError, RuntimeError, zlib.error)
+
+
+def _check_dtype(dtype: Any, name: str) -> np.dtype:
+    """``dtype`` if it holds CT intensities (integers or real floating point); else a ValueError naming ``name``.
+
+    Examples
+    --------
+    >>> _check_dtype(np.uint16, "ct.h5:/data")
+    dtype('uint16')
+    >>> _check_dtype(bool, "ct.h5:/mask")
+    Traceback (most recent call last):
+    ...
+    ValueError: ct.h5:/mask: bool voxels are not CT intensities (expected integers or real floating point: a mask, a label image or complex data is not a scan)
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif":
+        raise ValueError(f"{name}: {dtype} voxels are not CT intensities (expected integers or real floating point: "
+                         "a mask, a label image or complex data is not a scan)")
+    return dtype
 
 
 class ArrayVolume:
@@ -105,6 +129,31 @@ class NormalisedVolume:
         self.source.close()
 
 
+class InvertedVolume:
+    """Another source's slices negated (``-v``): a CT with inverted contrast (bone dark) made the right way up.
+
+    The linear normalisation that follows maps the negated bone and background to 30000 and 10000
+    as for any CT.
+
+    Examples
+    --------
+    >>> InvertedVolume(ArrayVolume(np.array([[[1.0, -2.0]]]), (1, 1, 1))).read_slice(0).tolist()
+    [[-1.0, 2.0]]
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.name, self.shape, self.voxel_size_um = source.name, source.shape, source.voxel_size_um
+
+    def read_slice(self, z: int) -> np.ndarray:
+        """Slice ``z`` of the source, negated."""
+        return np.negative(self.source.read_slice(z))
+
+    def close(self) -> None:
+        """Close the source."""
+        self.source.close()
+
+
 class TiffVolume:
     """A greyscale TIFF stack read slice by slice (pages are decoded one at a time).
 
@@ -127,10 +176,12 @@ class TiffVolume:
             if len(shape) == 2:
                 raise ValueError(
                     f"{path}: a 2D image of shape {shape} is not a volume; `vstain stain` needs a (Z, Y, X) stack "
-                    "(stain single slices with `vstain infer`)"
+                    "(to stain this one slice, put it in a folder of its own and give the folder as --input, with "
+                    "--voxel-size Z Y X)"
                 )
             if len(shape) != 3:
                 raise ValueError(f"{path}: expected a (Z, Y, X) stack, got shape {shape}")
+            _check_dtype(series.dtype, self.name)
             self.shape = shape
             self._pages = series.pages
             if len(self._pages) != shape[0]:
@@ -145,16 +196,21 @@ class TiffVolume:
     def _read_voxel_size(self) -> tuple[float, float, float]:
         ij = self._tif.imagej_metadata or {}
         in_plane, _ = tiff_pixel_um(self._tif.pages[0], ij)
-        if in_plane is not None and "spacing" in ij:
-            return _check_voxel_size((float(ij["spacing"]),) + in_plane, self.name)
+        spacing = imagej_spacing_um(ij)
+        if in_plane is not None and spacing is not None:
+            return _check_voxel_size((spacing,) + in_plane, self.name)
         raise ValueError(
-            f"{self.name}: no voxel size in the file (ImageJ 'spacing' and resolution in um); "
+            f"{self.name}: no voxel size in the file (ImageJ 'spacing' and resolution, in um or another known unit); "
             "give it with --voxel-size Z Y X (micrometres), or write the stack with vstain.io.write_tiff"
         )
 
     def read_slice(self, z: int) -> np.ndarray:
-        """Decode page ``z`` only."""
-        return np.asarray(self._pages[z].asarray(), dtype=np.float32)
+        """Decode page ``z`` only (a page that cannot be decoded is named with the file)."""
+        try:
+            return np.asarray(self._pages[z].asarray(), dtype=np.float32)
+        except _DECODE_ERRORS as err:
+            raise ValueError(f"{self.name}: slice {z} (page {z + 1}) cannot be read, the file is damaged "
+                             f"({type(err).__name__}: {err})") from None
 
     def close(self) -> None:
         """Close the file."""
@@ -208,12 +264,18 @@ class TiffFolderVolume:
         if not files:
             raise ValueError(f"{path}: a folder without .tif/.tiff slices (nor Zarr metadata); "
                              "give a folder of slice TIFFs, a TIFF stack, an OME-Zarr store or file.h5:/dataset")
-        numbers = []
+        numbers, series = [], {}
         for f in files:
             found = re.findall(r"\d+", f.stem)
             if not found:
                 raise ValueError(f"{f}: no slice number in the file name (expected e.g. rec_0001.tif)")
             numbers.append(int(found[-1]))
+            pattern = re.sub(r"\d+(?=\D*$)", "*", f.name)  # the name with its slice number as a wildcard
+            series.setdefault(pattern, []).append(f)
+        if len(series) > 1:
+            kinds = ", ".join(f"{pattern} ({len(members)} files)" for pattern, members in series.items())
+            raise ValueError(f"{path}: slices of {len(series)} series in one folder: {kinds}; keep one series per "
+                             "folder (a reconstruction's slices, not its projections or a second scan)")
         for (a, fa), (b, fb) in zip(zip(numbers, files), zip(numbers[1:], files[1:])):
             if b == a:
                 raise ValueError(f"{fb}: slice number {b} twice ({fa.name} and {fb.name})")
@@ -229,7 +291,7 @@ class TiffFolderVolume:
                     raise ValueError(f"{f}: a slice must be one 2D greyscale image, got {len(tif.pages)} page(s) "
                                      f"of shape {shape}")
                 if first_shape is None:
-                    first_shape, first_dtype = shape, dtype
+                    first_shape, first_dtype = shape, _check_dtype(dtype, str(f))
                     if voxel_size_um is None:
                         voxel_size_um = self._voxel_size_from(f, page, tif.imagej_metadata or {})
                 elif (shape, dtype) != (first_shape, first_dtype):
@@ -243,16 +305,21 @@ class TiffFolderVolume:
     @staticmethod
     def _voxel_size_from(file: Path, page: tifffile.TiffPage, imagej: dict) -> tuple[float, float, float]:
         in_plane, _ = tiff_pixel_um(page, imagej)
-        if in_plane is None or "spacing" not in imagej:
+        spacing = imagej_spacing_um(imagej)
+        if in_plane is None or spacing is None:
             raise ValueError(
-                f"{file}: no voxel size in the slice files (resolution tags in um or cm and ImageJ 'spacing' for Z); "
+                f"{file}: no voxel size in the slice files (resolution tags in um or cm and ImageJ 'spacing' for Z, in a known unit); "
                 "give it with --voxel-size Z Y X (micrometres)"
             )
-        return (float(imagej["spacing"]),) + in_plane
+        return (spacing,) + in_plane
 
     def read_slice(self, z: int) -> np.ndarray:
-        """Decode slice file ``z`` only."""
-        return np.asarray(tifffile.imread(self.files[z]), dtype=np.float32)
+        """Decode slice file ``z`` only (a file that cannot be decoded is named)."""
+        try:
+            return np.asarray(tifffile.imread(self.files[z]), dtype=np.float32)
+        except _DECODE_ERRORS as err:
+            raise ValueError(f"{self.files[z]}: slice {z} of {self.name} cannot be read, the file is damaged "
+                             f"({type(err).__name__}: {err})") from None
 
     def close(self) -> None:
         """Nothing held open between reads."""
@@ -285,6 +352,14 @@ class HDF5Volume:
         except OSError as err:
             raise ValueError(f"{path}: not a readable HDF5 file ({err})") from None
         try:
+            link = self._file.get(dataset, getlink=True)
+            if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+                try:
+                    self._file[dataset]
+                except (KeyError, OSError):
+                    target = (f"{link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink) else link.path)
+                    raise ValueError(f"{self.name}: a link to {target}, which does not exist (a {type(link).__name__} "
+                                     "to nothing); give the dataset itself") from None
             if dataset not in self._file or not isinstance(self._file[dataset], h5py.Dataset):
                 found: list[str] = []
                 self._file.visititems(lambda name, obj: found.append("/" + name) if isinstance(obj, h5py.Dataset)
@@ -294,6 +369,11 @@ class HDF5Volume:
             if self._data.ndim != 3:
                 raise ValueError(f"{self.name}: dataset of shape {self._data.shape}; expected 3 dimensions (Z, Y, X)")
             self.shape = tuple(int(n) for n in self._data.shape)
+            _check_dtype(self._data.dtype, self.name)
+            if self._data.chunks is None and self._data.id.get_storage_size() == 0 and self._data.size:
+                raise ValueError(f"{self.name}: the dataset was never written (no data stored: every voxel is the "
+                                 "fill value); the scan is incomplete")
+            self._written: set[int] = set()
             attrs = self._data.attrs
             if voxel_size_um is None:
                 voxel_size_um = attrs.get("element_size_um", attrs.get("voxel_size_um"))
@@ -305,9 +385,28 @@ class HDF5Volume:
             self._file.close()
             raise
 
+    def _check_written(self, z: int) -> None:
+        """Refuse slice ``z`` if a chunk holding it was never written (it would read as the fill value)."""
+        chunks = self._data.chunks
+        if chunks is None:
+            return
+        start = (z // chunks[0]) * chunks[0]
+        if start in self._written:
+            return
+        for y in range(0, self.shape[1], chunks[1]):
+            for x in range(0, self.shape[2], chunks[2]):
+                if self._data.id.get_chunk_info_by_coord((start, y, x)).byte_offset is None:
+                    raise ValueError(f"{self.name}: slice {z} was never written (the HDF5 chunk at z {start}, y {y}, "
+                                     f"x {x} is not stored: it reads as the fill value); the scan is incomplete")
+        self._written.add(start)
+
     def read_slice(self, z: int) -> np.ndarray:
-        """Read slice ``z`` from the file."""
-        return np.asarray(self._data[z], dtype=np.float32)
+        """Read slice ``z`` from the file (refused where it was never written)."""
+        self._check_written(z)
+        try:
+            return np.asarray(self._data[z], dtype=np.float32)
+        except (OSError, KeyError, RuntimeError) as err:
+            raise ValueError(f"{self.name}: slice {z} cannot be read ({type(err).__name__}: {err})") from None
 
     def close(self) -> None:
         """Close the file."""
@@ -341,7 +440,11 @@ class ZarrVolume:
             if multiscale is None:
                 raise ValueError(f"{path}: a Zarr group without OME-NGFF 'multiscales' metadata; give the array path")
             dataset = multiscale["datasets"][0]
-            array = node[dataset["path"]]
+            try:
+                array = node[dataset["path"]]
+            except KeyError:
+                raise ValueError(f"{path}: the OME-NGFF multiscales metadata names the dataset {dataset['path']!r}, "
+                                 f"which the store does not hold (a copy without it?)") from None
             for transform in dataset.get("coordinateTransformations", []):
                 if transform.get("type") == "scale":
                     scale = transform["scale"]
@@ -358,6 +461,7 @@ class ZarrVolume:
             raise ValueError(
                 f"{path}: the Zarr array has {array.ndim} dimensions (shape {array.shape}); expected 3 (Z, Y, X)"
             )
+        _check_dtype(array.dtype, self.name)
         self.array = array
         self.shape = tuple(int(s) for s in array.shape)
         self._chunk_z = int(array.chunks[0])
@@ -443,6 +547,10 @@ def _check_voxel_size(voxel_size_um: Any, name: str) -> tuple[float, float, floa
         raise ValueError(f"{name}: voxel size must be three numbers (z, y, x) in um, got {voxel_size_um!r}") from None
     if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
         raise ValueError(f"{name}: voxel size must be three positive numbers (z, y, x) in um, got {voxel_size_um!r}")
+    low, high = PIXEL_UM_RANGE
+    if not all(low <= s <= high for s in sizes):
+        raise ValueError(f"{name}: voxel size {sizes} um is outside the plausible {low:g}-{high:g} um (a unit read "
+                         "wrong?); give it with --voxel-size Z Y X (micrometres)")
     return sizes
 
 

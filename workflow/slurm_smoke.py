@@ -3,7 +3,9 @@
 1. The smoke study (dataset to Table 1, and the Table 1 chapter by papermill) runs through
    ``workflow/profiles/slurm`` as SLURM batch jobs from a shell without the venv on PATH, and its
    ``evaluation/table1.csv`` equals the local run's (``snakemake --cores N``, brought up to date first).
-2. A training job stopped by SLURM mid-run is resubmitted by the workflow's retry, resumes from its last checkpoint
+2. A training job on two ranks (``training.ranks: 2``, gloo on the CPU) runs as one SLURM job in which the train rule
+   starts torchrun, and its checkpoint equals the same two-rank training run locally with torchrun.
+3. A training job stopped by SLURM mid-run is resubmitted by the workflow's retry, resumes from its last checkpoint
    and ends with the same weights as an uninterrupted run: cancelled by ``scancel`` after two epochs (SIGTERM, then
    SIGKILL after KillWait, as at a time limit), and on request stopped at a one-minute time limit as a chain of jobs.
 
@@ -16,9 +18,9 @@ local one, CPUs and memory within the node, no GPU request.
 
 Usage (from the checkout, with the venv's interpreter)::
 
-    .venv/bin/python workflow/slurm_smoke.py                          # Table 1 and the scancel check (CI)
+    .venv/bin/python workflow/slurm_smoke.py                          # Table 1, two ranks, scancel (CI)
     .venv/bin/python workflow/slurm_smoke.py --time-limit-epochs 100  # also a chain of one-minute jobs
-    .venv/bin/python workflow/slurm_smoke.py --skip-resume            # Table 1 only
+    .venv/bin/python workflow/slurm_smoke.py --skip-resume --skip-ranks   # Table 1 only
 
 Exit status 0 when every check passes, 1 when a check fails, 77 when SLURM or munge is not installed or this is not
 root (nothing was run).
@@ -283,6 +285,68 @@ def resume_profile(work: Path, epochs: int, model: str) -> Path:
     return path
 
 
+def ranks_profile(work: Path, model: str, ranks: int) -> Path:
+    """The smoke profile with one model trained on ``ranks`` processes (its global batch a multiple of them)."""
+    profile = yaml.safe_load(subprocess.run([sys.executable, "-m", "vstain", "profile", "smoke"], cwd=ROOT,
+                                            capture_output=True, text=True, check=True).stdout)
+    profile["training"]["models"] = [model]
+    profile["training"]["ranks"] = ranks
+    profile["training"]["batch_size"] = ranks * max(1, profile["training"]["batch_size"] // ranks)
+    path = work / f"smoke-ranks-{ranks}.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path
+
+
+def check_ranks(cluster: Cluster, work: Path, model: str, ranks: int = 2) -> bool:
+    """One training job on ``ranks`` CPU ranks through SLURM (torchrun inside the job) equals the local torchrun run."""
+    import torch
+
+    profile = ranks_profile(work, model, ranks)
+    results, reference = work / "results-ranks", work / "results-ranks-local"
+    for root in (results, reference):  # the smoke study's dataset and registration (the same sections) are reused
+        for stage in ("dataset", "registered"):
+            shutil.copytree(work / "results-slurm" / "smoke" / stage, root / "smoke" / stage)
+    run = results / "smoke" / "models" / model / "fold0"
+    target = str(run / "training.json")
+    env = clean_env(cluster, results)
+    args = ["--config", f"profile={profile}"]
+    snakemake([target, "--touch", "--cores", "1", *args], env, work / "snakemake-ranks-touch.log")
+    (run / "training.json").unlink(missing_ok=True)
+    log = work / "snakemake-ranks.log"
+    started = time.monotonic()
+    done = snakemake([target, "--printshellcmds", "--workflow-profile",
+                      str(local_profile(work / "profile-ranks", cluster)), *args], env, log)
+    if done.returncode != 0:
+        say(f"FAIL: the {ranks}-rank training job failed through SLURM:\n{log_tail(log)}")
+        return False
+    text = log.read_text(errors="replace")
+    say(f"{ranks}-rank training through SLURM in {(time.monotonic() - started) / 60:.1f} min")
+    local = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                            str(ranks), "-m", "vstain", "train", "--profile", str(profile), "--model", model,
+                            "--fold", "0", "--results", str(reference)], cwd=ROOT, env=clean_env(cluster, reference),
+                           capture_output=True, text=True)
+    if local.returncode != 0:
+        say(f"FAIL: the local {ranks}-rank run failed:\n{local.stderr[-3000:]}")
+        return False
+    through = torch.load(run / "last.pt", weights_only=True)
+    straight = torch.load(reference / "smoke" / "models" / model / "fold0" / "last.pt", weights_only=True)
+    networks = straight["state"]["networks"]
+    checks = {
+        "one SLURM job": text.count("has been submitted with SLURM jobid") == 1,
+        f"the job started torchrun with {ranks} processes":
+            f"-m torch.distributed.run --standalone --nproc_per_node {ranks} -m vstain train" in text,
+        f"the run was trained on {ranks} ranks": through.get("ranks") == straight.get("ranks") == ranks,
+        "its checkpoint equals the local torchrun run's (every network tensor)":
+            through["epoch"] == straight["epoch"] and all(
+                torch.equal(through["state"]["networks"][n][k], networks[n][k]) for n in networks for k in networks[n]),
+    }
+    for what, ok in checks.items():
+        say(f"{'PASS' if ok else 'FAIL'} (ranks): {what}")
+    if not all(checks.values()):
+        say(f"workflow log:\n{log_tail(log)}")
+    return all(checks.values())
+
+
 def jobs_of(cluster: Cluster) -> list[str]:
     out = cluster._run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"]).stdout
     return out.split()
@@ -387,7 +451,8 @@ def check_resume(cluster: Cluster, work: Path, epochs: int, model: str, kill: st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip-resume", action="store_true", help="only the Table 1 check")
+    parser.add_argument("--skip-resume", action="store_true", help="not the scancel check")
+    parser.add_argument("--skip-ranks", action="store_true", help="not the two-rank training check")
     parser.add_argument("--resume-epochs", type=int, default=30,
                         help="epochs of the training job that is stopped (about 3 s each here)")
     parser.add_argument("--resume-model", default="mod_cyclegan")
@@ -407,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.start()
         ok = check_table1(cluster, work)
+        if ok and not args.skip_ranks:
+            ok = check_ranks(cluster, work, args.resume_model)
         if ok and not args.skip_resume:
             ok = check_resume(cluster, work, args.resume_epochs, args.resume_model, "scancel")
         if ok and args.time_limit_epochs:

@@ -133,7 +133,7 @@ def load_generator(checkpoint_path: str | Path, direction: str = "ct_to_histolog
     generator.eval()
     info = {k: checkpoint.get(k) for k in ("model", "architecture", "invert_ct", "patch_size", "epoch", "component",
                                            "value", "fold", "stain", "profile", "seed", "provenance",
-                                           "ct_statistics")}
+                                           "ct_statistics", "ct_voxel_um", "inference")}
     info.update(network=network, direction=direction, in_channels=int(arch["in_channels"]),
                 out_channels=int(arch["out_channels"]), path=str(path))
     return generator, info

@@ -48,6 +48,30 @@ def positive_float(text: str) -> float:
     return value
 
 
+def at_most(kind, maximum: float, why: str):
+    """An argparse type: ``kind`` (e.g. :func:`positive_int`) no larger than ``maximum``, ``why`` said when it is.
+
+    A bound keeps a slip of a digit from running for hours on trivial work.
+
+    Examples
+    --------
+    >>> sigma = at_most(non_negative_float, 20, "the paper's is 1")
+    >>> sigma("1.5")
+    1.5
+    >>> sigma("1e6")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be at most 20 (the paper's is 1), got 1e6
+    """
+    def parse(text: str):
+        value = kind(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g} ({why}), got {text}")
+        return value
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer of at least 0 (a fold index).
 

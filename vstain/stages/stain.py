@@ -22,26 +22,29 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from vstain.config import DEVICES, as_profile, resolve_device
+from vstain.config import DEVICES, ProfileError, as_profile, inference_settings, resolve_device
 from vstain.infer import infer_slide
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
-from vstain.normalise import (compare_ct_statistics, ct_statistics, linear_ct_map, segment_ct_slices,
-                              volume_scale_from_slices)
-from vstain.stages.arguments import non_negative_float, positive_float, positive_int
+from vstain.normalise import (FieldOfViewVolume, compare_ct_statistics, ct_outside_field_of_view, ct_statistics,
+                              edge_class_shares, find_ct_fill_value, linear_ct_map, looks_inverted,
+                              segment_ct_slices, volume_scale_from_slices)
+from vstain.stages.arguments import at_most, non_negative_float, positive_float, positive_int
 from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import (SOURCES, STAINS, make_uncertainty_stainer, stain_volume_uncertainty,
                                 uncertainty_path)
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
-from vstain.volume_io import NormalisedVolume, open_volume
+from vstain.volume_io import InvertedVolume, NormalisedVolume, open_volume
 
 
 def load_forward_generator(
@@ -59,7 +62,7 @@ def load_forward_generator(
     ``patch_size`` defaults to the training patch size stored in the checkpoint; ``step`` (as the
     same fraction of the patch), ``batch_size``, ``blend`` and the precision of the forward passes
     (``cpu_bf16``, ``cuda_precision``) to the ``inference`` section of ``profile``: by default the
-    profile the checkpoint was trained with, else the embedded default ``quick``. A checkpoint
+    settings the checkpoint records from its training profile (:func:`trained_inference_settings`). A checkpoint
     without a CT-to-histology generator (the reverse one alone) or whose weights do not fit its
     architecture is refused with a ValueError naming the file. The file is read once.
 
@@ -102,6 +105,10 @@ def load_forward_generator(
             f"{checkpoint}: field direction/channels is {info.get('direction')} "
             f"{info.get('in_channels')}->{info.get('out_channels')}; `stain` needs the CT-to-histology generator (3->3)"
         )
+    for name, tensor in generator.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{checkpoint}: generator weight {name} holds NaN or infinite values (a run that "
+                             "diverged); its stain would be blank: choose an earlier checkpoint")
     patch = int(patch_size or info.get("patch_size") or 256)
     arch = (info.get("architecture") or {}).get("generator", {})
     # the generator's down-sampling: a patch side it cannot halve that often gives a mismatched output
@@ -109,7 +116,7 @@ def load_forward_generator(
     if patch < multiple or patch % multiple:
         raise ValueError(f"--patch-size {patch}: the {arch.get('kind', 'resnet')} generator of {checkpoint} needs a "
                          f"multiple of {multiple}")
-    inference_profile = as_profile(profile or info.get("profile") or "quick")
+    inference_profile = trained_inference_settings(checkpoint, info, profile)
     cfg = inference_profile.inference
     step = int(step or max(1, round(patch * cfg.step / cfg.patch_size)))
     if step > patch:
@@ -120,6 +127,37 @@ def load_forward_generator(
     return generator.to(device), {**info, "patch_size": patch, "step": step, "batch_size": batch_size,
                                   "blend": blend, "precision": str(dtype).removeprefix("torch."),
                                   "inference_profile": inference_profile.name}
+
+
+def trained_inference_settings(checkpoint, info: dict, profile: Any = None) -> Any:
+    """The profile whose ``inference`` section tiles the stain: ``profile`` if given, else the training one.
+
+    A checkpoint records its training profile's ``inference`` section (validated again here), so
+    the settings are the trained ones even where that profile file does not exist or was edited
+    since. An older checkpoint names its profile only: it is loaded (the embedded ``quick`` when it
+    names none), and a name not found here says so, naming the checkpoint and ``--profile``.
+
+    Returns
+    -------
+    Profile or SimpleNamespace
+        With ``name`` and ``inference``.
+    """
+    if profile is not None:
+        return as_profile(profile)
+    recorded = info.get("inference")
+    name = info.get("profile") or "quick"
+    if isinstance(recorded, dict):
+        try:
+            settings = inference_settings(recorded, f"{checkpoint}: field inference")
+        except ProfileError as err:
+            raise ValueError(f"{err}; pass --profile with the inference settings to use") from None
+        return SimpleNamespace(name=f"{name} (as recorded in the checkpoint)", inference=settings)
+    try:
+        return as_profile(name)
+    except ProfileError as err:
+        raise ValueError(f"{checkpoint}: trained with profile {name!r}, whose inference settings are not recorded in "
+                         f"the checkpoint and whose file is not found here ({err}); pass --profile with that "
+                         "profile's YAML") from None
 
 
 def load_forward_stainer(
@@ -199,10 +237,11 @@ def load_uncertainty_stainer(checkpoints: list[str | Path], *, source: str, devi
         raise ValueError("--uncertainty-source ensemble needs other members: pass their checkpoints with --ensemble")
     if source in ("tta", "tiling"):
         checkpoints = checkpoints[:1]
-    members, infos = [], []
+    members, infos, digests = [], [], {}
     for checkpoint in checkpoints:
         generator, info = load_forward_generator(checkpoint, device=device, patch_size=patch_size, step=step,
                                                  batch_size=batch_size, blend=blend, profile=profile)
+        check_distinct_member(checkpoint, generator, digests)
         if infos and bool(info.get("invert_ct")) != bool(infos[0].get("invert_ct")):
             raise ValueError(f"{checkpoint}: field invert_ct differs from {checkpoints[0]}'s; an ensemble shares "
                              "one CT mapping")
@@ -225,6 +264,47 @@ STAIN_NOTES = {
     "single": "single: the checkpoint's own stain, as written without --uncertainty",
     "mean": "mean: the mean (CIELAB) of the uncertainty source's runs, not the checkpoint's own stain",
 }
+
+
+def weights_digest(generator: torch.nn.Module) -> str:
+    """A sha256 of a network's weights (names, dtypes, shapes and values): equal for the same weights.
+
+    Examples
+    --------
+    >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    >>> _ = b.load_state_dict(a.state_dict())
+    >>> weights_digest(a) == weights_digest(b), weights_digest(a) == weights_digest(torch.nn.Linear(2, 3))
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    for name, tensor in generator.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_distinct_member(checkpoint, generator: torch.nn.Module, seen: dict[str, Any]) -> None:
+    """Refuse an ensemble member whose weights another member already has (the same file, or a copy).
+
+    A repeated member agrees with itself everywhere: the ensemble's spread shrinks, to zero when
+    every member is the same, and the map calls the stain certain. ``seen`` maps the digests
+    (:func:`weights_digest`) of the members so far to their checkpoints; this one is added.
+
+    Raises
+    ------
+    ValueError
+        Naming both checkpoints.
+    """
+    digest = weights_digest(generator)
+    if digest in seen:
+        same = "the same file as" if Path(seen[digest]).resolve() == Path(checkpoint).resolve() else \
+            "the same weights as"
+        raise ValueError(f"{checkpoint}: --ensemble member with {same} {seen[digest]}; a repeated member adds no "
+                         "spread and would make the uncertainty look certain; pass distinct members (e.g. the "
+                         "model's other folds)")
+    seen[digest] = checkpoint
+
 
 #: Output suffixes the writers make (anything else would be TIFF content under a misleading name).
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
@@ -281,20 +361,94 @@ def sample_slices(source, n: int = N_SAMPLE_SLICES) -> list[int]:
     return sorted({int(round(z)) for z in np.linspace(0.1 * (depth - 1), 0.9 * (depth - 1), min(n, depth))})
 
 
-def read_sample_slices(source, n: int = N_SAMPLE_SLICES) -> tuple[list[np.ndarray], list[dict | None]]:
-    """The :func:`sample_slices` of ``source`` and their segmentations, each read and segmented once.
+def read_sample_slices(source, n: int = N_SAMPLE_SLICES, *,
+                       fill_value: float | str | None = "auto") -> tuple[list[np.ndarray], list[dict | None], dict]:
+    """The :func:`sample_slices` of ``source``, their field of view and segmentations, each read and segmented once.
 
     The automatic normalisation (:func:`choose_ct_normalisation`) and the intensity check
-    (:func:`check_ct_intensities`) share them.
+    (:func:`check_ct_intensities`) share them. Voxels outside the reconstruction's field of view
+    (the constant a reconstruction writes outside its circle, :func:`choose_field_of_view`) are
+    left out of the segmentations, so they are neither background nor sample.
+
+    Parameters
+    ----------
+    source
+        A volume source (:func:`vstain.volume_io.open_volume`).
+    n : int
+    fill_value : float, "auto" or None
+        As :func:`choose_field_of_view` takes it.
 
     Returns
     -------
     slices : list of ndarray
     segmentations : list of dict or None
-        :func:`vstain.normalise.segment_ct_slices` of ``slices``.
+        :func:`vstain.normalise.segment_ct_slices` of ``slices`` inside the field of view.
+    field_of_view : dict
+        :func:`choose_field_of_view` of ``slices``.
     """
     slices = [finite_slice(source, z) for z in sample_slices(source, n)]
-    return slices, segment_ct_slices(slices)
+    field = choose_field_of_view(source, slices, fill_value)
+    valid = (None if field["fill_value"] is None else
+             [~ct_outside_field_of_view(image, field["fill_value"]) for image in slices])
+    return slices, segment_ct_slices(slices, valid), field
+
+
+def parse_fill_value(text: str) -> float | str | None:
+    """``--ct-fill-value``: a finite number, ``auto`` (found from the slices) or ``none`` (every voxel is data).
+
+    Examples
+    --------
+    >>> parse_fill_value("0"), parse_fill_value("auto"), parse_fill_value("none")
+    (0.0, 'auto', None)
+    """
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return None if word == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, auto or none, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, auto or none, got {text}")
+    return value
+
+
+def choose_field_of_view(source, slices: list[np.ndarray], fill_value: float | str | None = "auto") -> dict:
+    """Which voxels of ``source`` hold data: all, or all but the reconstruction's fill outside its circle.
+
+    Reconstructions write a constant (mostly 0) outside the circle the projections cover. Taken
+    for background it would drag the automatic normalisation (bone 30000, background 10000)
+    and be stained as if it were tissue; :func:`vstain.normalise.find_ct_fill_value` finds it on
+    the sample ``slices`` (``fill_value="auto"``), a number gives it, None says there is none.
+
+    Returns
+    -------
+    dict
+        ``method`` (``found``, ``given``, ``none``, ``not found``), ``fill_value`` (float or
+        None) and ``outside_fraction``: the share of the sampled voxels outside the field of view.
+
+    Raises
+    ------
+    ValueError
+        A fill value that covers every sampled voxel (nothing left to stain).
+    """
+    if isinstance(fill_value, str) and fill_value != "auto":
+        raise ValueError(f"--ct-fill-value must be a number, auto or none, got {fill_value!r}")
+    if fill_value is None:
+        return {"method": "none", "fill_value": None, "outside_fraction": 0.0}
+    method = "found" if fill_value == "auto" else "given"
+    value = find_ct_fill_value(slices) if fill_value == "auto" else float(fill_value)
+    if value is None:
+        return {"method": "not found", "fill_value": None, "outside_fraction": 0.0}
+    outside = sum(int(ct_outside_field_of_view(image, value).sum()) for image in slices)
+    total = sum(image.size for image in slices)
+    if total and outside == total:
+        if method == "given":
+            raise ValueError(f"{source.name}: --ct-fill-value {value:g} covers every sampled voxel; the volume would "
+                             "hold no data (give the value the reconstruction writes outside its circle, or none)")
+        raise ValueError(f"{source.name}: every sampled slice holds the one value {value:g} and nothing else: "
+                         "no data to stain")
+    return {"method": method, "fill_value": value, "outside_fraction": outside / total if total else 0.0}
 
 
 def parse_roi(text: str) -> tuple[int, slice, slice]:
@@ -359,11 +513,50 @@ def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float |
     if method == "none":
         return {"method": "none (the input is taken as normalised)"}
     try:
-        slices, segmentations = sample or read_sample_slices(source)
+        slices, segmentations = (sample or read_sample_slices(source))[:2]
         return volume_scale_from_slices(slices, segmentations=segmentations)
     except ValueError as err:
         raise ValueError(f"{source.name}: automatic CT normalisation failed: {err} "
                          "(--ct-bone-value/--ct-background-value or --bone-roi/--background-roi)") from None
+
+
+#: ``--ct-contrast``: found from the slices, bone bright as it is, or bone dark (the volume is negated first).
+CONTRASTS = ("auto", "normal", "inverted")
+
+
+def check_ct_contrast(source, sample: tuple, contrast: str = "auto") -> dict:
+    """Stop when the CT looks inverted (bone dark): the brightest class lines the edge of the field of view.
+
+    Around a sample lies air or medium, the darkest class of a CT; where the brightest class
+    lines most of the edge instead (:func:`vstain.normalise.edge_class_shares`), bone and
+    background would swap in the automatic normalisation and the stain. ``--ct-contrast
+    inverted`` negates the volume first; ``--ct-contrast normal`` skips the check (a sample
+    wider than the field of view, with bone at its edge). With ``contrast="inverted"`` (``source``
+    already negated) the same finding means the CT was not inverted in the first place.
+
+    Returns
+    -------
+    dict
+        ``edge_class_shares`` (darkest to brightest class), for the output's record.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and ``--ct-contrast``.
+    """
+    shares = edge_class_shares(sample[1])
+    if looks_inverted(shares) and contrast == "inverted":
+        raise ValueError(
+            f"{source.name}: --ct-contrast inverted, but negated the CT looks inverted: its darkest class would "
+            f"line {shares[3]:.0%} of the edge of the field of view; bone is bright in this scan as it comes: "
+            "drop --ct-contrast inverted")
+    if looks_inverted(shares):
+        raise ValueError(
+            f"{source.name}: the CT looks inverted (bone dark): its brightest class lines {shares[3]:.0%} of the edge "
+            f"of the field of view, where air or medium lies, its darkest {shares[0]:.0%}; stained as it is, bone "
+            "and background would swap. Pass --ct-contrast inverted (or --ct-contrast normal if bone is bright and "
+            "the sample fills the field of view)")
+    return {"edge_class_shares": None if shares is None else [round(float(v), 4) for v in shares]}
 
 
 def check_ct_intensities(source, normalisation: dict, training: dict | None, checkpoint, *,
@@ -378,15 +571,17 @@ def check_ct_intensities(source, normalisation: dict, training: dict | None, che
     the sample region comes from the input's own segmentation (a linear map with a positive
     scale leaves the intensity classes where they are).
     """
-    raw, segmentations = sample or read_sample_slices(source)
+    raw, segmentations = (sample or read_sample_slices(source))[:2]
     if "scale" in normalisation:
         mapping = NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
         slices = [mapping.map_slice(image) for image in raw]
     else:
         slices = raw
-    # the sample, not the air around it
-    masks = [seg["classes"] >= 1 if seg is not None else np.ones(image.shape, bool)
-             for image, seg in zip(slices, segmentations)]
+    # the sample, not the air around it nor the fill outside the field of view (class -1)
+    fill = (sample[2] if sample is not None and len(sample) > 2 else {}).get("fill_value")
+    masks = [seg["classes"] >= 1 if seg is not None else
+             ~ct_outside_field_of_view(image, fill) if fill is not None else np.ones(image.shape, bool)
+             for image, seg in zip(raw, segmentations)]
     stats = ct_statistics(slices, masks)
     notes = []
     contrast = 30000.0 - 10000.0
@@ -412,6 +607,47 @@ def check_ct_intensities(source, normalisation: dict, training: dict | None, che
     return stats, notes
 
 
+#: Bounds of the options whose slip of a digit would run for hours: the pre-filter's sigma (voxels), the
+#: inference patch (px, paper: 256) and patches per forward pass.
+MAX_SIGMA_VOXELS, MAX_PATCH_SIZE, MAX_BATCH_SIZE = 20.0, 2048, 1024
+
+
+#: Largest factor between a volume's voxel size and the training CT's (either way) before a warning; also the
+#: largest ratio of a volume's longest to shortest voxel side.
+VOXEL_SIZE_FACTOR = 2.0
+
+
+def check_voxel_size(source, training_um: float | None, checkpoint) -> list[str]:
+    """Warnings, in words, when the volume's voxels are far from the training CT's or far from cubic.
+
+    The generator learnt the structures at the training voxel size (recorded in the checkpoint
+    as ``ct_voxel_um``); at another size they appear larger or smaller than it knows them. A
+    checkpoint that records none is not compared.
+
+    Examples
+    --------
+    >>> from vstain.volume_io import ArrayVolume
+    >>> check_voxel_size(ArrayVolume(np.zeros((2, 2, 2)), (5, 5, 5), name="ct.tif"), 5.0, "last.pt")
+    []
+    >>> check_voxel_size(ArrayVolume(np.zeros((2, 2, 2)), (50, 1, 1), name="ct.tif"), 5.0, "last.pt")[0]
+    'ct.tif: voxel size 50 x 1 x 1 um (z, y, x), but last.pt was trained on CT at 5 um: structures appear 0.1-5x the size the model learnt; resample the volume to 5 um voxels, or expect a worse stain'
+    """
+    sizes = tuple(float(v) for v in source.voxel_size_um)
+    shown = " x ".join(f"{v:g}" for v in sizes)
+    notes = []
+    if training_um:
+        factors = [training_um / v for v in sizes]
+        if max(factors) > VOXEL_SIZE_FACTOR or min(factors) < 1 / VOXEL_SIZE_FACTOR:
+            notes.append(f"{source.name}: voxel size {shown} um (z, y, x), but {checkpoint} was trained on CT at "
+                         f"{training_um:g} um: structures appear {min(factors):.2g}-{max(factors):.2g}x the size "
+                         f"the model learnt; resample the volume to {training_um:g} um voxels, or expect a worse "
+                         "stain")
+    if max(sizes) > VOXEL_SIZE_FACTOR * min(sizes):
+        notes.append(f"{source.name}: anisotropic voxels {shown} um (z, y, x): each slice is stained as if its "
+                     "voxels were cubic; resample to cubic voxels first")
+    return notes
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain stain``."""
     parser.add_argument("--checkpoint", required=True,
@@ -424,22 +660,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="zyx fusion: mean optical density (default) or mean RGB")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="cpu, cuda or auto (CUDA when present)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
     parser.add_argument("--voxel-size", nargs=3, type=positive_float, metavar=("Z", "Y", "X"),
                         help="voxel size in um when the input does not carry it")
-    parser.add_argument("--sigma", type=non_negative_float, default=1.0,
+    parser.add_argument("--sigma", type=at_most(non_negative_float, MAX_SIGMA_VOXELS, "the paper's is 1 voxel; "
+                                                "wider erases what the model stains"), default=1.0,
                         help="Gaussian pre-filter in voxels (paper: 1; 0: none)")
     parser.add_argument("--profile", help="profile whose inference settings (step, blend, batch size, precision) are "
                                           "the defaults (default: the checkpoint's training profile, else quick)")
-    parser.add_argument("--patch-size", type=positive_int, help="inference patch (default: the training patch size)")
+    parser.add_argument("--patch-size", type=at_most(positive_int, MAX_PATCH_SIZE, "the paper's is 256 px"),
+                        help="inference patch (default: the training patch size)")
     parser.add_argument("--step", type=positive_int,
                         help="inference step (default: the profile's inference.step, as a fraction of the patch)")
-    parser.add_argument("--batch-size", type=positive_int, help="patches per forward pass (default: the profile's)")
+    parser.add_argument("--batch-size", type=at_most(positive_int, MAX_BATCH_SIZE, "the paper's is 4"),
+                        help="patches per forward pass (default: the profile's)")
     parser.add_argument("--blend", choices=("mean", "window"), help="patch blend (default: the profile's)")
     parser.add_argument("--ct-normalisation", choices=("auto", "none"), default="auto",
                         help="auto: bone and background found on a few slices are mapped to 30000 / 10000 as "
                              "in the study (paper 2.5); none: the input is already on that scale")
     parser.add_argument("--ct-bone-value", type=float, help="the input's bone value (with --ct-background-value)")
     parser.add_argument("--ct-background-value", type=float, help="the input's background value")
+    parser.add_argument("--ct-fill-value", type=parse_fill_value, default="auto", metavar="VALUE",
+                        help="the value the reconstruction writes outside its field of view (its circle); those "
+                             "voxels are left out of the normalisation and written black (no data). Default auto: "
+                             "found on a few slices (a constant connected to the slice border); none: every voxel "
+                             "is data")
+    parser.add_argument("--ct-contrast", choices=CONTRASTS, default="auto",
+                        help="auto: stop when bone looks dark (the brightest class lining the edge of the field of "
+                             "view); normal: bone is bright, no check; inverted: bone is dark, the volume is negated "
+                             "first")
     parser.add_argument("--bone-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1", help="a box of bone on slice Z")
     parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
                         help="a box of background on slice Z")
@@ -473,6 +722,14 @@ def run_cli(args: argparse.Namespace) -> int:
     stain_from = getattr(args, "stain_from", None) or "single"
     device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
+    if args.patch_size and args.patch_size > 2 * max(source.shape):
+        source.close()
+        raise ValueError(f"--patch-size {args.patch_size} is more than twice the largest side of {source.name} "
+                         f"({' x '.join(map(str, source.shape))}): the padding alone would cost the run; give a "
+                         "patch no larger than the slices")
+    contrast = getattr(args, "ct_contrast", "auto")
+    if contrast == "inverted":
+        source = InvertedVolume(source)
     try:
         uncertainty = bool(getattr(args, "uncertainty", False))
         settings = dict(device=device, patch_size=args.patch_size, step=args.step, batch_size=args.batch_size,
@@ -483,30 +740,48 @@ def run_cli(args: argparse.Namespace) -> int:
                                                      **settings)
         else:
             stainer, info = load_forward_stainer(args.checkpoint, **settings)
-        sample = read_sample_slices(source)  # read and segmented once, for the map and for the check
+        # read and segmented once, for the field of view, the map and the check
+        fill = getattr(args, "ct_fill_value", "auto")
+        inverted = isinstance(fill, float) and contrast == "inverted"
+        sample = read_sample_slices(source, fill_value=-fill if inverted else fill)  # the file's value, negated too
+        field = sample[2]
+        automatic = args.ct_bone_value is None and args.bone_roi is None  # nothing given that fixes bone's side
+        contrast_record = {"contrast": contrast}
+        if contrast != "normal" and automatic:
+            contrast_record.update(check_ct_contrast(source, sample, contrast))
         normalisation = choose_ct_normalisation(
             source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
             background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi,
             sample=sample)
-        normalised = (NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
-                      if "scale" in normalisation else source)
+        field_source = source
+        if field["fill_value"] is not None:  # outside the circle: the input's background, then no data
+            field_source = FieldOfViewVolume(source, field["fill_value"],
+                                             normalisation.get("background_mean_before", 10000.0))
+        normalised = (NormalisedVolume(field_source, normalisation["scale"], normalisation["offset"])
+                      if "scale" in normalisation else field_source)
         stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), args.checkpoint,
                                             sample=sample)
         del sample
+        notes += check_voxel_size(source, info.get("ct_voxel_um"), args.checkpoint)
         for note in notes:
             warnings.warn(note, stacklevel=1)
         meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
-                          input=str(args.input), patch_size=info["patch_size"], step=info["step"],
+                          input=str(args.input), training_voxel_um=info.get("ct_voxel_um"),
+                          patch_size=info["patch_size"], step=info["step"],
                           blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
-                          ct_normalisation={**normalisation, "intensities": stats, "warnings": notes})
+                          ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
+                                            "warnings": notes},
+                          field_of_view={**field, "fill_value": fill} if inverted else field)
         if uncertainty:
             meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source,
                     "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}
             stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=args.sigma, metadata=meta,
-                                     overwrite=args.overwrite, progress=True)
+                                     overwrite=args.overwrite, progress=not getattr(args, "no_progress", False))
         else:
+            outside = field_source.outside if field_source is not source else None
             stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
-                         metadata=meta, overwrite=args.overwrite, progress=True)
+                         metadata=meta, overwrite=args.overwrite, progress=not getattr(args, "no_progress", False),
+                         outside=outside)
     finally:
         source.close()
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from vstain.config import Profile, as_profile, load_profile, resolve_device
+from vstain.distributed import Ranks, barrier, process_group, ranks_from_environment, report_failure
 from vstain.io import sha256_file, write_json
 from vstain.layout import model_dir, split_path, stage_dir
 from vstain.models import architecture
@@ -88,7 +91,7 @@ def check_split_folds(profile: Profile, root: str | Path | None = None, *, split
 def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str = "toluidine_blue",
                epochs: int | None = None, pairs: Sequence[RegisteredPair] | None = None,
                out_dir: str | Path | None = None, resume: bool = True, device: str | None = None,
-               progress: bool = True, root: str | Path | None = None) -> Path:
+               progress: bool = True, root: str | Path | None = None, ranks: Ranks | None = None) -> Path:
     """Train ``model`` on ``fold`` with the profile's settings and write its history and checkpoints.
 
     Parameters
@@ -114,6 +117,9 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
         Show a tqdm bar.
     root : path, optional
         Results root (default: :func:`vstain.layout.results_root`).
+    ranks : Ranks, optional
+        This process among the ranks of a distributed run, its process group joined
+        (:func:`vstain.distributed.process_group`; ``device`` is then the rank's own, e.g. ``cuda:1``).
 
     Returns
     -------
@@ -130,10 +136,14 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
         split = check_split_folds(profile, root)  # read once: the fold's pairs come from the same table
         pairs = load_fold_pairs(profile.name, fold, "train", stain, root, split=split)
     out = Path(out_dir) if out_dir is not None else model_dir(profile.name, model, fold, stain, root)
-    source = "--device" if device is not None else f"profile {profile.name}: field device"
-    torch_device = resolve_device(device or profile.device, source=source)
+    if ranks is not None and ranks.distributed and device is not None:
+        torch_device = device  # the rank's own device, resolved when the group was joined
+    else:
+        source = "--device" if device is not None else f"profile {profile.name}: field device"
+        torch_device = resolve_device(device or profile.device, source=source)
     return train_model(pairs, out, model, profile.training, epochs=epochs, seed=profile.seed, fold=fold,
-                       stain=stain, profile_name=profile.name, device=torch_device, resume=resume, progress=progress)
+                       stain=stain, profile_name=profile.name, device=torch_device, resume=resume, progress=progress,
+                       ranks=ranks, inference=profile.inference)
 
 
 def ground_truth_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue",
@@ -351,14 +361,72 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default=None, help="results root (default: $VSTAIN_RESULTS or ./results)")
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``vstain train``; prints the run folder."""
-    profile = load_profile(args.profile)
+def torchrun_command(ranks: int) -> str:
+    """The launcher of a run on ``ranks`` processes, with this interpreter (what the workflow's train rule runs).
+
+    Examples
+    --------
+    >>> torchrun_command(4).split(" ", 1)[1]
+    '-m torch.distributed.run --standalone --nproc_per_node 4 -m vstain train'
+    """
+    return f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node {int(ranks)} " \
+           "-m vstain train"
+
+
+def check_ranks(profile: Profile, ranks: Ranks | None) -> Ranks | None:
+    """The ranks torchrun started, checked against the profile's ``training.ranks``.
+
+    A run's patches depend on how many ranks share them, so the number of processes must be the
+    profile's: one process for ``training.ranks: 1`` (not started by torchrun, or by torchrun with
+    one process), exactly ``training.ranks`` processes otherwise. This catches a launcher that
+    starts the command several times without telling each process of the others (each would
+    train alone into the same run folder).
+
+    Raises
+    ------
+    ValueError
+        Naming the profile field, the processes found and the command to use.
+    """
+    wanted = profile.training.ranks
+    found = 1 if ranks is None else ranks.world_size
+    if found != wanted:
+        started = "not started by torchrun" if ranks is None else f"started by torchrun on {found} processes"
+        raise ValueError(f"profile {profile.name}: field training.ranks is {wanted} but vstain train was {started}; "
+                         f"start it as {torchrun_command(wanted)} ... (the workflow's train rule does) or set "
+                         f"training.ranks: {found}")
+    return ranks
+
+
+def _cli_pairs(profile: Profile, args: argparse.Namespace) -> list[RegisteredPair]:
     if args.source == "registered":
-        pairs = load_fold_pairs(profile.name, args.fold, "train", args.stain, args.results)
-    else:
-        pairs = ground_truth_pairs(profile, args.fold, "train", args.stain, args.results)
-    out = train_fold(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
-                     resume=not args.no_resume, device=args.device, root=args.results)
-    print(out)
+        return load_fold_pairs(profile.name, args.fold, "train", args.stain, args.results)
+    return ground_truth_pairs(profile, args.fold, "train", args.stain, args.results)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``vstain train``; prints the run folder.
+
+    Started by ``torchrun`` (``WORLD_SIZE`` above 1), every rank runs this: the ranks join one
+    process group and train one run together (:mod:`vstain.distributed`); rank 0 prints and writes.
+    """
+    profile = load_profile(args.profile)
+    ranks = check_ranks(profile, ranks_from_environment())
+    if ranks is None or not ranks.distributed:
+        pairs = _cli_pairs(profile, args)
+        out = train_fold(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
+                         resume=not args.no_resume, device=args.device, root=args.results)
+        print(out)
+        return 0
+    source = "--device" if args.device is not None else f"profile {profile.name}: field device"
+    device = resolve_device(args.device or profile.device, source=source)
+    with report_failure(ranks), process_group(ranks, device) as rank_device:
+        if not ranks.is_main:
+            barrier(ranks)  # rank 0 first: the phantom's ground truth may generate the dataset
+        pairs = _cli_pairs(profile, args)
+        if ranks.is_main:
+            barrier(ranks)
+        out = train_fold(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
+                         resume=not args.no_resume, device=rank_device, root=args.results, ranks=ranks)
+    if ranks.is_main:
+        print(out)
     return 0
