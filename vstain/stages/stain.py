@@ -713,7 +713,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if getattr(args, "uncertainty", False):
         if args.axes != "z":
             raise ValueError("--uncertainty stains slice-wise along Z only; leave out --axes zyx")
-        check_output_path(uncertainty_path(output), overwrite=args.overwrite)
+        if output.suffix.lower() != ".zarr":  # an OME-Zarr stain holds its map inside the same store
+            check_output_path(uncertainty_path(output), overwrite=args.overwrite)
     elif getattr(args, "ensemble", None):
         raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
     elif getattr(args, "stain_from", None):
