@@ -59,6 +59,19 @@ def test_api_writes_a_validated_store_with_its_uncertainty_inside(tmp_path, ct_s
     np.testing.assert_array_equal(plain, rgb)  # the uncertainty never changes the stain
 
 
+def test_api_writes_ngff_0_5_where_asked(tmp_path, ct_stack):  # noqa: F811
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    out, spread_path = api.stain_volume(ct_stack, ckpt, tmp_path / "s.zarr", uncertainty=True,
+                                        uncertainty_source="tta", step=8, ngff_version="0.5")
+    assert validate_ome_zarr(out).ome_zarr_version == validate_ome_zarr(spread_path).ome_zarr_version == "0.5"
+    assert zarr.open_group(str(out), mode="r").metadata.zarr_format == 3
+    plain = api.stain_volume(ct_stack, ckpt, tmp_path / "p.zarr", step=8, ngff_version="0.5")
+    assert validate_ome_zarr(plain).ome_zarr_version == "0.5"
+    with pytest.raises(ValueError, match="OME-NGFF version must be one of"):
+        api.stain_volume(ct_stack, ckpt, tmp_path / "q.zarr", step=8, ngff_version="0.3")
+    assert not (tmp_path / "q.zarr").exists()
+
+
 def test_api_refuses_what_it_cannot_stain_with_a_clear_message(tmp_path):
     ckpt = make_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ValueError, match="carries no voxel size; give voxel_size_um"):

@@ -87,7 +87,8 @@ def stain_volume(
         ``patch_size``, ``step``, ``batch_size``, ``blend``, ``profile`` (whose inference
         settings, precision included, are the defaults), ``ct_contrast``, ``ct_fill_value``,
         ``ct_bone_value``, ``ct_background_value``, ``bone_roi``, ``background_roi``,
-        ``ensemble``, ``uncertainty_source``, ``stain_from``.
+        ``ensemble``, ``uncertainty_source``, ``stain_from``, ``ngff_version`` ("0.4", the
+        default, or "0.5" for a ``.zarr`` output).
 
     Returns
     -------

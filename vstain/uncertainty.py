@@ -499,6 +499,7 @@ def stain_volume_uncertainty(
     metadata: dict | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    ngff_version: str = "0.4",
 ) -> tuple[Path, Path]:
     """Stain a CT volume slice-wise along Z with its uncertainty, streaming; write both.
 
@@ -526,6 +527,8 @@ def stain_volume_uncertainty(
     overwrite : bool
         Replace existing outputs (refused otherwise, before any work).
     progress : bool
+    ngff_version : {"0.4", "0.5"}
+        OME-NGFF version of ``.zarr`` outputs.
 
     Returns
     -------
@@ -567,12 +570,15 @@ def stain_volume_uncertainty(
         if inside:
             maps = {UNCERTAINTY_IMAGE: (lambda: (store.read((z,)) for z in range(depth)), meta)}
             write_rgb_volume(output, stains(), source.shape, source.voxel_size_um, metadata=meta,
-                             overwrite=overwrite, siblings=maps)
+                             overwrite=overwrite, siblings=maps, version=ngff_version)
             return output, uncertainty_output
-        write_rgb_volume(output, stains(), source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite)
+        zarr_options = {"version": ngff_version} if output.suffix.lower() == ".zarr" else {}
+        write_rgb_volume(output, stains(), source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite,
+                         **zarr_options)
         try:
             write_scalar_volume(uncertainty_output, (store.read((z,)) for z in range(depth)), source.shape,
-                                source.voxel_size_um, metadata=meta, overwrite=overwrite)
+                                source.voxel_size_um, metadata=meta, overwrite=overwrite,
+                                **({"version": ngff_version} if uncertainty_output.suffix.lower() == ".zarr" else {}))
         except BaseException:
             remove_path(output)  # no stain without its uncertainty
             raise

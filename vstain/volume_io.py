@@ -904,7 +904,7 @@ def write_rgb_volume(path: str | Path, slices: Iterable[np.ndarray], shape: Sequ
 
 def write_scalar_volume(path: str | Path, slices: Iterable[np.ndarray], shape: Sequence[int],
                         voxel_size_um: Sequence[float], *, metadata: dict | None = None, overwrite: bool = False,
-                        chunk_depth: int = 16) -> None:
+                        chunk_depth: int = 16, version: str = "0.4") -> None:
     """Write ``(Y, X)`` float32 slices (a map such as uncertainty) as a TIFF stack or OME-Zarr ``(z, y, x)``.
 
     Streams like :func:`write_rgb_volume` (``.zarr`` suffix: OME-Zarr, else an ImageJ float32
@@ -932,7 +932,8 @@ def write_scalar_volume(path: str | Path, slices: Iterable[np.ndarray], shape: S
             yield plane.astype(np.float32, copy=False)
 
     if str(path).lower().endswith(".zarr"):
-        write_ome_zarr(path, checked(), shape, voxel, metadata=metadata, overwrite=overwrite, chunk_depth=chunk_depth)
+        write_ome_zarr(path, checked(), shape, voxel, metadata=metadata, overwrite=overwrite, chunk_depth=chunk_depth,
+                       version=version)
         return
     ij_meta: dict[str, Any] = {"unit": "um", "spacing": voxel[0], "axes": "ZYX"}
     if metadata:

@@ -44,7 +44,7 @@ from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import (SOURCES, STAINS, make_uncertainty_stainer, stain_volume_uncertainty,
                                 uncertainty_path)
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
-from vstain.volume_io import InvertedVolume, NormalisedVolume, open_volume
+from vstain.volume_io import NGFF_VERSIONS, InvertedVolume, NormalisedVolume, open_volume
 
 
 def load_forward_generator(
@@ -654,6 +654,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="a trained run's folder (its selected checkpoint) or a .pt file (e.g. .../fold0/last.pt)")
     parser.add_argument("--input", required=True, help="CT volume: greyscale TIFF stack (Z, Y, X) or OME-Zarr")
     parser.add_argument("--output", required=True, help="stained RGB volume: .tif stack or .zarr (OME-Zarr)")
+    parser.add_argument("--ngff-version", choices=NGFF_VERSIONS, default="0.4",
+                        help="OME-NGFF version of a .zarr output: 0.4 (Zarr format 2, what most viewers read) or "
+                             "0.5 (Zarr format 3)")
     parser.add_argument("--axes", choices=AXES, default="z",
                         help="z: slice-wise along Z (the paper); zyx: along Z, Y and X, fused")
     parser.add_argument("--fusion", choices=("od", "rgb"), default="od",
@@ -735,10 +738,12 @@ def stain_ct_volume(
     overwrite: bool = False,
     progress: bool = True,
     input_name: str | None = None,
+    ngff_version: str = "0.4",
 ) -> tuple[Path, Path | None]:
     """Stain an opened CT volume with a checkpoint and write it: what ``vstain stain`` does, as a call.
 
-    The options are those of ``vstain stain`` (:func:`configure_parser`), by their long names;
+    The options are those of ``vstain stain`` (:func:`configure_parser`), by their long names
+    (``ngff_version``: the OME-NGFF version of a ``.zarr`` output, "0.4" or "0.5");
     ``source`` is an opened volume (:func:`vstain.volume_io.open_volume`, an
     :class:`~vstain.volume_io.ArrayVolume`, ...), left open for the caller to close.
 
@@ -810,10 +815,10 @@ def stain_ct_volume(
         meta = {**meta, "members": info["members"], "uncertainty_source": uncertainty_source,
                 "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}
         return stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=sigma, metadata=meta,
-                                        overwrite=overwrite, progress=progress)
+                                        overwrite=overwrite, progress=progress, ngff_version=ngff_version)
     outside = field_source.outside if field_source is not source else None
     stain_volume(normalised, stainer, output, sigma_voxels=sigma, axes=axes, fusion=fusion, metadata=meta,
-                 overwrite=overwrite, progress=progress, outside=outside)
+                 overwrite=overwrite, progress=progress, outside=outside, ngff_version=ngff_version)
     return output, None
 
 
@@ -832,7 +837,8 @@ def run_cli(args: argparse.Namespace) -> int:
             ct_fill_value=getattr(args, "ct_fill_value", "auto"), ct_normalisation=args.ct_normalisation,
             ct_bone_value=args.ct_bone_value, ct_background_value=args.ct_background_value,
             bone_roi=args.bone_roi, background_roi=args.background_roi, overwrite=args.overwrite,
-            progress=not getattr(args, "no_progress", False), input_name=str(args.input))
+            progress=not getattr(args, "no_progress", False), input_name=str(args.input),
+            ngff_version=getattr(args, "ngff_version", "0.4"))
     finally:
         source.close()
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
