@@ -696,8 +696,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
                         help="a box of background on slice Z")
     parser.add_argument("--uncertainty", action="store_true",
-                        help="also write a per-voxel uncertainty map (Delta E, CIELAB) beside the output, "
-                             "<name>_uncertainty.tif or .zarr (slice-wise along Z only)")
+                        help="also write a per-voxel uncertainty map (Delta E, CIELAB): <name>_uncertainty.tif "
+                             "beside a TIFF output, the image 'uncertainty' inside a .zarr output (slice-wise along Z "
+                             "only)")
     parser.add_argument("--uncertainty-source", choices=SOURCES, default="combined",
                         help="ensemble: spread over --ensemble members; tta: over the 8 flips / quarter turns; "
                              "tiling: over overlapping patches; combined (default): all of them")
