@@ -16,7 +16,8 @@ from vstain.volume_io import open_volume, validate_ome_zarr
 
 @pytest.mark.parametrize("function", [api.stain_volume, api.stain_slice])
 def test_the_documented_example_runs(tmp_path, function):
-    test = doctest.DocTestFinder().find(function, globs={**vars(api), "checkpoint": make_checkpoint(tmp_path / "c.pt")})[0]
+    globs = {**vars(api), "checkpoint": make_checkpoint(tmp_path / "c.pt")}
+    test = doctest.DocTestFinder().find(function, globs=globs)[0]
     for example in test.examples:
         example.options.clear()  # the +SKIP that keeps the package's doctests free of a checkpoint
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

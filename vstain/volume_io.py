@@ -751,12 +751,12 @@ def validate_ome_zarr(path: str | Path) -> Any:
     '0.4'
     """
     group = zarr.open_group(str(path), mode="r")
-    model = _image_model("0.5" if group.metadata.zarr_format == 3 else "0.4")
+    version = "0.5" if group.metadata.zarr_format == 3 else "0.4"
+    model = _image_model(version)
     try:
         return model.from_zarr(group)
     except Exception as error:  # pydantic's ValidationError and the library's own
-        raise ValueError(f"{path}: not a valid OME-NGFF {'0.5' if group.metadata.zarr_format == 3 else '0.4'} image: {error}") \
-            from None
+        raise ValueError(f"{path}: not a valid OME-NGFF {version} image: {error}") from None
 
 
 def _write_pyramid(group: zarr.Group, slices: Iterable[np.ndarray], shapes: list[tuple[int, int, int]], *,
