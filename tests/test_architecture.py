@@ -1,4 +1,4 @@
-"""The package's layers: imports flow one way (cli -> stages -> reports / figures -> science -> plumbing), no circles.
+"""The package's layers: imports flow one way (cli and api -> stages -> reports / figures -> science -> plumbing), no circles.
 
 The import graph is read from the source with ``ast``: every ``import`` and ``from ... import`` of a
 ``vstain`` module, at module level and inside functions alike.
@@ -31,7 +31,7 @@ def module_name(path: Path) -> str:
 def layer_of(module: str) -> str:
     if module in PLUMBING:
         return "plumbing"
-    if module in ("vstain.cli", "vstain.__main__"):
+    if module in ("vstain.cli", "vstain.__main__", "vstain.api"):  # the entry points: the command and the call
         return "cli"
     for layer in ("figures", "reports", "stages"):
         if module == f"vstain.{layer}" or module.startswith(f"vstain.{layer}."):

@@ -126,3 +126,24 @@ def test_sidebar_lists_every_chapter(browser):
     )
     for page in _pages()[1:]:
         assert any(link.split("#")[0] == f"{page}.html" for link in links), f"{page} missing from the sidebar"
+
+
+SLIDE = """
+const root = document.querySelector('.vstain-slice-browser');
+if (!root) return null;
+const slider = root.querySelector('input[type=range]'), image = root.querySelector('img');
+const before = {src: image.src, shown: root.querySelector('output').textContent};
+slider.value = slider.max;
+slider.dispatchEvent(new Event('input', {bubbles: true}));
+return {before: before, after: {src: image.src, shown: root.querySelector('output').textContent},
+        complete: image.complete && image.naturalWidth > 0};
+"""
+
+
+def test_the_volume_chapter_slice_browser_moves_with_its_slider(browser):
+    page = next(p for p in _pages() if p.endswith("07_volume"))
+    browser.get((HTML / f"{page}.html").as_uri())
+    moved = browser.script(SLIDE)
+    assert moved is not None, f"{page}: no slice browser on the page"
+    assert moved["after"]["src"] != moved["before"]["src"], "the picture did not change with the slider"
+    assert moved["after"]["shown"] != moved["before"]["shown"] and moved["complete"]

@@ -227,3 +227,51 @@ def test_the_lookup_is_drawn_beside_the_models_without_ct_output_or_paper_value(
     assert np.isnan(compared.loc[compared.model == LOOKUP, "ssim_paper"]).all()
     fig = plot_table1_beside_paper(compared, "test")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][1] == MODEL_LABELS[LOOKUP]
+
+
+def _browser_frames(page: str) -> tuple[list[np.ndarray], list[int]]:
+    import base64
+    import io
+    import json
+    import re
+
+    frames = json.loads(re.search(r"var frames = (\[.*?\]);", page)[1])
+    slices = json.loads(re.search(r"var slices = (\[.*?\]);", page)[1])
+    images = [plt.imread(io.BytesIO(base64.b64decode(f.split(",", 1)[1])), format="png") for f in frames]
+    return images, slices
+
+
+def test_slice_browser_shows_each_slice_of_every_panel_side_by_side():
+    from vstain.figures.volume import slice_browser_html
+
+    depth, height, width = 9, 40, 60
+    stain = np.zeros((depth, height, width, 3), np.uint8)
+    stain[..., 0] = (np.arange(depth) * 20)[:, None, None]  # slice z is red 20 z
+    ct = np.zeros((depth, height, width), np.float32)
+    ct[:, :, width // 2:] = 1.0  # left half black, right half white on every slice
+    page = slice_browser_html({"CT": ct, "virtual stain": stain}, n_frames=5, max_px=30)
+    images, slices = _browser_frames(page)
+    assert slices == [0, 2, 4, 6, 8] and len(images) == 5
+    assert 'max="4"' in page and 'value="2"' in page and "CT | virtual stain" in page
+    for image, z in zip(images, slices):
+        stride = 2  # 60 px wide shown at most 30: every second pixel
+        assert image.shape[:2] == (height // stride, 2 * width // stride + 4)
+        pixels = np.rint(image[..., :3] * 255).astype(int)
+        shown = width // stride
+        assert (pixels[:, :shown // 2] == 0).all() and (pixels[:, shown // 2:shown] == 255).all()
+        assert (pixels[:, width // stride:width // stride + 4] == 255).all()  # the white gap
+        right = pixels[:, width // stride + 4:]
+        assert (right[..., 0] == 20 * z).all() and (right[..., 1:] == 0).all()
+
+
+def test_slice_browser_colours_a_map_and_refuses_panels_of_other_shapes():
+    from vstain.figures.volume import slice_browser_html
+
+    spread = np.linspace(0, 1, 3 * 4 * 5).reshape(3, 4, 5)
+    images, slices = _browser_frames(slice_browser_html({"uncertainty": spread}, colormaps={"uncertainty": "magma"}))
+    assert slices == [0, 1, 2]  # shallower than n_frames: every slice
+    assert not np.allclose(images[2][..., 0], images[2][..., 2])  # coloured, not grey
+    with pytest.raises(ValueError, match="differ in shape"):
+        slice_browser_html({"a": np.zeros((3, 4, 5)), "b": np.zeros((3, 4, 6, 3), np.uint8)})
+    with pytest.raises(ValueError, match="RGB panel must be uint8"):
+        slice_browser_html({"a": np.zeros((3, 4, 5, 3), np.float32)})

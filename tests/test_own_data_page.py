@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_stain_cli import make_checkpoint
+from vstain.volume_io import validate_ome_zarr
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "book" / "own_data.md"
@@ -26,7 +27,7 @@ def page_blocks() -> list[str]:
 def test_the_page_has_a_block_per_format():
     code = "\n".join(page_blocks())
     for needle in ("open_volume(work / \"slices\"", ":/exchange/data", "write_pyramid", "read_slide",
-                   "choose_ct_normalisation", "--ct-normalisation"):
+                   "choose_ct_normalisation", "--ct-normalisation", "stain_volume(ct, checkpoint"):
         assert needle in code, needle
 
 
@@ -49,6 +50,10 @@ def test_own_data_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "taken as normalised" in none_line and "slices" in none_line
     assert "taken as normalised" not in auto_line
     assert (tmp_path / "own_data_example" / "stained.tif").is_file()
+    assert "API: (8, 96, 96, 3) uint8" in out and "OME-Zarr: stained.zarr with uncertainty" in out
+    assert namespace["one"].shape == (96, 96, 3)
+    validate_ome_zarr(tmp_path / "own_data_example" / "stained.zarr")
+    validate_ome_zarr(tmp_path / "own_data_example" / "stained.zarr" / "uncertainty")
 
 
 if __name__ == "__main__":  # pragma: no cover

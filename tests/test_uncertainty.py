@@ -205,6 +205,9 @@ def test_streaming_a_volume_equals_computing_it_whole(tmp_path, suffix):
     else:
         import zarr
         rgb = np.moveaxis(np.asarray(zarr.open(str(out / "0"), mode="r")), 0, -1)
+        assert unc == out / "uncertainty"  # one store: the stain and its map
+        from vstain.volume_io import validate_ome_zarr
+        validate_ome_zarr(out), validate_ome_zarr(unc)
         stream = open_volume(unc)
         spread = np.stack([stream.read_slice(z) for z in range(stream.shape[0])])
         assert tuple(stream.voxel_size_um) == (4.0, 2.0, 2.0)

@@ -34,7 +34,10 @@ def test_stain_uncertainty_writes_a_map_beside_the_stain(tmp_path, ct_stack, cap
     code, err = run(["--checkpoint", first, "--input", ct_stack, "--output", zarr_out, "--uncertainty",
                      "--uncertainty-source", "tta", "--step", "8"], capsys)
     assert code == 0, err
-    assert (tmp_path / "stained_uncertainty.zarr" / "0").is_dir()
+    from vstain.volume_io import validate_ome_zarr
+    validate_ome_zarr(zarr_out)
+    assert validate_ome_zarr(zarr_out / "uncertainty").ome_zarr_version == "0.4"  # the map inside the stain's store
+    assert not (tmp_path / "stained_uncertainty.zarr").exists()
 
 
 def test_stain_uncertainty_reads_each_checkpoint_once_and_builds_one_stainer(tmp_path, ct_stack, capsys,  # noqa: F811

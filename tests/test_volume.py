@@ -81,10 +81,7 @@ def test_tiff_stack_in_rgb_stack_out_with_voxel_size(tmp_path):
 
 
 def write_ome_zarr_ct(path, data, voxel, chunk_depth=4):
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    group.attrs.update(vio.ngff_metadata(voxel, rgb=False))
-    array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(chunk_depth,) + data.shape[1:])
-    array[:] = data
+    vio.write_ome_zarr(path, iter(data), data.shape, voxel, chunk_depth=chunk_depth)
 
 
 def test_ome_zarr_input_read_chunk_by_chunk_and_ome_zarr_output(tmp_path):
@@ -98,6 +95,7 @@ def test_ome_zarr_input_read_chunk_by_chunk_and_ome_zarr_output(tmp_path):
                                     "shape": data.shape})()
     out = vol.stain_volume(source, colour_map, tmp_path / "out.ome.zarr", sigma_voxels=1.0)
     assert len(decoded) == 3  # ceil(10 / 4) chunk slabs, each decoded once
+    vio.validate_ome_zarr(out)
     group = zarr.open_group(str(out), mode="r")
     ms = group.attrs["multiscales"][0]
     assert [a["name"] for a in ms["axes"]] == ["c", "z", "y", "x"]
@@ -105,6 +103,72 @@ def test_ome_zarr_input_read_chunk_by_chunk_and_ome_zarr_output(tmp_path):
     stained = np.moveaxis(np.asarray(group["0"]), 0, -1)
     expected = colour_map(ndimage.gaussian_filter(data.astype(np.float64), 1.0).astype(np.float32))
     assert np.abs(stained.astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_stain_is_a_validated_pyramid_with_3d_chunks_and_channel_colours(tmp_path, version):
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (18, 600, 530, 3), dtype=np.uint8)
+    out = tmp_path / "stain.ome.zarr"
+    vio.write_rgb_ome_zarr(out, iter(rgb), rgb.shape[:3], (3.0, 1.5, 1.5), metadata={"stain": "single"},
+                           chunk_depth=8, version=version)
+    model = vio.validate_ome_zarr(out)  # the format's own models, not ours
+    assert model.ome_zarr_version == version
+    group = zarr.open_group(str(out), mode="r")
+    attrs = dict(group.attrs)
+    ome = attrs["ome"] if version == "0.5" else attrs
+    assert attrs["vstain"]["stain"] == "single"
+    assert [c["color"] for c in ome["omero"]["channels"]] == ["FF0000", "00FF00", "0000FF"]
+    datasets = ome["multiscales"][0]["datasets"]
+    # 530 -> 265 -> 133 and 600 -> 300 -> 150: halved while longer than 256 px; 18 slices stay 18
+    assert [tuple(group[d["path"]].shape) for d in datasets] == [(3, 18, 600, 530), (3, 18, 300, 265),
+                                                                 (3, 18, 150, 133)]
+    assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == [
+        [1.0, 3.0, 1.5, 1.5], [1.0, 3.0, 3.0, 3.0], [1.0, 3.0, 6.0, 6.0]]
+    assert group["0"].chunks == (3, 8, 256, 256)  # the channel in one chunk, 3D chunks, not whole slices
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(group["0"]), 0, -1), rgb)
+    level1 = np.asarray(group["1"])
+    by_hand = rgb[4, 10:12, 20:22].reshape(4, 3).astype(float).mean(0)  # one 2 x 2 block of slice 4
+    np.testing.assert_allclose(level1[:, 4, 5, 10], np.rint(by_hand), atol=0.51)
+    edge = rgb[4, 598:600, 528:530].reshape(4, 3).astype(float).mean(0)
+    np.testing.assert_allclose(level1[:, 4, 299, 264], np.rint(edge), atol=0.51)
+
+
+def test_pyramid_of_a_cube_halves_every_axis_and_the_block_mean_is_exact():
+    assert vio.pyramid_shapes((1024, 1024, 1024)) == [(1024,) * 3, (512,) * 3, (256,) * 3]
+    assert vio.pyramid_shapes((64, 257, 100)) == [(64, 257, 100), (64, 129, 100)]
+    block = np.array([[[0, 2], [4, 6]], [[8, 10], [12, 14]]], np.uint8)
+    assert vio.downsample_block(block, (2, 2, 2)).tolist() == [[[7]]]
+    odd = np.array([[1.0, 2.0, 9.0]], np.float32)  # the odd end repeats its edge
+    assert vio.downsample_block(odd, (1, 2)).tolist() == [[1.5, 9.0]]
+
+
+def test_scalar_map_and_its_sibling_in_the_same_store_read_back(tmp_path):
+    rgb = np.full((5, 6, 7, 3), 40, np.uint8)
+    spread = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    out = tmp_path / "s.zarr"
+    vio.write_rgb_ome_zarr(out, iter(rgb), (5, 6, 7), (2.0, 1.0, 1.0),
+                           siblings={"uncertainty": (lambda: iter(spread), {"unit": "Delta E"})})
+    assert vio.validate_ome_zarr(out / "uncertainty").ome_zarr_version == "0.4"
+    back = vio.open_volume(out / "uncertainty")
+    assert back.voxel_size_um == (2.0, 1.0, 1.0)
+    np.testing.assert_array_equal(np.stack([back.read_slice(z) for z in range(5)]), spread)
+    assert zarr.open_group(str(out / "uncertainty"), mode="r").attrs["vstain"]["unit"] == "Delta E"
+
+
+def test_ome_zarr_writer_refuses_bad_input_naming_the_store(tmp_path):
+    with pytest.raises(ValueError, match=r"s\.zarr: OME-NGFF version must be one of"):
+        vio.write_rgb_ome_zarr(tmp_path / "s.zarr", iter([]), (1, 4, 4), (1, 1, 1), version="0.3")
+    with pytest.raises(ValueError, match=r"s\.zarr: slice 1 is uint16"):
+        vio.write_rgb_ome_zarr(tmp_path / "s.zarr", iter([np.zeros((4, 4, 3), np.uint8),
+                                                          np.zeros((4, 4, 3), np.uint16)]), (2, 4, 4), (1, 1, 1))
+    with pytest.raises(ValueError, match=r"s\.zarr: got 1 slices, expected 2"):
+        vio.write_rgb_ome_zarr(tmp_path / "s.zarr", iter([np.zeros((4, 4, 3), np.uint8)]), (2, 4, 4), (1, 1, 1))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    bad = zarr.open_group(str(tmp_path / "hand.zarr"), mode="w", zarr_format=2)
+    bad.attrs["multiscales"] = [{"version": "0.4", "axes": ["z", "y", "x"], "datasets": [{"path": "0"}]}]
+    with pytest.raises(ValueError, match="hand.zarr: not a valid OME-NGFF 0.4 image"):
+        vio.validate_ome_zarr(tmp_path / "hand.zarr")
 
 
 def test_zarr_with_wrong_dimensions_is_refused(tmp_path):

@@ -467,15 +467,24 @@ def make_uncertainty_stainer(
     return stain
 
 
+#: The sub-image of an OME-Zarr stain that holds its uncertainty map.
+UNCERTAINTY_IMAGE = "uncertainty"
+
+
 def uncertainty_path(output: str | Path) -> Path:
-    """Where the uncertainty map of a stained output is written: beside it, ``<name>_uncertainty<suffixes>``.
+    """Where the uncertainty map of a stained output is written.
+
+    A TIFF stain gets it beside it, ``<name>_uncertainty<suffixes>``; an OME-Zarr stain holds it in
+    the same store, as the OME-NGFF image ``uncertainty`` next to the stain's levels.
 
     Examples
     --------
     >>> uncertainty_path("out/stained.ome.zarr").as_posix(), uncertainty_path("he.tif").name
-    ('out/stained_uncertainty.ome.zarr', 'he_uncertainty.tif')
+    ('out/stained.ome.zarr/uncertainty', 'he_uncertainty.tif')
     """
     output = Path(output)
+    if output.suffix.lower() == ".zarr":
+        return output / UNCERTAINTY_IMAGE
     stem, dot, suffixes = output.name.partition(".")
     return output.with_name(f"{stem}_uncertainty{dot}{suffixes}")
 
@@ -490,12 +499,15 @@ def stain_volume_uncertainty(
     metadata: dict | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    ngff_version: str = "0.4",
 ) -> tuple[Path, Path]:
     """Stain a CT volume slice-wise along Z with its uncertainty, streaming; write both.
 
     The stain goes to ``output`` (as :func:`vstain.volume.stain_volume`), the uncertainty
     (float32, Delta E) to ``uncertainty_output`` (default :func:`uncertainty_path`)
-    with the same voxel size: a TIFF stack, or an OME-Zarr ``(z, y, x)`` image for ``.zarr``.
+    with the same voxel size: a TIFF stack beside a TIFF stain; for a ``.zarr`` stain (and no
+    ``uncertainty_output`` given) the OME-NGFF image ``uncertainty`` inside the stain's own store,
+    written before the store is complete, so neither exists without the other.
     One pass over the slices: each slice's uncertainty waits in a scratch file on disk
     while its stain is written, so memory stays flat in depth.
 
@@ -515,6 +527,8 @@ def stain_volume_uncertainty(
     overwrite : bool
         Replace existing outputs (refused otherwise, before any work).
     progress : bool
+    ngff_version : {"0.4", "0.5"}
+        OME-NGFF version of ``.zarr`` outputs.
 
     Returns
     -------
@@ -532,16 +546,18 @@ def stain_volume_uncertainty(
     's_uncertainty.tif'
     """
     output = Path(output)
+    inside = output.suffix.lower() == ".zarr" and uncertainty_output is None  # one store, two images
     uncertainty_output = uncertainty_path(output) if uncertainty_output is None else Path(uncertainty_output)
-    for path in (output, uncertainty_output):
+    for path in ((output,) if inside else (output, uncertainty_output)):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path}: output exists; choose another path or pass --overwrite")
     output.parent.mkdir(parents=True, exist_ok=True)
-    uncertainty_output.parent.mkdir(parents=True, exist_ok=True)
+    if not inside:
+        uncertainty_output.parent.mkdir(parents=True, exist_ok=True)
     depth = int(source.shape[0])
     meta = {"axes": "z", "sigma_voxels": sigma_voxels, "uncertainty_unit": UNIT,
             **(metadata or {})}
-    scratch = Path(tempfile.mkdtemp(prefix=".vstain-uncertainty-", dir=uncertainty_output.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=".vstain-uncertainty-", dir=output.parent))
     store = RawStore(scratch / "uncertainty.raw", tuple(source.shape), np.float32)
     try:
         def stains() -> Iterator[np.ndarray]:
@@ -551,10 +567,18 @@ def stain_volume_uncertainty(
                 store.write((z,), spread)
                 yield rgb
 
-        write_rgb_volume(output, stains(), source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite)
+        if inside:
+            maps = {UNCERTAINTY_IMAGE: (lambda: (store.read((z,)) for z in range(depth)), meta)}
+            write_rgb_volume(output, stains(), source.shape, source.voxel_size_um, metadata=meta,
+                             overwrite=overwrite, siblings=maps, version=ngff_version)
+            return output, uncertainty_output
+        zarr_options = {"version": ngff_version} if output.suffix.lower() == ".zarr" else {}
+        write_rgb_volume(output, stains(), source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite,
+                         **zarr_options)
         try:
             write_scalar_volume(uncertainty_output, (store.read((z,)) for z in range(depth)), source.shape,
-                                source.voxel_size_um, metadata=meta, overwrite=overwrite)
+                                source.voxel_size_um, metadata=meta, overwrite=overwrite,
+                                **({"version": ngff_version} if uncertainty_output.suffix.lower() == ".zarr" else {}))
         except BaseException:
             remove_path(output)  # no stain without its uncertainty
             raise

@@ -312,6 +312,7 @@ def stain_volume(
     overwrite: bool = False,
     progress: bool = False,
     outside: Callable[[int], np.ndarray] | None = None,
+    ngff_version: str = "0.4",
 ) -> Path:
     """Stain a CT volume slice-wise (``axes="z"``) or along Z, Y, X fused (``"zyx"``) and write it.
 
@@ -336,6 +337,8 @@ def stain_volume(
         ``outside(z)``: the voxels of slice ``z`` that hold no data (outside a reconstruction's
         field of view, :class:`vstain.normalise.FieldOfViewVolume`); written black (0, 0, 0),
         the fill stitching software leaves where there is no image.
+    ngff_version : {"0.4", "0.5"}
+        OME-NGFF version of a ``.zarr`` output (0.4: Zarr format 2, what most viewers read; 0.5: Zarr format 3).
 
     Returns
     -------
@@ -367,7 +370,9 @@ def stain_volume(
             **(metadata or {})}
     written = slices if outside is None else _blank_outside(slices, outside)
     try:
-        write_rgb_volume(output, written, source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite)
+        zarr_options = {"version": ngff_version} if output.suffix.lower() == ".zarr" else {}
+        write_rgb_volume(output, written, source.shape, source.voxel_size_um, metadata=meta, overwrite=overwrite,
+                         **zarr_options)
     finally:
         written.close()
         slices.close()

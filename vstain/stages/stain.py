@@ -44,7 +44,7 @@ from vstain.stages.infer import inference_dtype
 from vstain.uncertainty import (SOURCES, STAINS, make_uncertainty_stainer, stain_volume_uncertainty,
                                 uncertainty_path)
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
-from vstain.volume_io import InvertedVolume, NormalisedVolume, open_volume
+from vstain.volume_io import NGFF_VERSIONS, InvertedVolume, NormalisedVolume, open_volume
 
 
 def load_forward_generator(
@@ -654,6 +654,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="a trained run's folder (its selected checkpoint) or a .pt file (e.g. .../fold0/last.pt)")
     parser.add_argument("--input", required=True, help="CT volume: greyscale TIFF stack (Z, Y, X) or OME-Zarr")
     parser.add_argument("--output", required=True, help="stained RGB volume: .tif stack or .zarr (OME-Zarr)")
+    parser.add_argument("--ngff-version", choices=NGFF_VERSIONS, default="0.4",
+                        help="OME-NGFF version of a .zarr output: 0.4 (Zarr format 2, what most viewers read) or "
+                             "0.5 (Zarr format 3)")
     parser.add_argument("--axes", choices=AXES, default="z",
                         help="z: slice-wise along Z (the paper); zyx: along Z, Y and X, fused")
     parser.add_argument("--fusion", choices=("od", "rgb"), default="od",
@@ -693,8 +696,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-roi", type=parse_roi, metavar="Z:Y0:Y1:X0:X1",
                         help="a box of background on slice Z")
     parser.add_argument("--uncertainty", action="store_true",
-                        help="also write a per-voxel uncertainty map (Delta E, CIELAB) beside the output, "
-                             "<name>_uncertainty.tif or .zarr (slice-wise along Z only)")
+                        help="also write a per-voxel uncertainty map (Delta E, CIELAB): <name>_uncertainty.tif "
+                             "beside a TIFF output, the image 'uncertainty' inside a .zarr output (slice-wise along Z "
+                             "only)")
     parser.add_argument("--uncertainty-source", choices=SOURCES, default="combined",
                         help="ensemble: spread over --ensemble members; tta: over the 8 flips / quarter turns; "
                              "tiling: over overlapping patches; combined (default): all of them")
@@ -707,86 +711,140 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "source's runs (flips / turns, members) instead, with the map measured around that")
 
 
+def stain_ct_volume(
+    source: Any,
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    ensemble: list[str | Path] | tuple = (),
+    uncertainty: bool = False,
+    uncertainty_source: str = "combined",
+    stain_from: str | None = None,
+    axes: str = "z",
+    fusion: str = "od",
+    sigma: float = 1.0,
+    device: str = "cpu",
+    patch_size: int | None = None,
+    step: int | None = None,
+    batch_size: int | None = None,
+    blend: str | None = None,
+    profile: Any = None,
+    ct_contrast: str = "auto",
+    ct_fill_value: float | str | None = "auto",
+    ct_normalisation: str = "auto",
+    ct_bone_value: float | None = None,
+    ct_background_value: float | None = None,
+    bone_roi: tuple | None = None,
+    background_roi: tuple | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    input_name: str | None = None,
+    ngff_version: str = "0.4",
+) -> tuple[Path, Path | None]:
+    """Stain an opened CT volume with a checkpoint and write it: what ``vstain stain`` does, as a call.
+
+    The options are those of ``vstain stain`` (:func:`configure_parser`), by their long names
+    (``ngff_version``: the OME-NGFF version of a ``.zarr`` output, "0.4" or "0.5");
+    ``source`` is an opened volume (:func:`vstain.volume_io.open_volume`, an
+    :class:`~vstain.volume_io.ArrayVolume`, ...), left open for the caller to close.
+
+    Returns
+    -------
+    (Path, Path or None)
+        The stain and, with ``uncertainty``, its map (:func:`vstain.uncertainty.uncertainty_path`).
+    """
+    output = check_output_path(output, overwrite=overwrite)
+    if uncertainty:
+        if axes != "z":
+            raise ValueError("--uncertainty stains slice-wise along Z only; leave out --axes zyx")
+        if output.suffix.lower() != ".zarr":  # an OME-Zarr stain holds its map inside the same store
+            check_output_path(uncertainty_path(output), overwrite=overwrite)
+    elif ensemble:
+        raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
+    elif stain_from:
+        raise ValueError("--stain-from is for --uncertainty (without it the stain is the checkpoint's own); "
+                         "add --uncertainty")
+    stain_from = stain_from or "single"
+    device = resolve_device(device, source="--device")
+    if patch_size and patch_size > 2 * max(source.shape):
+        raise ValueError(f"--patch-size {patch_size} is more than twice the largest side of {source.name} "
+                         f"({' x '.join(map(str, source.shape))}): the padding alone would cost the run; give a "
+                         "patch no larger than the slices")
+    contrast = ct_contrast
+    opened = source
+    if contrast == "inverted":
+        source = InvertedVolume(source)
+    settings = dict(device=device, patch_size=patch_size, step=step, batch_size=batch_size, blend=blend,
+                    profile=profile)
+    if uncertainty:  # only the stainer that is used is built
+        stainer, info = load_uncertainty_stainer([checkpoint, *ensemble], source=uncertainty_source,
+                                                 stain_from=stain_from, **settings)
+    else:
+        stainer, info = load_forward_stainer(checkpoint, **settings)
+    # read and segmented once, for the field of view, the map and the check
+    fill = ct_fill_value
+    inverted = isinstance(fill, float) and contrast == "inverted"
+    sample = read_sample_slices(source, fill_value=-fill if inverted else fill)  # the file's value, negated too
+    field = sample[2]
+    automatic = ct_bone_value is None and bone_roi is None  # nothing given that fixes bone's side
+    contrast_record = {"contrast": contrast}
+    if contrast != "normal" and automatic:
+        contrast_record.update(check_ct_contrast(source, sample, contrast))
+    normalisation = choose_ct_normalisation(
+        source, method=ct_normalisation, bone_value=ct_bone_value, background_value=ct_background_value,
+        bone_roi=bone_roi, background_roi=background_roi, sample=sample)
+    field_source = source
+    if field["fill_value"] is not None:  # outside the circle: the input's background, then no data
+        field_source = FieldOfViewVolume(source, field["fill_value"],
+                                         normalisation.get("background_mean_before", 10000.0))
+    normalised = (NormalisedVolume(field_source, normalisation["scale"], normalisation["offset"])
+                  if "scale" in normalisation else field_source)
+    stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), checkpoint,
+                                        sample=sample)
+    del sample
+    notes += check_voxel_size(source, info.get("ct_voxel_um"), checkpoint)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    meta = provenance(None, checkpoint=str(info.get("path", checkpoint)), model=info.get("model"),
+                      fold=info.get("fold"), input=str(input_name if input_name is not None else opened.name),
+                      training_voxel_um=info.get("ct_voxel_um"), patch_size=info["patch_size"], step=info["step"],
+                      blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
+                      ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
+                                        "warnings": notes},
+                      field_of_view={**field, "fill_value": fill} if inverted else field)
+    if uncertainty:
+        meta = {**meta, "members": info["members"], "uncertainty_source": uncertainty_source,
+                "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}
+        return stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=sigma, metadata=meta,
+                                        overwrite=overwrite, progress=progress, ngff_version=ngff_version)
+    outside = field_source.outside if field_source is not source else None
+    stain_volume(normalised, stainer, output, sigma_voxels=sigma, axes=axes, fusion=fusion, metadata=meta,
+                 overwrite=overwrite, progress=progress, outside=outside, ngff_version=ngff_version)
+    return output, None
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """``vstain stain``: stain a CT volume with a trained generator, no notebook needed."""
     output = check_output_path(args.output, overwrite=args.overwrite)
-    if getattr(args, "uncertainty", False):
-        if args.axes != "z":
-            raise ValueError("--uncertainty stains slice-wise along Z only; leave out --axes zyx")
-        check_output_path(uncertainty_path(output), overwrite=args.overwrite)
-    elif getattr(args, "ensemble", None):
-        raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
-    elif getattr(args, "stain_from", None):
-        raise ValueError("--stain-from is for --uncertainty (without it the stain is the checkpoint's own); "
-                         "add --uncertainty")
-    stain_from = getattr(args, "stain_from", None) or "single"
-    device = resolve_device(args.device, source="--device")
     source = open_volume(args.input, args.voxel_size)
-    if args.patch_size and args.patch_size > 2 * max(source.shape):
-        source.close()
-        raise ValueError(f"--patch-size {args.patch_size} is more than twice the largest side of {source.name} "
-                         f"({' x '.join(map(str, source.shape))}): the padding alone would cost the run; give a "
-                         "patch no larger than the slices")
-    contrast = getattr(args, "ct_contrast", "auto")
-    if contrast == "inverted":
-        source = InvertedVolume(source)
     try:
-        uncertainty = bool(getattr(args, "uncertainty", False))
-        settings = dict(device=device, patch_size=args.patch_size, step=args.step, batch_size=args.batch_size,
-                        blend=args.blend, profile=args.profile)
-        if uncertainty:  # only the stainer that is used is built
-            stainer, info = load_uncertainty_stainer([args.checkpoint, *args.ensemble],
-                                                     source=args.uncertainty_source, stain_from=stain_from,
-                                                     **settings)
-        else:
-            stainer, info = load_forward_stainer(args.checkpoint, **settings)
-        # read and segmented once, for the field of view, the map and the check
-        fill = getattr(args, "ct_fill_value", "auto")
-        inverted = isinstance(fill, float) and contrast == "inverted"
-        sample = read_sample_slices(source, fill_value=-fill if inverted else fill)  # the file's value, negated too
-        field = sample[2]
-        automatic = args.ct_bone_value is None and args.bone_roi is None  # nothing given that fixes bone's side
-        contrast_record = {"contrast": contrast}
-        if contrast != "normal" and automatic:
-            contrast_record.update(check_ct_contrast(source, sample, contrast))
-        normalisation = choose_ct_normalisation(
-            source, method=args.ct_normalisation, bone_value=args.ct_bone_value,
-            background_value=args.ct_background_value, bone_roi=args.bone_roi, background_roi=args.background_roi,
-            sample=sample)
-        field_source = source
-        if field["fill_value"] is not None:  # outside the circle: the input's background, then no data
-            field_source = FieldOfViewVolume(source, field["fill_value"],
-                                             normalisation.get("background_mean_before", 10000.0))
-        normalised = (NormalisedVolume(field_source, normalisation["scale"], normalisation["offset"])
-                      if "scale" in normalisation else field_source)
-        stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), args.checkpoint,
-                                            sample=sample)
-        del sample
-        notes += check_voxel_size(source, info.get("ct_voxel_um"), args.checkpoint)
-        for note in notes:
-            warnings.warn(note, stacklevel=1)
-        meta = provenance(None, checkpoint=str(info.get("path", args.checkpoint)), model=info.get("model"), fold=info.get("fold"),
-                          input=str(args.input), training_voxel_um=info.get("ct_voxel_um"),
-                          patch_size=info["patch_size"], step=info["step"],
-                          blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
-                          ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
-                                            "warnings": notes},
-                          field_of_view={**field, "fill_value": fill} if inverted else field)
-        if uncertainty:
-            meta = {**meta, "members": info["members"], "uncertainty_source": args.uncertainty_source,
-                    "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}
-            stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=args.sigma, metadata=meta,
-                                     overwrite=args.overwrite, progress=not getattr(args, "no_progress", False))
-        else:
-            outside = field_source.outside if field_source is not source else None
-            stain_volume(normalised, stainer, output, sigma_voxels=args.sigma, axes=args.axes, fusion=args.fusion,
-                         metadata=meta, overwrite=args.overwrite, progress=not getattr(args, "no_progress", False),
-                         outside=outside)
+        _, map_path = stain_ct_volume(
+            source, args.checkpoint, output, ensemble=getattr(args, "ensemble", None) or [],
+            uncertainty=bool(getattr(args, "uncertainty", False)),
+            uncertainty_source=getattr(args, "uncertainty_source", "combined"),
+            stain_from=getattr(args, "stain_from", None), axes=args.axes, fusion=args.fusion, sigma=args.sigma,
+            device=args.device, patch_size=args.patch_size, step=args.step, batch_size=args.batch_size,
+            blend=args.blend, profile=args.profile, ct_contrast=getattr(args, "ct_contrast", "auto"),
+            ct_fill_value=getattr(args, "ct_fill_value", "auto"), ct_normalisation=args.ct_normalisation,
+            ct_bone_value=args.ct_bone_value, ct_background_value=args.ct_background_value,
+            bone_roi=args.bone_roi, background_roi=args.background_roi, overwrite=args.overwrite,
+            progress=not getattr(args, "no_progress", False), input_name=str(args.input),
+            ngff_version=getattr(args, "ngff_version", "0.4"))
     finally:
         source.close()
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
           f"voxel size {source.voxel_size_um} um)")
-    if getattr(args, "uncertainty", False):
-        print(f"wrote {uncertainty_path(output)} (uncertainty: {args.uncertainty_source}, Delta E, measured around "
-              f"the {stain_from} stain)")
+    if map_path is not None:
+        print(f"wrote {map_path} (uncertainty: {args.uncertainty_source}, Delta E, measured around "
+              f"the {getattr(args, 'stain_from', None) or 'single'} stain)")
     return 0
