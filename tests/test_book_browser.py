@@ -135,8 +135,11 @@ const slider = root.querySelector('input[type=range]'), image = root.querySelect
 const before = {src: image.src, shown: root.querySelector('output').textContent};
 slider.value = slider.max;
 slider.dispatchEvent(new Event('input', {bubbles: true}));
-return {before: before, after: {src: image.src, shown: root.querySelector('output').textContent},
-        complete: image.complete && image.naturalWidth > 0};
+return {before: before, after: {src: image.src, shown: root.querySelector('output').textContent}};
+"""
+LOADED = """
+const image = document.querySelector('.vstain-slice-browser img');
+return image.complete && image.naturalWidth > 0;
 """
 
 
@@ -146,4 +149,8 @@ def test_the_volume_chapter_slice_browser_moves_with_its_slider(browser):
     moved = browser.script(SLIDE)
     assert moved is not None, f"{page}: no slice browser on the page"
     assert moved["after"]["src"] != moved["before"]["src"], "the picture did not change with the slider"
-    assert moved["after"]["shown"] != moved["before"]["shown"] and moved["complete"]
+    assert moved["after"]["shown"] != moved["before"]["shown"]
+    deadline = time.monotonic() + 10  # the new slice decodes asynchronously after its source changes
+    while not browser.script(LOADED) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert browser.script(LOADED), "the slice shown after moving the slider never loaded"
