@@ -146,7 +146,11 @@ return image.complete && image.naturalWidth > 0;
 def test_the_volume_chapter_slice_browser_moves_with_its_slider(browser):
     page = next(p for p in _pages() if p.endswith("07_volume"))
     browser.get((HTML / f"{page}.html").as_uri())
-    moved = browser.script(SLIDE)
+    moved, deadline = None, time.monotonic() + 60  # a page of embedded slices may still be parsing
+    while moved is None and time.monotonic() < deadline:
+        moved = browser.script(SLIDE)
+        if moved is None:
+            time.sleep(0.25)
     assert moved is not None, f"{page}: no slice browser on the page"
     assert moved["after"]["src"] != moved["before"]["src"], "the picture did not change with the slider"
     assert moved["after"]["shown"] != moved["before"]["shown"]
