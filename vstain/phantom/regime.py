@@ -56,13 +56,3 @@ def label_agreement(labels: np.ndarray, reference: np.ndarray, mask: np.ndarray)
     if not mask.any():
         return float("nan")
     return float((np.asarray(labels)[mask] == np.asarray(reference)[mask]).mean())
-
-
-def tissue_colours(rgb: np.ndarray, labels: np.ndarray, names: dict[str, int]) -> dict[str, list[float]]:
-    """Mean RGB of each tissue (``names``: label name -> code) present in ``labels``."""
-    out = {}
-    for name, code in names.items():
-        inside = np.asarray(labels) == code
-        if inside.any():
-            out[name] = np.asarray(rgb, float)[inside].mean(axis=0).round(1).tolist()
-    return out

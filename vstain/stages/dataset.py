@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
+from vstain.colour import class_mean_colours
 from vstain.config import as_profile
 from vstain.frc import finest_measurable_px, pair_resolution
 from vstain.io import provenance, sha256_file, write_json
@@ -41,7 +42,7 @@ from vstain.manifest import (Manifest, PairEntry, load_manifest, make_split, rea
                              write_manifest, write_split)
 from vstain.phantom import LABELS, ground_truth_labels, ground_truth_pair, load_sample
 from vstain.phantom.dataset import PHANTOM_MODEL_VERSION, dataset_plan, write_sample
-from vstain.phantom.regime import ct_stain_correlation, label_agreement, tissue_colours
+from vstain.phantom.regime import ct_stain_correlation, label_agreement
 from vstain.phantom.sample import make_sample
 from vstain.stages.arguments import add_stage_options
 
@@ -289,9 +290,9 @@ def regime_measures(profile: Any, manifest_path: str | Path) -> Any:
                               patch_size=profile.frc.patch_size, min_mask_fraction=profile.frc.min_mask_fraction,
                               split=profile.frc.split, threshold=profile.frc.threshold)
         frame = pd.DataFrame(frc)
-        colours = tissue_colours(pair.histology, slide_labels * pair.mask,
-                                 {k: LABELS[k] for k in ("dense_bone", "new_bone", "soft_tissue", "degradation_layer",
-                                                         "screw")})
+        means = class_mean_colours(pair.histology, slide_labels, pair.mask, min_pixels=1)
+        colours = {k: np.round(means[LABELS[k]], 1) for k in ("dense_bone", "new_bone", "soft_tissue",
+                                                              "degradation_layer", "screw") if LABELS[k] in means}
         rows.append({**{f"rgb_{k}": " ".join(f"{c:.0f}" for c in v) for k, v in colours.items()},
                      "pair_id": p.pair_id, "material": p.material,
                      "r_ct_stain": ct_stain_correlation(pair.ct, pair.histology, pair.mask),
