@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "vstain"
 
 PLUMBING = {"vstain", "vstain.config", "vstain.params", "vstain.vocabulary", "vstain.layout", "vstain.io",
-            "vstain.volume_io", "vstain.slide_io", "vstain.manifest", "vstain.pairs"}
+            "vstain.volume_io", "vstain.volume_sources", "vstain.slide_io", "vstain.manifest", "vstain.manifest_checks",
+            "vstain.pairs"}
 LAYERS = ("plumbing", "science", "figures", "reports", "stages", "cli")
 # reports (tables, sentences) and figures (drawings) are one layer: neither imports the other
 SAME_LEVEL = {"reports": "figures"}
@@ -192,12 +193,15 @@ def test_science_never_imports_the_phantom():
 
 # --------------------------------------------------------------------------- small parts
 
-#: Packages held to the size limits: no module over MAX_MODULE_LINES lines, no function over MAX_FUNCTION_CODE_LINES
-#: lines of code (docstring, comments and blank lines not counted) or MAX_PARAMETERS parameters.
-SMALL_PARTS = ("vstain.registration",)
+#: Every module of the package is held to the size limits (no module over MAX_MODULE_LINES lines, no function over
+#: MAX_FUNCTION_CODE_LINES lines of code - docstring, comments and blank lines not counted - or MAX_PARAMETERS
+#: parameters), except the packages listed here, which are still being brought under them.
+NOT_YET_SMALL = ("vstain.stages",)
 MAX_MODULE_LINES = 700
 MAX_FUNCTION_CODE_LINES = 80
 MAX_PARAMETERS = 10
+#: The documented exceptions to the function limits (at most two): ``"module:function" -> why``.
+LARGE_FUNCTIONS: dict[str, str] = {}
 
 
 def function_sizes(source: str) -> list[tuple[str, int, int]]:
@@ -227,11 +231,25 @@ def test_function_sizes_count_code_and_parameters():
     assert function_sizes(source) == [("f", 2, 5)]
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES
-                                          if any(m == p or m.startswith(p + ".") for p in SMALL_PARTS)))
+def held_to_size(module: str) -> bool:
+    return not any(module == p or module.startswith(p + ".") for p in NOT_YET_SMALL)
+
+
+def test_size_limits_cover_the_package():
+    # the limits reach every module but the listed packages: the science, plumbing, reports and figures alike
+    held = {m for m in MODULES if held_to_size(m)}
+    assert {"vstain", "vstain.registration.pipeline", "vstain.train", "vstain.manifest", "vstain.reports.table1",
+            "vstain.phantom.render"} <= held
+    assert not held_to_size("vstain.stages.stain") and not held_to_size("vstain.stages")
+    assert len(LARGE_FUNCTIONS) <= 2, "at most two documented exceptions to the function limits"
+    assert all(why.strip() for why in LARGE_FUNCTIONS.values())
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if held_to_size(m)))
 def test_parts_are_small(module):
     source = MODULES[module].read_text()
     assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{module}: {len(source.splitlines())} lines"
     large = [f"{name}: {code} code lines, {params} parameters" for name, code, params in function_sizes(source)
-             if code > MAX_FUNCTION_CODE_LINES or params > MAX_PARAMETERS]
+             if (code > MAX_FUNCTION_CODE_LINES or params > MAX_PARAMETERS)
+             and f"{module}:{name}" not in LARGE_FUNCTIONS]
     assert not large, f"{module}: " + "; ".join(large)
