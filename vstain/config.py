@@ -414,13 +414,13 @@ MAX_NETWORK_WIDTH = 1024
 
 def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
     """``(dotted key, value, valid, what a valid value is)`` for every number with a range."""
-    d, r, t, i, e, f, v = p.dataset, p.registration, p.training, p.inference, p.evaluation, p.frc, p.volume
-    fraction = "a fraction between 0 and 1"
-    positive = "a positive number"
-    at_least_one = "an integer of at least 1"
-    low_um, high_um = PIXEL_UM_RANGE
-    plausible_um = f"a size in micrometres from {low_um:g} to {high_um:g} (outside, the unit is wrong)"
-    norm = p.normalisation
+    return [*_dataset_checks(p), *p.registration.range_checks("registration"), *_normalisation_checks(p),
+            *_training_checks(p), *_later_stage_checks(p)]
+
+
+def _dataset_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
+    """The range checks of the seed and the ``dataset`` section."""
+    d = p.dataset
     checks = [("seed", p.seed, p.seed >= 0, "a non-negative integer")]
     for name, counts in (("tb_counts", d.tb_counts), ("tb_test_counts", d.tb_test_counts),
                          ("he_counts", d.he_counts), ("he_test_counts", d.he_test_counts)):
@@ -430,18 +430,18 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("dataset.n_folds", d.n_folds, d.n_folds >= 2, "at least 2 (cross-validation needs a validation fold)"),
         ("dataset.ct_shape", d.ct_shape, len(d.ct_shape) == 3 and min(d.ct_shape) >= 8,
          "three sizes (z, y, x) of at least 8 voxels"),
-        ("dataset.ct_voxel_um", d.ct_voxel_um, low_um <= d.ct_voxel_um <= high_um, plausible_um),
-        ("dataset.histology_pixel_um", d.histology_pixel_um, low_um <= d.histology_pixel_um <= high_um,
-         plausible_um),
-        ("dataset.n_beamtimes", d.n_beamtimes, d.n_beamtimes >= 1, at_least_one),
-        ("dataset.n_staining_sessions", d.n_staining_sessions, d.n_staining_sessions >= 1, at_least_one),
+        ("dataset.ct_voxel_um", d.ct_voxel_um, _LOW_UM <= d.ct_voxel_um <= _HIGH_UM, _PLAUSIBLE_UM),
+        ("dataset.histology_pixel_um", d.histology_pixel_um, _LOW_UM <= d.histology_pixel_um <= _HIGH_UM,
+         _PLAUSIBLE_UM),
+        ("dataset.n_beamtimes", d.n_beamtimes, d.n_beamtimes >= 1, _AT_LEAST_ONE),
+        ("dataset.n_staining_sessions", d.n_staining_sessions, d.n_staining_sessions >= 1, _AT_LEAST_ONE),
         ("dataset.slide_rotation_deg", d.slide_rotation_deg, 0 <= d.slide_rotation_deg <= 180,
          "an angle in [0, 180] degrees"),
-        ("dataset.mirror_fraction", d.mirror_fraction, 0 <= d.mirror_fraction <= 1, fraction),
+        ("dataset.mirror_fraction", d.mirror_fraction, 0 <= d.mirror_fraction <= 1, _FRACTION),
         ("dataset.max_tilt_deg", d.max_tilt_deg, 0 <= d.max_tilt_deg <= 30, "an angle in [0, 30] degrees"),
         ("dataset.min_tilt_deg", d.min_tilt_deg, 0 <= d.min_tilt_deg <= d.max_tilt_deg,
          "an angle between 0 and dataset.max_tilt_deg"),
-        ("dataset.other_axis_fraction", d.other_axis_fraction, 0 <= d.other_axis_fraction <= 1, fraction),
+        ("dataset.other_axis_fraction", d.other_axis_fraction, 0 <= d.other_axis_fraction <= 1, _FRACTION),
         ("dataset.section_thickness_um", d.section_thickness_um, 0 <= d.section_thickness_um <= 200,
          "a thickness in [0, 200] um"),
         ("dataset.section_sublayers", d.section_sublayers, 1 <= d.section_sublayers <= 32, "an integer in [1, 32]"),
@@ -451,28 +451,35 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
          "a factor in [0, 4] (0: aligned, 1: the profile's regime)"),
         ("dataset.soft_tissue_shift_um", d.soft_tissue_shift_um, 0 <= d.soft_tissue_shift_um <= 200,
          "a length in [0, 200] um"),
-        ("dataset.marrow_retraction", d.marrow_retraction, 0 <= d.marrow_retraction <= 1, fraction),
+        ("dataset.marrow_retraction", d.marrow_retraction, 0 <= d.marrow_retraction <= 1, _FRACTION),
         ("dataset.residual_warp_um", d.residual_warp_um, 0 <= d.residual_warp_um <= 200, "a length in [0, 200] um"),
         ("dataset.section_waviness_um", d.section_waviness_um, 0 <= d.section_waviness_um <= 200,
          "a length in [0, 200] um"),
         ("dataset.cracks_per_section", d.cracks_per_section, 0 <= d.cracks_per_section <= 50, "a mean count in [0, 50]"),
         ("dataset.crack_opening_um", d.crack_opening_um, 0 <= d.crack_opening_um <= 200, "a length in [0, 200] um"),
-        ("dataset.marrow_air_fraction", d.marrow_air_fraction, 0 <= d.marrow_air_fraction <= 1, fraction),
-        ("dataset.slide_hue_jitter", d.slide_hue_jitter, 0 <= d.slide_hue_jitter <= 1, fraction),
+        ("dataset.marrow_air_fraction", d.marrow_air_fraction, 0 <= d.marrow_air_fraction <= 1, _FRACTION),
+        ("dataset.slide_hue_jitter", d.slide_hue_jitter, 0 <= d.slide_hue_jitter <= 1, _FRACTION),
         ("dataset.brown_soft_tissue_fraction", d.brown_soft_tissue_fraction, 0 <= d.brown_soft_tissue_fraction <= 1,
-         fraction),
+         _FRACTION),
         ("dataset.n_cameras", d.n_cameras, 1 <= d.n_cameras <= 2, "1 or 2 (the paper's two cameras)"),
         ("dataset.vignetting", d.vignetting, 0 <= d.vignetting < 1, "a fraction in [0, 1)"),
-        ("dataset.microscope_tile_um", d.microscope_tile_um, d.microscope_tile_um > 0, positive),
+        ("dataset.microscope_tile_um", d.microscope_tile_um, d.microscope_tile_um > 0, _POSITIVE),
         ("dataset.ct_blur_voxels", d.ct_blur_voxels,
          len(d.ct_blur_voxels) == 2 and 0 <= d.ct_blur_voxels[0] <= d.ct_blur_voxels[1] < 50,
          "a range [min, max] of Gaussian sigmas with 0 <= min <= max < 50 voxels"),
         ("dataset.ct_noise_correlation_voxels", d.ct_noise_correlation_voxels,
          0 <= d.ct_noise_correlation_voxels <= 10, "a length in [0, 10] voxels"),
-        ("dataset.ct_ring_amplitude", d.ct_ring_amplitude, 0 <= d.ct_ring_amplitude <= 1, fraction),
+        ("dataset.ct_ring_amplitude", d.ct_ring_amplitude, 0 <= d.ct_ring_amplitude <= 1, _FRACTION),
         ("dataset.ct_metal_streak_amplitude", d.ct_metal_streak_amplitude, 0 <= d.ct_metal_streak_amplitude <= 2,
          "an amplitude in [0, 2] (relative to dense bone)"),
-        *r.range_checks("registration"),
+    ]
+    return checks
+
+
+def _normalisation_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
+    """The range checks of the ``normalisation`` section."""
+    norm = p.normalisation
+    return [
         ("normalisation.ct_background_mean", norm.ct_background_mean, 0 <= norm.ct_background_mean < 65535,
          "a 16-bit value in [0, 65535) (the CT is written as uint16)"),
         ("normalisation.ct_bone_mean", norm.ct_bone_mean, norm.ct_background_mean < norm.ct_bone_mean <= 65535,
@@ -481,6 +488,13 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
          "an offset in [0, 255] (8-bit histology)"),
         ("normalisation.histology_c_high", norm.histology_c_high, 0 <= norm.histology_c_high <= 255,
          "an offset in [0, 255] (8-bit histology)"),
+    ]
+
+
+def _training_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
+    """The range checks of the ``training`` section."""
+    d, t = p.dataset, p.training
+    return [
         ("training.models", t.models, bool(t.models) and len(set(t.models)) == len(t.models)
          and set(t.models) <= set(MODEL_NAMES), f"a list of distinct model names from {list(MODEL_NAMES)}"),
         ("training.folds", t.folds, bool(t.folds) and all(0 <= k < d.n_folds for k in t.folds)
@@ -490,13 +504,13 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("training.unet_num_downs", t.unet_num_downs,
          t.unet_num_downs >= 1 and t.patch_size % (2 ** t.unet_num_downs) == 0,
          "at least 1, with training.patch_size a multiple of 2 ** unet_num_downs"),
-        ("training.patches_per_pair", t.patches_per_pair, t.patches_per_pair >= 1, at_least_one),
-        ("training.batch_size", t.batch_size, t.batch_size >= 1, at_least_one),
-        ("training.epochs", t.epochs, t.epochs >= 1, at_least_one),
+        ("training.patches_per_pair", t.patches_per_pair, t.patches_per_pair >= 1, _AT_LEAST_ONE),
+        ("training.batch_size", t.batch_size, t.batch_size >= 1, _AT_LEAST_ONE),
+        ("training.epochs", t.epochs, t.epochs >= 1, _AT_LEAST_ONE),
         ("training.ngf", t.ngf, 1 <= t.ngf <= MAX_NETWORK_WIDTH, f"between 1 and {MAX_NETWORK_WIDTH} (paper: 64)"),
         ("training.ndf", t.ndf, 1 <= t.ndf <= MAX_NETWORK_WIDTH, f"between 1 and {MAX_NETWORK_WIDTH} (paper: 64)"),
         ("training.n_blocks", t.n_blocks, t.n_blocks >= 0, "non-negative"),
-        ("training.n_layers_d", t.n_layers_d, t.n_layers_d >= 1, at_least_one),
+        ("training.n_layers_d", t.n_layers_d, t.n_layers_d >= 1, _AT_LEAST_ONE),
         ("training.lr", t.lr, 0 < t.lr <= 1, "a learning rate in (0, 1]"),
         *[(f"training.{name}", getattr(t, name), getattr(t, name) >= 0, "a non-negative loss weight")
           for name in ("lambda_cyc", "lambda_id", "lambda_px", "lambda_gs", "lambda_l1")],
@@ -508,38 +522,51 @@ def _range_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
         ("training.beta1", t.beta1, 0 <= t.beta1 < 1, "in [0, 1)"),
         ("training.beta2", t.beta2, 0 <= t.beta2 < 1, "in [0, 1)"),
         ("training.pool_size", t.pool_size, t.pool_size >= 0, "non-negative"),
-        ("training.min_mask_fraction", t.min_mask_fraction, 0 <= t.min_mask_fraction <= 1, fraction),
+        ("training.min_mask_fraction", t.min_mask_fraction, 0 <= t.min_mask_fraction <= 1, _FRACTION),
         ("training.rescale_range", t.rescale_range, len(t.rescale_range) == 2
          and 0 < t.rescale_range[0] <= t.rescale_range[1], "two factors [low, high] with 0 < low <= high"),
         ("training.jitter", t.jitter, 0 <= t.jitter < 1, "in [0, 1)"),
         ("training.threads", t.threads, t.threads >= 0, "non-negative (0: torch's default)"),
+    ]
+
+
+def _later_stage_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
+    """The range checks of the ``inference``, ``evaluation``, ``frc``, ``volume``, ``he`` and ``uncertainty`` sections."""
+    d, i, e, f, v = p.dataset, p.inference, p.evaluation, p.frc, p.volume
+    return [
         ("inference.patch_size", i.patch_size, i.patch_size >= 16 and i.patch_size % PATCH_MULTIPLE == 0,
          f"a multiple of {PATCH_MULTIPLE} of at least 16 px"),
         ("inference.step", i.step, 1 <= i.step <= i.patch_size, "between 1 and inference.patch_size"),
-        ("inference.batch_size", i.batch_size, i.batch_size >= 1, at_least_one),
+        ("inference.batch_size", i.batch_size, i.batch_size >= 1, _AT_LEAST_ONE),
         ("evaluation.patch_size", e.patch_size, e.patch_size >= 8, "at least 8 px"),
-        ("evaluation.patch_step", e.patch_step, e.patch_step >= 1, at_least_one),
-        ("evaluation.min_mask_fraction", e.min_mask_fraction, 0 <= e.min_mask_fraction <= 1, fraction),
+        ("evaluation.patch_step", e.patch_step, e.patch_step >= 1, _AT_LEAST_ONE),
+        ("evaluation.min_mask_fraction", e.min_mask_fraction, 0 <= e.min_mask_fraction <= 1, _FRACTION),
         ("frc.patch_size", f.patch_size, f.patch_size >= 8, "at least 8 px"),
-        ("frc.min_mask_fraction", f.min_mask_fraction, 0 <= f.min_mask_fraction <= 1, fraction),
+        ("frc.min_mask_fraction", f.min_mask_fraction, 0 <= f.min_mask_fraction <= 1, _FRACTION),
         ("volume.sigma_voxels", v.sigma_voxels, v.sigma_voxels >= 0, "non-negative"),
         ("volume.axes", v.axes, bool(v.axes) and set(v.axes) <= set(VOLUME_AXES), f"a list from {list(VOLUME_AXES)}"),
         ("volume.model", v.model, v.model in MODEL_NAMES, f"one of {list(MODEL_NAMES)}"),
         ("volume.fold", v.fold, 0 <= v.fold < d.n_folds, f"between 0 and dataset.n_folds - 1 ({d.n_folds - 1})"),
         ("he.models", p.he.models, bool(p.he.models) and set(p.he.models) <= set(MODEL_NAMES),
          f"a list of model names from {list(MODEL_NAMES)}"),
-        ("he.epochs", p.he.epochs, p.he.epochs >= 1, at_least_one),
+        ("he.epochs", p.he.epochs, p.he.epochs >= 1, _AT_LEAST_ONE),
         ("uncertainty.model", p.uncertainty.model, p.uncertainty.model in MODEL_NAMES, f"one of {list(MODEL_NAMES)}"),
         ("uncertainty.folds", p.uncertainty.folds, bool(p.uncertainty.folds)
          and all(0 <= k < d.n_folds for k in p.uncertainty.folds) and len(set(p.uncertainty.folds)) == len(p.uncertainty.folds),
          f"distinct folds between 0 and dataset.n_folds - 1 ({d.n_folds - 1})"),
         ("uncertainty.member_epochs", p.uncertainty.member_epochs, p.uncertainty.member_epochs >= 0,
          "non-negative (0: training.epochs)"),
-        ("uncertainty.error_threshold", p.uncertainty.error_threshold, p.uncertainty.error_threshold > 0, positive),
+        ("uncertainty.error_threshold", p.uncertainty.error_threshold, p.uncertainty.error_threshold > 0, _POSITIVE),
         ("uncertainty.reliability_bins", p.uncertainty.reliability_bins, p.uncertainty.reliability_bins >= 2,
          "at least 2"),
     ]
-    return checks
+
+
+_FRACTION = "a fraction between 0 and 1"
+_POSITIVE = "a positive number"
+_AT_LEAST_ONE = "an integer of at least 1"
+_LOW_UM, _HIGH_UM = PIXEL_UM_RANGE
+_PLAUSIBLE_UM = f"a size in micrometres from {_LOW_UM:g} to {_HIGH_UM:g} (outside, the unit is wrong)"
 
 
 def inference_settings(data: Any, source: str) -> InferenceConfig:
