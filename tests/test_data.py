@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vstain.config import load_profile
-from vstain.data import (PatchSampler, ct_to_network, ct_to_network_channels, histology_to_network, jitter_rgb,
-                         network_to_ct, network_to_histology)
+from vstain.data import (Augmentation, PatchSampler, ct_to_network, ct_to_network_channels, histology_to_network,
+                         jitter_rgb, network_to_ct, network_to_histology)
 from vstain.pairs import RegisteredPair
 
 
@@ -61,8 +61,8 @@ def test_geometry_applied_identically_to_ct_histology_and_mask():
     bone = pair.histology[..., 2].astype(int) - pair.histology[..., 0] > 60
     pair = RegisteredPair("b", "Mg", "toluidine_blue", np.where(bone, 40000, 10000).astype(np.uint16),
                           np.where(bone[..., None], [0, 0, 255], [255, 255, 255]).astype(np.uint8), bone, 5.0)
-    sampler = PatchSampler([pair], patch_size=32, patches_per_pair=16, batch_size=4, seed=3, jitter=0.0,
-                           min_mask_fraction=0.1)
+    sampler = PatchSampler([pair], patch_size=32, patches_per_pair=16, batch_size=4, seed=3,
+                           augmentation=Augmentation(jitter=0.0), min_mask_fraction=0.1)
     for batch in sampler.epoch(0):
         ct_bone = batch["x"][:, 0] > -0.4  # bone ~ +0.22, background ~ -0.69 in network range
         hist_bone = batch["y"][:, 0] < 0  # red channel low in blue bone
@@ -81,10 +81,10 @@ def test_augmentations_happen_rescale_and_flips():
         xs = torch.cat([b["x"][:, 0] for b in sampler.epoch(0)])
         return ((xs[:, :, -1] - xs[:, :, 0]).mean(dim=1) / 31).numpy()
 
-    plain = slopes(PatchSampler([ramp], 32, 64, 4, seed=0, augment=False))
+    plain = slopes(PatchSampler([ramp], 32, 64, 4, seed=0, augmentation=None))
     per_pixel = 2 * 400 / 65535
     assert np.allclose(plain, per_pixel, rtol=1e-3)
-    augmented = slopes(PatchSampler([ramp], 32, 64, 4, seed=0, jitter=0.0))
+    augmented = slopes(PatchSampler([ramp], 32, 64, 4, seed=0, augmentation=Augmentation(jitter=0.0)))
     assert (augmented < 0).any() and (augmented > 0).any()  # horizontal flips
     magnitude = np.abs(augmented) / per_pixel  # = window / patch = 1 / scale
     assert magnitude.min() > 1 / 1.1 - 0.03 and magnitude.max() < 1 / 0.9 + 0.03
@@ -92,7 +92,8 @@ def test_augmentations_happen_rescale_and_flips():
     # vertical flips: a ramp along y
     ramp_y = RegisteredPair("ramp_y", "Mg", "toluidine_blue", np.ascontiguousarray(ramp.ct[:, :64].T),
                             np.full((64, 64, 3), 128, np.uint8), np.ones((64, 64), bool), 5.0)
-    ys = torch.cat([b["x"][:, 0] for b in PatchSampler([ramp_y], 32, 32, 4, seed=0, jitter=0.0).epoch(0)])
+    no_jitter = Augmentation(jitter=0.0)
+    ys = torch.cat([b["x"][:, 0] for b in PatchSampler([ramp_y], 32, 32, 4, seed=0, augmentation=no_jitter).epoch(0)])
     vertical = (ys[:, -1, :] - ys[:, 0, :]).mean(dim=1)
     assert (vertical < 0).any() and (vertical > 0).any()
 
@@ -106,7 +107,7 @@ def test_jitter_keeps_rgb_ratios_and_is_bounded():
     # separately drawn CT and histology jitter: intensities of a flat pair change by at most ~10 %
     flat = RegisteredPair("f", "Mg", "toluidine_blue", np.full((40, 40), 30000, np.uint16),
                           np.full((40, 40, 3), [100, 50, 150], np.uint8), np.ones((40, 40), bool), 5.0)
-    sampler = PatchSampler([flat], 32, 40, 4, seed=1, jitter=0.1)
+    sampler = PatchSampler([flat], 32, 40, 4, seed=1, augmentation=Augmentation(jitter=0.1))
     ct_vals, ratios = [], []
     for b in sampler.epoch(0):
         ct_vals += ((b["x"][:, 0].mean(dim=(1, 2)) + 1) / 2 * 65535).tolist()
@@ -156,10 +157,16 @@ def test_mask_redraw_and_bad_input():
         PatchSampler([], 32, 4, 2, seed=0)
     with pytest.raises(ValueError, match="no complete batch"):
         PatchSampler([pair], 32, 1, 2, seed=0)
+    with pytest.raises(ValueError, match=r"rescale_range must be 0 < low <= high, got \[1.2, 1.1\]"):
+        Augmentation(rescale_range=(1.2, 1.1))
+    with pytest.raises(ValueError, match="augmentation must be a vstain.data.Augmentation or None, got dict"):
+        PatchSampler([pair], 32, 4, 2, seed=0, augmentation={"jitter": 0.1})
 
 
 def test_from_profile_uses_training_section():
     training = load_profile("smoke").training
     sampler = PatchSampler.from_profile([make_pair()], training, seed=0, invert_ct=True)
     assert sampler.patch_size == training.patch_size and sampler.invert_ct
+    assert sampler.augmentation == Augmentation(tuple(training.rescale_range), training.jitter)
+    assert PatchSampler.from_profile([make_pair()], training, seed=0, augment=False).augmentation is None
     assert len(sampler) == training.patches_per_pair // training.batch_size

@@ -230,6 +230,42 @@ def _check_pairs(pairs: Sequence[RegisteredPair], patch_size: int) -> list[_Prep
     return prepared
 
 
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """How a training patch is augmented (paper 2.7): rescale, horizontal and vertical flips, jitter.
+
+    Parameters
+    ----------
+    rescale_range : (float, float)
+        Scale factors (paper: 0.9-1.1); a scale s crops a window of side ``patch_size / s``
+        and resizes it to ``patch_size``.
+    jitter : float
+        Largest relative brightness and contrast change (paper: 0.1), drawn separately for
+        CT and histology.
+
+    Examples
+    --------
+    >>> Augmentation()
+    Augmentation(rescale_range=(0.9, 1.1), jitter=0.1)
+    >>> Augmentation(jitter=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: PatchSampler: jitter must be in [0, 1), got 1.5
+    """
+
+    rescale_range: tuple[float, float] = (0.9, 1.1)
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        low, high = (float(v) for v in self.rescale_range)
+        if not 0 < low <= high:
+            raise ValueError(f"PatchSampler: rescale_range must be 0 < low <= high, got {list(self.rescale_range)}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"PatchSampler: jitter must be in [0, 1), got {self.jitter}")
+        object.__setattr__(self, "rescale_range", (low, high))
+        object.__setattr__(self, "jitter", float(self.jitter))
+
+
 class PatchSampler:
     """Augmented paired patches for training (paper 2.7).
 
@@ -246,17 +282,15 @@ class PatchSampler:
         than one sample at the U-Net's 1x1 bottleneck).
     seed : int
         Seed; epoch ``e`` uses a generator seeded with ``(seed, e)``.
-    rescale_range : (float, float)
-        Scale factors (paper: 0.9-1.1); a scale s crops a window of side ``patch_size / s``
-        and resizes it to ``patch_size``.
-    jitter : float
-        Largest relative brightness and contrast change (paper: 0.1).
+    augmentation : Augmentation or None
+        The rescale, flips and jitter of each patch (default: the paper's); ``None``: random crop
+        position only (for looking at patches without augmentation).
     min_mask_fraction : float
         A patch with a smaller mask fraction is re-drawn (up to ``max_redraws`` times).
     invert_ct : bool
         Inverted CT input (``cyclegan_invct``).
-    augment : bool
-        ``False``: random crop position only (for looking at patches without augmentation).
+    max_redraws : int
+        Draws of a patch position before the pair is refused.
 
     Examples
     --------
@@ -272,17 +306,14 @@ class PatchSampler:
     """
 
     def __init__(self, pairs: Sequence[RegisteredPair], patch_size: int, patches_per_pair: int, batch_size: int,
-                 seed: int, rescale_range: Sequence[float] = (0.9, 1.1), jitter: float = 0.1,
-                 min_mask_fraction: float = 0.25, invert_ct: bool = False, augment: bool = True,
-                 max_redraws: int = 200) -> None:
+                 seed: int, augmentation: Augmentation | None = Augmentation(), min_mask_fraction: float = 0.25,
+                 invert_ct: bool = False, max_redraws: int = 200) -> None:
         if patch_size < 1 or patches_per_pair < 1 or batch_size < 1:
             raise ValueError(f"PatchSampler: patch_size, patches_per_pair and batch_size must be positive, got "
                              f"{patch_size}, {patches_per_pair}, {batch_size}")
-        low, high = (float(v) for v in rescale_range)
-        if not 0 < low <= high:
-            raise ValueError(f"PatchSampler: rescale_range must be 0 < low <= high, got {list(rescale_range)}")
-        if not 0 <= jitter < 1:
-            raise ValueError(f"PatchSampler: jitter must be in [0, 1), got {jitter}")
+        if augmentation is not None and not isinstance(augmentation, Augmentation):
+            raise ValueError(f"PatchSampler: augmentation must be a vstain.data.Augmentation or None, "
+                             f"got {type(augmentation).__name__}")
         if not 0 <= min_mask_fraction <= 1:
             raise ValueError(f"PatchSampler: min_mask_fraction must be in [0, 1], got {min_mask_fraction}")
         self.pairs = _check_pairs(pairs, patch_size)
@@ -290,11 +321,13 @@ class PatchSampler:
         self.patches_per_pair = int(patches_per_pair)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.rescale_range = (low, high)
-        self.jitter = float(jitter)
+        self.augmentation = augmentation
+        # without augmentation only the crop position is random (the rescale and jitter settings are never read)
+        self.augment = augmentation is not None
+        self.rescale_range = augmentation.rescale_range if augmentation else (1.0, 1.0)
+        self.jitter = augmentation.jitter if augmentation else 0.0
         self.min_mask_fraction = float(min_mask_fraction)
         self.invert_ct = bool(invert_ct)
-        self.augment = bool(augment)
         self.max_redraws = int(max_redraws)
         if len(self) == 0:
             raise ValueError(f"PatchSampler: {len(self.pairs)} pairs x {patches_per_pair} patches give no complete "
@@ -303,9 +336,10 @@ class PatchSampler:
     @classmethod
     def from_profile(cls, pairs: Sequence[RegisteredPair], training: Any, seed: int, invert_ct: bool = False,
                      augment: bool = True) -> "PatchSampler":
-        """A sampler with the numbers of ``profile.training``."""
-        return cls(pairs, training.patch_size, training.patches_per_pair, training.batch_size, seed,
-                   training.rescale_range, training.jitter, training.min_mask_fraction, invert_ct, augment)
+        """A sampler with the numbers of ``profile.training`` (``augment=False``: random crop position only)."""
+        augmentation = Augmentation(tuple(training.rescale_range), training.jitter) if augment else None
+        return cls(pairs, training.patch_size, training.patches_per_pair, training.batch_size, seed, augmentation,
+                   training.min_mask_fraction, invert_ct)
 
     def __len__(self) -> int:
         """Batches per epoch."""

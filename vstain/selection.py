@@ -154,7 +154,7 @@ def patch_panels(checkpoint_path: str | Path, pairs: Sequence[RegisteredPair], p
     """
     g_xy, info = load_generator(checkpoint_path, "ct_to_histology")
     invert = bool(info["invert_ct"])
-    sampler = PatchSampler(pairs, patch_size, max(1, -(-n // len(pairs))), n, seed, augment=False, invert_ct=invert)
+    sampler = PatchSampler(pairs, patch_size, max(1, -(-n // len(pairs))), n, seed, augmentation=None, invert_ct=invert)
     batch = next(iter(sampler.epoch(0)))
     with torch.no_grad():
         panels = {
