@@ -91,7 +91,7 @@ def stain_network(generator, network: np.ndarray, config: dict) -> np.ndarray:
     if config["step"] is None:
         return whole_slide(generator, network, config["dtype"])
     return infer_slide(generator, network, patch_size=config["patch"], step=config["step"],
-                       batch_size=config["batch"], blend=config["blend"], dtype=config["dtype"], in_channels=3)
+                       batch_size=config["batch"], blend=config["blend"], dtype=config["dtype"])
 
 
 def sweep_defaults(args) -> None:

@@ -201,7 +201,12 @@ MAX_MODULE_LINES = 700
 MAX_FUNCTION_CODE_LINES = 80
 MAX_PARAMETERS = 10
 #: The documented exceptions to the function limits (at most two): ``"module:function" -> why``.
-LARGE_FUNCTIONS: dict[str, str] = {}
+LARGE_FUNCTIONS: dict[str, str] = {
+    "vstain.train:train_model": "14 parameters: the training stage and the batch jobs call it by keyword; a run-options "
+                                "object replaces them when the stages are brought under the limits",
+    "vstain.volume:stain_volume": "11 parameters: the volume and stain stages pass every one by keyword; its writer "
+                                  "settings become one object when the stages are brought under the limits",
+}
 
 
 def function_sizes(source: str) -> list[tuple[str, int, int]]:

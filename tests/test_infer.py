@@ -20,6 +20,7 @@ from vstain.infer import (
     infer_slide,
     seam_score,
     tile_grid,
+    with_channels,
 )
 from vstain.io import read_tiff, write_tiff
 from vstain.masks import apply_mask
@@ -120,9 +121,12 @@ def test_tiled_inference_holds_memory_of_the_slide_not_of_its_patches():
 
 def test_single_channel_is_repeated_to_the_generator_channels():
     image = np.random.default_rng(0).uniform(-1, 1, (40, 40)).astype(np.float32)
-    out = infer_slide(torch.nn.Identity(), image, patch_size=16, step=8, batch_size=4, in_channels=3)
+    out = infer_slide(torch.nn.Identity(), with_channels(image, 3), patch_size=16, step=8, batch_size=4)
     assert out.shape == (40, 40, 3)
     assert np.array_equal(out[..., 2], image)
+    assert with_channels(image[..., None], None).shape == (40, 40, 1)
+    with pytest.raises(ValueError, match="image has 2 channels, the generator expects 3"):
+        with_channels(np.zeros((64, 64, 2), np.float32), 3)
 
 
 def test_bfloat16_runs_close_to_float32():
@@ -166,7 +170,6 @@ def test_seam_score_of_a_smooth_image_is_about_one():
         ({"patch_size": 32, "step": 0}, np.zeros((64, 64, 3), np.float32), "step must be"),
         ({"patch_size": 32, "step": 8}, np.full((64, 64, 3), np.nan, np.float32), "NaN"),
         ({"patch_size": 32, "step": 8}, np.zeros((64, 64, 3), np.uint8), "float array"),
-        ({"patch_size": 32, "step": 8, "in_channels": 3}, np.zeros((64, 64, 2), np.float32), "2 channels"),
         ({"patch_size": 32, "step": 8, "blend": "max"}, np.zeros((64, 64, 3), np.float32), "blend"),
         ({"patch_size": 32, "step": 8, "batch_size": 0}, np.zeros((64, 64, 3), np.float32), "batch_size"),
     ],

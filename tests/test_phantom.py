@@ -426,12 +426,12 @@ def test_a_thick_section_adds_the_stain_of_its_layers():
     layers = np.full((2, 16, 16), soft, np.uint8)
     layers[0, :, :8] = bone
     prep = SectionPreparation(thickness_um=4.0, sublayers=2, depth_of_field_um=10.0)
-    rgb, _, _ = render_slide(layers, "toluidine_blue", params, np.random.default_rng(0), np.random.default_rng(1),
+    rgb, _, _ = render_slide(layers, "toluidine_blue", params, (np.random.default_rng(0), np.random.default_rng(1)),
                              preparation=prep, pixel_um=1.0, surface_artefacts=False)
     one = {}
     for name, code in (("bone", bone), ("soft", soft)):
         flat = np.full((1, 16, 16), code, np.uint8)
-        one[name] = render_slide(flat, "toluidine_blue", params, np.random.default_rng(0), np.random.default_rng(1),
+        one[name] = render_slide(flat, "toluidine_blue", params, (np.random.default_rng(0), np.random.default_rng(1)),
                                  pixel_um=1.0, surface_artefacts=False)[0][8, 12].astype(float)
     white = np.asarray(params["white"])
     expected = white * np.sqrt((one["bone"] / white) * (one["soft"] / white))  # mean optical density
@@ -444,7 +444,7 @@ def test_a_thick_section_adds_the_stain_of_its_layers():
     for k in (1, 2):  # the middle layer is in focus, the last 20 um beyond its depth of field
         layers = dot.copy()
         layers[k, 19:22, 19:22] = LABELS["screw"]
-        rgb, _, _ = render_slide(layers, "toluidine_blue", params, np.random.default_rng(0), np.random.default_rng(1),
+        rgb, _, _ = render_slide(layers, "toluidine_blue", params, (np.random.default_rng(0), np.random.default_rng(1)),
                                  preparation=far, pixel_um=1.0, surface_artefacts=False)
         spreads.append(int((rgb[..., 0] < white[0] - 1).sum()))
     assert spreads[0] == 9 and spreads[1] > 30, spreads

@@ -227,8 +227,6 @@ def infer_slide(
     blend: Blend = "mean",
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    in_channels: int | None = None,
-    window_floor: float = WINDOW_FLOOR,
     progress: bool = False,
     spread_of: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -239,25 +237,21 @@ def infer_slide(
     generator : torch.nn.Module or callable
         Maps a ``(B, C_in, P, P)`` tensor in network range to ``(B, C_out, P, P)``.
     image : ndarray
-        ``(Y, X)`` or ``(Y, X, C)`` float slide in network range ``[-1, 1]``; each side at
-        least ``patch_size``.
+        ``(Y, X)`` or ``(Y, X, C)`` float slide in network range ``[-1, 1]`` with the generator's
+        input channels (CT enters the CycleGAN generators as 3 identical channels:
+        :func:`ct_network_channels_last`); each side at least ``patch_size``.
     patch_size, step : int
         Patch side and stride in pixels (paper: 256 and 64); ``step <= patch_size``.
     batch_size : int
         Patches per forward pass; with the output arrays this bounds the memory.
     blend : {"mean", "window"}
         ``mean``: plain average of overlapping patches (the paper); ``window``: a raised
-        Hann weight falling towards patch edges, which removes tile seams.
+        Hann weight falling towards patch edges (to :data:`WINDOW_FLOOR`), which removes tile seams.
     device : str or torch.device
         Where the generator runs.
     dtype : torch.dtype
         ``torch.float32``, or ``torch.bfloat16`` (or ``torch.float16`` on CUDA) to run the forwards
         under autocast (:func:`inference_dtype` chooses).
-    in_channels : int, optional
-        Repeat a single-channel slide to this many channels (CT enters the CycleGAN
-        generators as 3 identical channels).
-    window_floor : float
-        Edge weight of the ``window`` blend.
     progress : bool
         Show a tqdm bar over batches.
     spread_of : callable, optional
@@ -279,27 +273,23 @@ def infer_slide(
     ------
     ValueError
         For a slide smaller than a patch, a step larger than the patch, a non-float or
-        non-finite slide, a wrong channel count or an unknown blend.
+        non-finite slide, a generator output of the wrong shape or an unknown blend.
 
     Examples
     --------
     >>> import numpy as np, torch
-    >>> slide = np.zeros((40, 40), np.float32)
-    >>> infer_slide(torch.nn.Identity(), slide, patch_size=16, step=8, batch_size=8, in_channels=3).shape
+    >>> slide = np.zeros((40, 40, 3), np.float32)
+    >>> infer_slide(torch.nn.Identity(), slide, patch_size=16, step=8, batch_size=8).shape
     (40, 40, 3)
     """
     image = _check_image(image)
-    if in_channels is not None and image.shape[-1] != in_channels:
-        if image.shape[-1] != 1:
-            raise ValueError(f"image has {image.shape[-1]} channels, the generator expects {in_channels}")
-        image = np.repeat(image, in_channels, axis=-1)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device)
     if dtype not in (torch.float32, torch.bfloat16) and not (dtype == torch.float16 and device.type == "cuda"):
         raise ValueError(f"dtype must be torch.float32 or torch.bfloat16 (or torch.float16 on CUDA), got {dtype}")
     grid = tile_grid(image.shape[:2], patch_size, step)
-    weights = blend_weights(patch_size, blend, window_floor)
+    weights = blend_weights(patch_size, blend)
     (pb_y, pb_x), (pa_y, pa_x) = grid.pad_before, grid.pad_after
     padded = np.pad(image, ((pb_y, pa_y), (pb_x, pa_x), (0, 0)), mode="reflect")
 
@@ -467,6 +457,32 @@ def ct_network_channels_last(ct: np.ndarray, *, invert: bool = False, channels: 
     return np.repeat(net[..., None], channels, axis=-1)
 
 
+def with_channels(image: np.ndarray, channels: int | None) -> np.ndarray:
+    """A ``(Y, X, C)`` slide with ``channels`` channels: a single-channel slide repeated, any other count checked.
+
+    CT enters the CycleGAN generators as 3 identical channels; :func:`infer_slide` takes the slide
+    with the generator's channels. ``channels=None`` returns the slide unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with_channels(np.zeros((4, 5), np.float32), 3).shape
+    (4, 5, 3)
+    >>> with_channels(np.zeros((4, 5, 2), np.float32), 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: image has 2 channels, the generator expects 3
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if channels is not None and image.shape[-1] != channels:
+        if image.shape[-1] != 1:
+            raise ValueError(f"image has {image.shape[-1]} channels, the generator expects {channels}")
+        image = np.repeat(image, channels, axis=-1)
+    return image
+
+
 def ct_to_histology_slide(
     generator: Callable[[torch.Tensor], torch.Tensor],
     ct: np.ndarray,
@@ -520,7 +536,7 @@ def ct_to_histology_slide(
     channels = generator_channels(info)
     network = ct_network_channels_last(ct, invert=invert, channels=channels)
     out = infer_slide(generator, network, patch_size=patch_size, step=step, batch_size=batch_size, blend=blend,
-                      device=device, dtype=dtype, in_channels=channels, progress=progress)
+                      device=device, dtype=dtype, progress=progress)
     if out.shape[-1] != 3:
         raise ValueError(f"the CT-to-histology generator returned {out.shape[-1]} channels, expected 3 (RGB)")
     return np.asarray(network_to_histology(np.moveaxis(out, -1, 0)), np.uint8)
@@ -559,7 +575,7 @@ def histology_to_ct_slide(
         raise ValueError(f"histology must be uint8 RGB, got dtype {histology.dtype}")
     network = np.moveaxis(np.asarray(histology_to_network(histology), np.float32), 0, -1)  # (Y, X, 3)
     out = infer_slide(generator, network, patch_size=patch_size, step=step, batch_size=batch_size, blend=blend,
-                      device=device, dtype=dtype, in_channels=None, progress=progress)
+                      device=device, dtype=dtype, progress=progress)
     if out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=-1)
     if out.shape[-1] != 3:

@@ -32,6 +32,9 @@ class ManifestError(ValueError):
     """A manifest or split file is invalid; the message names the file, the pair and the field."""
 
 
+ManifestError.__module__ = "vstain.manifest"  # its public home, where tracebacks and users name it
+
+
 def _pixel_size(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ManifestError(f"{where} must be a positive number of micrometres, got {value!r}")

@@ -453,6 +453,55 @@ class Trainer:
 
 # --------------------------------------------------------------------------- the run
 
+#: What a run's last checkpoint must share with the run that resumes it.
+_RESUME_KEYS = ("model", "architecture", "fold", "stain", "patch_size", "pair_ids")
+
+
+def _resume(trainer: Trainer, last_path: Path, identity: dict[str, Any]) -> tuple[list[dict], dict[str, float], int]:
+    """Load a run's ``last.pt`` into ``trainer`` (and torch's random state): ``(history, best, first epoch to run)``.
+
+    Without a ``last.pt`` the run starts afresh at epoch 1; one of another run (model, architecture,
+    fold, stain, patch size or pairs) is refused, naming the file and the field.
+    """
+    if not last_path.is_file():
+        return [], {}, 1
+    checkpoint = load_checkpoint(last_path)
+    compare_records({k: identity[k] for k in _RESUME_KEYS}, {k: checkpoint.get(k) for k in _RESUME_KEYS}, "",
+                    last_path)
+    trainer.load_state_dict(checkpoint["state"], last_path)
+    torch.set_rng_state(checkpoint["torch_rng"])
+    return list(checkpoint["history"]), dict(checkpoint["best"]), int(checkpoint["epoch"]) + 1
+
+
+def _epoch_sums(trainer: Trainer, batches: Iterable[dict[str, Any]], epoch: int, bar: tqdm) -> dict[str, float]:
+    """One epoch's training steps: the sum of every loss value over its batches."""
+    sums: dict[str, float] = {}
+    for index, batch in enumerate(batches):
+        values = trainer.step(batch, epoch, index)
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + value
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, total=f"{values['total']:.3f}")
+    return sums
+
+
+def _save_epoch(trainer: Trainer, out: Path, record: dict[str, Any], history: list[dict],
+                best: dict[str, float]) -> None:
+    """After an epoch (the last row of ``history``): the new minima's ``best_<component>.pt``, the history, ``last.pt``.
+
+    ``best`` is updated in place.
+    """
+    row = history[-1]
+    for component in trainer.generator_components():
+        if row[component] < best.get(component, math.inf):
+            best[component] = row[component]
+            save_checkpoint({**record, "component": component, "value": row[component],
+                             "generators": trainer.generator_states()}, out / f"best_{component}.pt")
+    write_csv(out / "history.csv", pd.DataFrame(history))
+    save_checkpoint({**record, "component": "last", "generators": trainer.generator_states(),
+                     "state": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
+                     "best": best}, out / "last.pt")
+
 
 def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str, training: Any, *, epochs: int,
                 seed: int, fold: int = 0, stain: str = "toluidine_blue", profile_name: str = "",
@@ -547,20 +596,8 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
         trainer = Trainer(model, training, seed, torch_device, channels_last=training.channels_last,
                           cpu_bf16=use_cpu_bf16(training.cpu_bf16), cuda_precision=training.cuda_precision,
                           ranks=ranks)
-        history: list[dict[str, Any]] = []
-        best: dict[str, float] = {}
-        start_epoch = 1
         last_path = out / "last.pt"
-        if resume and last_path.is_file():
-            checkpoint = load_checkpoint(last_path)
-            compare_records({k: identity[k] for k in ("model", "architecture", "fold", "stain", "patch_size", "pair_ids")},
-                     {k: checkpoint.get(k) for k in ("model", "architecture", "fold", "stain", "patch_size",
-                                                      "pair_ids")}, "", last_path)
-            trainer.load_state_dict(checkpoint["state"], last_path)
-            torch.set_rng_state(checkpoint["torch_rng"])
-            history = list(checkpoint["history"])
-            best = dict(checkpoint["best"])
-            start_epoch = int(checkpoint["epoch"]) + 1
+        history, best, start_epoch = _resume(trainer, last_path, identity) if resume else ([], {}, 1)
 
         components = trainer.generator_components()
         steps = len(sampler)
@@ -572,16 +609,10 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
             if ranks is not None:  # each rank's own dropout draws, the same again when the epoch is resumed
                 torch.manual_seed(distributed.rank_seed(seed, epoch, ranks.rank))
             started = time.perf_counter()
-            sums: dict[str, float] = {}
             trainer.set_learning_rate(training.lr * learning_rate_factor(epoch, epochs, training.lr_decay_start_epoch))
             batches = prefetched(sampler.epoch(epoch, shard), training.prefetch_batches,
                                  pin_memory=torch_device.type == "cuda")
-            for index, batch in enumerate(batches):
-                values = trainer.step(batch, epoch, index)
-                for key, value in values.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, total=f"{values['total']:.3f}")
+            sums = _epoch_sums(trainer, batches, epoch, bar)
             row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()},
                    "seconds": time.perf_counter() - started}
             history.append(row)
@@ -593,15 +624,7 @@ def train_model(pairs: Sequence[RegisteredPair], out_dir: str | Path, model: str
                       "inference": dataclasses.asdict(inference) if inference is not None else None,
                       "directions": {d: n for d, n in GENERATOR_OF.items() if n in trainer.nets},
                       "invert_ct": spec.invert_ct, "provenance": origin, **distributed.describe(ranks)}
-            for component in components:
-                if row[component] < best.get(component, math.inf):
-                    best[component] = row[component]
-                    save_checkpoint({**record, "component": component, "value": row[component],
-                           "generators": trainer.generator_states()}, out / f"best_{component}.pt")
-            write_csv(out / "history.csv", pd.DataFrame(history))
-            save_checkpoint({**record, "component": "last", "generators": trainer.generator_states(),
-                   "state": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
-                   "best": best}, last_path)
+            _save_epoch(trainer, out, record, history, best)
         bar.close()
     if not main:
         return out

@@ -58,7 +58,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vstain.data import ct_to_network, network_to_histology
-from vstain.infer import infer_slide
+from vstain.infer import infer_slide, with_channels
 from skimage.color import lab2rgb, rgb2lab
 
 from vstain.io import remove_path
@@ -334,6 +334,7 @@ def slide_uncertainty(
     tta: bool = True,
     tiling: bool = True,
     sources: Sequence[str] | None = None,
+    in_channels: int | None = None,
     **infer_kwargs: Any,
 ) -> SlideUncertainty:
     """Stain one slide with every member under every transform and measure their spread.
@@ -354,8 +355,11 @@ def slide_uncertainty(
         Measure the spread over overlapping patches.
     sources : sequence of str, optional
         Which of :data:`SOURCES` to report (default: every one the runs allow).
+    in_channels : int, optional
+        The generators' input channels: a single-channel slide is repeated to them
+        (:func:`vstain.infer.with_channels`).
     **infer_kwargs
-        ``blend``, ``device``, ``dtype``, ``in_channels`` for :func:`vstain.infer.infer_slide`.
+        ``blend``, ``device``, ``dtype`` for :func:`vstain.infer.infer_slide`.
 
     Returns
     -------
@@ -364,6 +368,8 @@ def slide_uncertainty(
     """
     if len(members) == 0:
         raise ValueError("slide_uncertainty needs at least one member")
+    if in_channels is not None:
+        image = with_channels(image, in_channels)
     transforms = DIHEDRAL if tta else DIHEDRAL[:1]
     if sources is None:
         wanted = {"ensemble": len(members) > 1, "tta": tta, "tiling": tiling, "combined": True}

@@ -56,7 +56,7 @@ from skimage.metrics import structural_similarity
 from tqdm.auto import tqdm
 
 from vstain.data import ct_to_network, network_to_histology
-from vstain.infer import infer_slide
+from vstain.infer import infer_slide, with_channels
 from vstain.masks import from_optical_density, optical_density
 from vstain.volume_io import RawStore, write_rgb_volume
 
@@ -211,8 +211,8 @@ def make_slice_stainer(
         net = np.asarray(ct_to_network(ct_slice, invert=invert), np.float32)
         if net.ndim == 3:  # (3, Y, X) identical channels: the slide is one channel
             net = net[0]
-        out = infer(generator, net, patch_size=patch_size, step=step, batch_size=batch_size,
-                    blend=blend, device=device, in_channels=3)
+        out = infer(generator, with_channels(net, 3), patch_size=patch_size, step=step, batch_size=batch_size,
+                    blend=blend, device=device)
         rgb = network_to_histology(np.moveaxis(np.asarray(out), -1, 0))
         return rgb[:height, :width]
 

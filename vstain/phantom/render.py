@@ -246,20 +246,7 @@ def cut_section(geometry: BlockGeometry, plane_point, plane_axes, affine, histol
     twin_layers[twin_layers == LABELS["holder_wall"]] = LABELS["background"]
     twin_labels[twin_labels == LABELS["holder_wall"]] = LABELS["background"]
 
-    # Cracks start in rigid tissue (not the screw) of the section's middle.
-    side = min(height, width)
-    crackable = lambda lo, hi: np.isin(twin_labels[lo:hi], RIGID_LABELS) & (twin_labels[lo:hi] != LABELS["screw"])  # noqa: E731
-    n_crackable = sum(int(np.count_nonzero(crackable(lo, hi))) for lo, hi in strips)
-    cracks = []
-    for _ in range(int(rng.poisson(prep.cracks_per_section * prep.strength))):
-        if not n_crackable:
-            break
-        y0, x0 = _nth_true(crackable, strips, int(rng.integers(n_crackable)))
-        cracks.append({"y0": float(y0), "x0": float(x0), "direction": float(rng.uniform(0, np.pi)),
-                       "length": float(rng.uniform(0.15, 0.4) * side),
-                       "amplitude": float(rng.uniform(0.5, 2.0)), "wavelength": float(rng.uniform(0.05, 0.15) * side),
-                       "phase": float(rng.uniform(0, 6.3)), "half_width": float(rng.uniform(0.6, 1.3)),
-                       "opening": float(prep.scaled("crack_opening_um") / pixel_um * rng.uniform(0.5, 1.5))})
+    cracks = _draw_cracks(rng, twin_labels, strips, prep, pixel_um)
 
     layers = np.empty((n, height, width), np.uint8)
     labels = np.empty((height, width), np.uint8)
@@ -302,6 +289,30 @@ def cut_section(geometry: BlockGeometry, plane_point, plane_axes, affine, histol
                "misalignment_strength": prep.strength}
     return SectionCut(labels=labels, layers=layers, twin_labels=twin_labels, twin_layers=twin_layers,
                       cracks=crack_map, details=details)
+
+
+def _draw_cracks(rng: np.random.Generator, twin_labels: np.ndarray, strips: list[tuple[int, int]],
+                 prep: SectionPreparation, pixel_um: float) -> list[dict]:
+    """The section's cracks (start, direction, length, shape, opening), started in its middle's rigid tissue.
+
+    Cracks start in rigid tissue that is not the screw; their number is Poisson with the
+    preparation's mean (scaled by its misalignment strength).
+    """
+    height, width = twin_labels.shape
+    side = min(height, width)
+    crackable = lambda lo, hi: np.isin(twin_labels[lo:hi], RIGID_LABELS) & (twin_labels[lo:hi] != LABELS["screw"])  # noqa: E731
+    n_crackable = sum(int(np.count_nonzero(crackable(lo, hi))) for lo, hi in strips)
+    cracks = []
+    for _ in range(int(rng.poisson(prep.cracks_per_section * prep.strength))):
+        if not n_crackable:
+            break
+        y0, x0 = _nth_true(crackable, strips, int(rng.integers(n_crackable)))
+        cracks.append({"y0": float(y0), "x0": float(x0), "direction": float(rng.uniform(0, np.pi)),
+                       "length": float(rng.uniform(0.15, 0.4) * side),
+                       "amplitude": float(rng.uniform(0.5, 2.0)), "wavelength": float(rng.uniform(0.05, 0.15) * side),
+                       "phase": float(rng.uniform(0, 6.3)), "half_width": float(rng.uniform(0.6, 1.3)),
+                       "opening": float(prep.scaled("crack_opening_um") / pixel_um * rng.uniform(0.5, 1.5))})
+    return cracks
 
 
 def _normal_quantile(q: float) -> float:
@@ -351,8 +362,8 @@ def _nth_true(mask_rows, strips, n: int) -> tuple[int, int]:
     raise IndexError("fewer True pixels than asked for")
 
 
-def render_slide(section_labels: np.ndarray, stain: str, params: dict, rng_stain: np.random.Generator,
-                 rng_artefacts: np.random.Generator, strip_pixels: int | None = None, *,
+def render_slide(section_labels: np.ndarray, stain: str, params: dict,
+                 rngs: tuple[np.random.Generator, np.random.Generator], strip_pixels: int | None = None, *,
                  preparation: SectionPreparation | None = None, pixel_um: float = 1.0,
                  cracks: np.ndarray | None = None, illumination: Illumination | None = None,
                  surface_artefacts: bool = True):
@@ -371,8 +382,10 @@ def render_slide(section_labels: np.ndarray, stain: str, params: dict, rng_stain
     ----------
     section_labels : ndarray of uint8
         ``(H, W)`` (one plane) or ``(n, H, W)`` (the sublayers of :func:`cut_section`).
-    stain, params, rng_stain, rng_artefacts, strip_pixels
-        The stain, its parameters, and the generators of its texture and grain and of the artefacts.
+    stain, params, strip_pixels
+        The stain, its parameters and the rows per strip.
+    rngs : (Generator, Generator)
+        The generators of the stain's texture and grain and of the artefacts.
     preparation : SectionPreparation, optional
         Thickness and optics (its sublayers must match ``section_labels``).
     pixel_um : float
@@ -388,29 +401,126 @@ def render_slide(section_labels: np.ndarray, stain: str, params: dict, rng_stain
         :data:`vstain.phantom.section.ARTEFACT_CODES` per pixel (0 where none).
     details : dict
     """
+    rng_stain, rng_artefacts = rngs
     layers = section_labels[None] if section_labels.ndim == 2 else section_labels
     n_layers, height, width = layers.shape
     prep = preparation or SectionPreparation(sublayers=n_layers)
     if int(prep.sublayers) != n_layers:
         raise ValueError(f"render_slide: {n_layers} label layers for a preparation of {prep.sublayers} sublayers")
     strips = row_strips(height, width, strip_pixels)
-    block = strips[0][1] - strips[0][0]
     table = concentration_table(stain, params)
-    n_components = table.shape[1]
     od_vectors = np.asarray(params["od_vectors"], np.float32)
     psf = float(params.get("blur_sigma_px", 0))
     sigmas = [float(np.hypot(d, psf)) for d in prep.defocus_sigma_px(pixel_um)]
-    sigma = params["texture_sigma_px"]
+    textures, grain = _stain_noise(rng_stain, table.shape[1], params, (height, width), strips)
+    middle = layers[int(np.argmin(np.abs(prep.layer_offsets_um())))]
+    # artefacts: every random number drawn first, in the order of a whole-slide rendering
+    surface = _draw_surface(rng_artefacts, stain, middle, strips, cracks, surface_artefacts)
+
+    histology = np.empty((height, width, 3), np.uint8)
+    artefacts = np.empty((height, width), np.uint8)
+    halo = max((_halo(s) for s in sigmas if s > 0), default=0)
+    for lo, hi in strips:
+        a, b = max(0, lo - halo), min(height, hi + halo)
+        scale, loss, codes = surface.rows(a, b)
+        od = np.zeros((b - a, width, 3), np.float32)
+        for layer, s in zip(layers, sigmas):
+            conc = table[layer[a:b]]
+            for k, texture in enumerate(textures):
+                conc[..., k] *= np.clip(1 + texture[a:b], 0.3, None)
+            conc[..., :-1] *= scale[..., None]
+            conc[loss] = 0.0
+            layer_od = conc @ od_vectors
+            if s > 0:
+                layer_od = ndi.gaussian_filter(layer_od, [s, s, 0])
+            od += layer_od / np.float32(n_layers)
+        if surface.droplets:  # small dark blobs on the surface, in focus
+            od[lo - a:hi - a] += surface.droplet_od(lo, hi, codes[lo - a:hi - a], od_vectors, psf)
+        artefacts[lo:hi] = codes[lo - a:hi - a]
+        if surface.lost is not None:
+            lost_here = artefacts[lo:hi] == ARTEFACT_CODES["tissue_loss"]
+            surface.details["tissue_loss_px"] += int(np.count_nonzero(lost_here))
+        light = illumination.rows(lo, hi) if illumination is not None else None
+        histology[lo:hi] = expose(od[lo - a:hi - a], params, grain.rows(lo, hi), light)
+    return histology, artefacts, surface.details
+
+
+def _stain_noise(rng: np.random.Generator, n_components: int, params: dict, shape: tuple[int, int],
+                 strips: list[tuple[int, int]]) -> tuple[list[np.ndarray], NoiseRows]:
+    """The smooth uptake texture of each stain component but the opaque one, then the camera grain's field."""
+    block = strips[0][1] - strips[0][0]
     textures = []
     for _ in range(n_components - 1):  # the opaque component has no texture
-        texture = smooth_noise(NoiseRows(rng_stain, (height, width), block), sigma, strips)
+        texture = smooth_noise(NoiseRows(rng, shape, block), params["texture_sigma_px"], strips)
         texture *= params["texture_amplitude"] / (texture.std() + 1e-12)
         textures.append(texture)
-    grain = NoiseRows(rng_stain, (height, width, 3), block)
-    middle = layers[int(np.argmin(np.abs(prep.layer_offsets_um())))]
+    return textures, NoiseRows(rng, shape + (3,), block)
 
-    # Artefacts: every random number drawn first, in the order of a whole-slide rendering.
-    rng = rng_artefacts
+
+@dataclasses.dataclass
+class _Surface:
+    """The drawn surface artefacts of one slide: thickness wedge and saw marks, droplets, tissue lost to the laser."""
+
+    middle: np.ndarray  # the in-focus layer's labels
+    cracks: np.ndarray | None
+    enabled: bool  # False: the aligned twin (no wedge, saw marks, droplets or lost tissue)
+    cos: float
+    sin: float
+    period: float
+    stripe_amplitude: float
+    wedge_amplitude: float
+    across_mean: float
+    across_ptp: float
+    droplets: list[tuple[float, float, float, float]]
+    lost: np.ndarray | None
+    reach: int
+    details: dict
+
+    def rows(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Optical-density scale, lost tissue and artefact codes of rows ``lo:hi``."""
+        height, width = self.middle.shape
+        yy, xx = np.meshgrid(np.arange(lo, hi, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+        codes = np.zeros((hi - lo, width), np.uint8)
+        if self.cracks is not None:
+            codes[self.cracks[lo:hi]] = ARTEFACT_CODES["crack"]
+        scale = np.ones((hi - lo, width), np.float32)
+        if self.enabled:  # section thickness: a wedge across the slide and saw marks (periodic stripes)
+            across = self.cos * yy + self.sin * xx
+            stripes = 1 + self.stripe_amplitude * (2 * np.abs((across / self.period) % 1 - 0.5) - 0.5)
+            scale = stripes * (1 + self.wedge_amplitude * (across - self.across_mean) / (self.across_ptp + 1e-9))
+        loss = np.zeros((hi - lo, width), bool)
+        if self.lost is not None:
+            reach = self.reach
+            a, b = max(0, lo - reach), min(height, hi + reach)
+            screw = self.middle[a:b] == LABELS["screw"]
+            near = (ndi.binary_dilation(screw, iterations=reach) & ~screw)[lo - a:hi - a]
+            loss = near & (self.lost[lo:hi] > 1.2)
+            codes[loss] = ARTEFACT_CODES["tissue_loss"]
+        return scale, loss, codes
+
+    def droplet_od(self, lo: int, hi: int, codes: np.ndarray, od_vectors: np.ndarray, psf: float) -> np.ndarray:
+        """The droplets' optical density of rows ``lo:hi`` (blurred by the optics); marks them in ``codes``."""
+        height, width = self.middle.shape
+        psf_halo = _halo(psf) if psf > 0 else 0
+        c0, c1 = max(0, lo - psf_halo), min(height, hi + psf_halo)
+        yy, xx = np.meshgrid(np.arange(c0, c1, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+        drop = np.zeros((c1 - c0, width, od_vectors.shape[0]), np.float32)
+        for cy, cx, radius, amount in self.droplets:
+            blob = np.clip(radius - np.hypot(yy - cy, xx - cx), 0, 1.5) / 1.5
+            drop[..., 0] += amount * blob
+            drop[..., 1] += 0.3 * amount * blob
+            rows_inside = (blob > 0.5)[lo - c0:hi - c0]
+            codes[rows_inside & (codes == 0)] = ARTEFACT_CODES["droplet"]
+        drop_od = drop @ od_vectors
+        if psf > 0:
+            drop_od = ndi.gaussian_filter(drop_od, [psf, psf, 0])
+        return drop_od[lo - c0:hi - c0]
+
+
+def _draw_surface(rng: np.random.Generator, stain: str, middle: np.ndarray, strips: list[tuple[int, int]],
+                  cracks: np.ndarray | None, enabled: bool) -> _Surface:
+    """Draw the surface artefacts of a slide (all of them, also for the twin, so both draw the same numbers)."""
+    height, width = middle.shape
     side = min(height, width)
     details: dict = {"cracks": 0 if cracks is None else int(ndi.label(cracks)[1]), "droplets": 0}
     angle = rng.uniform(0, np.pi)
@@ -427,81 +537,21 @@ def render_slide(section_labels: np.ndarray, stain: str, params: dict, rng_stain
                                  + sin * np.arange(width, dtype=np.float32)).sum()) for lo, hi in strips)
         across_mean /= height * width
     corners = [cos * y + sin * x for y in (0.0, height - 1.0) for x in (0.0, width - 1.0)]
-    across_ptp = max(corners) - min(corners)
     droplets = []
     for _ in range(int(rng.integers(1, 5))):
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
         radius = rng.uniform(0.008, 0.025) * side + 1.5
         droplets.append((cy, cx, radius, rng.uniform(0.6, 1.5)))
-    if surface_artefacts:
+    if enabled:
         details["droplets"] = len(droplets)
     else:
         droplets = []
     lost = None
-    if surface_artefacts and stain == "he" and any((middle[lo:hi] == LABELS["screw"]).any() for lo, hi in strips):
-        # Laser cutting loses some tissue next to the implant.
+    if enabled and stain == "he" and any((middle[lo:hi] == LABELS["screw"]).any() for lo, hi in strips):
+        # laser cutting loses some tissue next to the implant
+        block = strips[0][1] - strips[0][0]
         lost = smooth_noise(NoiseRows(rng, (height, width), block, np.float64), side / 25, strips)
         lost /= lost.std() + 1e-12
         details["tissue_loss_px"] = 0
-    reach = max(2, side // 40)
-
-    def optical_density(lo: int, hi: int):
-        """Optical density (rows, W, 3) and artefact codes of rows ``lo:hi`` (unblurred rows at the edges)."""
-        yy, xx = np.meshgrid(np.arange(lo, hi, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
-        codes = np.zeros((hi - lo, width), np.uint8)
-        if cracks is not None:
-            codes[cracks[lo:hi]] = ARTEFACT_CODES["crack"]
-        scale = np.ones((hi - lo, width), np.float32)
-        if surface_artefacts:  # section thickness: a wedge across the slide and saw marks (periodic stripes)
-            across = cos * yy + sin * xx
-            stripes = 1 + stripe_amplitude * (2 * np.abs((across / period) % 1 - 0.5) - 0.5)
-            scale = stripes * (1 + wedge_amplitude * (across - across_mean) / (across_ptp + 1e-9))
-        loss = np.zeros((hi - lo, width), bool)
-        if lost is not None:
-            a, b = max(0, lo - reach), min(height, hi + reach)
-            screw = middle[a:b] == LABELS["screw"]
-            near = (ndi.binary_dilation(screw, iterations=reach) & ~screw)[lo - a:hi - a]
-            loss = near & (lost[lo:hi] > 1.2)
-            codes[loss] = ARTEFACT_CODES["tissue_loss"]
-        return scale, loss, codes
-
-    histology = np.empty((height, width, 3), np.uint8)
-    artefacts = np.empty((height, width), np.uint8)
-    halo = max((_halo(s) for s in sigmas if s > 0), default=0)
-    psf_halo = _halo(psf) if psf > 0 else 0
-    for lo, hi in strips:
-        a, b = max(0, lo - halo), min(height, hi + halo)
-        scale, loss, codes = optical_density(a, b)
-        od = np.zeros((b - a, width, 3), np.float32)
-        for layer, s in zip(layers, sigmas):
-            conc = table[layer[a:b]]
-            for k, texture in enumerate(textures):
-                conc[..., k] *= np.clip(1 + texture[a:b], 0.3, None)
-            conc[..., :-1] *= scale[..., None]
-            conc[loss] = 0.0
-            layer_od = conc @ od_vectors
-            if s > 0:
-                layer_od = ndi.gaussian_filter(layer_od, [s, s, 0])
-            od += layer_od / np.float32(n_layers)
-        if droplets:  # small dark blobs on the surface, in focus
-            c0, c1 = max(0, lo - psf_halo), min(height, hi + psf_halo)
-            yy, xx = np.meshgrid(np.arange(c0, c1, dtype=np.float32), np.arange(width, dtype=np.float32),
-                                 indexing="ij")
-            drop = np.zeros((c1 - c0, width, n_components), np.float32)
-            for cy, cx, radius, amount in droplets:
-                blob = np.clip(radius - np.hypot(yy - cy, xx - cx), 0, 1.5) / 1.5
-                drop[..., 0] += amount * blob
-                drop[..., 1] += 0.3 * amount * blob
-                rows_inside = (blob > 0.5)[lo - c0:hi - c0]
-                strip_codes = codes[lo - a:hi - a]
-                strip_codes[rows_inside & (strip_codes == 0)] = ARTEFACT_CODES["droplet"]
-            drop_od = drop @ od_vectors
-            if psf > 0:
-                drop_od = ndi.gaussian_filter(drop_od, [psf, psf, 0])
-            od[lo - a:hi - a] += drop_od[lo - c0:hi - c0]
-        artefacts[lo:hi] = codes[lo - a:hi - a]
-        if lost is not None:
-            details["tissue_loss_px"] += int(np.count_nonzero(artefacts[lo:hi] == ARTEFACT_CODES["tissue_loss"]))
-        light = illumination.rows(lo, hi) if illumination is not None else None
-        histology[lo:hi] = expose(od[lo - a:hi - a], params, grain.rows(lo, hi), light)
-    return histology, artefacts, details
+    return _Surface(middle, cracks, enabled, cos, sin, period, stripe_amplitude, wedge_amplitude, across_mean,
+                    max(corners) - min(corners), droplets, lost, max(2, side // 40), details)

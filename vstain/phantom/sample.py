@@ -157,10 +157,10 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
                          float(dataset_cfg.vignetting))
     # The twin is the same slide (same texture, grain and light) without what preparation did to it.
     twin_rngs = [copy.deepcopy(r) for r in (rng_stain, rng_artefacts)]
-    histology, artefacts, artefact_details = render_slide(cut.layers, stain, params, rng_stain, rng_artefacts,
+    histology, artefacts, artefact_details = render_slide(cut.layers, stain, params, (rng_stain, rng_artefacts),
                                                           strip_pixels, preparation=preparation, pixel_um=hist_um,
                                                           cracks=cut.cracks, illumination=light)
-    twin, _, _ = render_slide(cut.twin_layers, stain, params, *twin_rngs, strip_pixels, preparation=preparation,
+    twin, _, _ = render_slide(cut.twin_layers, stain, params, tuple(twin_rngs), strip_pixels, preparation=preparation,
                               pixel_um=hist_um, illumination=light, surface_artefacts=False)
     artefact_details.update(cut.details)
     if stain == "he":
