@@ -11,11 +11,12 @@ STAMP := $(VENV)/.vstain-installed
 PROFILE ?= quick
 CORES ?= $(shell nproc)
 
-.PHONY: venv sysdeps test test-notebooks test-book book workflow dryrun-paper clean-results help
+.PHONY: venv sysdeps test test-fast test-notebooks test-book book workflow dryrun-paper clean-results help
 
 help:
 	@echo "make book   - set up .venv, run the study ($(PROFILE) profile), build book/_build/html"
 	@echo "make test   - set up .venv, run pytest and nbval (smoke profile)"
+	@echo "make test-fast - the unit tests without those marked slow (the loop while developing)"
 
 # The venv is rebuilt only when the pins or the package metadata change: a second run installs nothing.
 $(STAMP): requirements.txt pyproject.toml
@@ -39,6 +40,11 @@ sysdeps:
 test: venv
 	$(BIN)/python -m pytest -q tests vstain
 	$(MAKE) --no-print-directory test-notebooks test-book
+
+# The loop while developing: the unit tests and doctests without the slow ones (pipeline runs, training);
+# `make test` still runs every test.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow" tests vstain
 
 # nbval executes every chapter notebook top to bottom on the smoke profile (errors fail the target).
 test-notebooks: venv
