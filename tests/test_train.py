@@ -1,6 +1,10 @@
 """Training: outputs, determinism, exact resumption, bad input, loading generators, the stage, CLI."""
 
+import contextlib
 import dataclasses
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -285,21 +289,35 @@ def test_a_split_of_another_fold_count_is_refused_before_training(tmp_path, caps
     assert not model_dir("smoke", "pix2pix", 0, root=tmp_path).exists()
 
 
-def test_training_a_fold_reads_the_split_once(tmp_path, monkeypatch):
-    import vstain.pairs as pairs_module
+#: Files opened while a test watches (:func:`opened_files`); None: nobody watches.
+_OPENED: list[str] | None = None
 
+
+def _record_opens(event, args):
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_record_opens)  # the interpreter's own "open" events: whichever module opens a file, it is seen
+
+
+@contextlib.contextmanager
+def opened_files():
+    """The paths of every file opened inside the ``with`` block (by any module, through ``open``)."""
+    global _OPENED
+    _OPENED = []
+    try:
+        yield _OPENED
+    finally:
+        _OPENED = None
+
+
+def test_training_a_fold_reads_the_split_once(tmp_path):
     _write_registered_dataset(tmp_path)
-    reads = []
-    original = pairs_module.read_profile_split
-
-    def counting(profile_name, root=None):
-        reads.append(profile_name)
-        return original(profile_name, root)
-
-    monkeypatch.setattr(pairs_module, "read_profile_split", counting)
-    monkeypatch.setattr(train_stage, "read_profile_split", counting)
-    out = train_fold(SMOKE, "pix2pix", 0, epochs=1, progress=False, root=tmp_path)
-    assert reads == ["smoke"]
+    with opened_files() as opened:
+        out = train_fold(SMOKE, "pix2pix", 0, epochs=1, progress=False, root=tmp_path)
+    split = (tmp_path / "smoke" / "dataset" / "split.csv").resolve()
+    assert [Path(path).resolve() for path in opened if path.endswith("split.csv")] == [split]
     assert torch.load(out / "last.pt", weights_only=True)["pair_ids"] == ["p0", "p1"]
     # the profile's inference settings go with the weights (`vstain stain` tiles with them)
     import dataclasses

@@ -12,10 +12,14 @@ import pytest
 from test_stain_cli import ct_stack, make_checkpoint, one_thread, run  # noqa: F401  (fixtures; one_thread is autouse)
 
 from vstain.config import load_profile
+from vstain.data import network_to_histology
+from vstain.infer import ct_network_channels_last, infer_slide
 from vstain.io import read_tiff, write_json
 from vstain.layout import model_dir, stage_dir
+from vstain.models.checkpoint import load_generator
+from vstain.phantom import LABELS, load_sample
 from vstain.stages import uncertainty as stage
-from vstain.uncertainty import SOURCES, rank_correlation, stain_error
+from vstain.uncertainty import SOURCES, flag_auroc, network_lab, rank_correlation, stain_error
 
 
 def test_stain_uncertainty_writes_a_map_beside_the_stain(tmp_path, ct_stack, capsys):  # noqa: F811
@@ -113,26 +117,34 @@ def test_an_existing_uncertainty_map_needs_overwrite(tmp_path, ct_stack, capsys)
     assert code == 2 and "o_uncertainty.tif: output exists" in err
 
 
+def member_stain(checkpoint, ct, inference):
+    """One member's whole-slide stain (network range) of a CT slide, by plain inference (not through the stage)."""
+    generator = load_generator(checkpoint, "ct_to_histology")[0]
+    return infer_slide(generator, ct_network_channels_last(ct), patch_size=inference.patch_size,
+                       step=inference.step, batch_size=inference.batch_size, blend=inference.blend)
+
+
 def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
-    """The stage on the smoke phantom, with untrained generators in place of training."""
+    """The stage on the smoke phantom, with two different untrained generators in place of training."""
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
     profile = load_profile("smoke")
     shutil.copytree(smoke_dataset.parent, stage_dir(profile.name, "dataset"))
-    selected, trained = [], []
+    selected, trained, checkpoints = [], [], []
 
     def untrained(profile, model, fold, *, progress):
         selected.append(fold)
         folder = model_dir(profile.name, model, fold)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "training.json", {"epochs_done": profile.training.epochs, "seconds": 2.0})
-        return make_checkpoint(folder / "last.pt")
+        checkpoints.append(make_checkpoint(folder / "last.pt"))
+        return checkpoints[-1]
 
     def short_run(profile, model, fold, *, epochs, pairs, out_dir, progress):
         trained.append((fold, epochs))
         out_dir.mkdir(parents=True, exist_ok=True)
-        torch_seed_ckpt = make_checkpoint(out_dir / "last.pt", ngf=4)
+        checkpoints.append(make_checkpoint(out_dir / "last.pt", seed=1))  # another network than fold 0's
         write_json(out_dir / "training.json", {"epochs_done": epochs, "seconds": 1.0})
-        return torch_seed_ckpt.parent
+        return checkpoints[-1].parent
 
     monkeypatch.setattr(stage, "ensure_selected", untrained)
     monkeypatch.setattr(stage, "train_fold", short_run)
@@ -151,12 +163,9 @@ def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
     assert (slides.groupby("pair_id")["mean_error"].nunique() == 1).all()
     # AUROC needs pixels on both sides of the threshold (an untrained net errs everywhere on some slides)
     both = slides["above_threshold"].between(0, 1, inclusive="neither")
-    assert slides.loc[both, "auroc"].between(0, 1).all() and slides.loc[~both, "auroc"].isna().all()
-    # the two untrained members are the same network: no ensemble spread, while flips and tiles disagree
-    ensemble = slides["source"] == "ensemble"
-    assert (slides.loc[ensemble, "mean_uncertainty"] == 0).all()
-    assert (slides.loc[slides["map"].isin(["tta", "tiling", "combined"]), "mean_uncertainty"] > 0).all()
-    assert slides.loc[~ensemble, "spearman"].dropna().between(-1, 1).all()
+    assert slides.loc[~both, "auroc"].isna().all()
+    # two different networks, flips and tiles: every source disagrees somewhere
+    assert (slides.loc[slides["map"].isin(["ensemble", "tta", "tiling", "combined"]), "mean_uncertainty"] > 0).all()
     runs = slides.drop_duplicates("map").set_index("map")["runs"]
     assert runs["tiling"] == 1 and runs["tta"] == 8 and runs["combined"] == 16 and runs["ensemble"] == 2
     # fold 0's validation pairs train fold 1's member; test pairs train none
@@ -176,11 +185,27 @@ def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
     truth = read_tiff(folder / "truth.tif")[0]
     error = stain_error(single, truth)
     mask = read_tiff(folder / "mask.tif")[0] > 0
-    for name in ("combined", "tta", "mix"):
+    threshold = profile.uncertainty.error_threshold
+    for name in ("combined", "tta", "ensemble", "mix"):
         spread, spread_spacing, meta = read_tiff(folder / f"{name}_uncertainty.tif")
         assert single.shape == spread.shape + (3,) and spacing == spread_spacing and meta["stain"] == "single"
         row = slides[(slides["pair_id"] == folder.name) & (slides["map"] == name)].iloc[0]
         assert row["spearman"] == pytest.approx(rank_correlation(spread, error, mask), nan_ok=True)
+        assert row["auroc"] == pytest.approx(flag_auroc(spread, error, threshold, mask), nan_ok=True)
+    # the ensemble map around the single stain, from the two members' own stains: each pixel's root-mean-square
+    # Delta E of the two runs from the first member's (0 for itself), sqrt(|lab_1 - lab_0|^2 / 2)
+    assert [c.name for c in checkpoints] == ["last.pt", "last.pt"] and checkpoints[0] != checkpoints[1]
+    ct = read_tiff(folder / "ct.tif")[0]
+    member_stains = [member_stain(c, ct, profile.inference) for c in checkpoints]
+    labs = [network_lab(stain).astype(np.float64) for stain in member_stains]
+    expected = np.sqrt(((labs[1] - labs[0]) ** 2).sum(axis=-1) / 2)
+    ensemble_map = read_tiff(folder / "ensemble_uncertainty.tif")[0]
+    np.testing.assert_allclose(ensemble_map, expected, rtol=1e-4, atol=1e-3)
+    assert float(expected[mask].mean()) > 0.1  # two different networks stain differently
+    row = slides[(slides["pair_id"] == folder.name) & (slides["map"] == "ensemble")].iloc[0]
+    assert row["mean_uncertainty"] == pytest.approx(float(expected[mask].mean()), rel=1e-4)
+    # the single stain is the first member's, bit for bit as plain inference gives it
+    assert np.array_equal(single, network_to_histology(np.moveaxis(member_stains[0], -1, 0)))
     shown = stage.slide_artefacts(profile, folder.name, "tta")
     assert np.array_equal(shown["stain"], single) and np.array_equal(shown["error"], error)
     with pytest.raises(FileNotFoundError, match="no map 'nothing'"):
@@ -191,7 +216,12 @@ def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
     assert meta["stain"] == "combined_mean" and not np.array_equal(mean_stain, single)
     assert read_tiff(folder / "combined_mean_uncertainty.tif")[2]["stain"] == "combined_mean"
     volume = results["volume"].iloc[0]
-    assert volume["slices"] == profile.dataset.ct_shape[0] and 0 <= volume["auroc"] <= 1
+    assert volume["slices"] == profile.dataset.ct_shape[0]
+    labels = load_sample(stage_dir(profile.name, "dataset") / volume["pair_id"]).labels_volume
+    inside = ~np.isin(labels, [LABELS["background"], LABELS["holder_wall"]])
+    assert volume["auroc"] == pytest.approx(flag_auroc(views["uncertainty"], views["error"], threshold, inside),
+                                            nan_ok=True)
+    assert volume["mean_uncertainty"] == pytest.approx(float(views["uncertainty"][inside].mean()), rel=1e-6)
     assert volume["stain"] == "single" and volume["truth"] == "normalised"
     assert volume["mean_error"] != volume["mean_error_raw_colours"]
     costs = stage.source_costs(slides, results["timing"], members)
@@ -205,11 +235,10 @@ def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
     verdict = stage.goal_verdict(slides)
     assert verdict["map"] == stage.chosen_map(slides) and isinstance(verdict["sentence"], str)
     assert not stage.tissue_summary(results["tissue"], "combined").empty
-    before = os.stat(done).st_mtime_ns
-    assert stage.measure_uncertainty(profile, progress=False) == done  # idempotent
-    assert os.stat(done).st_mtime_ns == before and len(trained) == 1
+    before = {path: os.stat(path).st_mtime_ns for path in (done, done.parent / "slides.csv")}
+    assert stage.measure_uncertainty(profile, progress=False) == done  # idempotent: nothing written again
+    assert {path: os.stat(path).st_mtime_ns for path in before} == before and len(trained) == 1
     assert json.loads(done.read_text())["settings"]["tables_version"] == stage.TABLES_VERSION
-    assert isinstance(pd.read_csv(done.parent / "slides.csv"), pd.DataFrame)
 
 
 def test_the_chosen_map_is_chosen_on_validation_and_reported_on_test():
