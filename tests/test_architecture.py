@@ -7,6 +7,7 @@ The import graph is read from the source with ``ast``: every ``import`` and ``fr
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,9 @@ def imported_modules(node: ast.AST, module: str) -> list[str]:
     return found
 
 
+@functools.cache  # the sources do not change during a run: parse them once, not once per test
 def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, int]]]:
-    """``module -> modules it imports`` and the (module, line) of every import inside a function."""
+    """``module -> modules it imports`` and the (module, line) of every import inside a function (do not modify)."""
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     inside_functions = []
     for name, path in MODULES.items():
