@@ -72,7 +72,7 @@ def ct_to_network(ct: np.ndarray, invert: bool = False) -> np.ndarray:
     """A CT image ``(..., Y, X)`` to network range [-1, 1], same shape, float32.
 
     The networks take 3 identical channels: repeat the result along a channel axis
-    (:func:`ct_to_network_channels`, or ``in_channels=3`` of ``vstain.infer.infer_slide``).
+    (:func:`ct_to_network_channels`, or :func:`vstain.infer.with_channels` for a channels-last slide).
 
     Parameters
     ----------
