@@ -131,6 +131,7 @@ def _consistency(s, labels=None):
     return agreements
 
 
+@pytest.mark.slow
 def test_ground_truth_consistency():
     """Quick-profile pairs: the aligned twin's labels are the label volume resampled on the true plane through
     the true affine (> 95 % inside the sample); the prepared section is only partly aligned (the paper's

@@ -15,6 +15,7 @@ from vstain.pairs import read_registered_pair
 from vstain.stages import register
 
 
+@pytest.mark.slow
 def test_failed_pairs_are_recorded_once_and_tables_not_rewritten(smoke_dataset, tmp_path, monkeypatch):
     """Real failures (every fit tilts beyond the profile's limit) are recorded once: not retried, no table rewritten."""
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
@@ -41,6 +42,7 @@ def test_failed_pairs_are_recorded_once_and_tables_not_rewritten(smoke_dataset, 
     pd.testing.assert_frame_equal(again, table)
 
 
+@pytest.mark.slow
 def test_pair_folders_follow_the_umask_and_a_finished_stage_shows_no_progress_bar(smoke_dataset, tmp_path,
                                                                                  monkeypatch, capsys):
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
@@ -61,6 +63,7 @@ def test_pair_folders_follow_the_umask_and_a_finished_stage_shows_no_progress_ba
     assert "register" not in capsys.readouterr().err  # nothing to do: no bar
 
 
+@pytest.mark.slow
 def test_a_ct_folder_and_a_pyramidal_slide_register_as_the_plain_files_do(smoke_dataset, tmp_path):
     """The same pair as a folder of slice TIFFs and a 3-level OME-TIFF pyramid: the same registered pair."""
     import dataclasses
@@ -135,6 +138,7 @@ def test_registration_cases_come_from_the_ground_truth(tmp_path):
     assert summary.loc["other axis", "median TRE (px)"] == 0.2
 
 
+@pytest.mark.slow
 def test_two_workers_register_the_pairs_exactly_as_one_does(smoke_dataset, tmp_path, monkeypatch):
     profile = load_profile("smoke")
     tables = {}
