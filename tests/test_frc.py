@@ -188,6 +188,7 @@ def test_interpolation_makes_noise_look_like_signal():
         frc.interpolation_effect(np.zeros((4, 8, 8)))
 
 
+@pytest.mark.slow
 def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(one_epoch_models, capsys):
     """Stain two written pairs with a one-epoch smoke model, then measure every patch inside the masks."""
     smoke = load_profile("smoke")
