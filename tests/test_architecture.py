@@ -235,3 +235,64 @@ def test_parts_are_small(module):
     large = [f"{name}: {code} code lines, {params} parameters" for name, code, params in function_sizes(source)
              if code > MAX_FUNCTION_CODE_LINES or params > MAX_PARAMETERS]
     assert not large, f"{module}: " + "; ".join(large)
+
+
+# --------------------------------------------------------------------------- stages meet through one resolver
+
+#: The one module through which a stage obtains what another stage wrote.
+RESOLVER = "vstain.stages.upstream"
+#: Modules of the stages package that are no stage (no workflow rule): shared option types, the profile printer.
+STAGE_HELPERS = {"vstain.stages", "vstain.stages.arguments", "vstain.stages.profile"}
+#: What the resolver itself reads through: the dataset (made on demand: cheap) and the stain command's model
+#: loader. Neither imports the resolver, so there is no circle.
+RESOLVER_SOURCES = {"vstain.stages.dataset", "vstain.stages.stain"}
+#: Drivers a stage runs for its own work, not to obtain another stage's outputs, named one by one: the H&E study
+#: trains and stains its own models, the uncertainty stage trains its short ensemble members.
+DRIVERS = {("vstain.stages.he", "vstain.stages.train"): {"train_fold"},
+           ("vstain.stages.he", "vstain.stages.infer"): {"run_inference"},
+           ("vstain.stages.uncertainty", "vstain.stages.train"): {"train_fold"}}
+
+
+def stage_imports(sources: dict[str, str]) -> list[str]:
+    """Imports of one stage module by another outside the resolver (``sources``: module -> its source text)."""
+    wrong = []
+    for module, source in sorted(sources.items()):
+        if layer_of(module) != "stages" or module in STAGE_HELPERS:
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                targets = [(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module, a.name)
+                           for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [(a.name, None) for a in node.names]
+            else:
+                continue
+            for target, name in targets:
+                if layer_of(target) != "stages" or target in STAGE_HELPERS | {module, RESOLVER}:
+                    continue
+                if module == RESOLVER and target in RESOLVER_SOURCES:
+                    continue
+                if name in DRIVERS.get((module, target), set()):
+                    continue
+                wrong.append(f"{module}:{node.lineno} imports {target}" + (f".{name}" if name else ""))
+    return wrong
+
+
+def test_stages_meet_only_through_the_resolver():
+    # the rule itself: a planted import of another stage is caught, the resolver and the listed drivers pass
+    assert stage_imports({"vstain.stages.frc": "from vstain.stages.infer import run_inference\n"}) == [
+        "vstain.stages.frc:1 imports vstain.stages.infer.run_inference"]
+    assert stage_imports({"vstain.stages.he": "from vstain.stages.train import ensure_selected\n"}) == [
+        "vstain.stages.he:1 imports vstain.stages.train.ensure_selected"]
+    assert stage_imports({"vstain.stages.volume": "import vstain.stages.train\n"}) == [
+        "vstain.stages.volume:1 imports vstain.stages.train"]
+    assert stage_imports({"vstain.stages.upstream": "from vstain.stages.train import ensure_selected\n"}) == [
+        "vstain.stages.upstream:1 imports vstain.stages.train.ensure_selected"]
+    assert stage_imports({"vstain.stages.frc": "from vstain.stages import upstream\n"
+                                               "from vstain.stages.arguments import add_stage_options\n",
+                          "vstain.stages.he": "from vstain.stages.train import train_fold\n",
+                          "vstain.stages.upstream": "from vstain.stages.dataset import ensure_dataset\n"}) == []
+    real = {module: path.read_text() for module, path in MODULES.items()}
+    assert not stage_imports(real), "\n".join(stage_imports(real))
+    graph, _ = import_graph()
+    assert not graph[RESOLVER] & {m for m in MODULES if layer_of(m) == "stages"} - RESOLVER_SOURCES - STAGE_HELPERS
