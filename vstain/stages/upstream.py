@@ -35,7 +35,7 @@ import pandas as pd
 
 from vstain.config import Profile, as_profile
 from vstain.io import is_current, read_record, read_tiff, sha256_file, write_json
-from vstain.layout import default_manifest_path, inference_dir, model_dir, registered_dir, stage_dir
+from vstain.layout import default_manifest_path, inference_dir, model_dir, registered_dir, split_path, stage_dir
 from vstain.models import architecture
 from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs, read_profile_split
 from vstain.phantom import ground_truth_pair, load_sample
@@ -213,12 +213,15 @@ def fold_pairs(profile: Profile | str, fold: int, role: str = "train", stain: st
     """The pairs of one fold and role: registered (the pipeline) or the phantom's ground truth.
 
     ``source="registered"`` reads ``results/<profile>/registered/`` (:func:`vstain.pairs.load_fold_pairs`:
-    a missing pair stops with the command that registers it, ``vstain register``); ``"ground_truth"``
+    a missing pair stops with the command that registers it, ``vstain register``; the dataset, whose
+    split names the pairs, is generated when there is no split); ``"ground_truth"``
     registers by the phantom's ground truth (:func:`ground_truth_pairs`). ``progress`` is accepted for
     the callers' sake: nothing slow runs here.
     """
     profile = as_profile(profile)
     if source == "registered":
+        if not split_path(profile.name, root).is_file():  # the split names the fold's pairs: the dataset is cheap
+            dataset_folder(profile, root)
         return load_fold_pairs(profile.name, fold, role, stain, root)
     if source == "ground_truth":
         return ground_truth_pairs(profile, fold, role, stain, root)
