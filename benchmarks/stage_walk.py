@@ -124,7 +124,8 @@ def walk(start: tuple[str, str], functions: dict, names: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("start", nargs="?", default="infer.run_inference", help="module.function (default: %(default)s)")
+    parser.add_argument("start", nargs="?", default="infer.run_inference",
+                        help="module.function (default: %(default)s)")
     parser.add_argument("--paths", action="store_true", help="print every path")
     parser.add_argument("--stages", type=Path, default=STAGES, help="the stages folder (default: this checkout's)")
     args = parser.parse_args(argv)

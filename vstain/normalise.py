@@ -40,7 +40,8 @@ from scipy import ndimage as ndi
 from vstain.masks import OPAQUE_OD, optical_density, segment_ct, segment_histology
 
 __all__ = ["FieldOfViewVolume", "automatic_rois", "ct_outside_field_of_view", "edge_class_shares",
-           "find_ct_fill_value", "looks_inverted", "normalise_ct", "normalise_ct_volume", "normalise_histology", "relative_spread", "roi_means", "spread_table"]
+           "find_ct_fill_value", "looks_inverted", "normalise_ct", "normalise_ct_volume", "normalise_histology",
+           "relative_spread", "roi_means", "spread_table"]
 
 #: Fewest pixels of an automatic bone ROI before its erosion is relaxed.
 MIN_ROI_PIXELS = 20

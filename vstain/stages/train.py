@@ -177,7 +177,7 @@ def selection_table(profile: Profile | str, model: str, fold: int = 0, stain: st
     profile = as_profile(profile)
     path = model_dir(profile.name, model, fold, stain, root) / "selection.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint selection yet (run vstain infer or ensure_selected)")
+        raise FileNotFoundError(f"{path}: no checkpoint selection yet (run vstain infer, which chooses it)")
     record = json.loads(path.read_text())
     return record["chosen"], pd.DataFrame(record["scores"])
 
