@@ -127,3 +127,13 @@ def test_evaluation_reads_inference_through_the_resolver_only(tmp_path, monkeypa
     with pytest.raises(MissingInput, match="vstain infer --profile smoke --model pix2pix --fold 0"):
         evaluate_stage.evaluate_fold(SMOKE, "pix2pix", 0, lpips_status=None, progress=False)
     assert not (tmp_path / "smoke" / "models").exists()
+
+
+def test_a_command_whose_input_is_missing_says_which_command_makes_it(tmp_path, monkeypatch, capsys):
+    from vstain import cli
+
+    monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
+    assert cli.main(["frc", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vstain frc: error: ") and "run `vstain infer --profile smoke --model" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "smoke" / "inference").exists()
