@@ -296,3 +296,29 @@ def test_stages_meet_only_through_the_resolver():
     assert not stage_imports(real), "\n".join(stage_imports(real))
     graph, _ = import_graph()
     assert not graph[RESOLVER] & {m for m in MODULES if layer_of(m) == "stages"} - RESOLVER_SOURCES - STAGE_HELPERS
+
+
+def _stage_walk():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stage_walk", PACKAGE.parent / "benchmarks" / "stage_walk.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_following_the_profile_from_the_inference_stage_climbs_back_up_at_most_ten_times(tmp_path):
+    walk = _stage_walk()
+    # the walker is not blind: a planted chain infer -> train -> register climbs twice, and re-enters
+    (tmp_path / "infer.py").write_text("from vstain.stages.train import ensure\n\n"
+                                       "def run(profile):\n    ensure(profile)\n    ensure(profile.name)\n")
+    (tmp_path / "train.py").write_text("from vstain.stages import register\n\n"
+                                       "def ensure(profile):\n    register.ensure(profile)\n")
+    (tmp_path / "register.py").write_text("def ensure(profile):\n    return profile\n")
+    planted = walk.walk(("infer", "run"), *walk.read_functions(tmp_path))
+    assert dict(planted["climbs"]) == {("infer", "train"): 2, ("train", "register"): 2}
+    assert planted["visits"][("register", "ensure")] == 2
+    result = walk.walk(("infer", "run_inference"), *walk.read_functions())
+    assert sum(result["climbs"].values()) <= 10, dict(result["climbs"])
+    # and the work it sets going above the inference stage stays small (73 calls when stages rebuilt their inputs)
+    assert result["above"] <= 30, result["above"]
