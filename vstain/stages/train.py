@@ -31,7 +31,7 @@ import pandas as pd
 
 from vstain.config import Profile, as_profile, load_profile, resolve_device
 from vstain.distributed import Ranks, barrier, process_group, ranks_from_environment, report_failure
-from vstain.layout import model_dir, split_path, stage_dir
+from vstain.layout import model_dir, split_path
 from vstain.pairs import RegisteredPair, load_fold_pairs, read_profile_split
 from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options, non_negative_int, positive_int
