@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from vstain.config import load_profile  # noqa: E402
 from vstain.pairs import read_registered_pair  # noqa: E402
-from vstain.stages import infer as infer_stage  # noqa: E402
+from vstain.stages import upstream  # noqa: E402
 from vstain.stages.dataset import generate_dataset  # noqa: E402
 from vstain.train import train_model  # noqa: E402
 
@@ -27,21 +27,21 @@ def smoke_dataset(tmp_path_factory):
 def one_epoch_models(tmp_path, monkeypatch):
     """``results/smoke`` under ``tmp_path`` where the inference stage finds its models without the pipeline.
 
-    The stage's ``ensure_selected`` becomes one smoke epoch on the registered pair ``p0`` (the test
-    writes it under the returned folder), trained once per model into ``tmp_path/models/<model>``;
-    ``ensure_registered`` does nothing. Returns the ``results/smoke`` folder.
+    The resolver's ``selected_checkpoint`` (:mod:`vstain.stages.upstream`, where every stage gets its
+    checkpoint) becomes one smoke epoch on the registered pair ``p0`` (the test writes it under the
+    returned folder), trained once per model into ``tmp_path/models/<model>``. Returns the
+    ``results/smoke`` folder.
     """
     smoke = load_profile("smoke")
     root = tmp_path / "results" / "smoke"
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setattr(infer_stage, "ensure_registered", lambda *a, **k: None)
 
-    def ensure_selected(profile, model, fold, stain="toluidine_blue", **kwargs):
+    def selected_checkpoint(profile, model, fold, stain="toluidine_blue", **kwargs):
         out = tmp_path / "models" / model
         if not (out / "last.pt").is_file():
             train_model([read_registered_pair(root / "registered" / "p0")], out, model, smoke.training, epochs=1,
                         seed=smoke.seed, fold=fold, profile_name="smoke", progress=False)
         return out / "last.pt"
 
-    monkeypatch.setattr(infer_stage, "ensure_selected", ensure_selected)
+    monkeypatch.setattr(upstream, "selected_checkpoint", selected_checkpoint)
     return root

@@ -260,3 +260,90 @@ def test_parts_are_small(module):
              if (code > MAX_FUNCTION_CODE_LINES or params > MAX_PARAMETERS)
              and f"{module}:{name}" not in LARGE_FUNCTIONS]
     assert not large, f"{module}: " + "; ".join(large)
+
+
+# --------------------------------------------------------------------------- stages meet through one resolver
+
+#: The one module through which a stage obtains what another stage wrote.
+RESOLVER = "vstain.stages.upstream"
+#: Modules of the stages package that are no stage (no workflow rule): shared option types, the profile printer.
+STAGE_HELPERS = {"vstain.stages", "vstain.stages.arguments", "vstain.stages.profile"}
+#: What the resolver itself reads through: the dataset (made on demand: cheap) and the stain command's model
+#: loader. Neither imports the resolver, so there is no circle.
+RESOLVER_SOURCES = {"vstain.stages.dataset", "vstain.stages.stain"}
+#: Drivers a stage runs for its own work, not to obtain another stage's outputs, named one by one: the H&E study
+#: trains and stains its own models, the uncertainty stage trains its short ensemble members.
+DRIVERS = {("vstain.stages.he", "vstain.stages.train"): {"train_fold"},
+           ("vstain.stages.he", "vstain.stages.infer"): {"run_inference"},
+           ("vstain.stages.uncertainty", "vstain.stages.train"): {"train_fold"}}
+
+
+def stage_imports(sources: dict[str, str]) -> list[str]:
+    """Imports of one stage module by another outside the resolver (``sources``: module -> its source text)."""
+    wrong = []
+    for module, source in sorted(sources.items()):
+        if layer_of(module) != "stages" or module in STAGE_HELPERS:
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                targets = [(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module, a.name)
+                           for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [(a.name, None) for a in node.names]
+            else:
+                continue
+            for target, name in targets:
+                if layer_of(target) != "stages" or target in STAGE_HELPERS | {module, RESOLVER}:
+                    continue
+                if module == RESOLVER and target in RESOLVER_SOURCES:
+                    continue
+                if name in DRIVERS.get((module, target), set()):
+                    continue
+                wrong.append(f"{module}:{node.lineno} imports {target}" + (f".{name}" if name else ""))
+    return wrong
+
+
+def test_stages_meet_only_through_the_resolver():
+    # the rule itself: a planted import of another stage is caught, the resolver and the listed drivers pass
+    assert stage_imports({"vstain.stages.frc": "from vstain.stages.infer import run_inference\n"}) == [
+        "vstain.stages.frc:1 imports vstain.stages.infer.run_inference"]
+    assert stage_imports({"vstain.stages.he": "from vstain.stages.train import ensure_selected\n"}) == [
+        "vstain.stages.he:1 imports vstain.stages.train.ensure_selected"]
+    assert stage_imports({"vstain.stages.volume": "import vstain.stages.train\n"}) == [
+        "vstain.stages.volume:1 imports vstain.stages.train"]
+    assert stage_imports({"vstain.stages.upstream": "from vstain.stages.train import ensure_selected\n"}) == [
+        "vstain.stages.upstream:1 imports vstain.stages.train.ensure_selected"]
+    assert stage_imports({"vstain.stages.frc": "from vstain.stages import upstream\n"
+                                               "from vstain.stages.arguments import add_stage_options\n",
+                          "vstain.stages.he": "from vstain.stages.train import train_fold\n",
+                          "vstain.stages.upstream": "from vstain.stages.dataset import ensure_dataset\n"}) == []
+    real = {module: path.read_text() for module, path in MODULES.items()}
+    assert not stage_imports(real), "\n".join(stage_imports(real))
+    graph, _ = import_graph()
+    assert not graph[RESOLVER] & {m for m in MODULES if layer_of(m) == "stages"} - RESOLVER_SOURCES - STAGE_HELPERS
+
+
+def _stage_walk():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stage_walk", PACKAGE.parent / "benchmarks" / "stage_walk.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_following_the_profile_from_the_inference_stage_climbs_back_up_at_most_ten_times(tmp_path):
+    walk = _stage_walk()
+    # the walker is not blind: a planted chain infer -> train -> register climbs twice, and re-enters
+    (tmp_path / "infer.py").write_text("from vstain.stages.train import ensure\n\n"
+                                       "def run(profile):\n    ensure(profile)\n    ensure(profile.name)\n")
+    (tmp_path / "train.py").write_text("from vstain.stages import register\n\n"
+                                       "def ensure(profile):\n    register.ensure(profile)\n")
+    (tmp_path / "register.py").write_text("def ensure(profile):\n    return profile\n")
+    planted = walk.walk(("infer", "run"), *walk.read_functions(tmp_path))
+    assert dict(planted["climbs"]) == {("infer", "train"): 2, ("train", "register"): 2}
+    assert planted["visits"][("register", "ensure")] == 2
+    result = walk.walk(("infer", "run_inference"), *walk.read_functions())
+    assert sum(result["climbs"].values()) <= 10, dict(result["climbs"])
+    # and the work it sets going above the inference stage stays small (73 calls when stages rebuilt their inputs)
+    assert result["above"] <= 30, result["above"]

@@ -16,6 +16,8 @@ from vstain.io import read_tiff
 from vstain.layout import frc_dir
 from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
 from vstain.stages import frc as frc_stage
+from vstain.stages import infer as infer_stage
+from vstain.stages.upstream import MissingInput
 
 
 def blurred_texture(sigma, size=256, snr=100.0, seed=0):
@@ -190,7 +192,8 @@ def test_interpolation_makes_noise_look_like_signal():
 
 @pytest.mark.slow
 def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(one_epoch_models, capsys):
-    """Stain two written pairs with a one-epoch smoke model, then measure every patch inside the masks."""
+    """Stain two written pairs with a one-epoch smoke model (the inference stage), then measure every patch inside
+    the masks."""
     smoke = load_profile("smoke")
     root = one_epoch_models
     rng = np.random.default_rng(0)
@@ -206,6 +209,10 @@ def test_measure_resolution_writes_one_row_per_masked_patch_and_is_idempotent(on
     (root / "dataset" / "split.csv").write_text(
         "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,test\n")
 
+    # FRC reads the inference stage's outputs: missing, they stop it with the command that makes them
+    with pytest.raises(MissingInput, match="run `vstain infer --profile smoke --model mod_cyclegan --fold 0`"):
+        frc_stage.measure_resolution("smoke", "mod_cyclegan", 0, progress=False)
+    infer_stage.run_inference("smoke", "mod_cyclegan", 0, progress=False)
     csv_path = frc_stage.measure_resolution("smoke", "mod_cyclegan", 0, progress=False)
     assert csv_path == frc_dir("smoke", "mod_cyclegan", 0) / "resolution.csv"
     table = pd.read_csv(csv_path)

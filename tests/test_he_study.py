@@ -16,10 +16,13 @@ from vstain.manifest import read_split
 from vstain.metrics import patch_metrics
 from vstain.pairs import read_registered_pair
 from vstain.stages import he as he_stage
+from vstain.stages import register as register_stage
+from vstain.stages.upstream import MissingInput
 
 @pytest.fixture(scope="module")
 def he_run(tmp_path_factory):
-    """The whole H&E study on the smoke profile (1 H&E epoch) in a fresh results root."""
+    """The registration stage's H&E pairs, then the whole H&E study on the smoke profile (1 H&E epoch), in a
+    fresh results root."""
     root = tmp_path_factory.mktemp("he_results")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -27,6 +30,10 @@ def he_run(tmp_path_factory):
         patch.setenv("VSTAIN_RESULTS", str(root))
         profile = load_profile("smoke")
         assert profile.he.epochs == 1  # the test's budget relies on it
+        # the study reads the registration stage's H&E pairs: before it has run, the study names its command
+        with pytest.raises(MissingInput, match=r"run `vstain register --profile smoke --stain he`"):
+            he_stage.run_he_study(profile, progress=False)
+        register_stage.ensure_registered(profile, stain="he", progress=False)
         outputs = he_stage.run_he_study(profile, progress=False)
         yield profile, root / profile.name, outputs
     torch.set_num_threads(threads)

@@ -210,3 +210,40 @@ def test_an_imagej_stack_calibrated_in_mm_reads_in_micrometres(tmp_path):
     tifffile.imwrite(path, volume, imagej=True, resolution=(0.5, 0.5), metadata={"unit": "pixel", "spacing": 5.0})
     with pytest.raises(ValueError, match="pixel.tif: no voxel size in the file.*--voxel-size"):
         open_volume(path)
+
+
+# ------------------------------------------------------------------ the one freshness check of the stages
+
+
+def test_is_current_on_hand_built_records(tmp_path):
+    from vstain.io import is_current, read_record, write_json
+
+    settings = {"model": "pix2pix", "step": 64, "axes": ("z", "y"), "checkpoint": tmp_path / "last.pt"}
+    done = tmp_path / "done.json"
+    write_json(done, {"settings": settings, "provenance": {"config_key": "3f2a"}, "key": [1, 2]})
+    # current: the same settings as they were written (tuples as lists, paths as text)
+    assert is_current(done, settings)
+    assert is_current(done, {**settings, "axes": ["z", "y"], "checkpoint": str(tmp_path / "last.pt")})
+    assert is_current(read_record(done), settings)  # the record already read
+    # settings changed: any value, a key more or less
+    assert not is_current(done, {**settings, "step": 32})
+    assert not is_current(done, {**settings, "blend": "mean"})
+    assert not is_current(done, {k: v for k, v in settings.items() if k != "axes"})
+    # other keys, dotted keys, a key the record lacks
+    assert is_current(done, [1, 2], key="key") and not is_current(done, (2, 1), key="key")
+    assert is_current(done, "3f2a", key="provenance.config_key")
+    assert not is_current(done, "3f2b", key="provenance.config_key")
+    assert not is_current(done, "3f2a", key="provenance.missing") and not is_current(done, None, key="inputs")
+    # the files it describes must be there too
+    assert not is_current(done, settings, requires=[tmp_path / "table.csv"])
+    (tmp_path / "table.csv").write_text("a\n1\n")
+    assert is_current(done, settings, requires=[tmp_path / "table.csv"])
+    # record missing, corrupt (half-written, not JSON, not an object): never current, never an error
+    assert not is_current(tmp_path / "missing.json", settings) and not is_current(None, settings)
+    for text in ('{"settings": {"model": "pix2pix"', "", "[1, 2]", "\xff\xfe"):
+        done.write_text(text, encoding="latin-1")
+        assert not is_current(done, settings), text
+        assert read_record(done) is None
+    # settings that cannot be written are never current
+    write_json(done, {"settings": {"f": "x"}})
+    assert not is_current(done, {"f": object()})

@@ -23,6 +23,8 @@ from vstain.metrics import (
 )
 from vstain.pairs import RegisteredPair, write_registered_pair
 from vstain.stages import evaluate as evaluate_stage
+from vstain.stages import infer as infer_stage
+from vstain.stages.upstream import MissingInput
 from vstain.reports.table1 import PAPER_TABLE1, compare_with_paper, table1
 from vstain.vocabulary import BASELINE, LOOKUP
 
@@ -170,7 +172,7 @@ def test_raw_ct_baseline_is_greyscale():
 
 
 def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, one_epoch_models, capsys):
-    """Train two smoke models on two written pairs, stain them, and write Table 1 without LPIPS."""
+    """Train two smoke models on two written pairs, stain them (the inference stage), write Table 1 without LPIPS."""
     rng = np.random.default_rng(3)
     root = one_epoch_models
     for pair_id in ("p0", "p1", "p2"):
@@ -184,6 +186,12 @@ def test_evaluate_stage_end_to_end_on_tiny_pairs(tmp_path, one_epoch_models, cap
     (root / "dataset" / "split.csv").write_text(
         "pair_id,stain,material,fold0\np0,toluidine_blue,Mg,train\np1,toluidine_blue,Mg,validation\n"
         "p2,toluidine_blue,Mg,test\n")
+    # the evaluation reads the inference stage's outputs; missing, they stop it with the command that makes them
+    with pytest.raises(MissingInput, match=r"run `vstain infer --profile smoke --model mod_cyclegan --fold 0`"):
+        evaluate_stage.evaluate("smoke", models=["mod_cyclegan"], folds=[0], hub_dir=tmp_path / "hub", progress=False)
+    capsys.readouterr()
+    for model in ("mod_cyclegan", "pix2pix"):
+        infer_stage.run_inference("smoke", model, 0, progress=False)
     path = evaluate_stage.evaluate("smoke", models=["mod_cyclegan", "pix2pix"], folds=[0], hub_dir=tmp_path / "hub",
                             progress=False)
     assert capsys.readouterr().err.count("LPIPS unavailable") == 1

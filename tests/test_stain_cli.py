@@ -22,6 +22,7 @@ from vstain.models import architecture, build_generator
 from vstain.models.checkpoint import CHECKPOINT_FORMAT
 from vstain.stages import stain as stain_stage
 from vstain.stages import volume as volume_stage
+from vstain.stages import upstream
 
 
 def make_checkpoint(path, *, directions=None, ngf=4, weights_ngf=None, seed=0):
@@ -250,7 +251,7 @@ def test_phantom_volume_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
         # an off-screen VTK context left in the process breaks later torch imports (triton): stay clear of it
         raise volume_stage.RenderingUnavailable("not in this test")
 
-    monkeypatch.setattr(volume_stage, "ensure_selected", untrained)
+    monkeypatch.setattr(upstream, "selected_checkpoint", untrained)
     monkeypatch.setattr(volume_stage, "render_rgba", no_rendering)
     done = volume_stage.stain_phantom_volume(profile, progress=False)
     out = volume_dir(profile.name)

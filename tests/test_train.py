@@ -20,6 +20,7 @@ from vstain.metrics import psnr, raw_ct_as_rgb, ssim
 from vstain.models.checkpoint import load_generator
 from vstain.pairs import RegisteredPair, read_registered_pair, write_registered_pair
 from vstain.stages import train as train_stage
+from vstain.stages import upstream
 from vstain.stages.train import ensure_trained, is_trained, train_fold
 from vstain.train import (NonFiniteLossError, stain_pair, train_model, use_cpu_bf16, validation_medians,
                           validation_scores)
@@ -268,8 +269,7 @@ def test_validation_scores_are_the_masked_scores_on_the_mask_box(tmp_path):
 
 def test_training_report_trains_then_reads_history_patches_and_scores(tmp_path, monkeypatch):
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path))
-    monkeypatch.setattr(train_stage, "ensure_registered", lambda *a, **k: None)  # the pairs are written below
-    _write_registered_dataset(tmp_path)
+    _write_registered_dataset(tmp_path)  # the registered pairs the stage reads (it registers nothing itself)
     validation = [_registered(tmp_path, "p2")]
     report = train_stage.training_report(SMOKE, "pix2pix", 0, validation, n_patches=2, progress=False)
     assert report.run == model_dir("smoke", "pix2pix", 0, root=tmp_path)
@@ -345,14 +345,14 @@ def test_checkpoint_selection_picks_the_best_validation_checkpoint_and_never_rea
     _write_registered_dataset(tmp_path)  # fold 0: p0, p1 train; p2 validation; p3 test
     profile = dataclasses.replace(SMOKE, training=dataclasses.replace(SMOKE.training, epochs=3))
     read = []
-    original = train_stage.load_fold_pairs
+    original = upstream.load_fold_pairs
 
     def watched(profile_name, fold, role="train", stain="toluidine_blue", root=None):
         pairs = original(profile_name, fold, role, stain, root)
         read.extend((role, p.pair_id) for p in pairs)
         return pairs
 
-    monkeypatch.setattr(train_stage, "load_fold_pairs", watched)
+    monkeypatch.setattr(upstream, "load_fold_pairs", watched)  # where every stage reads the fold's pairs
     chosen_path = train_stage.ensure_selected(profile, "pix2pix", 0, progress=False, root=tmp_path)
     run = model_dir("smoke", "pix2pix", 0, root=tmp_path)
     candidates = run_checkpoints(run)
@@ -366,7 +366,7 @@ def test_checkpoint_selection_picks_the_best_validation_checkpoint_and_never_rea
     assert chosen == chosen_path.stem and sorted(table["candidate"]) == sorted(candidates)
     assert table.set_index("candidate")["median_ssim"].to_dict() == pytest.approx(medians)
     # up to date: read back, not recomputed
-    monkeypatch.setattr(train_stage, "select_checkpoint", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(upstream, "select_checkpoint", lambda *a, **k: pytest.fail("recomputed"))
     assert train_stage.ensure_selected(profile, "pix2pix", 0, progress=False, root=tmp_path) == chosen_path
     assert select_checkpoint(candidates, [], "last", 32, 16)[0] == "last"
     with pytest.raises(ValueError, match="needs validation pairs"):

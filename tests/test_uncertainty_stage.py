@@ -19,6 +19,7 @@ from vstain.layout import model_dir, stage_dir
 from vstain.models.checkpoint import load_generator
 from vstain.phantom import LABELS, load_sample
 from vstain.stages import uncertainty as stage
+from vstain.stages import upstream
 from vstain.uncertainty import SOURCES, flag_auroc, network_lab, rank_correlation, stain_error
 
 
@@ -146,9 +147,9 @@ def test_uncertainty_stage_on_smoke(smoke_dataset, tmp_path, monkeypatch):
         write_json(out_dir / "training.json", {"epochs_done": epochs, "seconds": 1.0})
         return checkpoints[-1].parent
 
-    monkeypatch.setattr(stage, "ensure_selected", untrained)
+    monkeypatch.setattr(upstream, "selected_checkpoint", untrained)
     monkeypatch.setattr(stage, "train_fold", short_run)
-    monkeypatch.setattr(stage, "fold_pairs", lambda *a, **k: [])
+    monkeypatch.setattr(upstream, "fold_pairs", lambda *a, **k: [])
     done = stage.measure_uncertainty(profile, progress=False)
     assert selected == [0] and trained == [(1, profile.uncertainty.member_epochs)]
     results = stage.read_results(profile)

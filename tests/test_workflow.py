@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from vstain.config import load_profile
+from vstain.stages import register as register_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +53,18 @@ def test_paper_profile_dag_has_every_job(tmp_path):
 
 @pytest.mark.slow
 def test_readme_papermill_example_trains_and_shows_only_the_named_model(tmp_path, monkeypatch):
-    """The README's `papermill 03_training -p model pix2pix -p fold F`, on smoke: Pix2Pix alone is trained."""
+    """The README's `vstain register`, then `papermill 03_training -p model pix2pix -p fold F`, on smoke: Pix2Pix
+    alone is trained."""
     import papermill
 
     monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / "results"))
+    # the chapter trains on the registered pairs: before the registration stage it names the command, trains nothing
+    with pytest.raises(papermill.PapermillExecutionError, match="run vstain register --profile smoke"):
+        papermill.execute_notebook(str(ROOT / "notebooks" / "03_training.ipynb"), str(tmp_path / "early.ipynb"),
+                                   parameters={"profile": "smoke", "model": "pix2pix", "fold": 0},
+                                   kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    assert not (tmp_path / "results" / "smoke" / "models").exists()
+    register_stage.ensure_registered("smoke", progress=False)  # what the README runs first
     papermill.execute_notebook(str(ROOT / "notebooks" / "03_training.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters={"profile": "smoke", "model": "pix2pix", "fold": 0},
                                kernel_name="python3", progress_bar=False, cwd=str(ROOT))

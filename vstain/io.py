@@ -267,25 +267,91 @@ def write_text(path: str | Path, text: str) -> None:
     the same table.
     """
     path = Path(path)
-    if path.is_file() and path.read_text() == text:
-        return
+    try:
+        if path.is_file() and path.read_text() == text:
+            return
+    except UnicodeDecodeError:  # a damaged file (not text): replaced like any other
+        pass
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically (NumPy scalars and arrays allowed)."""
+    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
-    def default(obj: Any) -> Any:
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-        if isinstance(obj, Path):
-            return str(obj)
-        raise TypeError(f"cannot serialise {type(obj).__name__}")
 
-    write_text(path, json.dumps(data, indent=2, default=default) + "\n")
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """A stage's JSON record, or None when it is missing, unreadable or not a JSON object.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> read_record(folder / "done.json") is None
+    True
+    >>> _ = (folder / "done.json").write_text("{not json")
+    >>> read_record(folder / "done.json") is None
+    True
+    """
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_current(record: str | Path | dict[str, Any] | None, settings: Any, *, key: str = "settings",
+               requires: Sequence[str | Path] = ()) -> bool:
+    """Whether an output is current: its record holds ``settings`` under ``key`` and its files exist.
+
+    The one freshness check of the stages. ``record`` is the path of a JSON record (``done.json``,
+    ``pair.json``, ``selection.json`` ...) or the record already read; a missing or corrupt record
+    is not current. ``key`` may be dotted (``"provenance.config_key"``). ``settings`` is compared as
+    it would be written (:func:`write_json`: tuples become lists, paths and NumPy values plain), so a
+    record is current exactly when writing ``settings`` again would write the same value.
+    ``requires``: files that must exist as well (e.g. the outputs the record describes).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> write_json(folder / "done.json", {"settings": {"axes": ("z", "y")}, "provenance": {"config_key": "ab"}})
+    >>> is_current(folder / "done.json", {"axes": ("z", "y")})
+    True
+    >>> is_current(folder / "done.json", {"axes": ("z",)})
+    False
+    >>> is_current(folder / "done.json", "ab", key="provenance.config_key")
+    True
+    >>> is_current(folder / "done.json", {"axes": ("z", "y")}, requires=[folder / "stained.tif"])
+    False
+    >>> is_current(folder / "missing.json", {})
+    False
+    """
+    if record is not None and not isinstance(record, dict):
+        record = read_record(record)
+    if record is None:
+        return False
+    value: Any = record
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    try:
+        expected = json.loads(json.dumps(settings, default=_json_default))
+    except (TypeError, ValueError):
+        return False
+    return value == expected and all(Path(path).is_file() for path in requires)
 
 
 def write_csv(path: str | Path, frame: Any, **kwargs: Any) -> None:

@@ -48,7 +48,8 @@ from vstain.normalise_volume import (CT_QUANTILES, DISTRIBUTION_TOLERANCE, EDGE_
                                      volume_scale_from_slices)
 
 __all__ = ["FieldOfViewVolume", "automatic_rois", "ct_outside_field_of_view", "edge_class_shares",
-           "find_ct_fill_value", "looks_inverted", "normalise_ct", "normalise_histology", "relative_spread", "roi_means", "spread_table"]
+           "find_ct_fill_value", "looks_inverted", "normalise_ct", "normalise_ct_volume", "normalise_histology",
+           "relative_spread", "roi_means", "spread_table"]
 
 
 def _check_roi(roi: Any, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
@@ -58,6 +59,62 @@ def _check_roi(roi: Any, shape: tuple[int, ...], name: str, where: str) -> np.nd
     if not roi.any():
         raise ValueError(f"{where}: {name} is empty; cannot normalise without it")
     return roi
+
+
+def normalise_ct_volume(
+    ct_volume: np.ndarray,
+    labels_volume: np.ndarray,
+    bone_label: int,
+    background_label: int,
+    *,
+    bone_mean: float = 30000.0,
+    background_mean: float = 10000.0,
+    pair_id: str = "?",
+) -> tuple[np.ndarray, dict[str, float]]:
+    """A CT volume scaled like the training slices (paper 2.5), one linear map for the whole scan.
+
+    One scan has one gain and offset, so the map is fitted once, by :func:`normalise_ct` on the
+    middle slice with the voxels labelled ``bone_label`` and ``background_label`` as the ROIs, and
+    applied to the whole volume (float32, clipped to the 16-bit range, not rounded).
+
+    Parameters
+    ----------
+    ct_volume : ndarray, (Z, Y, X)
+        Raw CT, any real dtype.
+    labels_volume : ndarray of int, (Z, Y, X)
+        A label per voxel (e.g. a segmentation, or a phantom's true labels).
+    bone_label, background_label : int
+        The labels whose middle-slice means become ``bone_mean`` and ``background_mean``.
+    bone_mean, background_mean : float
+        Targets (``profile.normalisation``).
+    pair_id : str
+        Named in errors.
+
+    Returns
+    -------
+    volume : ndarray of float32
+        In ``[0, 65535]``.
+    stats : dict
+        :func:`normalise_ct`'s record of the middle slice (``scale``, ``offset``, ...).
+
+    Examples
+    --------
+    >>> ct = np.stack([np.array([[1.0, 2.0, 3.0]])] * 3)
+    >>> labels = np.stack([np.array([[0, 2, 1]])] * 3)  # background, other, bone
+    >>> volume, stats = normalise_ct_volume(ct, labels, 1, 0)
+    >>> volume[0].tolist(), volume.dtype.name
+    ([[10000.0, 20000.0, 30000.0]], 'float32')
+    """
+    ct_volume, labels_volume = np.asarray(ct_volume), np.asarray(labels_volume)
+    if ct_volume.ndim != 3 or labels_volume.shape != ct_volume.shape:
+        raise ValueError(f"pair {pair_id}: ct_volume {ct_volume.shape} and labels_volume {labels_volume.shape} "
+                         "must be volumes (Z, Y, X) of the same shape")
+    middle = ct_volume.shape[0] // 2
+    _, stats = normalise_ct(ct_volume[middle], labels_volume[middle] == bone_label,
+                            labels_volume[middle] == background_label, bone_mean=bone_mean,
+                            background_mean=background_mean, pair_id=pair_id)
+    scaled = np.clip(stats["scale"] * ct_volume.astype(np.float64) + stats["offset"], 0, 65535).astype(np.float32)
+    return scaled, stats
 
 
 def normalise_ct(

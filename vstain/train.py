@@ -145,6 +145,25 @@ def _set_requires_grad(nets: Sequence[torch.nn.Module], flag: bool) -> None:
 CUDA_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def forward_dtype(inference: Any, device: str) -> torch.dtype:
+    """The dtype of inference's forward passes: ``inference.cuda_precision`` on CUDA, bf16 autocast on the CPU
+    where ``inference.cpu_bf16`` asks for it (``auto``: where the CPU computes bf16 natively), else float32.
+
+    ``inference`` is a profile's ``inference`` section (anything with ``cuda_precision`` and ``cpu_bf16``).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> forward_dtype(SimpleNamespace(cuda_precision="bf16", cpu_bf16="off"), "cpu")
+    torch.float32
+    >>> forward_dtype(SimpleNamespace(cuda_precision="bf16", cpu_bf16="off"), "cuda:0")
+    torch.bfloat16
+    """
+    if str(device).startswith("cuda"):
+        return CUDA_PRECISIONS[inference.cuda_precision] or torch.float32
+    return torch.bfloat16 if use_cpu_bf16(inference.cpu_bf16) else torch.float32
+
+
 def cuda_precision_plan(precision: str, device_type: str) -> tuple[torch.dtype | None, bool]:
     """What ``training.cuda_precision`` means on a device: the autocast dtype and whether to scale the loss.
 

@@ -390,6 +390,45 @@ def _blank_outside(slices: Iterator[np.ndarray], outside: Callable[[int], np.nda
 # --------------------------------------------------------------------------- analysis and views
 
 
+def volume_sample(roles: dict[str, str], stains: dict[str, str], stain: str = "toluidine_blue") -> str:
+    """The pair whose CT volume the 3D study stains: the first held-out test pair of ``stain``.
+
+    A test pair was never seen in training. Pairs are taken in sorted id order (not in the order of
+    a split file), so the choice depends on the pairs alone; the first test pair of any stain stands
+    in when none has ``stain``, and the first pair of all when the fold has no test pair.
+
+    Parameters
+    ----------
+    roles : dict
+        ``pair_id -> role`` (train / validation / test) of one fold.
+    stains : dict
+        ``pair_id -> stain`` of (at least) the same pairs.
+    stain : str
+        The stain the volume is stained in.
+
+    Returns
+    -------
+    str
+        The chosen pair id.
+
+    Examples
+    --------
+    >>> roles = {"tb_2": "test", "he_1": "test", "tb_1": "train", "tb_3": "test"}
+    >>> stains = {"tb_2": "toluidine_blue", "he_1": "he", "tb_1": "toluidine_blue", "tb_3": "toluidine_blue"}
+    >>> volume_sample(roles, stains)
+    'tb_2'
+    >>> volume_sample(roles, stains, "he")
+    'he_1'
+    """
+    if not roles:
+        raise ValueError("no pairs to choose the volume's sample from")
+    missing = sorted(set(roles) - set(stains))
+    if missing:
+        raise ValueError(f"no stain given for pairs {missing}")
+    candidates = sorted(pid for pid, role in roles.items() if role == "test") or sorted(roles)
+    return ([pid for pid in candidates if stains[pid] == stain] or candidates)[0]
+
+
 def stripe_score(volume: np.ndarray, axis: int = 0, mask: np.ndarray | None = None) -> float:
     """Slice-to-slice variation along ``axis`` relative to the variation within slices.
 

@@ -36,7 +36,7 @@ from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a no
 from vstain.colour import class_mean_colours
 from vstain.config import as_profile
 from vstain.frc import finest_measurable_px, pair_resolution
-from vstain.io import provenance, sha256_file, write_json
+from vstain.io import is_current, provenance, sha256_file, write_json
 from vstain.layout import default_manifest_path, stage_dir
 from vstain.manifest import (Manifest, PairEntry, load_manifest, make_split, read_split, validate_split,
                              write_manifest, write_split)
@@ -94,13 +94,8 @@ def _recorded_checksums(manifest: Path) -> dict[str, tuple[str, str]]:
 
 
 def _is_complete(folder: Path, key: str) -> bool:
-    meta = folder / "truth.json"
-    if not meta.is_file() or not all((folder / f).is_file() for f in ("ct.tif", "histology.tif", "truth.npz")):
-        return False
-    try:
-        return json.loads(meta.read_text()).get("config_key") == key
-    except json.JSONDecodeError:
-        return False
+    return is_current(folder / "truth.json", key, key="config_key",
+                      requires=[folder / f for f in ("ct.tif", "histology.tif", "truth.npz")])
 
 
 def generate_dataset(profile: Any, out_dir: str | Path | None = None, progress: bool = True, *,

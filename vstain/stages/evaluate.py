@@ -1,7 +1,8 @@
 """The evaluation stage: per-patch SSIM / PSNR / LPIPS of every model and fold, Table 1; ``vstain evaluate``.
 
-The metrics themselves are :mod:`vstain.metrics`; this stage takes a profile, runs (or
-reuses) the inference of each model and fold (:func:`vstain.stages.infer.run_inference`),
+The metrics themselves are :mod:`vstain.metrics`; this stage takes a profile, reads the
+inference of each model and fold (``vstain infer``, through :func:`vstain.stages.upstream.inference_run`;
+a missing one stops with that command),
 adds the CT colour lookup fitted on each fold's training pairs (:mod:`vstain.lookup`, a peer that
 is not a network) and the raw-CT baseline, and writes under ``results/<profile>/evaluation/``
 (:func:`vstain.layout.evaluation_dir`) Table 1, its intervals and the paired comparisons of the
@@ -29,7 +30,7 @@ import pandas as pd
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain.config import as_profile
-from vstain.io import provenance, write_csv, write_json
+from vstain.io import is_current, provenance, write_csv, write_json
 from vstain.layout import evaluation_dir, inference_dir, registered_dir
 from vstain.masks import background_fill
 from vstain.lookup import ColourLookup, apply_lookup, fit_lookup
@@ -37,8 +38,8 @@ from vstain.metrics import LPIPSStatus, load_lpips, patch_metrics, raw_ct_as_rgb
 from vstain.pairs import load_fold_pairs, read_registered_pair, split_roles
 from vstain.reports.table1 import (compare_with_paper, paired_comparisons, table1_by_fold, table1_intervals,
                                    table1_over_folds)
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options, non_negative_int
-from vstain.stages.infer import read_inference, run_inference
 from vstain.vocabulary import BASELINE, LOOKUP
 
 
@@ -53,13 +54,13 @@ def evaluate_fold(
 ) -> pd.DataFrame:
     """Per-patch metrics of one model and fold on every pair it stained (see :func:`evaluate`)."""
     cfg = profile.evaluation
-    folder = run_inference(profile, model, fold, progress=progress)
+    folder = upstream.inference_run(profile, model, fold)
     done = json.loads((folder / "done.json").read_text())
     registered = registered_dir(profile.name)
     tables = []
     for pair_id in tqdm(done["pairs"], desc=f"metrics {model} fold{fold}", unit="pair", disable=not progress):
         pair = read_registered_pair(registered / pair_id)
-        outputs = read_inference(folder / pair_id)
+        outputs = upstream.read_inference(folder / pair_id)
         if outputs["histology"].shape != pair.histology.shape:
             raise ValueError(f"{folder / pair_id / 'histology.tif'}: shape {outputs['histology'].shape} does not "
                              f"match the registered pair's {pair.histology.shape} (re-run inference with --force)")
@@ -201,8 +202,8 @@ def evaluate(
             table = None
             done = inference_dir(profile.name, model, fold) / "done.json"
             if not force and cache.is_file() and cache_meta.is_file() and done.is_file():
-                meta = json.loads(cache_meta.read_text())
-                if meta.get("settings") == settings and meta.get("inference") == json.loads(done.read_text()):
+                if is_current(cache_meta, settings) and is_current(cache_meta, json.loads(done.read_text()),
+                                                                   key="inference"):
                     table = pd.read_csv(cache, dtype={"pair_id": str})
             if table is None:
                 table = evaluate_fold(profile, model, fold, status, progress=progress)
@@ -238,8 +239,7 @@ def _lookup_rows(profile: Any, fold: int, status: LPIPSStatus, pair_ids: list[st
     key = {"settings": settings, "pairs": pair_ids, "registration": _registered_digest(profile.name)}
     meta_path = cache.with_suffix(".json")
     table_path = lookup_path(profile.name, fold)
-    if (not force and cache.is_file() and meta_path.is_file() and table_path.is_file()
-            and json.loads(meta_path.read_text()).get("key") == key):
+    if not force and is_current(meta_path, key, key="key", requires=[cache, table_path]):
         return pd.read_csv(cache, dtype={"pair_id": str})
     rows, table = evaluate_lookup(profile, fold, status, pair_ids)
     write_csv(table_path, table.to_frame())

@@ -17,7 +17,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +26,13 @@ from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a no
 from vstain.config import Profile, as_profile, load_profile
 from vstain.frc import (MODALITIES, FRCResult, interpolation_effect, pair_resolution, single_image_frc,
                         summarise_resolution)
-from vstain.io import provenance, read_tiff, write_csv, write_json
-from vstain.layout import default_manifest_path, frc_dir, inference_dir, registered_dir, stage_dir
+from vstain.io import is_current, provenance, read_tiff, write_csv, write_json
+from vstain.layout import frc_dir, inference_dir, registered_dir, stage_dir
 from vstain.manifest import load_manifest
 from vstain.pairs import RegisteredPair, read_registered_pair, registered_pair_ids, split_roles
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options, non_negative_int
-from vstain.stages.dataset import resolve_manifest
-from vstain.stages.infer import read_inference, run_inference
+from vstain.stages.upstream import read_inference
 
 
 def measure_resolution(profile: Profile | str, model: str, fold: int, *, force: bool = False,
@@ -41,7 +40,8 @@ def measure_resolution(profile: Profile | str, model: str, fold: int, *, force: 
     """Stage driver: FRC resolution per patch of every registered pair of one model and fold (Fig. S5).
 
     Reads the registered pairs (``results/<profile>/registered/``), the generated
-    histology of :func:`vstain.stages.infer.run_inference` (run first when missing) and the
+    histology of ``vstain infer`` (:func:`vstain.stages.upstream.inference_run`: a missing one stops
+    with that command) and the
     split roles; writes ``results/<profile>/frc/<model>/fold<k>/resolution.csv`` (one
     row per patch: pair, role, absolute resolutions and statuses, relative ratios) and
     ``frc.json`` (settings, provenance), written last. Idempotent: a folder whose
@@ -70,12 +70,9 @@ def measure_resolution(profile: Profile | str, model: str, fold: int, *, force: 
     settings = {"model": model, "fold": int(fold), "patch_size": cfg.patch_size, "split": cfg.split,
                 "threshold": cfg.threshold, "min_mask_fraction": cfg.min_mask_fraction}
     record_path, csv_path = out / "frc.json", out / "resolution.csv"
-    if not force and record_path.is_file() and csv_path.is_file():
-        if json.loads(record_path.read_text()).get("settings") == settings:
-            return csv_path
-    generated_dir = inference_dir(profile.name, model, fold)
-    if not (generated_dir / "done.json").is_file():
-        run_inference(profile, model, fold, progress=progress)
+    if not force and is_current(record_path, settings, requires=[csv_path]):
+        return csv_path
+    generated_dir = upstream.inference_run(profile, model, fold)
     roles = split_roles(profile.name, fold)
     registered = registered_dir(profile.name)
     rows = []
@@ -145,7 +142,7 @@ def interpolation_example(profile: Profile | str, pair_id: str) -> tuple[FRCResu
         Before and after the shift.
     """
     profile = as_profile(profile)
-    manifest = load_manifest(resolve_manifest(default_manifest_path(), profile), verify=False)
+    manifest = load_manifest(upstream.dataset_manifest(profile), verify=False)
     entries = {e.pair_id: e for e in manifest.pairs}
     volume, _, _ = read_tiff(entries[pair_id].ct_path)
     axial = volume[volume.shape[0] // 2].astype(float)

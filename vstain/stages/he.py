@@ -7,8 +7,8 @@ correspondence masks follow that field of view, and since the masks multiply eve
 term, the models learn nothing about the region outside it (paper S2.2).
 
 This module is glue, not a second pipeline: the H&E pairs are registered, normalised and
-masked by the registration stage (:func:`vstain.stages.register.ensure_registered` with the
-stain ``he``), the modified CycleGAN and Pix2Pix (``profile.he.models``) are trained from
+masked by the registration stage (``vstain register``, read through
+:mod:`vstain.stages.upstream`), the modified CycleGAN and Pix2Pix (``profile.he.models``) are trained from
 scratch on the H&E training pairs by :func:`vstain.stages.train.train_fold` with the
 toluidine-blue hyper-parameters (``profile.training``) and ``profile.he.epochs``, and every
 H&E pair is stained by :func:`vstain.stages.infer.run_inference`. Artefacts live under
@@ -50,17 +50,16 @@ from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a no
 
 from vstain.config import Profile, as_profile
 from vstain.figures.he import order_for_figure
-from vstain.io import provenance, write_csv, write_json
+from vstain.io import is_current, provenance, read_record, write_csv, write_json
 from vstain.layout import inference_dir, model_dir, registered_dir, split_path, stage_dir
 from vstain.masks import apply_mask
 from vstain.metrics import patch_metrics
-from vstain.models import architecture
 from vstain.pairs import RegisteredPair, read_registered_pair, split_roles
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options
-from vstain.stages.dataset import ensure_dataset
-from vstain.stages.infer import read_inference, run_inference
-from vstain.stages.register import ensure_registered, registration_table
+from vstain.stages.infer import run_inference
 from vstain.stages.train import train_fold
+from vstain.stages.upstream import read_inference
 from vstain.vocabulary import MODEL_NAMES
 
 STAIN = "he"
@@ -85,7 +84,7 @@ def _check_models(profile: Profile, models: Iterable[str] | str | None) -> list[
 def he_roles(profile: Profile | str) -> dict[str, str]:
     """``pair_id -> role`` (``train`` or ``test``) of every H&E pair, from ``dataset/split.csv``.
 
-    Generates the dataset first when it is missing (:func:`vstain.stages.dataset.ensure_dataset`).
+    Generates the dataset first when it is missing (:func:`vstain.stages.upstream.dataset_folder`).
 
     Raises
     ------
@@ -95,7 +94,7 @@ def he_roles(profile: Profile | str) -> dict[str, str]:
     profile = as_profile(profile)
     split = split_path(profile.name)
     if not split.is_file():
-        ensure_dataset(profile, progress=False)
+        upstream.dataset_folder(profile)
     roles = split_roles(profile.name, FOLD, stain=STAIN)
     if not roles:
         raise ValueError(f"{split}: no pair with stain 'he' (field stain); the H&E study needs H&E pairs "
@@ -118,10 +117,10 @@ def he_pair_ids(profile: Profile | str, role: str | None = None) -> list[str]:
 def ensure_he_registered(profile: Profile | str, *, progress: bool = True) -> list[str]:
     """Register, normalise and mask the H&E pairs; the ids of those registered.
 
-    The work is done by the registration stage (:func:`vstain.stages.register.ensure_registered`
-    with ``stain="he"``), called only when some H&E pair has no record there yet (neither a
-    registered folder nor a recorded failure), so a failed pair is not registered again on
-    every call; ``vstain register --stain he`` re-runs the stage. A pair whose registration
+    The work is done by the registration stage (``vstain register``, or ``vstain register --stain he``
+    for the H&E pairs alone); an H&E pair it has no record of (neither a registered folder nor a
+    recorded failure) stops the study with that command
+    (:class:`vstain.stages.upstream.MissingInput`). A pair whose registration
     failed is left out of the study with a warning giving the stage's reason (the paper, too,
     used the pairs that could be co-registered).
 
@@ -133,13 +132,12 @@ def ensure_he_registered(profile: Profile | str, *, progress: bool = True) -> li
     Raises
     ------
     FileNotFoundError
-        If no training or no validation/testing H&E pair could be registered.
+        If no training or no validation/testing H&E pair could be registered, or an H&E pair was
+        not registered yet (:class:`vstain.stages.upstream.MissingInput`).
     """
     profile = as_profile(profile)
     roles = he_roles(profile)
-    table = registration_table(profile.name, list(roles))
-    if set(table["pair_id"]) != set(roles):
-        table = ensure_registered(profile, stain=STAIN, progress=progress)
+    table = upstream.registered_table(profile, list(roles), stain=STAIN)
     registered = registered_dir(profile.name)
     ids = [pid for pid in roles if (registered / pid / "pair.json").is_file()]
     status = dict(zip(table["pair_id"], table["status"]))
@@ -176,14 +174,10 @@ def is_he_trained(profile: Profile | str, model: str) -> bool:
     architecture and current H&E training pairs."""
     profile = as_profile(profile)
     out = model_dir(profile.name, model, FOLD, STAIN)
-    summary = out / "training.json"
-    if not (summary.is_file() and (out / CHECKPOINT).is_file()):
-        return False
-    record = json.loads(summary.read_text())
-    return (record.get("stain") == STAIN
-            and record.get("epochs_done", 0) >= profile.he.epochs
-            and record.get("architecture") == json.loads(json.dumps(architecture(model, profile.training)))
-            and record.get("pair_ids") == registered_he_ids(profile, "train"))
+    record = read_record(out / "training.json")
+    return ((out / CHECKPOINT).is_file() and upstream.is_trained(profile, model, FOLD, STAIN)
+            and is_current(record, STAIN, key="stain")
+            and is_current(record, registered_he_ids(profile, "train"), key="pair_ids"))
 
 
 def ensure_he_model(profile: Profile | str, model: str, *, progress: bool = True) -> Path:
@@ -271,7 +265,7 @@ def he_patch_metrics(profile: Profile | str, models: Iterable[str] | None = None
                 "min_mask_fraction": cfg.min_mask_fraction,
                 "inference": {m: {"settings": d.get("settings"), "pairs": d.get("pairs")} for m, d in done.items()}}
     table_path, meta_path = folder / "metrics.csv", folder / "metrics.json"
-    if table_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()).get("settings") == settings:
+    if table_path.is_file() and is_current(meta_path, settings):
         return pd.read_csv(table_path)
 
     roles = he_roles(profile)

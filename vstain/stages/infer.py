@@ -1,8 +1,9 @@
 """The inference stage: stain every registered pair with a trained model; ``vstain infer``.
 
 The whole-slide overlapping patch inference itself is :mod:`vstain.infer`. This stage
-takes a profile: it finds (or trains and chooses, :func:`vstain.stages.train.ensure_selected`) the
-model's checkpoint, stains every registered pair in both directions, writes the outputs
+takes a profile: it finds the trained model's chosen checkpoint
+(:func:`vstain.stages.upstream.selected_checkpoint`; an untrained model stops with the command that
+trains it), stains every registered pair in both directions, writes the outputs
 and their masked versions under ``results/<profile>/inference/<model>/fold<k>/``
 (:func:`vstain.layout.inference_dir`) and redoes only what changed.
 
@@ -18,7 +19,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,15 +31,15 @@ from vstain.config import as_profile, resolve_device
 from vstain.data import network_to_histology
 from vstain.infer import (BLENDS, Blend, check_tiling, ct_network_channels_last, ct_to_histology_slide,
                           generator_channels, histology_to_ct_slide, infer_slide, seam_score, tile_grid)
-from vstain.io import provenance, read_tiff, sha256_file, write_json, write_tiff
+from vstain.io import is_current, provenance, read_record, sha256_file, write_json, write_tiff
 from vstain.layout import inference_dir, registered_dir
 from vstain.masks import apply_mask, background_fill
 from vstain.models.checkpoint import load_generators
 from vstain.pairs import read_registered_pair, registered_fingerprint, registered_pair_ids, split_roles
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options, non_negative_int
-from vstain.stages.register import ensure_registered
-from vstain.stages.train import ensure_selected
-from vstain.train import CUDA_PRECISIONS, use_cpu_bf16
+from vstain.stages.upstream import read_inference  # noqa: F401  (this stage's reader, kept under its name)
+from vstain.train import forward_dtype
 from vstain.vocabulary import STAINS
 
 
@@ -52,10 +52,7 @@ def inference_dtype(profile: Any, device: str) -> torch.dtype:
     >>> inference_dtype(as_profile("smoke"), "cpu")
     torch.float32
     """
-    cfg = profile.inference
-    if str(device).startswith("cuda"):
-        return CUDA_PRECISIONS[cfg.cuda_precision] or torch.float32
-    return torch.bfloat16 if use_cpu_bf16(cfg.cpu_bf16) else torch.float32
+    return forward_dtype(profile.inference, device)
 
 
 def run_inference(
@@ -97,8 +94,8 @@ def run_inference(
     pair_ids : sequence of str, optional
         Only these pairs (default: all registered pairs of ``stain``).
     checkpoint : str or Path, optional
-        Use this checkpoint instead of the run's selected one (trained and chosen on demand by
-        :func:`vstain.stages.train.ensure_selected`: ``training.checkpoint_selection``).
+        Use this checkpoint instead of the run's selected one (chosen on demand by
+        :func:`vstain.stages.upstream.selected_checkpoint`: ``training.checkpoint_selection``).
     out_dir : str or Path, optional
         Instead of ``results/<profile>/inference/<model>/fold<k>/``.
     force : bool
@@ -118,8 +115,7 @@ def run_inference(
         raise ValueError(f"blend must be one of {list(BLENDS)}, got {blend!r}")
     check_tiling((cfg.patch_size, cfg.patch_size), cfg.patch_size, cfg.step)
     if checkpoint is None:
-        ensure_registered(profile, stain=stain, progress=progress)
-        checkpoint = ensure_selected(profile, model, fold, stain, progress=progress)
+        checkpoint = upstream.selected_checkpoint(profile, model, fold, stain, progress=progress)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train it: vstain train --model {model})")
@@ -141,12 +137,10 @@ def run_inference(
     registered = registered_dir(profile.name)
     inputs = {pid: registered_fingerprint(registered / pid) for pid in ids}
     done_path = out / "done.json"
-    if not force and done_path.is_file():
-        done = json.loads(done_path.read_text())
-        if done.get("settings") == settings and done.get("inputs") == inputs and all(
-            _pair_up_to_date(out / pid, settings, inputs[pid]) for pid in ids
-        ):
-            return out
+    if not force and is_current(done_path, settings) and is_current(done_path, inputs, key="inputs") and all(
+        _pair_up_to_date(out / pid, settings, inputs[pid]) for pid in ids
+    ):
+        return out
 
     done_path.unlink(missing_ok=True)  # the run is complete again only when every pair is
     generators = load_generators(checkpoint, model)
@@ -194,28 +188,9 @@ def run_inference(
 
 
 def _pair_up_to_date(folder: Path, settings: dict[str, Any], fingerprint: str) -> bool:
-    meta = folder / "inference.json"
-    if not meta.is_file():
-        return False
-    record = json.loads(meta.read_text())
-    return (record.get("settings") == settings and record.get("input") == fingerprint
+    record = read_record(folder / "inference.json")
+    return (is_current(record, settings) and is_current(record, fingerprint, key="input")
             and all((folder / f).is_file() for f in record.get("files", [])))
-
-
-def read_inference(folder: str | Path) -> dict[str, Any]:
-    """One pair's inference outputs: ``histology``, ``histology_masked``, ``ct``, ``ct_masked``
-    (absent for Pix2Pix), ``pixel_size_um`` and the ``record`` of ``inference.json``."""
-    folder = Path(folder)
-    meta = folder / "inference.json"
-    if not meta.is_file():
-        raise FileNotFoundError(f"{meta}: not found (inference of this pair is missing or incomplete)")
-    record = json.loads(meta.read_text())
-    out: dict[str, Any] = {"record": record}
-    for name in record.get("files", []):
-        image, size, _ = read_tiff(folder / name)
-        out[name.removesuffix(".tif")] = image
-        out["pixel_size_um"] = float(size[-1])
-    return out
 
 
 # --------------------------------------------------------------------------- for the chapter
@@ -235,7 +210,7 @@ def compare_blends(
     pair_id : str
         A registered pair of the profile.
     checkpoint : str or Path, optional
-        Default: the run's selected checkpoint (trained and chosen on demand).
+        Default: the run's selected checkpoint (chosen on demand; the run must be trained).
 
     Returns
     -------
@@ -248,7 +223,7 @@ def compare_blends(
     profile = as_profile(profile)
     cfg = profile.inference
     if checkpoint is None:
-        checkpoint = ensure_selected(profile, model, fold)
+        checkpoint = upstream.selected_checkpoint(profile, model, fold)
     forward, info = load_generators(checkpoint, model)["ct_to_histology"]
     pair = read_registered_pair(registered_dir(profile.name) / pair_id)
     grid = tile_grid(pair.ct.shape, cfg.patch_size, cfg.step)

@@ -53,8 +53,8 @@ import pandas as pd
 from tqdm import tqdm  # plain text bars: the same in a terminal, a log and a notebook
 
 from vstain.config import as_profile
-from vstain.io import atomic_target, provenance, read_tiff, write_csv, write_json, write_tiff
-from vstain.layout import default_manifest_path, stage_dir
+from vstain.io import atomic_target, is_current, provenance, read_tiff, write_csv, write_json, write_tiff
+from vstain.layout import stage_dir
 from vstain.manifest import load_manifest
 from vstain.masks import mask_iou
 from vstain.pairs import RegisteredPair, write_registered_pair
@@ -64,19 +64,14 @@ from vstain.phantom.truth import normalisation_truth, registration_errors, true_
 from vstain.prepare import prepare_pair_images, quality_figures, registration_record
 from vstain.registration import RegistrationFailed, RegistrationUncertain
 from vstain.slide_io import read_slide
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options
-from vstain.stages.dataset import resolve_manifest
+# the registration table's columns and reader live in the resolver, where later stages read the table
+from vstain.stages.upstream import TABLE_COLUMNS, registration_table  # noqa: F401
 from vstain.volume_io import open_volume
 
 __all__ = ["configure_normalise_parser", "configure_parser", "ensure_registered", "normalisation_table",
            "prepare_pair", "registration_table", "run_cli", "run_normalise_cli"]
-
-TABLE_COLUMNS = ["pair_id", "material", "stain", "beamtime", "session", "mutual_information",
-                 "initial_mutual_information", "mi_margin", "silhouette_iou", "tilt_spread_deg",
-                 "tilt_disagreement_deg", "tilt_error_px", "mirrored",
-                 "normal_axis", "initial_guess", "angle_error_deg",
-                 "offset_um", "tre_median_px", "tre_max_px", "mask_iou", "seconds", "status"]
-
 
 # --------------------------------------------------------------------------- one pair
 
@@ -294,12 +289,10 @@ def register_pair_into(out_dir: Path, entry: Any, profile: Any, synthetic: bool)
 
 def _up_to_date(out_dir: Path, entry: Any, key: str) -> bool:
     """Whether a pair's folder, or its failure record, was made from these inputs and settings."""
-    meta_path = out_dir / entry.pair_id / "pair.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("provenance", {}).get("config_key") == key:
+    if is_current(out_dir / entry.pair_id / "pair.json", key, key="provenance.config_key"):
         return True
-    failed_path = out_dir / f".{entry.pair_id}.failed.json"
     # registration is deterministic: the same inputs and settings fail the same way
-    return failed_path.is_file() and json.loads(failed_path.read_text()).get("config_key") == key
+    return is_current(out_dir / f".{entry.pair_id}.failed.json", key, key="config_key")
 
 
 def ensure_registered(profile: Any, stain: str | None = None, progress: bool = True,
@@ -317,7 +310,7 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
     manifest_path : path, optional
         The data manifest; default :func:`vstain.layout.default_manifest_path`
         (``data_manifest.yaml``). ``source: synthetic`` means the profile's phantom
-        dataset (generated if missing, :func:`vstain.stages.dataset.ensure_dataset`).
+        dataset (generated if missing, :func:`vstain.stages.upstream.dataset_manifest`).
 
     Returns
     -------
@@ -329,10 +322,8 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
     profile = as_profile(profile)
     if stain not in (None, "toluidine_blue", "he"):
         raise ValueError(f"stain must be toluidine_blue, he or None, got {stain!r}")
-    if manifest_path is None:
-        manifest_path = default_manifest_path()
     # `source: synthetic` resolves to the generated dataset (generated if missing)
-    manifest = load_manifest(resolve_manifest(manifest_path, profile))
+    manifest = load_manifest(upstream.dataset_manifest(profile, manifest_path))
     synthetic = manifest.source == "synthetic"
     out_dir = stage_dir(profile.name, "registered")
     entries = [e for e in manifest.pairs if stain is None or e.stain == stain]
@@ -370,47 +361,6 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
 # --------------------------------------------------------------------------- tables
 
 
-def _pair_records(profile_name: str, pair_ids: list[str]) -> list[dict]:
-    out_dir = stage_dir(profile_name, "registered")
-    records = []
-    for pair_id in pair_ids:
-        meta = out_dir / pair_id / "pair.json"
-        failed = out_dir / f".{pair_id}.failed.json"
-        if meta.is_file():
-            records.append(json.loads(meta.read_text()))
-        elif failed.is_file():
-            row = {c: v for c, v in json.loads(failed.read_text()).items() if c in TABLE_COLUMNS}
-            records.append({"extras": {"table_row": row}})
-    return records
-
-
-def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
-    """The per-pair registration table from the pair folders (one row per pair, failures included).
-
-    Parameters
-    ----------
-    profile_name : str
-        The profile whose ``results/<profile>/registered/`` is read.
-    pair_ids : list of str, optional
-        These pairs, in this order (default: every registered pair, then every failed one).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``pair_id``, ``material``, ``stain``, ``beamtime``, ``session``,
-        ``mutual_information``, ``initial_mutual_information``, ``mi_margin`` and
-        ``silhouette_iou`` (the quality check), ``mirrored`` (the fit found the section
-        face down), ``angle_error_deg``,
-        ``offset_um``, ``tre_median_px``, ``tre_max_px``, ``mask_iou``, ``seconds``, ``status``.
-    """
-    if pair_ids is None:
-        out_dir = stage_dir(profile_name, "registered")
-        pair_ids = sorted(p.parent.name for p in out_dir.glob("*/pair.json"))
-        pair_ids += sorted(p.name[1:-len(".failed.json")] for p in out_dir.glob(".*.failed.json"))
-    rows = [r["extras"]["table_row"] for r in _pair_records(profile_name, pair_ids)]
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
-
-
 def normalisation_table(profile_name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
     """Per-pair normalisation statistics, with ROI means on true labels where known.
 
@@ -434,7 +384,7 @@ def normalisation_table(profile_name: str, pair_ids: list[str] | None = None) ->
         out_dir = stage_dir(profile_name, "registered")
         pair_ids = sorted(p.parent.name for p in out_dir.glob("*/pair.json"))
     rows = []
-    for record in _pair_records(profile_name, pair_ids):
+    for record in upstream.pair_records(profile_name, pair_ids):
         extras = record["extras"]
         if "normalisation" not in extras:
             continue

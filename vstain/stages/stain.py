@@ -32,15 +32,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vstain.config import DEVICES, ProfileError, as_profile, inference_settings, resolve_device
-from vstain.infer import infer_slide
+from vstain.config import DEVICES, NormalisationConfig, ProfileError, as_profile, inference_settings, resolve_device
+from vstain.infer import check_tiling, infer_slide
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
 from vstain.normalise import (FieldOfViewVolume, compare_ct_statistics, ct_outside_field_of_view, ct_statistics,
                               edge_class_shares, find_ct_fill_value, linear_ct_map, looks_inverted,
                               segment_ct_slices, volume_scale_from_slices)
 from vstain.stages.arguments import at_most, non_negative_float, positive_float, positive_int
-from vstain.stages.infer import inference_dtype
+from vstain.train import forward_dtype
 from vstain.uncertainty import (SOURCES, STAINS, make_uncertainty_stainer, stain_volume_uncertainty,
                                 uncertainty_path)
 from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
@@ -119,11 +119,12 @@ def load_forward_generator(
     inference_profile = trained_inference_settings(checkpoint, info, profile)
     cfg = inference_profile.inference
     step = int(step or max(1, round(patch * cfg.step / cfg.patch_size)))
-    if step > patch:
-        raise ValueError(f"--step {step} is larger than the patch ({patch}): pixels between patches would never "
-                         "be stained")
+    try:
+        check_tiling((patch, patch), patch, step)
+    except ValueError as err:
+        raise ValueError(f"--step / --patch-size: {err}") from None
     batch_size, blend = int(batch_size or cfg.batch_size), blend or cfg.blend
-    dtype = inference_dtype(inference_profile, device)
+    dtype = forward_dtype(inference_profile.inference, device)
     return generator.to(device), {**info, "patch_size": patch, "step": step, "batch_size": batch_size,
                                   "blend": blend, "precision": str(dtype).removeprefix("torch."),
                                   "inference_profile": inference_profile.name}
@@ -479,10 +480,32 @@ def _roi_mean(source, roi: tuple[int, slice, slice], option: str) -> float:
     return float(np.mean(box))
 
 
+def ct_targets(profile: Any = None, info: dict | None = None) -> NormalisationConfig:
+    """The CT scale a stain brings the volume to (paper 2.5): the ``normalisation`` section of a profile.
+
+    That of ``profile`` when given, else of the checkpoint's training profile (``info["profile"]``,
+    :func:`vstain.models.checkpoint.load_generator`'s record) where it is found here, else of the
+    embedded ``quick`` profile (the study's scale, bone 30000 and background 10000).
+
+    Examples
+    --------
+    >>> targets = ct_targets("smoke")
+    >>> targets.ct_bone_mean, targets.ct_background_mean
+    (30000.0, 10000.0)
+    """
+    if profile is not None:
+        return as_profile(profile).normalisation
+    try:
+        return as_profile((info or {}).get("profile") or "quick").normalisation
+    except ProfileError:
+        return as_profile("quick").normalisation
+
+
 def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float | None = None,
                             background_value: float | None = None, bone_roi=None, background_roi=None,
-                            sample: tuple[list, list] | None = None) -> dict:
-    """How the CT volume is brought to the study's scale (bone 30000, background 10000; paper 2.5).
+                            sample: tuple[list, list] | None = None,
+                            targets: NormalisationConfig | None = None) -> dict:
+    """How the CT volume is brought to the study's scale (``targets``: :func:`ct_targets`; paper 2.5).
 
     ``bone_value`` and ``background_value`` (the input's own numbers) or ``bone_roi`` and
     ``background_roi`` (:func:`parse_roi` boxes) fix the linear map; otherwise ``method="auto"``
@@ -490,12 +513,15 @@ def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float |
     (:func:`vstain.normalise.volume_scale_from_slices`), and ``"none"`` takes the volume as
     already normalised (then the automatic ROIs only check that it is). ``sample``
     (:func:`read_sample_slices` of ``source``) spares reading and segmenting them again.
+    ``targets`` (default :func:`ct_targets` of no profile) gives the bone and background means.
 
     Returns
     -------
     dict
         ``method`` and, unless ``"none"``, ``scale`` and ``offset`` with the ROI values they come from.
     """
+    targets = ct_targets() if targets is None else targets
+    means = dict(bone_mean=targets.ct_bone_mean, background_mean=targets.ct_background_mean)
     given = {"values": (bone_value, background_value), "ROIs": (bone_roi, background_roi)}
     for kind, pair in given.items():
         if (pair[0] is None) != (pair[1] is None):
@@ -503,18 +529,18 @@ def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float |
     if bone_value is not None and bone_roi is not None:
         raise ValueError(f"{source.name}: give bone/background values or ROIs, not both")
     if bone_value is not None:
-        return {"method": "given values", **linear_ct_map(bone_value, background_value)}
+        return {"method": "given values", **linear_ct_map(bone_value, background_value, **means)}
     if bone_roi is not None:
         values = _roi_mean(source, bone_roi, "--bone-roi"), _roi_mean(source, background_roi, "--background-roi")
         try:
-            return {"method": "given ROIs", **linear_ct_map(*values)}
+            return {"method": "given ROIs", **linear_ct_map(*values, **means)}
         except ValueError as err:
             raise ValueError(f"{source.name}: --bone-roi / --background-roi: {err}") from None
     if method == "none":
         return {"method": "none (the input is taken as normalised)"}
     try:
         slices, segmentations = (sample or read_sample_slices(source))[:2]
-        return volume_scale_from_slices(slices, segmentations=segmentations)
+        return volume_scale_from_slices(slices, segmentations=segmentations, **means)
     except ValueError as err:
         raise ValueError(f"{source.name}: automatic CT normalisation failed: {err} "
                          "(--ct-bone-value/--ct-background-value or --bone-roi/--background-roi)") from None
@@ -560,13 +586,14 @@ def check_ct_contrast(source, sample: tuple, contrast: str = "auto") -> dict:
 
 
 def check_ct_intensities(source, normalisation: dict, training: dict | None, checkpoint, *,
-                         sample: tuple[list, list] | None = None) -> tuple[dict, list[str]]:
+                         sample: tuple[list, list] | None = None,
+                         targets: NormalisationConfig | None = None) -> tuple[dict, list[str]]:
     """Describe the intensities of ``source`` once normalised, and say, in words, what looks wrong.
 
     Returns the statistics (:func:`vstain.normalise.ct_statistics` over the sample region of the
     sampled slices, mapped by ``normalisation``) and a list of warnings: the volume unlike the
     checkpoint's training CT, an input taken as normalised whose bone and background are far
-    from 30000 / 10000, or a checkpoint that records no training statistics. ``sample``
+    from the ``targets`` (:func:`ct_targets`), or a checkpoint that records no training statistics. ``sample``
     (:func:`read_sample_slices` of ``source``) spares reading and segmenting the slices again:
     the sample region comes from the input's own segmentation (a linear map with a positive
     scale leaves the intensity classes where they are).
@@ -584,18 +611,21 @@ def check_ct_intensities(source, normalisation: dict, training: dict | None, che
              for image, seg in zip(raw, segmentations)]
     stats = ct_statistics(slices, masks)
     notes = []
-    contrast = 30000.0 - 10000.0
+    targets = ct_targets() if targets is None else targets
+    bone, background = targets.ct_bone_mean, targets.ct_background_mean
+    contrast = bone - background
     if normalisation["method"].startswith("none"):
         try:
-            found = volume_scale_from_slices(slices, segmentations=segmentations)
+            found = volume_scale_from_slices(slices, segmentations=segmentations, bone_mean=bone,
+                                             background_mean=background)
         except ValueError:
             found = None
-        if found is None or (abs(found["bone_mean_before"] - 30000.0) > 0.25 * contrast
-                             or abs(found["background_mean_before"] - 10000.0) > 0.25 * contrast):
+        if found is None or (abs(found["bone_mean_before"] - bone) > 0.25 * contrast
+                             or abs(found["background_mean_before"] - background) > 0.25 * contrast):
             seen = ("no bone and background found" if found is None else
                     f"bone {found['bone_mean_before']:.0f}, background {found['background_mean_before']:.0f}")
             notes.append(f"{source.name}: taken as normalised, but the automatic ROIs read {seen} "
-                         "where the model expects 30000 and 10000; drop --ct-normalisation none")
+                         f"where the model expects {bone:.0f} and {background:.0f}; drop --ct-normalisation none")
     if training is None:
         notes.append(f"{checkpoint}: records no training CT statistics; the volume's intensities cannot be "
                      "compared with what the model was trained on")
@@ -790,17 +820,18 @@ def stain_ct_volume(
     contrast_record = {"contrast": contrast}
     if contrast != "normal" and automatic:
         contrast_record.update(check_ct_contrast(source, sample, contrast))
+    targets = ct_targets(profile, info)
     normalisation = choose_ct_normalisation(
         source, method=ct_normalisation, bone_value=ct_bone_value, background_value=ct_background_value,
-        bone_roi=bone_roi, background_roi=background_roi, sample=sample)
+        bone_roi=bone_roi, background_roi=background_roi, sample=sample, targets=targets)
     field_source = source
     if field["fill_value"] is not None:  # outside the circle: the input's background, then no data
         field_source = FieldOfViewVolume(source, field["fill_value"],
-                                         normalisation.get("background_mean_before", 10000.0))
+                                         normalisation.get("background_mean_before", targets.ct_background_mean))
     normalised = (NormalisedVolume(field_source, normalisation["scale"], normalisation["offset"])
                   if "scale" in normalisation else field_source)
     stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), checkpoint,
-                                        sample=sample)
+                                        sample=sample, targets=targets)
     del sample
     notes += check_voxel_size(source, info.get("ct_voxel_um"), checkpoint)
     for note in notes:

@@ -31,30 +31,17 @@ import pandas as pd
 
 from vstain.config import Profile, as_profile, load_profile, resolve_device
 from vstain.distributed import Ranks, barrier, process_group, ranks_from_environment, report_failure
-from vstain.io import sha256_file, write_json
-from vstain.layout import model_dir, split_path, stage_dir
-from vstain.models import architecture
-from vstain.pairs import RegisteredPair, fold_pair_ids, load_fold_pairs, read_profile_split
-from vstain.phantom import ground_truth_pair, load_sample
+from vstain.layout import model_dir, split_path
+from vstain.pairs import RegisteredPair, load_fold_pairs, read_profile_split
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options, non_negative_int, positive_int
-from vstain.stages.dataset import ensure_dataset
-from vstain.stages.register import ensure_registered
-from vstain.train import patch_panels, run_checkpoints, select_checkpoint, train_model, validation_scores
+from vstain.stages.upstream import SOURCES, epochs_for, fold_pairs, ground_truth_pairs, is_trained
+from vstain.train import patch_panels, train_model, validation_scores
 from vstain.vocabulary import MODEL_NAMES, STAINS, check_word
 
-SOURCES = ("registered", "ground_truth")
-
-
-def epochs_for(profile: Profile, stain: str) -> int:
-    """The profile's epochs of a stain: ``he.epochs`` for H&E, else ``training.epochs``.
-
-    Examples
-    --------
-    >>> from vstain.config import load_profile
-    >>> epochs_for(load_profile("smoke"), "he")
-    1
-    """
-    return profile.he.epochs if stain == "he" else profile.training.epochs
+__all__ = ["SOURCES", "TrainingReport", "chapter_models", "check_ranks", "check_split_folds", "configure_parser",
+           "ensure_selected", "ensure_trained", "epochs_for", "fold_pairs", "ground_truth_pairs", "is_trained",
+           "run_cli", "selection_table", "torchrun_command", "train_fold", "training_report"]
 
 
 def check_split_folds(profile: Profile, root: str | Path | None = None, *, split: pd.DataFrame | None = None
@@ -146,61 +133,13 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
                        ranks=ranks, inference=profile.inference)
 
 
-def ground_truth_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue",
-                       root: str | Path | None = None) -> list[RegisteredPair]:
-    """The pairs of one fold and role, registered by the phantom's ground truth.
-
-    What a perfect registration would give (:func:`vstain.phantom.ground_truth_pair`): an
-    upper bound for teaching, and a way to train before the registration stage has run.
-    The dataset is generated first when missing.
-    """
-    profile = as_profile(profile)
-    ensure_dataset(profile)
-    dataset = stage_dir(profile.name, "dataset", root)
-    ids = fold_pair_ids(profile.name, fold, role, stain, root)
-    return [ground_truth_pair(load_sample(dataset / pid)) for pid in ids]
-
-
-def fold_pairs(profile: Profile | str, fold: int, role: str = "train", stain: str = "toluidine_blue", *,
-               source: str = "registered", progress: bool = True, root: str | Path | None = None
-               ) -> list[RegisteredPair]:
-    """The pairs of one fold and role: registered (the pipeline) or the phantom's ground truth.
-
-    ``source="registered"`` runs the idempotent registration stage when needed (only under
-    the default results root: a custom root holds its own registered pairs) and reads
-    ``results/<profile>/registered/``; ``"ground_truth"`` registers by the phantom's
-    ground truth (:func:`ground_truth_pairs`).
-    """
-    profile = as_profile(profile)
-    if source == "registered":
-        if root is None:
-            ensure_registered(profile, stain=stain, progress=progress)
-        return load_fold_pairs(profile.name, fold, role, stain, root)
-    if source == "ground_truth":
-        return ground_truth_pairs(profile, fold, role, stain, root)
-    raise ValueError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
-
-
-def is_trained(profile: Profile | str, model: str, fold: int, stain: str = "toluidine_blue",
-               root: str | Path | None = None) -> bool:
-    """Whether the run folder holds a finished run of the profile's epochs and architecture."""
-    profile = as_profile(profile)
-    out = model_dir(profile.name, model, fold, stain, root)
-    summary = out / "training.json"
-    if not (summary.is_file() and (out / "last.pt").is_file()):
-        return False
-    record = json.loads(summary.read_text())
-    return (record.get("epochs_done", 0) >= epochs_for(profile, stain)
-            and record.get("architecture") == json.loads(json.dumps(architecture(model, profile.training))))
-
-
 def ensure_trained(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
                    source: str = "registered", progress: bool = True, root: str | Path | None = None) -> Path:
     """Train ``model`` on ``fold`` unless a finished run exists; resume an unfinished one.
 
-    ``source="registered"`` trains on the registered pairs (the pipeline; the registration
-    stage runs first when needed); ``"ground_truth"`` on the phantom's ground-truth pairs
-    (:func:`ground_truth_pairs`).
+    ``source="registered"`` trains on the registered pairs (the pipeline; missing ones stop with the
+    command that registers them); ``"ground_truth"`` on the phantom's ground-truth pairs
+    (:func:`vstain.stages.upstream.ground_truth_pairs`).
 
     Returns
     -------
@@ -219,33 +158,17 @@ def ensure_selected(profile: Profile | str, model: str, fold: int = 0, stain: st
                     source: str = "registered", progress: bool = True, root: str | Path | None = None) -> Path:
     """The checkpoint of a finished run that stains downstream, chosen once by the profile's rule.
 
-    Trains first if needed, then applies ``training.checkpoint_selection``
-    (:func:`vstain.train.select_checkpoint`) on the fold's validation pairs and writes
-    ``selection.json`` in the run folder (the rule, the scores of every candidate, the choice);
-    an up-to-date choice is read back. Inference, evaluation, FRC and the 3D stage all stain with it.
+    Trains first if needed (:func:`ensure_trained`), then chooses
+    (:func:`vstain.stages.upstream.selected_checkpoint`: ``training.checkpoint_selection`` on the
+    fold's validation pairs, recorded in ``selection.json``).
 
     Returns
     -------
     Path
         ``last.pt`` or ``best_<component>.pt`` of the run.
     """
-    profile = as_profile(profile)
-    run = ensure_trained(profile, model, fold, stain, source=source, progress=progress, root=root)
-    rule = profile.training.checkpoint_selection
-    candidates = run_checkpoints(run)
-    key = {"rule": rule, "candidates": sorted(candidates), "last_sha256": sha256_file(run / "last.pt"),
-           "patch_size": profile.inference.patch_size, "step": profile.inference.step, "source": source}
-    record_path = run / "selection.json"
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("key") == key:
-            return run / record["file"]
-    pairs = [] if rule == "last" else fold_pairs(profile, fold, "validation", stain, source=source,
-                                                 progress=progress, root=root)
-    chosen, table = select_checkpoint(candidates, pairs, rule, profile.inference.patch_size, profile.inference.step)
-    write_json(record_path, {"key": key, "chosen": chosen, "file": candidates[chosen].name,
-                             "validation_pairs": [p.pair_id for p in pairs], "scores": table.to_dict("records")})
-    return candidates[chosen]
+    ensure_trained(profile, model, fold, stain, source=source, progress=progress, root=root)
+    return upstream.selected_checkpoint(profile, model, fold, stain, source=source, progress=progress, root=root)
 
 
 def selection_table(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
@@ -254,7 +177,7 @@ def selection_table(profile: Profile | str, model: str, fold: int = 0, stain: st
     profile = as_profile(profile)
     path = model_dir(profile.name, model, fold, stain, root) / "selection.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint selection yet (run vstain infer or ensure_selected)")
+        raise FileNotFoundError(f"{path}: no checkpoint selection yet (run vstain infer, which chooses it)")
     record = json.loads(path.read_text())
     return record["chosen"], pd.DataFrame(record["scores"])
 

@@ -4,7 +4,7 @@ The science is :mod:`vstain.uncertainty`. This stage takes a profile's ``uncerta
 
 1. the ensemble: ``uncertainty.model`` on each of ``uncertainty.folds`` (a fold of
    ``training.folds``, or any fold when ``member_epochs`` is 0, is its own run with its chosen
-   checkpoint, :func:`vstain.stages.train.ensure_selected`; other folds are trained here for
+   checkpoint, :func:`vstain.stages.upstream.selected_checkpoint`; other folds are trained here for
    ``member_epochs`` epochs into ``results/<profile>/uncertainty/members/``, last checkpoint);
 2. every toluidine-blue validation pair of the first fold and every test pair, registered by the
    phantom's ground truth, is stained by every member under the 8 flips / quarter turns with the
@@ -15,7 +15,7 @@ The science is :mod:`vstain.uncertainty`. This stage takes a profile's ``uncerta
    single-source maps with weights chosen on the validation slides
    (:func:`vstain.uncertainty.choose_mix`). The mean stains are scored as stains of their own
    (Table 1's SSIM / PSNR, and their own maps against their own error) in ``stains.csv``;
-3. the first test pair's CT volume (as the 3D stage) is stained with its single stain and the
+3. the 3D stage's sample (:func:`vstain.stages.upstream.volume_sample`) is stained with its single stain and the
    ``uncertainty.volume_source`` map around it, streaming
    (:func:`vstain.uncertainty.stain_volume_uncertainty`), and compared with the true stained
    volume brought into the normalised sections' colours (:func:`normalised_true_volume`).
@@ -53,17 +53,16 @@ from tqdm import tqdm
 
 from vstain.config import Profile, as_profile, resolve_device
 from vstain.infer import ct_network_channels_last, generator_channels
-from vstain.io import provenance, read_tiff, write_csv, write_json, write_tiff
+from vstain.io import is_current, provenance, read_tiff, write_csv, write_json, write_tiff
 from vstain.layout import stage_dir
 from vstain.metrics import patch_metrics
 from vstain.models.checkpoint import load_generator
-from vstain.normalise import normalise_histology
+from vstain.normalise import normalise_ct_volume, normalise_histology
 from vstain.pairs import split_roles
 from vstain.phantom import LABELS, ground_truth_labels, ground_truth_pair, load_sample, stain_labels
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options
-from vstain.stages.dataset import ensure_dataset
-from vstain.stages.train import ensure_selected, fold_pairs, train_fold
-from vstain.stages.volume import normalised_ct_volume
+from vstain.stages.train import train_fold
 from vstain.uncertainty import (
     DIHEDRAL,
     SOURCES,
@@ -121,14 +120,14 @@ def ensemble_members(profile: Profile, *, progress: bool = True) -> tuple[list[P
     for fold in cfg.folds:
         own_run = fold in profile.training.folds or cfg.member_epochs == 0
         if own_run:
-            checkpoint = ensure_selected(profile, cfg.model, fold, progress=progress)
+            checkpoint = upstream.selected_checkpoint(profile, cfg.model, fold, progress=progress)
             run = checkpoint.parent
         else:
             run = uncertainty_dir(profile.name) / "members" / cfg.model / f"fold{fold}"
             record = run / "training.json"
             finished = record.is_file() and json.loads(record.read_text()).get("epochs_done", 0) >= cfg.member_epochs
             if not finished:
-                pairs = fold_pairs(profile, fold, "train", progress=progress)
+                pairs = upstream.fold_pairs(profile, fold, "train", progress=progress)
                 train_fold(profile, cfg.model, fold, epochs=cfg.member_epochs, pairs=pairs, out_dir=run,
                            progress=progress)
             checkpoint = run / "last.pt"
@@ -254,9 +253,9 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
                 "evaluation": profile.to_dict()["evaluation"], "sigma_voxels": profile.volume.sigma_voxels,
                 "normalisation": profile.to_dict()["normalisation"],
                 "checkpoint_selection": profile.training.checkpoint_selection, "tables_version": TABLES_VERSION}
-    if not force and done.is_file() and json.loads(done.read_text()).get("settings") == settings:
+    if not force and is_current(done, settings):
         return done
-    ensure_dataset(profile)
+    dataset = upstream.dataset_folder(profile)
     device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
     checkpoints, members_table = ensemble_members(profile, progress=progress)
     loaded = [load_generator(c, direction="ct_to_histology") for c in checkpoints]
@@ -264,7 +263,6 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
     infos = [info for _, info in loaded]
     meta = provenance(profile, model=cfg.model, folds=list(cfg.folds))
 
-    dataset = stage_dir(profile.name, "dataset")
     roles = split_roles(profile.name, cfg.folds[0])
     member_roles = {fold: split_roles(profile.name, fold) for fold in cfg.folds}
     chosen = [(pid, role) for role in ("validation", "test") for pid, r in sorted(roles.items()) if r == role]
@@ -379,13 +377,11 @@ def _measure_volume(profile: Profile, members: list, infos: list[dict], out: Pat
     that a colour offset between the stain model and the normalised sections is not counted as
     the model's error; the error against the raw stain model is kept beside it.
     """
-    cfg, inf = profile.uncertainty, profile.inference
-    roles = split_roles(profile.name, profile.volume.fold)
-    candidates = [pid for pid, role in sorted(roles.items()) if role == "test"] or sorted(roles)
-    dataset = stage_dir(profile.name, "dataset")
-    samples = [load_sample(dataset / pid) for pid in candidates]
-    sample = ([s for s in samples if s.stain == "toluidine_blue"] or samples)[0]
-    ct, _ = normalised_ct_volume(sample.ct_volume, sample.labels_volume, profile, sample.pair_id)
+    cfg, inf, n = profile.uncertainty, profile.inference, profile.normalisation
+    sample = upstream.volume_sample(profile, profile.volume.fold)  # the 3D stage's own sample
+    ct, _ = normalise_ct_volume(sample.ct_volume, sample.labels_volume, LABELS["dense_bone"], LABELS["background"],
+                                bone_mean=n.ct_bone_mean, background_mean=n.ct_background_mean,
+                                pair_id=sample.pair_id)
     voxel = (sample.ct_voxel_um,) * 3
     tta = cfg.tta and cfg.volume_source in ("tta", "combined")
     chosen = members if cfg.volume_source in ("ensemble", "combined") else members[:1]

@@ -16,22 +16,18 @@ Examples
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from vstain.config import Profile, as_profile, resolve_device
-from vstain.io import provenance, read_tiff, write_csv, write_json, write_png, write_tiff
-from vstain.layout import stage_dir, volume_dir
-from vstain.normalise import normalise_ct
-from vstain.pairs import split_roles
-from vstain.phantom import LABELS, load_sample, stain_labels
+from vstain.io import is_current, provenance, read_tiff, write_csv, write_json, write_png, write_tiff
+from vstain.layout import volume_dir
+from vstain.normalise import normalise_ct_volume
+from vstain.phantom import LABELS, stain_labels
+from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options
-from vstain.stages.dataset import ensure_dataset
-from vstain.stages.stain import load_forward_stainer
-from vstain.stages.train import ensure_selected
 from vstain.volume import RenderingUnavailable, compare_volumes, render_rgba, stain_volume, stripe_score
 from vstain.volume_io import ArrayVolume
 
@@ -53,11 +49,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def normalised_ct_volume(ct_volume: np.ndarray, labels_volume: np.ndarray, profile: Profile, pair_id: str = "?"
                          ) -> tuple[np.ndarray, dict]:
-    """The CT volume scaled like the training slices (paper 2.5): bone 30000, background 10000.
+    """The phantom's CT volume scaled like the training slices (paper 2.5, the profile's ``normalisation``).
 
-    One scan has one gain and offset, so the linear map is fitted once, by
-    :func:`vstain.normalise.normalise_ct` on the middle slice with the phantom's true
-    dense-bone and background labels as ROIs, and applied to the whole volume (float32).
+    The fit is :func:`vstain.normalise.normalise_ct_volume` (one map from the middle slice), with the
+    phantom's true dense-bone and background labels as the ROIs.
 
     Parameters
     ----------
@@ -75,23 +70,19 @@ def normalised_ct_volume(ct_volume: np.ndarray, labels_volume: np.ndarray, profi
     stats : dict
         :func:`vstain.normalise.normalise_ct`'s record (``scale``, ``offset``, ...).
     """
-    middle = ct_volume.shape[0] // 2
-    _, stats = normalise_ct(ct_volume[middle], labels_volume[middle] == LABELS["dense_bone"],
-                            labels_volume[middle] == LABELS["background"],
-                            bone_mean=profile.normalisation.ct_bone_mean,
-                            background_mean=profile.normalisation.ct_background_mean, pair_id=pair_id)
-    scaled = np.clip(stats["scale"] * ct_volume.astype(np.float64) + stats["offset"], 0, 65535).astype(np.float32)
-    return scaled, stats
+    n = profile.normalisation
+    return normalise_ct_volume(ct_volume, labels_volume, LABELS["dense_bone"], LABELS["background"],
+                               bone_mean=n.ct_bone_mean, background_mean=n.ct_background_mean, pair_id=pair_id)
 
 
 def stain_phantom_volume(profile: Profile | str | Path, *, force: bool = False, progress: bool = True) -> Path:
     """Stage driver: stain a phantom CT volume along Z and fused along Z, Y, X; compare with the truth.
 
     The sample is the first toluidine-blue test pair of ``profile.volume.fold`` (never
-    seen in training); its CT volume is normalised like the training data
-    (:func:`normalised_ct_volume`) and stained with the forward generator of
-    ``profile.volume.model`` (its selected checkpoint, trained and chosen on demand by
-    :func:`vstain.stages.train.ensure_selected`).
+    seen in training; :func:`vstain.stages.upstream.volume_sample`); its CT volume is normalised
+    like the training data (:func:`normalised_ct_volume`) and stained with the forward generator of
+    ``profile.volume.model`` (its selected checkpoint, :func:`vstain.stages.upstream.selected_checkpoint`;
+    an untrained model stops with the command that trains it).
     The true stained volume is the phantom's stain model applied to the label volume.
     Writes into ``results/<profile>/volume/``: ``ct.tif`` (normalised input),
     ``stained_z.tif``, ``stained_zyx.tif``, ``truth.tif``, ``metrics.csv`` (per variant:
@@ -124,15 +115,9 @@ def stain_phantom_volume(profile: Profile | str | Path, *, force: bool = False, 
                 "patch_size": profile.inference.patch_size, "step": profile.inference.step,
                 "blend": profile.inference.blend, "checkpoint_selection": profile.training.checkpoint_selection,
                 "metrics_version": METRICS_VERSION}
-    if not force and done.is_file() and json.loads(done.read_text()).get("settings") == settings:
+    if not force and is_current(done, settings):
         return done
-    ensure_dataset(profile)
-    dataset = stage_dir(profile.name, "dataset")
-    roles = split_roles(profile.name, cfg.fold)
-    candidates = [pid for pid, role in roles.items() if role == "test"] or sorted(roles)
-    samples = [load_sample(dataset / pid) for pid in candidates]
-    samples = [s for s in samples if s.stain == "toluidine_blue"] or samples
-    sample = samples[0]
+    sample = upstream.volume_sample(profile, cfg.fold)
     ct, stats = normalised_ct_volume(sample.ct_volume, sample.labels_volume, profile, sample.pair_id)
     voxel = (sample.ct_voxel_um,) * 3
     meta = provenance(profile, pair_id=sample.pair_id, model=cfg.model, fold=cfg.fold)
@@ -141,9 +126,9 @@ def stain_phantom_volume(profile: Profile | str | Path, *, force: bool = False, 
                          np.random.default_rng(profile.seed))
     write_tiff(out / "truth.tif", truth, voxel, metadata=meta)
 
-    checkpoint = ensure_selected(profile, cfg.model, cfg.fold, progress=progress)
+    checkpoint = upstream.selected_checkpoint(profile, cfg.model, cfg.fold, progress=progress)
     device = resolve_device(profile.device, source=f"profile {profile.name}: field device")
-    stainer, info = load_forward_stainer(checkpoint, device=device, patch_size=profile.inference.patch_size,
+    stainer, info = upstream.forward_stainer(checkpoint, device=device, patch_size=profile.inference.patch_size,
                                          step=profile.inference.step, batch_size=profile.inference.batch_size,
                                          blend=profile.inference.blend, profile=profile)
     source = ArrayVolume(ct, voxel, name=f"{sample.pair_id} ct")
