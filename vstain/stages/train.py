@@ -40,9 +40,9 @@ from vstain.stages.arguments import add_stage_options, non_negative_int, positiv
 from vstain.stages.dataset import ensure_dataset
 from vstain.stages.register import ensure_registered
 from vstain.train import patch_panels, run_checkpoints, select_checkpoint, train_model, validation_scores
-from vstain.vocabulary import MODEL_NAMES, STAINS, check_word
+from vstain.vocabulary import MODEL_NAMES, PAIR_SOURCES, STAINS, check_word
 
-SOURCES = ("registered", "ground_truth")
+SOURCES = PAIR_SOURCES
 
 
 def epochs_for(profile: Profile, stain: str) -> int:
