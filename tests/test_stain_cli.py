@@ -397,6 +397,14 @@ def _diverged_checkpoint(tmp_path):
     return ["--checkpoint", tmp_path / "diverged.pt"], "diverged.pt"
 
 
+def _nan_circle_with_a_nan_inside(tmp_path):
+    """NaN outside the reconstruction circle (the fill, left out) and one NaN voxel inside it (data: refused)."""
+    padded, _ = _padded((20000 + 30000 * structured_ct((4, 20, 24))).astype(np.float32), fill=np.nan)
+    padded[:, 10, 12] = np.nan
+    write_tiff(tmp_path / "holed.tif", padded, (4.0, 2.0, 2.0))
+    return ["--input", tmp_path / "holed.tif"], "holed.tif"
+
+
 def _constant_stack(tmp_path, *extra):
     write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
     return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
@@ -433,6 +441,8 @@ BAD_STAIN_INPUTS = {
     "stack cut between pages": (_stack_cut_between_pages, "truncated: page 21 should start at byte"),
     "folder with a truncated slice": (_folder_with_a_truncated_slice, "truncated: the pixels of page 1"),
     "folder with a corrupt slice": (_folder_with_a_corrupt_slice, "cannot be read, the file is damaged"),
+    "NaN inside the circle of a NaN fill": (_nan_circle_with_a_nan_inside,
+                                            "non-finite voxels (NaN or infinite) inside the field of view"),
     "--ct-fill-value covering every voxel": (lambda p: _constant_stack(p, "--ct-fill-value", "0"),
                                              "--ct-fill-value 0 covers every sampled voxel"),
 }
@@ -665,6 +675,36 @@ def test_zeros_outside_the_reconstruction_circle_are_left_out_of_the_normalisati
     ignored_image, ignored = results["ignored"]
     assert ignored["ct_normalisation"]["background_mean_before"] == 0
     assert np.abs(ignored_image - results["plain"][0])[:, ~outside].mean() > 3 * inside
+
+
+def test_nan_outside_the_reconstruction_circle_is_found_and_left_out_as_zeros_are(tmp_path, capsys):
+    plain = (20000 + 30000 * structured_ct((6, 40, 48))).astype(np.float32)
+    padded, outside = _padded(plain, fill=np.nan)
+    write_tiff(tmp_path / "plain.tif", plain, (4.0, 2.0, 2.0))
+    write_tiff(tmp_path / "padded.tif", padded, (4.0, 2.0, 2.0))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    results = {}
+    for name in ("plain", "padded"):
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / f"{name}.tif", "--output",
+                         tmp_path / f"out_{name}.tif", "--step", "8"], capsys)
+        assert code == 0, err
+        image, _, meta = read_tiff(tmp_path / f"out_{name}.tif")
+        results[name] = image.astype(int), meta
+    image, meta = results["padded"]
+    assert meta["field_of_view"]["method"] == "found" and meta["field_of_view"]["fill_value"] == "NaN"
+    assert meta["field_of_view"]["outside_fraction"] == pytest.approx(outside.mean(), abs=0.01)
+    plain_map, found = results["plain"][1]["ct_normalisation"], meta["ct_normalisation"]
+    assert found["background_mean_before"] == pytest.approx(plain_map["background_mean_before"], rel=0.01)
+    assert found["scale"] == pytest.approx(plain_map["scale"], rel=0.02)
+    assert found["warnings"] == plain_map["warnings"]
+    assert (image[:, outside] == 0).all()  # outside: defined, black (no data), as for a fill of zeros
+    assert np.abs(image - results["plain"][0])[:, ~outside].mean() < 1.5  # inside: the unpadded volume's stain
+    # told there is no fill, or another one, the NaN are data: refused, and the way to find them said
+    for extra in (["--ct-fill-value", "none"], ["--ct-fill-value", "0"]):
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "padded.tif", "--output", tmp_path / "o.tif",
+                         "--step", "8", *extra], capsys)
+        assert code == 2 and "padded.tif: slice" in err and "non-finite voxels" in err, err
+        assert "found with --ct-fill-value auto" in err and not (tmp_path / "o.tif").exists()
 
 
 def test_an_inverted_ct_stains_as_the_normal_one_with_ct_contrast_inverted(tmp_path, capsys):
