@@ -320,6 +320,17 @@ def _stack_cut_between_pages(tmp_path):
     return ["--input", tmp_path / "cut.tif", "--voxel-size", "4", "2", "2"], "cut.tif"
 
 
+def _one_header_stack_cut_short(tmp_path):
+    """ImageJ's stack beyond 4 GB (one page header, the slices one after another) copied up to slice 20 of 24."""
+    volume = np.rint(1000 * structured_ct((24, 20, 24))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "whole.tif", volume, imagej=True, truncate=True, byteorder=">",
+                     resolution=(0.5, 0.5), metadata={"spacing": 4.0, "unit": "um", "axes": "ZYX"})
+    with tifffile.TiffFile(tmp_path / "whole.tif") as tif:
+        end = tif.pages.first.dataoffsets[0] + 20 * tif.pages.first.nbytes
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "whole.tif").read_bytes()[:end])
+    return ["--input", tmp_path / "cut.tif"], "cut.tif"
+
+
 def _folder_with_a_truncated_slice(tmp_path):
     (tmp_path / "slices").mkdir()
     for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
@@ -439,6 +450,8 @@ BAD_STAIN_INPUTS = {
                                               "drop --ct-contrast inverted"),
     "truncated stack (interrupted copy)": (_truncated_stack, "truncated: page 2 should start at byte"),
     "stack cut between pages": (_stack_cut_between_pages, "truncated: page 21 should start at byte"),
+    "one-header ImageJ stack cut short": (_one_header_stack_cut_short,
+                                          "truncated: its header says 24 slices stored one after another"),
     "folder with a truncated slice": (_folder_with_a_truncated_slice, "truncated: the pixels of page 1"),
     "folder with a corrupt slice": (_folder_with_a_corrupt_slice, "cannot be read, the file is damaged"),
     "NaN inside the circle of a NaN fill": (_nan_circle_with_a_nan_inside,
@@ -705,6 +718,23 @@ def test_nan_outside_the_reconstruction_circle_is_found_and_left_out_as_zeros_ar
                          "--step", "8", *extra], capsys)
         assert code == 2 and "padded.tif: slice" in err and "non-finite voxels" in err, err
         assert "found with --ct-fill-value auto" in err and not (tmp_path / "o.tif").exists()
+
+
+def test_an_imagej_stack_saved_beyond_4_gb_stains_as_the_page_per_slice_stack(tmp_path, ct_stack, capsys):
+    """ImageJ's layout beyond 4 GB (one page header, ``images=N``, the slices one after another), small."""
+    volume, _, _ = read_tiff(ct_stack)
+    tifffile.imwrite(tmp_path / "big.tif", volume, imagej=True, truncate=True, byteorder=">",
+                     resolution=(0.5, 0.5), metadata={"spacing": 4.0, "unit": "um", "axes": "ZYX"})
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    images = {}
+    for name, path in (("pages", ct_stack), ("one header", tmp_path / "big.tif")):
+        out = tmp_path / f"{name}.tif"
+        code, err = run(["--checkpoint", ckpt, "--input", path, "--output", out, "--step", "8"], capsys)
+        assert code == 0 and "truncated" not in err, err
+        images[name], voxel, _ = read_tiff(out)
+        assert voxel == pytest.approx((4.0, 2.0, 2.0)), name
+    assert images["one header"].shape[0] == volume.shape[0]
+    np.testing.assert_array_equal(images["one header"], images["pages"])
 
 
 def test_an_inverted_ct_stains_as_the_normal_one_with_ct_contrast_inverted(tmp_path, capsys):
