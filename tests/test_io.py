@@ -166,6 +166,56 @@ def test_a_stack_cut_exactly_between_pages_is_truncated_not_shorter(tmp_path):
             open_tiff(cut)
 
 
+def _one_header_stack(path, volume, byteorder=">"):
+    """``volume`` as ImageJ saves a stack beyond 4 GB: one page header (``images=N``), the slices one after another."""
+    import tifffile
+
+    tifffile.imwrite(path, volume, imagej=True, truncate=True, byteorder=byteorder, resolution=(0.5, 0.5),
+                     metadata={"spacing": 4.0, "unit": "um", "axes": "ZYX"})
+
+
+def test_an_imagej_stack_with_one_header_and_contiguous_slices_is_whole(tmp_path):
+    import struct
+
+    from vstain.io import open_tiff, tiff_truncation
+
+    volume = np.random.default_rng(0).integers(0, 60000, (12, 24, 20)).astype(np.uint16)
+    _one_header_stack(tmp_path / "big.tif", volume)
+    data = (tmp_path / "big.tif").read_bytes()
+    # the layout, read from the bytes: big-endian, one IFD that points to no next one, the slices in a row
+    assert data[:4] == b"MM\x00\x2a"
+    (ifd,) = struct.unpack(">I", data[4:8])
+    (entries,) = struct.unpack(">H", data[ifd:ifd + 2])
+    assert struct.unpack(">I", data[ifd + 2 + 12 * entries:ifd + 6 + 12 * entries]) == (0,)
+    with open_tiff(tmp_path / "big.tif") as tif:
+        assert len(tif.pages) == 1 and "images=12" in tif.pages.first.description
+        start = tif.pages.first.dataoffsets[0]
+        assert tiff_truncation(tif) is None
+    np.testing.assert_array_equal(np.frombuffer(data[start:start + volume.nbytes], ">u2").reshape(volume.shape),
+                                  volume)
+    assert len(data) == start + volume.nbytes
+
+
+@pytest.mark.parametrize("complete,extra", [(11, 100), (5, 0), (0, 300)])
+def test_an_imagej_stack_with_one_header_cut_short_is_truncated(tmp_path, complete, extra):
+    import tifffile
+
+    from vstain.io import open_tiff
+
+    volume = np.random.default_rng(0).integers(0, 60000, (12, 24, 20)).astype(np.uint16)
+    _one_header_stack(tmp_path / "big.tif", volume)
+    with tifffile.TiffFile(tmp_path / "big.tif") as tif:
+        start, plane = tif.pages.first.dataoffsets[0], tif.pages.first.nbytes
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes((tmp_path / "big.tif").read_bytes()[:start + complete * plane + extra])
+    words = (rf"cut.tif: truncated: its header says 12 slices stored one after another after page 1 \(ImageJ's "
+             rf"layout beyond 4 GB\), to byte {start + 12 * plane}, but the file ends at byte "
+             rf"{start + complete * plane + extra} \({complete} complete\)" if complete else
+             rf"cut.tif: truncated: the pixels of page 1 run to byte {start + plane}")
+    with pytest.raises(ValueError, match=words):
+        open_tiff(cut)
+
+
 # --------------------------------------------------------------------------- two runs, one output
 
 

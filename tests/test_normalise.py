@@ -165,6 +165,47 @@ def test_the_fill_is_left_out_of_the_volume_normalisation():
         segment_ct_slices(slices, valid[:2])
 
 
+def test_nan_outside_the_reconstruction_circle_is_the_fill_and_is_left_out_like_zeros():
+    from vstain.normalise import (FieldOfViewVolume, ct_outside_field_of_view, find_ct_fill_value,
+                                  segment_ct_slices, volume_scale_from_slices)
+    from vstain.volume_io import ArrayVolume
+
+    slices = [_scan(fill=np.nan, seed=seed)[0] for seed in range(3)]
+    outside = _scan(fill=np.nan)[1]
+    assert np.isnan(find_ct_fill_value(slices))
+    found = ct_outside_field_of_view(slices[0], np.nan)
+    np.testing.assert_array_equal(found, outside)
+    # a NaN inside the circle is not connected to the border: it is not the fill (the caller refuses it)
+    holed = slices[0].copy()
+    holed[24, 28] = np.nan
+    assert not ct_outside_field_of_view(holed, np.nan)[24, 28]
+    # the normalisation from the slices' field of view is that of the scan without a circle
+    valid = [~ct_outside_field_of_view(image, np.nan) for image in slices]
+    segmentations = segment_ct_slices(slices, valid)
+    assert all((seg["classes"][~inside] == -1).all() for seg, inside in zip(segmentations, valid))
+    truth = volume_scale_from_slices([_scan(fill=None, seed=seed)[0] for seed in range(3)])
+    scale = volume_scale_from_slices(slices, segmentations=segmentations)
+    assert scale["background_mean_before"] == pytest.approx(1500, abs=60)
+    assert scale["scale"] == pytest.approx(truth["scale"], rel=0.03) and np.isfinite(scale["offset"])
+    # the generator reads the background there: no NaN reaches the stain
+    volume = FieldOfViewVolume(ArrayVolume(np.stack(slices).astype(np.float32), (1, 1, 1)), np.nan, 1500.0)
+    mapped = volume.read_slice(1)
+    assert np.isfinite(mapped).all() and (mapped[outside] == 1500.0).all()
+    np.testing.assert_array_equal(volume.outside(2), outside)
+
+
+def test_a_nan_fill_is_weighed_against_numeric_fills_by_the_slices_that_show_it():
+    from vstain.normalise import find_ct_fill_value
+
+    nan_slice, zero_slice = _scan(fill=np.nan)[0], _scan()[0]
+    assert np.isnan(find_ct_fill_value([nan_slice, nan_slice, zero_slice]))
+    assert find_ct_fill_value([zero_slice, _scan(seed=1)[0], nan_slice]) == 0.0
+    assert np.isnan(find_ct_fill_value([np.full((48, 56), np.nan)]))  # the blank end of a scan: all fill
+    few = _scan(fill=None)[0]
+    few[0, :3] = np.nan  # a few NaN pixels on the border: not a circle's fill
+    assert find_ct_fill_value([few]) is None
+
+
 def test_a_field_of_view_volume_reads_background_outside_and_remembers_the_masks():
     from vstain.normalise import FieldOfViewVolume
     from vstain.volume_io import ArrayVolume

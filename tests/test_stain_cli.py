@@ -324,6 +324,17 @@ def _stack_cut_between_pages(tmp_path):
     return ["--input", tmp_path / "cut.tif", "--voxel-size", "4", "2", "2"], "cut.tif"
 
 
+def _one_header_stack_cut_short(tmp_path):
+    """ImageJ's stack beyond 4 GB (one page header, the slices one after another) copied up to slice 20 of 24."""
+    volume = np.rint(1000 * structured_ct((24, 20, 24))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "whole.tif", volume, imagej=True, truncate=True, byteorder=">",
+                     resolution=(0.5, 0.5), metadata={"spacing": 4.0, "unit": "um", "axes": "ZYX"})
+    with tifffile.TiffFile(tmp_path / "whole.tif") as tif:
+        end = tif.pages.first.dataoffsets[0] + 20 * tif.pages.first.nbytes
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "whole.tif").read_bytes()[:end])
+    return ["--input", tmp_path / "cut.tif"], "cut.tif"
+
+
 def _folder_with_a_truncated_slice(tmp_path):
     (tmp_path / "slices").mkdir()
     for z, image in enumerate(np.rint(1000 * structured_ct((6, 20, 24))).astype(np.uint16)):
@@ -401,6 +412,14 @@ def _diverged_checkpoint(tmp_path):
     return ["--checkpoint", tmp_path / "diverged.pt"], "diverged.pt"
 
 
+def _nan_circle_with_a_nan_inside(tmp_path):
+    """NaN outside the reconstruction circle (the fill, left out) and one NaN voxel inside it (data: refused)."""
+    padded, _ = _padded((20000 + 30000 * structured_ct((4, 20, 24))).astype(np.float32), fill=np.nan)
+    padded[:, 10, 12] = np.nan
+    write_tiff(tmp_path / "holed.tif", padded, (4.0, 2.0, 2.0))
+    return ["--input", tmp_path / "holed.tif"], "holed.tif"
+
+
 def _constant_stack(tmp_path, *extra):
     write_tiff(tmp_path / "blank.tif", np.zeros((4, 20, 24), np.uint16), (4.0, 2.0, 2.0))
     return ["--input", tmp_path / "blank.tif", *extra], "blank.tif"
@@ -435,8 +454,12 @@ BAD_STAIN_INPUTS = {
                                               "drop --ct-contrast inverted"),
     "truncated stack (interrupted copy)": (_truncated_stack, "truncated: page 2 should start at byte"),
     "stack cut between pages": (_stack_cut_between_pages, "truncated: page 21 should start at byte"),
+    "one-header ImageJ stack cut short": (_one_header_stack_cut_short,
+                                          "truncated: its header says 24 slices stored one after another"),
     "folder with a truncated slice": (_folder_with_a_truncated_slice, "truncated: the pixels of page 1"),
     "folder with a corrupt slice": (_folder_with_a_corrupt_slice, "cannot be read, the file is damaged"),
+    "NaN inside the circle of a NaN fill": (_nan_circle_with_a_nan_inside,
+                                            "non-finite voxels (NaN or infinite) inside the field of view"),
     "--ct-fill-value covering every voxel": (lambda p: _constant_stack(p, "--ct-fill-value", "0"),
                                              "--ct-fill-value 0 covers every sampled voxel"),
 }
@@ -695,6 +718,53 @@ def test_zeros_outside_the_reconstruction_circle_are_left_out_of_the_normalisati
     ignored_image, ignored = results["ignored"]
     assert ignored["ct_normalisation"]["background_mean_before"] == 0
     assert np.abs(ignored_image - results["plain"][0])[:, ~outside].mean() > 3 * inside
+
+
+def test_nan_outside_the_reconstruction_circle_is_found_and_left_out_as_zeros_are(tmp_path, capsys):
+    plain = (20000 + 30000 * structured_ct((6, 40, 48))).astype(np.float32)
+    padded, outside = _padded(plain, fill=np.nan)
+    write_tiff(tmp_path / "plain.tif", plain, (4.0, 2.0, 2.0))
+    write_tiff(tmp_path / "padded.tif", padded, (4.0, 2.0, 2.0))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    results = {}
+    for name in ("plain", "padded"):
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / f"{name}.tif", "--output",
+                         tmp_path / f"out_{name}.tif", "--step", "8"], capsys)
+        assert code == 0, err
+        image, _, meta = read_tiff(tmp_path / f"out_{name}.tif")
+        results[name] = image.astype(int), meta
+    image, meta = results["padded"]
+    assert meta["field_of_view"]["method"] == "found" and meta["field_of_view"]["fill_value"] == "NaN"
+    assert meta["field_of_view"]["outside_fraction"] == pytest.approx(outside.mean(), abs=0.01)
+    plain_map, found = results["plain"][1]["ct_normalisation"], meta["ct_normalisation"]
+    assert found["background_mean_before"] == pytest.approx(plain_map["background_mean_before"], rel=0.01)
+    assert found["scale"] == pytest.approx(plain_map["scale"], rel=0.02)
+    assert found["warnings"] == plain_map["warnings"]
+    assert (image[:, outside] == 0).all()  # outside: defined, black (no data), as for a fill of zeros
+    assert np.abs(image - results["plain"][0])[:, ~outside].mean() < 1.5  # inside: the unpadded volume's stain
+    # told there is no fill, or another one, the NaN are data: refused, and the way to find them said
+    for extra in (["--ct-fill-value", "none"], ["--ct-fill-value", "0"]):
+        code, err = run(["--checkpoint", ckpt, "--input", tmp_path / "padded.tif", "--output", tmp_path / "o.tif",
+                         "--step", "8", *extra], capsys)
+        assert code == 2 and "padded.tif: slice" in err and "non-finite voxels" in err, err
+        assert "found with --ct-fill-value auto" in err and not (tmp_path / "o.tif").exists()
+
+
+def test_an_imagej_stack_saved_beyond_4_gb_stains_as_the_page_per_slice_stack(tmp_path, ct_stack, capsys):
+    """ImageJ's layout beyond 4 GB (one page header, ``images=N``, the slices one after another), small."""
+    volume, _, _ = read_tiff(ct_stack)
+    tifffile.imwrite(tmp_path / "big.tif", volume, imagej=True, truncate=True, byteorder=">",
+                     resolution=(0.5, 0.5), metadata={"spacing": 4.0, "unit": "um", "axes": "ZYX"})
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    images = {}
+    for name, path in (("pages", ct_stack), ("one header", tmp_path / "big.tif")):
+        out = tmp_path / f"{name}.tif"
+        code, err = run(["--checkpoint", ckpt, "--input", path, "--output", out, "--step", "8"], capsys)
+        assert code == 0 and "truncated" not in err, err
+        images[name], voxel, _ = read_tiff(out)
+        assert voxel == pytest.approx((4.0, 2.0, 2.0)), name
+    assert images["one header"].shape[0] == volume.shape[0]
+    np.testing.assert_array_equal(images["one header"], images["pages"])
 
 
 def test_an_inverted_ct_stains_as_the_normal_one_with_ct_contrast_inverted(tmp_path, capsys):

@@ -290,6 +290,42 @@ def test_stack_without_voxel_size_says_how_to_give_it(tmp_path):
     assert vio.open_volume(tmp_path / "bare.tif", (1, 2, 2)).voxel_size_um == (1.0, 2.0, 2.0)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_an_imagej_stack_with_one_header_is_read_slice_by_slice(tmp_path, dtype, byteorder):
+    """ImageJ beyond 4 GB: one page header, ``images=N``, the slices one after another; read at their offsets."""
+    volume = np.random.default_rng(0).integers(0, 250, (9, 10, 14)).astype(dtype)
+    tifffile.imwrite(tmp_path / "big.tif", volume, imagej=True, truncate=True, byteorder=byteorder,
+                     resolution=(0.5, 0.5), metadata={"spacing": 4.0, "unit": "um", "axes": "ZYX"})
+    with tifffile.TiffFile(tmp_path / "big.tif") as tif:
+        assert len(tif.pages) == 1  # the layout the test is about
+    source = vio.open_volume(tmp_path / "big.tif")
+    try:
+        assert source.shape == (9, 10, 14) and source.voxel_size_um == (4.0, 2.0, 2.0)
+        for z in (8, 0, 4):  # any order: each slice at its own offset
+            image = source.read_slice(z)
+            assert image.dtype == np.float32
+            np.testing.assert_array_equal(image, volume[z].astype(np.float32))
+    finally:
+        source.close()
+
+
+def test_only_imagejs_one_header_layout_is_read_at_computed_offsets(tmp_path):
+    volume = np.arange(9 * 10 * 14, dtype=np.uint16).reshape(9, 10, 14)
+    tifffile.imwrite(tmp_path / "big.tif", volume, imagej=True, truncate=True, metadata={"axes": "ZYX"})
+    write_tiff(tmp_path / "pages.tif", volume, 4.0)  # one page per slice: read page by page
+    data = (tmp_path / "big.tif").read_bytes()
+    (tmp_path / "short.tif").write_bytes(data[:-1])  # one byte short of the last slice
+    with tifffile.TiffFile(tmp_path / "big.tif") as tif:
+        offset, dtype = vio.contiguous_imagej_stack(tif, (9, 10, 14))
+        assert offset == tif.pages.first.dataoffsets[0] and dtype == np.dtype("<u2")
+        assert vio.contiguous_imagej_stack(tif, (8, 10, 14)) is None  # not the header's count
+        assert vio.contiguous_imagej_stack(tif, (9, 10, 15)) is None  # not the page's shape
+    for name in ("pages.tif", "short.tif"):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert vio.contiguous_imagej_stack(tif, (9, 10, 14)) is None, name
+
+
 def _write_slices(folder, numbers, shape=(6, 7), dtype=np.uint16, **kwargs):
     folder.mkdir(exist_ok=True)
     for n in numbers:

@@ -547,7 +547,8 @@ def tiff_truncation(tif: tifffile.TiffFile) -> str | None:
     A copy interrupted part way leaves a file whose chain of pages (IFDs) points past its end,
     whose pages' pixel data or tag values (the OME-XML, the resolution) run past it, or that holds
     fewer pages than its own header (the ImageJ ``images=``, tifffile's ``shape``, one-file
-    OME-XML ``TiffData``) says. Read as it is, such a stack is a shorter volume, "a 2D image" or a
+    OME-XML ``TiffData``) says; an ImageJ stack saved beyond 4 GB (one page header, the slices
+    following each other) is whole when the file holds all their bytes. Read as it is, such a stack is a shorter volume, "a 2D image" or a
     file without its metadata. Only the page headers are read, no pixels; the reduced levels of a
     pyramid (SubIFDs) are checked too.
 
@@ -616,9 +617,15 @@ def tiff_truncation(tif: tifffile.TiffFile) -> str | None:
         return f"page {count + 1} should start at byte {following} but the file ends at byte {size}" + held(count)
     if expected and expected > count:
         page = pages.first
-        contiguous = page.dataoffsets and page.dataoffsets[0] + expected * page.nbytes <= size  # one-IFD ImageJ
-        if not (count == 1 and contiguous):
-            return f"its header says {expected} slices but it holds {count} pages"
+        if count == 1 and page.dataoffsets and page.compression == 1 and not page.is_tiled:
+            # ImageJ beyond 4 GB: one page header, the slices' pixels one after another from the first's
+            start, end = int(page.dataoffsets[0]), int(page.dataoffsets[0]) + expected * page.nbytes
+            if end <= size:
+                return None
+            return (f"its header says {expected} slices stored one after another after page 1 (ImageJ's layout "
+                    f"beyond 4 GB), to byte {end}, but the file ends at byte {size} "
+                    f"({max(0, size - start) // page.nbytes} complete)")
+        return f"its header says {expected} slices but it holds {count} pages"
     return None
 
 

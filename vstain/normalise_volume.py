@@ -195,8 +195,8 @@ FILL_GAP = 0.02
 def ct_outside_field_of_view(image: np.ndarray, fill_value: float) -> np.ndarray:
     """Pixels of a CT slice outside the reconstruction's field of view: the fill value, connected to the border.
 
-    Reconstructions write a constant (mostly 0) outside the circle the projections cover. Those
-    pixels hold no data: taken as background they move the normalisation (paper 2.5), and the
+    Reconstructions write a constant (mostly 0, some NaN) outside the circle the projections cover.
+    Those pixels hold no data: taken as background they move the normalisation (paper 2.5), and the
     stain there means nothing. A pixel of the fill value inside the field of view (not connected
     to the border through fill) is kept.
 
@@ -204,7 +204,8 @@ def ct_outside_field_of_view(image: np.ndarray, fill_value: float) -> np.ndarray
     ----------
     image : ndarray, (H, W)
     fill_value : float
-        The constant the reconstruction writes (see :func:`find_ct_fill_value`).
+        The constant the reconstruction writes (see :func:`find_ct_fill_value`); NaN: every NaN pixel
+        is fill (NaN equals nothing, not even itself).
 
     Returns
     -------
@@ -216,9 +217,11 @@ def ct_outside_field_of_view(image: np.ndarray, fill_value: float) -> np.ndarray
     >>> image = np.full((5, 5), 7.0); image[0] = 0; image[2, 2] = 0
     >>> ct_outside_field_of_view(image, 0).sum(axis=1).tolist()
     [5, 0, 0, 0, 0]
+    >>> image[0] = np.nan; ct_outside_field_of_view(image, np.nan).sum(axis=1).tolist()
+    [5, 0, 0, 0, 0]
     """
     image = np.asarray(image)
-    fill = image == fill_value
+    fill = np.isnan(image) if np.isnan(fill_value) else image == fill_value
     if not fill.any():
         return fill
     labelled, _ = ndi.label(fill)
@@ -233,6 +236,11 @@ def _slice_fill_value(image: np.ndarray) -> float | None:
     if image.ndim != 2 or min(image.shape) < 3:
         return None
     frame = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+    if np.count_nonzero(np.isnan(frame)) >= FILL_BORDER_FRACTION * frame.size:
+        # NaN outside the circle: no value of the data comes near it, so only its extent is tested
+        outside = ct_outside_field_of_view(image, np.nan)
+        if int(outside.sum()) >= max(MIN_ROI_PIXELS, FILL_AREA_FRACTION * image.size):
+            return float("nan")
     frame = frame[np.isfinite(frame)]
     if frame.size == 0:
         return None
@@ -257,7 +265,9 @@ def _slice_fill_value(image: np.ndarray) -> float | None:
 def find_ct_fill_value(slices: Sequence[np.ndarray]) -> float | None:
     """The constant a reconstruction wrote outside its field of view, found on a few slices; None if there is none.
 
-    On each slice the candidate is the most common value of the one-pixel frame; it is the fill
+    On each slice a NaN that holds at least :data:`FILL_BORDER_FRACTION` of the one-pixel frame, and
+    whose region connected to the border covers at least :data:`FILL_AREA_FRACTION` of the slice, is
+    the fill (NaN is never data). Otherwise the candidate is the most common value of the frame; it is the fill
     when it holds at least :data:`FILL_BORDER_FRACTION` of the frame, its region connected to the
     border (:func:`ct_outside_field_of_view`) covers at least :data:`FILL_AREA_FRACTION` of the
     slice, and it is set apart from the data: at most :data:`FILL_NEAR_FRACTION` of the pixels
@@ -273,6 +283,7 @@ def find_ct_fill_value(slices: Sequence[np.ndarray]) -> float | None:
     Returns
     -------
     float or None
+        The fill value (NaN for a NaN fill), or None.
 
     Examples
     --------
@@ -284,20 +295,28 @@ def find_ct_fill_value(slices: Sequence[np.ndarray]) -> float | None:
     >>> air_clipped = np.clip(np.where(r < 8, 3500.0, 0.0) + rng.normal(0, 50, (40, 40)), 0, None)
     >>> find_ct_fill_value([ct]), find_ct_fill_value([air_clipped])
     (0.0, None)
+    >>> ct[r > 19.5] = np.nan                                 # NaN outside the circle
+    >>> find_ct_fill_value([ct])
+    nan
     """
     found = [value for value in (_slice_fill_value(image) for image in slices) if value is not None]
     if not found:
         return None
-    values, counts = np.unique(found, return_counts=True)
-    return float(values[np.argmax(counts)])
+    n_nan = sum(1 for value in found if np.isnan(value))
+    finite = [value for value in found if not np.isnan(value)]
+    if not finite:
+        return float("nan")
+    values, counts = np.unique(finite, return_counts=True)
+    return float(values[np.argmax(counts)]) if counts.max() > n_nan else float("nan")
 
 
 class FieldOfViewVolume:
     """A CT source whose voxels outside the reconstruction's field of view read as ``replacement``.
 
     The generator then sees plain background up to the edge of the field of view instead of an
-    edge to the fill value; :meth:`outside` says which voxels of slice ``z`` were replaced, so a
-    writer can paint them as "no data". The last masks are kept (``cache`` slices), so a slice
+    edge to the fill value (a number, or NaN: then no NaN of the fill reaches the stain);
+    :meth:`outside` says which voxels of slice ``z`` were replaced, so a writer can paint them as
+    "no data". The last masks are kept (``cache`` slices), so a slice
     read for the stain and asked for its mask at writing is read once.
 
     Parameters

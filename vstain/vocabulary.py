@@ -24,6 +24,10 @@ STAINS: tuple[str, ...] = ("toluidine_blue", "he")
 #: Roles of a pair in one cross-validation fold.
 ROLES: tuple[str, ...] = ("train", "validation", "test")
 
+#: Where the registered pairs a training run reads come from: the registration stage, or the phantom's
+#: ground truth (its true plane and affine; synthetic data only).
+PAIR_SOURCES: tuple[str, ...] = ("registered", "ground_truth")
+
 #: Translation directions and the generator of a checkpoint that performs each.
 GENERATOR_OF: dict[str, str] = {"ct_to_histology": "G_XY", "histology_to_ct": "G_YX"}
 DIRECTIONS: tuple[str, ...] = tuple(GENERATOR_OF)

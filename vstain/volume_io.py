@@ -44,7 +44,7 @@ from vstain.io import atomic_target
 # the sources live in their own part; their public names are this module's too
 from vstain.volume_sources import (ArrayVolume, HDF5Volume, InvertedVolume, NormalisedVolume,  # noqa: F401
                                    TiffFolderVolume, TiffVolume, ZarrVolume, _check_dtype, _check_voxel_size,
-                                   natural_key, open_volume, split_hdf5_path)
+                                   contiguous_imagej_stack, natural_key, open_volume, split_hdf5_path)
 
 
 # --------------------------------------------------------------------------- writers

@@ -146,6 +146,21 @@ class TiffVolume:
 
     The voxel size comes from the ImageJ metadata (``spacing`` and resolution in um,
     as :func:`vstain.io.write_tiff` writes it) unless ``voxel_size_um`` is given.
+
+    A stack ImageJ saved beyond 4 GB has one page header only: its description counts the slices
+    (``images=N``) and the uncompressed slices follow each other after the first one's pixels
+    (:func:`contiguous_imagej_stack`); each slice is then read at its own offset.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "big.tif"
+    >>> stack = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    >>> tifffile.imwrite(p, stack, imagej=True, truncate=True, metadata={"axes": "ZYX"})  # one header, 3 slices
+    >>> volume = TiffVolume(p, (5, 5, 5))
+    >>> volume.shape, volume.read_slice(2)[0].tolist()
+    ((3, 4, 5), [40.0, 41.0, 42.0, 43.0, 44.0])
+    >>> volume.close()
     """
 
     def __init__(self, path: str | Path, voxel_size_um: Sequence[float] | None = None) -> None:
@@ -171,8 +186,11 @@ class TiffVolume:
             _check_dtype(series.dtype, self.name)
             self.shape = shape
             self._pages = series.pages
+            self._contiguous = None
             if len(self._pages) != shape[0]:
-                raise ValueError(f"{path}: {len(self._pages)} pages for {shape[0]} slices; cannot read slice-wise")
+                self._contiguous = contiguous_imagej_stack(self._tif, shape)
+                if self._contiguous is None:
+                    raise ValueError(f"{path}: {len(self._pages)} pages for {shape[0]} slices; cannot read slice-wise")
             self.voxel_size_um = (
                 _check_voxel_size(voxel_size_um, self.name) if voxel_size_um is not None else self._read_voxel_size()
             )
@@ -193,6 +211,13 @@ class TiffVolume:
 
     def read_slice(self, z: int) -> np.ndarray:
         """Decode page ``z`` only (a page that cannot be decoded is named with the file)."""
+        if self._contiguous is not None:
+            offset, dtype = self._contiguous
+            count = self.shape[1] * self.shape[2]
+            fh = self._tif.filehandle
+            with fh.lock:
+                plane = fh.read_array(dtype, count, offset + z * count * dtype.itemsize)
+            return plane.reshape(self.shape[1:]).astype(np.float32)
         try:
             return np.asarray(self._pages[z].asarray(), dtype=np.float32)
         except _DECODE_ERRORS as err:
@@ -202,6 +227,38 @@ class TiffVolume:
     def close(self) -> None:
         """Close the file."""
         self._tif.close()
+
+
+def contiguous_imagej_stack(tif: tifffile.TiffFile, shape: Sequence[int]) -> tuple[int, np.dtype] | None:
+    """Where the slices of an ImageJ stack saved as one header with contiguous data begin, and their dtype.
+
+    ImageJ saves a stack beyond 4 GB (where TIFF's 32-bit offsets end) with a single page header:
+    its description says ``images=N`` and the ``N`` uncompressed slices follow each other from the
+    first page's pixels on. tifffile reads such a file as a series of ``N`` slices over one page.
+    Returns ``(byte offset of slice 0, dtype in the file's byte order)``, or None for any other
+    layout (more than one page, compressed or tiled pixels, fewer bytes than ``N`` slices need).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "big.tif"
+    >>> tifffile.imwrite(p, np.zeros((3, 4, 5), np.uint16), imagej=True, truncate=True, metadata={"axes": "ZYX"})
+    >>> with tifffile.TiffFile(p) as tif:
+    ...     offset, dtype = contiguous_imagej_stack(tif, (3, 4, 5))
+    >>> offset > 0, dtype.itemsize
+    (True, 2)
+    """
+    if not tif.is_imagej or len(tif.pages) != 1 or len(shape) != 3:
+        return None
+    page = tif.pages.first
+    images = (tif.imagej_metadata or {}).get("images")
+    if (images != shape[0] or page.compression != 1 or page.is_tiled or page.samplesperpixel != 1
+            or tuple(page.shape[-2:]) != tuple(shape[1:]) or not page.dataoffsets):
+        return None
+    offset = int(page.dataoffsets[0])
+    if not page.is_contiguous or offset + int(shape[0]) * page.nbytes > tif.filehandle.size:
+        return None
+    return offset, np.dtype(page.dtype).newbyteorder(tif.byteorder)
 
 
 def natural_key(name: str) -> list:

@@ -43,7 +43,7 @@ from vstain.stages.arguments import at_most, non_negative_float, positive_float,
 from vstain.train import forward_dtype
 from vstain.uncertainty import (SOURCES, STAINS, make_uncertainty_stainer, stain_volume_uncertainty,
                                 uncertainty_path)
-from vstain.volume import AXES, SliceStainer, finite_slice, make_slice_stainer, stain_volume
+from vstain.volume import AXES, SliceStainer, make_slice_stainer, stain_volume
 from vstain.volume_io import NGFF_VERSIONS, InvertedVolume, NormalisedVolume, open_volume
 
 
@@ -368,8 +368,9 @@ def read_sample_slices(source, n: int = N_SAMPLE_SLICES, *,
 
     The automatic normalisation (:func:`choose_ct_normalisation`) and the intensity check
     (:func:`check_ct_intensities`) share them. Voxels outside the reconstruction's field of view
-    (the constant a reconstruction writes outside its circle, :func:`choose_field_of_view`) are
-    left out of the segmentations, so they are neither background nor sample.
+    (the constant a reconstruction writes outside its circle, :func:`choose_field_of_view`; 0, any
+    number or NaN) are left out of the segmentations, so they are neither background nor sample.
+    A NaN or infinite voxel inside the field of view (or anywhere, without one) stops the run.
 
     Parameters
     ----------
@@ -386,11 +387,26 @@ def read_sample_slices(source, n: int = N_SAMPLE_SLICES, *,
         :func:`vstain.normalise.segment_ct_slices` of ``slices`` inside the field of view.
     field_of_view : dict
         :func:`choose_field_of_view` of ``slices``.
+
+    Raises
+    ------
+    ValueError
+        A non-finite voxel with data (inside the field of view), naming the file and the slice.
     """
-    slices = [finite_slice(source, z) for z in sample_slices(source, n)]
+    zs = sample_slices(source, n)
+    slices = [np.asarray(source.read_slice(z)) for z in zs]
     field = choose_field_of_view(source, slices, fill_value)
     valid = (None if field["fill_value"] is None else
              [~ct_outside_field_of_view(image, field["fill_value"]) for image in slices])
+    for k, (z, image) in enumerate(zip(zs, slices)):
+        finite = np.isfinite(image)
+        bad = int(np.count_nonzero(~finite if valid is None else valid[k] & ~finite))
+        if bad:
+            where = "" if valid is None else " inside the field of view"
+            hint = (" (NaN outside the reconstruction circle is found with --ct-fill-value auto)"
+                    if fill_value != "auto" and np.isnan(image).any() else "")
+            raise ValueError(f"{source.name}: slice {z} holds {bad} non-finite voxels (NaN or infinite){where}; "
+                             f"fix or mask them before staining{hint}")
     return slices, segment_ct_slices(slices, valid), field
 
 
@@ -410,23 +426,25 @@ def parse_fill_value(text: str) -> float | str | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, auto or none, got {text!r}") from None
     if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, auto or none, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number, auto or none, got {text} (auto finds a NaN "
+                                         "fill outside the reconstruction circle)")
     return value
 
 
 def choose_field_of_view(source, slices: list[np.ndarray], fill_value: float | str | None = "auto") -> dict:
     """Which voxels of ``source`` hold data: all, or all but the reconstruction's fill outside its circle.
 
-    Reconstructions write a constant (mostly 0) outside the circle the projections cover. Taken
-    for background it would drag the automatic normalisation (bone 30000, background 10000)
+    Reconstructions write a constant (mostly 0, some NaN) outside the circle the projections cover.
+    Taken for background it would drag the automatic normalisation (bone 30000, background 10000)
     and be stained as if it were tissue; :func:`vstain.normalise.find_ct_fill_value` finds it on
-    the sample ``slices`` (``fill_value="auto"``), a number gives it, None says there is none.
+    the sample ``slices`` (``fill_value="auto"``, a NaN fill included), a number gives it, None
+    says there is none.
 
     Returns
     -------
     dict
-        ``method`` (``found``, ``given``, ``none``, ``not found``), ``fill_value`` (float or
-        None) and ``outside_fraction``: the share of the sampled voxels outside the field of view.
+        ``method`` (``found``, ``given``, ``none``, ``not found``), ``fill_value`` (float, NaN for a
+        NaN fill, or None) and ``outside_fraction``: the share of the sampled voxels outside the field of view.
 
     Raises
     ------
@@ -450,6 +468,18 @@ def choose_field_of_view(source, slices: list[np.ndarray], fill_value: float | s
         raise ValueError(f"{source.name}: every sampled slice holds the one value {value:g} and nothing else: "
                          "no data to stain")
     return {"method": method, "fill_value": value, "outside_fraction": outside / total if total else 0.0}
+
+
+def _field_record(field: dict) -> dict:
+    """The field of view as the output records it: a NaN fill as the string ``"NaN"`` (JSON has no NaN).
+
+    Examples
+    --------
+    >>> _field_record({"method": "found", "fill_value": float("nan"), "outside_fraction": 0.2})["fill_value"]
+    'NaN'
+    """
+    value = field.get("fill_value")
+    return {**field, "fill_value": "NaN"} if isinstance(value, float) and np.isnan(value) else field
 
 
 def parse_roi(text: str) -> tuple[int, slice, slice]:
@@ -778,6 +808,12 @@ def stain_ct_volume(
     ``source`` is an opened volume (:func:`vstain.volume_io.open_volume`, an
     :class:`~vstain.volume_io.ArrayVolume`, ...), left open for the caller to close.
 
+    Voxels outside the reconstruction's field of view (what ``ct_fill_value`` finds or gives: 0, any
+    number, or NaN, found by ``"auto"``) are left out of the normalisation and reach the generator as
+    the input's background value; the stain there is black (RGB 0, 0, 0: no data), and with
+    ``uncertainty`` the stain and its map there are those of that background. A NaN or infinite voxel
+    inside the field of view stops the run.
+
     Returns
     -------
     (Path, Path or None)
@@ -842,7 +878,7 @@ def stain_ct_volume(
                       blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
                       ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
                                         "warnings": notes},
-                      field_of_view={**field, "fill_value": fill} if inverted else field)
+                      field_of_view=_field_record({**field, "fill_value": fill} if inverted else field))
     if uncertainty:
         meta = {**meta, "members": info["members"], "uncertainty_source": uncertainty_source,
                 "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}

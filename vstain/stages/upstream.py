@@ -43,13 +43,14 @@ from vstain.stages.dataset import ensure_dataset, resolve_manifest
 from vstain.stages.stain import load_forward_stainer
 from vstain.train import run_checkpoints, select_checkpoint
 from vstain.volume import volume_sample as choose_volume_sample
+from vstain.vocabulary import PAIR_SOURCES
 
 __all__ = ["MissingInput", "TABLE_COLUMNS", "command", "dataset_folder", "dataset_manifest", "epochs_for",
            "fold_pairs", "forward_stainer", "ground_truth_pairs", "inference_run", "is_trained", "read_inference",
            "registration_table", "selected_checkpoint", "trained_run", "volume_sample"]
 
 #: Where training pairs come from: the registration stage's, or the phantom's ground truth.
-SOURCES = ("registered", "ground_truth")
+SOURCES = PAIR_SOURCES  # where a stage takes its pairs from
 
 #: Columns of ``registered/registration.csv`` (one row per pair, failures included).
 TABLE_COLUMNS = ["pair_id", "material", "stain", "beamtime", "session", "mutual_information",
