@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vstain"
 
-PLUMBING = {"vstain", "vstain.config", "vstain.params", "vstain.vocabulary", "vstain.layout", "vstain.io",
+PLUMBING = {"vstain", "vstain.config", "vstain.params", "vstain.vocabulary", "vstain.layout", "vstain.io", "vstain.tiff_headers",
             "vstain.volume_io", "vstain.volume_sources", "vstain.slide_io", "vstain.manifest", "vstain.manifest_checks",
             "vstain.pairs"}
 LAYERS = ("plumbing", "science", "figures", "reports", "stages", "cli")
