@@ -19,6 +19,7 @@ from vstain.registration.metric import mattes_method
 from vstain.registration.poses import coverage, inplane_rotation, orientation_distance
 from vstain.registration.result import RegistrationFailed
 from vstain.registration.search import Start, best_cone_tilt, pick_starts, search_grid
+from vstain.registration.texture import texture_poses
 from vstain.registration.views import AXIS_NAMES, CTViews, SectionLevel, section_level
 
 
@@ -257,11 +258,16 @@ def fit_plane(problem: PlaneProblem, faces: list[tuple[np.ndarray, np.ndarray]],
     level_um = level_sizes(problem, start is not None, n_finest)
     # a copy: the optimiser moves its transform in place, and the caller's start must stay what it was
     candidates = None if start is None else [Start(sitk.Euler3DTransform(start[0]), (start[1], 0), True)]
+    # the poses the section's fine texture proposes join the finest level, where the texture is seen
+    late = [] if start is not None else texture_poses(problem.views, faces, problem.ct_voxel_um,
+                                                       problem.histology_pixel_um, cfg, hint)
     search: dict[str, float] = {}
     for index, um in enumerate(level_um):
         level = _Level(problem, faces, um, index, index == len(level_um) - 1, f"plane{round_}", sampling,
                        max_samples)
         starts = _global_starts(level, history, hint) if candidates is None else candidates
+        if level.is_last and late:
+            starts = starts + late
         refined = [item for item in (level.refine(s, alone=len(starts) == 1) for s in starts) if item is not None]
         if not any(item.allowed for item in refined):
             raise RegistrationFailed(f"pair {problem.pair_id}: plane fit failed at level {index} ({um:g} um) from "
