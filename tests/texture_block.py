@@ -71,7 +71,7 @@ def porous_field(shape, seed: int, pore_um: float = 20.0, ct_voxel_um: float = 5
 
 def texture_block(ct_shape=(40, 128, 128), *, angle_deg: float = 0.0, mirrored: bool = False, depth: int | None = None,
                   seed: int = 0, ct_voxel_um: float = 5.0, upsample: int = 2, section_px: int | None = None,
-                  bone_fraction: float = 0.4) -> TextureCase:
+                  bone_fraction: float = 0.4, pore_um: float = 20.0) -> TextureCase:
     """A round block of porous bone and one of its z planes as a turned (and mirrored) stained section.
 
     Parameters
@@ -91,9 +91,11 @@ def texture_block(ct_shape=(40, 128, 128), *, angle_deg: float = 0.0, mirrored: 
         the disc stays inside at any turn.
     bone_fraction : float
         The fraction of the block that is bone.
+    pore_um : float
+        The texture's scale: pores and trabeculae about this wide (:func:`porous_field`).
     """
     z_n, y_n, x_n = ct_shape
-    field = porous_field(ct_shape, seed, ct_voxel_um=ct_voxel_um)
+    field = porous_field(ct_shape, seed, pore_um, ct_voxel_um)
     split = float(np.quantile(field, 1.0 - bone_fraction))
     radius = 0.42 * min(y_n, x_n)
     centre = np.array([(y_n - 1) / 2, (x_n - 1) / 2])
