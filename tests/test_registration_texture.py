@@ -17,7 +17,9 @@ from texture_block import texture_block
 from vstain.config import ProfileError, load_profile, resolve_profile_path
 from vstain.phantom.truth import registration_errors
 from vstain.registration import register_section_to_volume
-from vstain.registration.texture import align_in_plane, estimate_rotation, masked_ncc
+from vstain.registration.inputs import checked_inputs
+from vstain.registration.texture import align_in_plane, estimate_rotation, masked_ncc, texture_poses
+from vstain.registration.views import AXIS_ORDERS, CTViews
 
 QUICK = load_profile("quick").registration
 
@@ -90,6 +92,38 @@ def test_masked_ncc_finds_a_shift_and_ignores_a_sliver_of_overlap():
     assert score > 0.99 and shift.tolist() == [20.0, 10.0]
     small = masked_ncc(fixed, np.ones(fixed.shape, bool), field, np.ones(field.shape, bool), 10 ** 6)
     assert small[0] == 0.0  # no shift overlaps that much
+
+
+@pytest.mark.parametrize("angle, mirrored", [(37.0, False), (120.0, True), (250.0, False)])
+def test_the_texture_proposes_the_true_pose_of_a_turned_section_first(angle, mirrored):
+    case = texture_block((40, 96, 96), angle_deg=angle, mirrored=mirrored, seed=2, depth=17)
+    inputs = checked_inputs(case.ct_volume, case.histology, case.ct_voxel_um, case.histology_pixel_um, None, "t")
+    faces = [(inputs.grey, inputs.fov), (np.ascontiguousarray(inputs.grey[:, ::-1]),
+                                         np.ascontiguousarray(inputs.fov[:, ::-1]))]
+    starts = texture_poses(CTViews(inputs.ct, [0, 1, 2], case.ct_voxel_um), faces, case.ct_voxel_um,
+                           case.histology_pixel_um, QUICK)
+    assert 1 <= len(starts) <= QUICK.texture_starts
+    best = starts[0]
+    assert best.key == (0, int(mirrored)) and best.allowed
+    # the start maps the section's tissue onto the true voxels: slab (x, y) um -> view (x, y, z) um
+    rows, cols = np.nonzero(case.section_labels > 0)
+    points = np.stack([rows, cols], axis=1)[::37].astype(float)
+    slab_x = (case.histology.shape[1] - 1 - points[:, 1]) if mirrored else points[:, 1]
+    matrix = np.asarray(best.transform.GetMatrix()).reshape(3, 3)
+    centre, shift = np.asarray(best.transform.GetCenter()), np.asarray(best.transform.GetTranslation())
+    slab = np.column_stack([slab_x, points[:, 0], np.zeros(len(points))]) * case.histology_pixel_um
+    view_zyx = ((slab - centre) @ matrix.T + centre + shift)[:, ::-1] / case.ct_voxel_um
+    assert AXIS_ORDERS[0] == (0, 1, 2)  # the z view is the volume itself
+    error = np.linalg.norm(view_zyx - case.histology_to_volume(points), axis=1)
+    assert np.median(error) < 1.5, np.median(error)
+
+
+def test_no_texture_starts_asked_none_proposed():
+    case = texture_block((24, 64, 64), angle_deg=37.0, seed=2)
+    grey = np.zeros((10, 10), np.float32)
+    views = CTViews(case.ct_volume, [0], case.ct_voxel_um)
+    assert texture_poses(views, [(grey, np.ones((10, 10), bool))], 5.0, 2.5,
+                         dataclasses.replace(QUICK, texture_starts=0)) == []
 
 
 def _register(case, config):
