@@ -1,7 +1,7 @@
 """Registration of texture-only sections: a round block of porous bone with no screw, its section turned and mirrored.
 
 Usage: python benchmarks/registration_texture.py [--profile quick] [--shape 40,128,128] [--angles 37,120,200]
-       [--mirror both] [--seeds 0] [--pore-um 20] [--threads 1] [--texture-starts N] [--profile-calls]
+       [--mirror both] [--seeds 0] [--pore-um 20] [--tilt-deg 0] [--threads 1] [--texture-starts N] [--profile-calls]
 
 Builds the hand-made case of ``tests/texture_block.py`` (a cylinder of thresholded smoothed noise,
 soft tissue in the pores, no screw; the section one z plane at twice the CT resolution, coloured,
@@ -11,7 +11,8 @@ errors, the median and worst TRE (CT px) against the known pose, and the seconds
 (building the case excluded; on a shared machine the seconds are indicative only). Then the
 targets of issue 27: registered or flagged, none wrong and unflagged (TRE > 1 px, status ok),
 at least 90 % registered, and the seconds per fit (<= 90 s for a 100 x 320 x 320 block).
-``--pore-um`` sets the texture's scale (finer pores vanish sooner from the coarse levels);
+``--pore-um`` sets the texture's scale (finer pores vanish sooner from the coarse levels), ``--tilt-deg``
+tilts the cut from the z plane (the section then crosses the texture of several CT planes);
 ``--texture-starts`` replaces ``registration.texture_starts`` (0: the search without texture proposals).
 ``--profile-calls`` runs the first case under :mod:`cProfile` and prints the 25 most expensive calls.
 """
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--pore-um", type=float, default=20.0)
+    parser.add_argument("--tilt-deg", type=float, default=0.0)
     parser.add_argument("--texture-starts", type=int, default=None)
     parser.add_argument("--section-px", type=int, default=None, help="the slide's side (default: the block's)")
     parser.add_argument("--profile-calls", action="store_true")
@@ -79,7 +81,8 @@ def main() -> None:
         for angle in (float(a) for a in args.angles.split(",")):
             for mirrored in mirrors:
                 case = texture_block(shape, angle_deg=angle, mirrored=mirrored, seed=seed,
-                                     section_px=args.section_px, pore_um=args.pore_um)
+                                     section_px=args.section_px, pore_um=args.pore_um,
+                                     tilt_deg=args.tilt_deg)
                 case.pair_id += f"_s{seed}"
                 if args.profile_calls and not rows:
                     profiler = cProfile.Profile()
@@ -96,7 +99,8 @@ def main() -> None:
             table[column] = float("nan")
     ok = table["status"] == "ok"
     wrong = ok & ~(table["tre_median_px"] < 1.0)
-    print(f"\n{args.profile} settings (texture_starts {config.texture_starts}), pores {args.pore_um:g} um, CT {shape}, section {case.histology.shape[:2]}: {len(table)} cases, "
+    print(f"\n{args.profile} settings (texture_starts {config.texture_starts}), pores {args.pore_um:g} um, "
+          f"tilt {args.tilt_deg:g} deg, CT {shape}, section {case.histology.shape[:2]}: {len(table)} cases, "
           f"{int(ok.sum())} registered ({100 * ok.mean():.0f} %, target >= 90 %), "
           f"{int((table['status'] == 'uncertain').sum())} uncertain, {int((table['status'] == 'failed').sum())} "
           f"failed, {int(wrong.sum())} wrong and not flagged (target 0); median TRE of the registered "

@@ -71,7 +71,7 @@ def porous_field(shape, seed: int, pore_um: float = 20.0, ct_voxel_um: float = 5
 
 def texture_block(ct_shape=(40, 128, 128), *, angle_deg: float = 0.0, mirrored: bool = False, depth: int | None = None,
                   seed: int = 0, ct_voxel_um: float = 5.0, upsample: int = 2, section_px: int | None = None,
-                  bone_fraction: float = 0.4, pore_um: float = 20.0) -> TextureCase:
+                  bone_fraction: float = 0.4, pore_um: float = 20.0, tilt_deg: float = 0.0) -> TextureCase:
     """A round block of porous bone and one of its z planes as a turned (and mirrored) stained section.
 
     Parameters
@@ -93,6 +93,9 @@ def texture_block(ct_shape=(40, 128, 128), *, angle_deg: float = 0.0, mirrored: 
         The fraction of the block that is bone.
     pore_um : float
         The texture's scale: pores and trabeculae about this wide (:func:`porous_field`).
+    tilt_deg : float
+        The cut's tilt from the z plane (about the volume's y axis, through the block's centre at
+        ``depth``): the section then crosses the texture of several z planes.
     """
     z_n, y_n, x_n = ct_shape
     field = porous_field(ct_shape, seed, pore_um, ct_voxel_um)
@@ -118,13 +121,20 @@ def texture_block(ct_shape=(40, 128, 128), *, angle_deg: float = 0.0, mirrored: 
     affine[:2, 2] = centre - linear @ slide_centre
     hy, hx = np.mgrid[0:side, 0:side].astype(float)
     ij = np.tensordot(linear, np.stack([hy, hx]), axes=1) + affine[:2, 2][:, None, None]
-    plane_field = ndi.map_coordinates(field[depth], ij, order=3, mode="wrap")
-    in_block = np.hypot(ij[0] - centre[0], ij[1] - centre[1]) <= radius
+    t = math.radians(tilt_deg)
+    axes = np.array([[0.0, 1.0, 0.0], [math.sin(t), 0.0, math.cos(t)]])
+    origin = np.array([float(depth), *centre]) - centre[0] * axes[0] - centre[1] * axes[1]
+    if tilt_deg == 0:
+        plane_field = ndi.map_coordinates(field[depth], ij, order=3, mode="wrap")
+        in_block = np.hypot(ij[0] - centre[0], ij[1] - centre[1]) <= radius
+    else:
+        zyx = origin[:, None, None] + ij[0][None] * axes[0][:, None, None] + ij[1][None] * axes[1][:, None, None]
+        plane_field = ndi.map_coordinates(field, zyx, order=1, mode="nearest")
+        in_block = (np.hypot(zyx[1] - centre[0], zyx[2] - centre[1]) <= radius) & (zyx[0] >= 0) & (zyx[0] <= z_n - 1)
     labels = np.where(in_block, np.where(plane_field > split, 2, 1), 0).astype(np.uint8)
     palette = np.array([GLASS, SOFT, BONE], np.float32)
     rgb = ndi.gaussian_filter(palette[labels], (0.7, 0.7, 0)) + rng.normal(0.0, 4.0, (side, side, 3))
     histology = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
     return TextureCase(f"texture_{angle_deg:g}{'_m' if mirrored else ''}", ct, histology, ct_voxel_um,
-                       ct_voxel_um / upsample, labels, np.ones((side, side), bool), affine,
-                       np.array([float(depth), 0.0, 0.0]), np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+                       ct_voxel_um / upsample, labels, np.ones((side, side), bool), affine, origin, axes,
                        float(angle_deg), bool(mirrored))
