@@ -258,11 +258,15 @@ def _polar_peaks(views: CTViews, sections, depth_step: float, margin: float) -> 
 
 
 def _distinct(peaks: list[_Peak], n: int, depth_apart: float) -> list[_Peak]:
-    """The ``n`` best peaks, none within ``depth_apart`` voxels and 10 degrees of a better one of its key."""
+    """The ``n`` best peaks of each key, none within ``depth_apart`` voxels and 10 degrees of a better one.
+
+    Per key (view and face), not overall: a tilted section matches no plane well, and its right view's
+    peaks may rank below a thin view's chance ones (which the cross-correlation then rejects).
+    """
     kept: list[_Peak] = []
     for peak in peaks:
-        if len(kept) >= n:
-            break
+        if sum(k.key == peak.key for k in kept) >= n:
+            continue
         if all(k.key != peak.key or abs(k.depth - peak.depth) > depth_apart
                or abs((k.angle_deg - peak.angle_deg + 90) % 180 - 90) > 10 for k in kept):
             kept.append(peak)
@@ -288,8 +292,7 @@ def texture_poses(views: CTViews, faces, ct_voxel_um: float, histology_pixel_um:
         return []
     sections = _section_faces(views, faces, ct_voxel_um / histology_pixel_um)
     step = cfg.texture_depth_step_voxels
-    peaks = _distinct(_polar_peaks(views, sections, step, cfg.depth_margin_voxels), 2 * cfg.texture_starts + 2,
-                      2 * step)
+    peaks = _distinct(_polar_peaks(views, sections, step, cfg.depth_margin_voxels), cfg.texture_starts + 2, 2 * step)
     poses = []
     for peak in peaks:
         grey, mask = sections[peak.key[1]]
