@@ -94,9 +94,11 @@ def test_masked_ncc_finds_a_shift_and_ignores_a_sliver_of_overlap():
     assert small[0] == 0.0  # no shift overlaps that much
 
 
-@pytest.mark.parametrize("angle, mirrored", [(37.0, False), (120.0, True), (250.0, False)])
-def test_the_texture_proposes_the_true_pose_of_a_turned_section_first(angle, mirrored):
-    case = texture_block((40, 96, 96), angle_deg=angle, mirrored=mirrored, seed=2, depth=17)
+@pytest.mark.parametrize("angle, mirrored, tilt, tolerance", [(37.0, False, 0.0, 1.5), (120.0, True, 0.0, 1.5),
+                                                              (250.0, False, 0.0, 1.5), (37.0, False, 12.0, 3.0)])
+def test_the_texture_proposes_the_true_pose_of_a_turned_section_first(angle, mirrored, tilt, tolerance):
+    # a tilted cut matches the nearest plane of the cone of tilts (within about 4 degrees): a looser tolerance
+    case = texture_block((40, 96, 96), angle_deg=angle, mirrored=mirrored, seed=2, depth=17, tilt_deg=tilt)
     inputs = checked_inputs(case.ct_volume, case.histology, case.ct_voxel_um, case.histology_pixel_um, None, "t")
     faces = [(inputs.grey, inputs.fov), (np.ascontiguousarray(inputs.grey[:, ::-1]),
                                          np.ascontiguousarray(inputs.fov[:, ::-1]))]
@@ -115,7 +117,7 @@ def test_the_texture_proposes_the_true_pose_of_a_turned_section_first(angle, mir
     view_zyx = ((slab - centre) @ matrix.T + centre + shift)[:, ::-1] / case.ct_voxel_um
     assert AXIS_ORDERS[0] == (0, 1, 2)  # the z view is the volume itself
     error = np.linalg.norm(view_zyx - case.histology_to_volume(points), axis=1)
-    assert np.median(error) < 1.5, np.median(error)
+    assert np.median(error) < tolerance, np.median(error)
 
 
 def test_no_texture_starts_asked_none_proposed():
@@ -132,10 +134,12 @@ def _register(case, config):
                                       pair_id=case.pair_id)
 
 
-@pytest.mark.parametrize("angle, mirrored, seed", [(37.0, False, 0), (120.0, True, 0), (200.0, False, 1),
-                                                   (300.0, True, 1)])
-def test_a_texture_only_section_turned_or_mirrored_registers_within_a_pixel(angle, mirrored, seed):
-    case = texture_block((40, 128, 128), angle_deg=angle, mirrored=mirrored, seed=seed)
+@pytest.mark.parametrize("angle, mirrored, seed, tilt", [(37.0, False, 0, 0.0), (120.0, True, 0, 0.0),
+                                                         (200.0, False, 1, 0.0), (300.0, True, 1, 0.0),
+                                                         (37.0, False, 0, 12.0)])
+def test_a_texture_only_section_turned_or_mirrored_registers_within_a_pixel(angle, mirrored, seed, tilt):
+    # 37 degrees, and 37 degrees tilted 12, came back uncertain (a wrong turn) before the texture proposed poses
+    case = texture_block((40, 128, 128), angle_deg=angle, mirrored=mirrored, seed=seed, tilt_deg=tilt)
     result = _register(case, QUICK)
     errors = registration_errors(result, case)
     assert result.status == "ok", result.status

@@ -220,6 +220,14 @@ def align_in_plane(section: np.ndarray, section_mask: np.ndarray, plane: np.ndar
     return best
 
 
+#: Below this cross-correlation the untilted planes matched weakly (right: about 0.85 untilted, 0.37 at 8 degrees
+#: of tilt; wrong poses about 0.2 on the hand-built porous block): the planes of a cone of tilts are tried too.
+TILT_TRIGGER_SCORE = 0.5
+#: The cone's rings (degrees, up to the profile's ``max_tilt_deg``), eight directions each: a cut within about
+#: 4 degrees of a tried plane still matches its texture.
+TEXTURE_TILTS_DEG = (6.0, 12.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Peak:
     """A turn of one face against one CT plane that the polar magnitudes rank high."""
@@ -228,6 +236,30 @@ class _Peak:
     key: tuple[int, int]
     depth: int
     angle_deg: float
+    family: int  # the plane family (:func:`_families`): 0 untilted
+
+
+def _families(tilts_deg) -> list[np.ndarray]:
+    """Plane families as bases: columns the plane's x (columns), y (rows) and normal in a view's voxel (x, y, z)."""
+    from vstain.registration.poses import axis_rotation
+
+    out = [np.eye(3)]
+    for tilt in tilts_deg:
+        for direction in np.arange(8) * math.pi / 4:
+            out.append(axis_rotation(np.array([math.cos(direction), math.sin(direction), 0.0]), math.radians(tilt)))
+    return out
+
+
+def _plane(view: np.ndarray, basis: np.ndarray, depth: int) -> np.ndarray:
+    """The view sampled on a plane of ``basis`` through its centre column at ``depth`` (NaN outside), the view's (Y, X)."""
+    if np.allclose(basis, np.eye(3)):
+        return np.asarray(view[depth], np.float32)
+    y_n, x_n = view.shape[1:]
+    centre = np.array([(x_n - 1) / 2, (y_n - 1) / 2, float(depth)])
+    yy, xx = np.mgrid[0:y_n, 0:x_n].astype(float)
+    offsets = np.stack([xx - centre[0], yy - centre[1], np.zeros_like(xx)])
+    xyz = centre[:, None, None] + np.tensordot(basis, offsets, axes=1)
+    return ndi.map_coordinates(view, xyz[::-1], order=1, mode="constant", cval=np.nan).astype(np.float32)
 
 
 def _section_faces(views: CTViews, faces, factor: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -240,20 +272,21 @@ def _section_faces(views: CTViews, faces, factor: float) -> list[tuple[np.ndarra
     return out
 
 
-def _polar_peaks(views: CTViews, sections, depth_step: float, margin: float) -> list[_Peak]:
-    """For every searched view, CT plane (``depth_step`` voxels apart) and face: the best turn and its score."""
+def _polar_peaks(arrays: dict, sections, families: dict[int, np.ndarray], depth_step: float,
+                 margin: float) -> list[_Peak]:
+    """For every view, plane family, CT plane (``depth_step`` voxels apart) and face: the best turn and its score."""
     peaks = []
-    for axis in views:
-        view = views[axis]
+    for axis, view in arrays.items():
         size = _fft_size(np.maximum(view.shape[1:], np.max([s[0].shape for s in sections], axis=0)))
         polars = [polar_magnitude(grey, mask, size=size) for grey, mask in sections]
         low, high = int(math.ceil(margin)), view.shape[0] - 1 - int(math.ceil(margin))
         for depth in np.unique(np.round(np.arange(low, high + 1e-9, max(depth_step, 1.0))).astype(int)):
-            plane = polar_magnitude(np.asarray(view[depth], np.float32), None, size=size)
-            for face, polar in enumerate(polars):
-                scores = rotation_scores(polar, plane)
-                best = int(np.argmax(scores))
-                peaks.append(_Peak(float(scores[best]), (axis, face), int(depth), float(best)))
+            for family, basis in families.items():
+                plane = polar_magnitude(_plane(view, basis, int(depth)), None, size=size)
+                for face, polar in enumerate(polars):
+                    scores = rotation_scores(polar, plane)
+                    best = int(np.argmax(scores))
+                    peaks.append(_Peak(float(scores[best]), (axis, face), int(depth), float(best), family))
     return sorted(peaks, key=lambda peak: -peak.score)
 
 
@@ -273,6 +306,46 @@ def _distinct(peaks: list[_Peak], n: int, depth_apart: float) -> list[_Peak]:
     return kept
 
 
+def _aligned(arrays: dict, sections, families, peaks: list[_Peak], min_inside_fraction: float) -> list[tuple]:
+    """Each peak's pose by :func:`align_in_plane`: ``(InPlanePose, peak)``, best first."""
+    poses = []
+    for peak in peaks:
+        grey, mask = sections[peak.key[1]]
+        plane = _plane(arrays[peak.key[0]], families[peak.family], peak.depth)
+        valid = np.isfinite(plane)
+        pose = align_in_plane(grey, mask, np.where(valid, plane, 0.0), valid, peak.angle_deg,
+                              min_inside_fraction * mask.sum())
+        poses.append((pose, peak))
+    return sorted(poses, key=lambda item: -item[0].score)
+
+
+def _start(pose: InPlanePose, peak: _Peak, basis: np.ndarray, view_shape, ct_voxel_um: float) -> sitk.Euler3DTransform:
+    """The slab -> view transform (um) of an in-plane pose on a plane of ``basis`` at ``peak.depth``."""
+    s = ct_voxel_um
+    y_n, x_n = view_shape[1:]
+    plane_centre = np.array([(x_n - 1) / 2, (y_n - 1) / 2])
+    c, sn = math.cos(pose.angle_rad), math.sin(pose.angle_rad)
+    matrix = basis @ np.array([[c, -sn, 0.0], [sn, c, 0.0], [0.0, 0.0, 1.0]])
+    centre = np.array([pose.centre[0], pose.centre[1], 0.0]) * s
+    landed = np.array([*plane_centre, float(peak.depth)]) + basis @ np.array([*(pose.centre + pose.shift
+                                                                                - plane_centre), 0.0])
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(tuple(centre))
+    transform.SetMatrix(tuple(matrix.ravel()))
+    transform.SetTranslation(tuple(landed * s - centre))
+    return transform
+
+
+def _can_hold(plane_shape, mask: np.ndarray, fraction: float) -> bool:
+    """Whether a plane of ``plane_shape`` could hold ``fraction`` of the section's ``mask`` (by its bounding box, either way round)."""
+    rows, cols = np.nonzero(mask)
+    if not len(rows):
+        return True
+    h, w = np.ptp(rows) + 1, np.ptp(cols) + 1
+    y_n, x_n = plane_shape
+    return max(min(1, y_n / h) * min(1, x_n / w), min(1, y_n / w) * min(1, x_n / h)) >= fraction
+
+
 def texture_poses(views: CTViews, faces, ct_voxel_um: float, histology_pixel_um: float, cfg: RegistrationParams,
                   hint: dict | None = None) -> list[Start]:
     """The ``cfg.texture_starts`` poses the section's texture proposes, best first, as plane-fit starts.
@@ -281,35 +354,37 @@ def texture_poses(views: CTViews, faces, ct_voxel_um: float, histology_pixel_um:
     pixel size and compared with every plane of every view of ``views`` ``texture_depth_step_voxels``
     apart (``depth_margin_voxels`` from the ends) by :func:`rotation_scores`; the best distinct
     (view, face, plane, turn) of those go on to :func:`align_in_plane`, which picks the turn of the
-    two and the shift and scores the pose; the best scores become starts (untilted, in the view's
-    frame; the slab's pixel ``(x, y)`` at ``(x, y) * ct_voxel_um``), allowed as the grid's poses
-    are (:func:`~vstain.registration.search.allowed_pose`). A pose whose overlap with the CT plane
-    holds less than ``min_inside_fraction`` of the section is not proposed, nor one that scores less
-    than half the best (its texture does not match: a right pose scores about 0.85 on the hand-built
-    porous block, the others 0.2 and below).
+    two and the shift and scores the pose. Where the best score stays below
+    :data:`TILT_TRIGGER_SCORE`, the planes tilted by :data:`TEXTURE_TILTS_DEG` (within
+    ``max_tilt_deg``, eight directions) through the same depths are tried as well (views
+    whose planes cannot hold ``min_inside_fraction`` of the section's extent are not searched). The best scores
+    become starts (in the view's frame; the slab's pixel ``(x, y)`` at ``(x, y) * ct_voxel_um``),
+    allowed as the grid's poses are (:func:`~vstain.registration.search.allowed_pose`). A pose whose
+    overlap with the CT plane holds less than ``min_inside_fraction`` of the section is not proposed,
+    nor one that scores less than half the best (its texture does not match: a right pose scores
+    about 0.85 on the hand-built porous block, the others 0.2 and below).
     """
     if cfg.texture_starts <= 0:
         return []
     sections = _section_faces(views, faces, ct_voxel_um / histology_pixel_um)
-    step = cfg.texture_depth_step_voxels
-    peaks = _distinct(_polar_peaks(views, sections, step, cfg.depth_margin_voxels), cfg.texture_starts + 2, 2 * step)
-    poses = []
-    for peak in peaks:
-        grey, mask = sections[peak.key[1]]
-        plane = np.asarray(views[peak.key[0]][peak.depth], np.float32)
-        pose = align_in_plane(grey, mask, plane, np.ones(plane.shape, bool), peak.angle_deg,
-                              cfg.min_inside_fraction * mask.sum())
-        poses.append((pose, peak))
-    poses.sort(key=lambda item: -item[0].score)
+    step, n_peaks = cfg.texture_depth_step_voxels, cfg.texture_starts + 2
+    # a view whose planes cannot hold enough of the section proposes nothing (the grid skips it too)
+    arrays = {axis: views[axis] for axis in views
+              if _can_hold(views[axis].shape[1:], sections[0][1], cfg.min_inside_fraction)}
+    families = dict(enumerate(_families([t for t in TEXTURE_TILTS_DEG if t <= cfg.max_tilt_deg])))
+    untilted = {0: families[0]}
+    peaks = _distinct(_polar_peaks(arrays, sections, untilted, step, cfg.depth_margin_voxels), n_peaks, 2 * step)
+    poses = _aligned(arrays, sections, families, peaks, cfg.min_inside_fraction)
+    if len(families) > 1 and (not poses or poses[0][0].score < TILT_TRIGGER_SCORE):
+        # a contiguous copy once: sampling oblique planes of a transposed view would copy it every time
+        arrays = {axis: np.ascontiguousarray(view, np.float32) for axis, view in arrays.items()}
+        tilted = {k: v for k, v in families.items() if k > 0}
+        peaks = _distinct(_polar_peaks(arrays, sections, tilted, step, cfg.depth_margin_voxels), n_peaks, 2 * step)
+        poses = sorted(poses + _aligned(arrays, sections, families, peaks, cfg.min_inside_fraction),
+                       key=lambda item: -item[0].score)
     # a pose far below the best is a plane the texture does not match (often a sliver of a thin view)
     best = poses[0][0].score if poses else 0.0
     poses = [(pose, peak) for pose, peak in poses if pose.score > 0 and pose.score >= 0.5 * best]
-    starts = []
-    for pose, peak in poses[:cfg.texture_starts]:
-        transform = sitk.Euler3DTransform()
-        transform.SetCenter((pose.centre[0] * ct_voxel_um, pose.centre[1] * ct_voxel_um, 0.0))
-        transform.SetRotation(0.0, 0.0, pose.angle_rad)
-        transform.SetTranslation((pose.shift[0] * ct_voxel_um, pose.shift[1] * ct_voxel_um, peak.depth * ct_voxel_um))
-        starts.append(Start(transform, peak.key, allowed_pose(cfg, peak.key, math.remainder(pose.angle_rad, 2 * math.pi),
-                                                              hint)))
-    return starts
+    return [Start(_start(pose, peak, families[peak.family], arrays[peak.key[0]].shape, ct_voxel_um), peak.key,
+                  allowed_pose(cfg, peak.key, math.remainder(pose.angle_rad, 2 * math.pi), hint))
+            for pose, peak in poses[:cfg.texture_starts]]
