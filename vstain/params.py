@@ -75,7 +75,7 @@ class RegistrationParams:
     max_tilt_spread_deg: float  # a last round that still moved the fit further than this: uncertain
     tilt_agreement_tolerance: float  # refits with MI within this fraction of the fit's fit as well as it
     max_tilt_error_px: float  # tissue radius x sin(farthest such refit's tilt) above this (CT px): uncertain
-    texture_starts: int  # poses the section's fine texture proposes, refined at the finest level beside the grid's (0: none)
+    texture_starts: int  # poses the section's texture proposes, refined at the finest level beside the grid's (0: none)
     texture_depth_step_voxels: float  # CT planes this far apart are compared with the section's texture
 
     def range_checks(self, prefix: str = "registration") -> list[tuple[str, Any, bool, str]]:

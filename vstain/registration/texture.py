@@ -121,7 +121,8 @@ def estimate_rotation(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndar
 
     The turn ``a`` is the one of the plane fit's poses: ``moving(R p) = fixed(p)`` about the centre, for
     ``R = [[cos a, -sin a], [sin a, cos a]]`` acting on ``p = (x, y) = (column, row)`` (so
-    :func:`scipy.ndimage.rotate` by ``-a`` turns an array by ``a``); both images at the same pixel size. See :func:`polar_magnitude` and :func:`rotation_scores`.
+    :func:`scipy.ndimage.rotate` by ``-a`` turns an array by ``a``); both images at the same pixel size.
+    See :func:`polar_magnitude` and :func:`rotation_scores`.
 
     Returns
     -------
@@ -251,7 +252,7 @@ def _families(tilts_deg) -> list[np.ndarray]:
 
 
 def _plane(view: np.ndarray, basis: np.ndarray, depth: int) -> np.ndarray:
-    """The view sampled on a plane of ``basis`` through its centre column at ``depth`` (NaN outside), the view's (Y, X)."""
+    """The view sampled on a plane of ``basis`` through its centre column at ``depth``: the view's (Y, X), NaN outside."""
     if np.allclose(basis, np.eye(3)):
         return np.asarray(view[depth], np.float32)
     y_n, x_n = view.shape[1:]
@@ -337,7 +338,7 @@ def _start(pose: InPlanePose, peak: _Peak, basis: np.ndarray, view_shape, ct_vox
 
 
 def _can_hold(plane_shape, mask: np.ndarray, fraction: float) -> bool:
-    """Whether a plane of ``plane_shape`` could hold ``fraction`` of the section's ``mask`` (by its bounding box, either way round)."""
+    """Whether a plane of ``plane_shape`` could hold ``fraction`` of the section's ``mask`` (bounding boxes, either way)."""
     rows, cols = np.nonzero(mask)
     if not len(rows):
         return True
