@@ -252,7 +252,7 @@ def _families(tilts_deg) -> list[np.ndarray]:
 
 
 def _plane(view: np.ndarray, basis: np.ndarray, depth: int) -> np.ndarray:
-    """The view sampled on a plane of ``basis`` through its centre column at ``depth``: the view's (Y, X), NaN outside."""
+    """The view on a plane of ``basis`` through its centre column at ``depth``: the view's (Y, X), NaN outside."""
     if np.allclose(basis, np.eye(3)):
         return np.asarray(view[depth], np.float32)
     y_n, x_n = view.shape[1:]
@@ -338,7 +338,7 @@ def _start(pose: InPlanePose, peak: _Peak, basis: np.ndarray, view_shape, ct_vox
 
 
 def _can_hold(plane_shape, mask: np.ndarray, fraction: float) -> bool:
-    """Whether a plane of ``plane_shape`` could hold ``fraction`` of the section's ``mask`` (bounding boxes, either way)."""
+    """Whether a plane of ``plane_shape`` can hold ``fraction`` of the section's ``mask`` (bounding boxes, either way)."""
     rows, cols = np.nonzero(mask)
     if not len(rows):
         return True
