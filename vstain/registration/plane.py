@@ -242,7 +242,9 @@ def fit_plane(problem: PlaneProblem, faces: list[tuple[np.ndarray, np.ndarray]],
     face of the section (the second, if any, mirrored). With no ``start`` the coarsest level searches
     every view and face (:func:`~vstain.registration.search.search_grid`), each start is tilted over
     the cone (:func:`~vstain.registration.search.best_cone_tilt`), and the best pose of each distinct
-    orientation goes on to the finer levels, where the finest picks the fit. ``start`` is
+    orientation goes on to the finer levels, where the finest picks the fit; the poses the section's
+    texture proposes (:func:`~vstain.registration.texture.texture_poses`, ``texture_starts`` of them)
+    join the finest level only (the coarser levels do not see the texture that found them). ``start`` is
     ``(transform, axis)``: a refinement of the ``n_finest`` finest levels (default
     ``refinement_levels``); the transform given is left as it was. ``sampling`` is the fraction of
     the section's pixels the metric samples (a fixed random subset), at most ``max_samples`` of them
