@@ -155,7 +155,8 @@ def test_without_texture_starts_a_texture_only_section_is_right_or_flagged_never
     assert result.status != "ok" or errors["tre_median_px"] < 1.0, (result.status, errors)
 
 
-@pytest.mark.parametrize("key, value", [("texture_starts", -1), ("texture_depth_step_voxels", 0.5)])
+@pytest.mark.parametrize("key, value", [("texture_starts", -1), ("texture_depth_step_voxels", 0.5),
+                                        ("texture_below_margin", 1.5)])
 def test_texture_settings_are_range_checked_by_the_profile_loader(tmp_path, key, value):
     data = yaml.safe_load(resolve_profile_path("smoke").read_text())
     data["registration"][key] = value
@@ -163,3 +164,17 @@ def test_texture_settings_are_range_checked_by_the_profile_loader(tmp_path, key,
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ProfileError, match=rf"variant\.yaml: registration\.{key} must be .*got"):
         load_profile(path)
+
+
+def test_where_the_coarse_levels_settle_the_orientation_the_texture_is_not_consulted(monkeypatch):
+    # the 120 degree section's turn is clear on the coarse levels (margin about 0.5): its fit stays the grid's
+    import vstain.registration.plane as plane
+
+    calls = []
+    monkeypatch.setattr(plane, "texture_poses", lambda *args, **kwargs: calls.append(args) or [])
+    case = texture_block((40, 128, 128), angle_deg=120.0, mirrored=True, seed=0)
+    result = _register(case, QUICK)
+    assert result.status == "ok" and not calls
+    narrow = dataclasses.replace(QUICK, texture_below_margin=1.0)  # consulted whatever the margin
+    _register(case, narrow)
+    assert len(calls) == 1
