@@ -42,7 +42,8 @@ inverted: dense bone is bright in CT and pale in toluidine blue):
    circular shift along the angle), the best turns go on to a masked cross-correlation of the texture
    that tells a turn from its opposite and finds the shift, and where no untilted plane matches well
    a cone of tilted planes is tried; the ``texture_starts`` best poses join the finest level beside
-   the grid's (0: none).
+   the grid's (0: none). Only where the coarser levels left the orientation open (their MI margin
+   below ``texture_below_margin``): where a screw sets it, the fit is what it was without them.
 3. **2D affine**. The CT is resampled on the fitted plane
    (:func:`scipy.ndimage.map_coordinates`), and a 2D affine of the histology
    (non-uniform scale, shear, rotation, translation; a negative determinant for a section
