@@ -75,6 +75,9 @@ class RegistrationParams:
     max_tilt_spread_deg: float  # a last round that still moved the fit further than this: uncertain
     tilt_agreement_tolerance: float  # refits with MI within this fraction of the fit's fit as well as it
     max_tilt_error_px: float  # tissue radius x sin(farthest such refit's tilt) above this (CT px): uncertain
+    texture_starts: int  # poses the section's texture proposes, refined at the finest level beside the grid's (0: none)
+    texture_depth_step_voxels: float  # CT planes this far apart are compared with the section's texture
+    texture_below_margin: float  # the texture is consulted only where the coarser levels' MI margin is below this
 
     def range_checks(self, prefix: str = "registration") -> list[tuple[str, Any, bool, str]]:
         """``(dotted key, value, valid, what a valid value is)`` for every setting with a range, in field order."""
@@ -107,6 +110,9 @@ class RegistrationParams:
             ("workers", r.workers >= 1, AT_LEAST_ONE),
             ("tilt_agreement_tolerance", 0 <= r.tilt_agreement_tolerance < 1, "a fraction in [0, 1)"),
             ("max_tilt_error_px", r.max_tilt_error_px > 0, "positive"),
+            ("texture_starts", r.texture_starts >= 0, "non-negative"),
+            ("texture_depth_step_voxels", r.texture_depth_step_voxels >= 1, "at least 1 voxel"),
+            ("texture_below_margin", 0 <= r.texture_below_margin <= 1, FRACTION),
             ("n_orientation_starts", r.n_orientation_starts >= 0, "non-negative"),
             ("orientation_separation_deg", 0 < r.orientation_separation_deg <= 180, "an angle in (0, 180] degrees"),
             ("min_mi_margin", 0 <= r.min_mi_margin < 1, "a fraction in [0, 1)"),

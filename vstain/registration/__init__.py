@@ -35,6 +35,15 @@ inverted: dense bone is bright in CT and pale in toluidine blue):
    histology block-averaged, the CT smoothed to match), and the finest level picks the fit. (The
    profile may narrow the orientations the fit may take, ``max_inplane_rotation_deg`` and
    ``search_mirror``; the grid still scans all of them, as competitors of the check of step 5.)
+   **Texture proposals** (:mod:`~vstain.registration.texture`): the coarsest level sees the section's
+   outline, not its fine texture, and a round block of porous bone with no screw looks alike at every
+   turn there. So the section, at the CT's pixel size, is also compared with the CT planes of each view
+   (``texture_depth_step_voxels`` apart) by the polar Fourier magnitude (shift-invariant; a turn is a
+   circular shift along the angle), the best turns go on to a masked cross-correlation of the texture
+   that tells a turn from its opposite and finds the shift, and where no untilted plane matches well
+   a cone of tilted planes is tried; the ``texture_starts`` best poses join the finest level beside
+   the grid's (0: none). Only where the coarser levels left the orientation open (their MI margin
+   below ``texture_below_margin``): where a screw sets it, the fit is what it was without them.
 3. **2D affine**. The CT is resampled on the fitted plane
    (:func:`scipy.ndimage.map_coordinates`), and a 2D affine of the histology
    (non-uniform scale, shear, rotation, translation; a negative determinant for a section
@@ -70,7 +79,7 @@ boundary), :mod:`~vstain.registration.images` (grey density, oblique slices, pyr
 :mod:`~vstain.registration.views` (the CT turned per searched axis, smoothed per level),
 :mod:`~vstain.registration.metric` (the one Mattes MI set-up), :mod:`~vstain.registration.poses`
 (pose algebra, landmarks), :mod:`~vstain.registration.search` (step 1),
-:mod:`~vstain.registration.plane` (step 2), :mod:`~vstain.registration.affine` (steps 3 and 4),
+:mod:`~vstain.registration.texture` (the texture proposals), :mod:`~vstain.registration.plane` (step 2), :mod:`~vstain.registration.affine` (steps 3 and 4),
 :mod:`~vstain.registration.checks` (step 5), :mod:`~vstain.registration.warp` (the registered
 images), :mod:`~vstain.registration.pipeline` (the whole) and :mod:`~vstain.registration.result`.
 Errors against the synthetic dataset's truth are :mod:`vstain.phantom.truth`'s; drawings of a

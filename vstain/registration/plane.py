@@ -19,6 +19,7 @@ from vstain.registration.metric import mattes_method
 from vstain.registration.poses import coverage, inplane_rotation, orientation_distance
 from vstain.registration.result import RegistrationFailed
 from vstain.registration.search import Start, best_cone_tilt, pick_starts, search_grid
+from vstain.registration.texture import texture_poses
 from vstain.registration.views import AXIS_NAMES, CTViews, SectionLevel, section_level
 
 
@@ -241,7 +242,10 @@ def fit_plane(problem: PlaneProblem, faces: list[tuple[np.ndarray, np.ndarray]],
     face of the section (the second, if any, mirrored). With no ``start`` the coarsest level searches
     every view and face (:func:`~vstain.registration.search.search_grid`), each start is tilted over
     the cone (:func:`~vstain.registration.search.best_cone_tilt`), and the best pose of each distinct
-    orientation goes on to the finer levels, where the finest picks the fit. ``start`` is
+    orientation goes on to the finer levels, where the finest picks the fit. Where the coarser levels
+    left the orientation open (:func:`texture_wanted`), the poses the section's texture proposes
+    (:func:`~vstain.registration.texture.texture_poses`, up to ``texture_starts``) join the finest
+    level (the coarser levels do not see the texture that found them). ``start`` is
     ``(transform, axis)``: a refinement of the ``n_finest`` finest levels (default
     ``refinement_levels``); the transform given is left as it was. ``sampling`` is the fraction of
     the section's pixels the metric samples (a fixed random subset), at most ``max_samples`` of them
@@ -262,6 +266,10 @@ def fit_plane(problem: PlaneProblem, faces: list[tuple[np.ndarray, np.ndarray]],
         level = _Level(problem, faces, um, index, index == len(level_um) - 1, f"plane{round_}", sampling,
                        max_samples)
         starts = _global_starts(level, history, hint) if candidates is None else candidates
+        if level.is_last and start is None and texture_wanted(search, cfg):
+            # the poses the section's fine texture proposes join the finest level, where the texture is seen
+            starts = starts + texture_poses(problem.views, faces, problem.ct_voxel_um, problem.histology_pixel_um,
+                                            cfg, hint)
         refined = [item for item in (level.refine(s, alone=len(starts) == 1) for s in starts) if item is not None]
         if not any(item.allowed for item in refined):
             raise RegistrationFailed(f"pair {problem.pair_id}: plane fit failed at level {index} ({um:g} um) from "
@@ -275,6 +283,25 @@ def fit_plane(problem: PlaneProblem, faces: list[tuple[np.ndarray, np.ndarray]],
         candidates = _going_on(best, refined, cfg)
         history.extend(best.history)
     return PlaneFit(best.transform, best.key, search, best.value)
+
+
+def texture_wanted(search: dict[str, float], cfg: RegistrationParams) -> bool:
+    """Whether the finest level should also refine the texture's poses: the coarser levels' margin is small.
+
+    ``search`` is the orientation check of the coarser levels (:func:`orientation_margin`; empty
+    without a rival, or with one level). Where a screw or an outline sets the orientation, the
+    coarser levels' best beats every other orientation clearly (``mi_margin`` of ``texture_below_margin``
+    or more) and the texture is not consulted: the fit and its time are what they were without it.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> cfg = SimpleNamespace(texture_starts=2, texture_below_margin=0.15)
+    >>> texture_wanted({"mi_margin": 0.01}, cfg), texture_wanted({"mi_margin": 0.4}, cfg), texture_wanted({}, cfg)
+    (True, False, True)
+    """
+    margin = search.get("mi_margin", math.nan)
+    return cfg.texture_starts > 0 and not margin >= cfg.texture_below_margin
 
 
 def best_other(best: Candidate, refined: list[Candidate], cfg: RegistrationParams) -> Candidate | None:

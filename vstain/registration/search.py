@@ -114,13 +114,6 @@ def search_grid(level: SectionLevel, view_shape, ct_voxel_um: float, cfg: Regist
         method.Execute(fixed, moving())
     except RuntimeError:  # some grid pose left the view entirely: keep the poses scored before it
         pass
-    hint = hint or {}
-    axis, face = key
-    mirrored = bool(face)
-    allowed_key = (mirrored is False or cfg.search_mirror) and hint.get("mirrored", mirrored) == mirrored \
-        and hint.get("normal_axis", axis) == axis
-    centre = -math.radians(hint["rotation_deg"]) if "rotation_deg" in hint else 0.0
-    limit = math.radians(cfg.inplane_step_deg if "rotation_deg" in hint else cfg.max_inplane_rotation_deg) + 1e-9
     out = []
     for value, position in grid:
         if abs(position[2]) >= math.pi - 1e-6 and position[2] > 0:
@@ -128,10 +121,26 @@ def search_grid(level: SectionLevel, view_shape, ct_voxel_um: float, cfg: Regist
         index = int(round(position[2] / math.radians(cfg.inplane_step_deg))) + n_rot
         if not feasible[index]:
             continue
-        allowed = allowed_key and abs(math.remainder(position[2] - centre, 2 * math.pi)) <= limit
+        allowed = allowed_pose(cfg, key, position[2], hint)
         # as in the refinement: MI in proportion to the tissue the cross-section can hold
         out.append(GridPose(value * min(1.0, fractions[index]), position, key, transform, allowed))
     return out
+
+
+def allowed_pose(cfg: RegistrationParams, key: tuple[int, int], angle: float, hint: dict | None) -> bool:
+    """Whether the fit may take a pose of ``key`` ``(axis, face)`` turned by ``angle`` (radians) in its plane.
+
+    The profile's ``search_mirror`` and ``max_inplane_rotation_deg``, narrowed by the pair's ``hint``
+    (``mirrored``, ``normal_axis``, ``rotation_deg``: then within ``inplane_step_deg`` of it).
+    """
+    hint = hint or {}
+    axis, face = key
+    mirrored = bool(face)
+    allowed_key = (mirrored is False or cfg.search_mirror) and hint.get("mirrored", mirrored) == mirrored \
+        and hint.get("normal_axis", axis) == axis
+    centre = -math.radians(hint["rotation_deg"]) if "rotation_deg" in hint else 0.0
+    limit = math.radians(cfg.inplane_step_deg if "rotation_deg" in hint else cfg.max_inplane_rotation_deg) + 1e-9
+    return bool(allowed_key and abs(math.remainder(angle - centre, 2 * math.pi)) <= limit)
 
 
 def inside_fractions(grey_small, fov_small, centre_xy, um, angles, extent_xy) -> np.ndarray:
