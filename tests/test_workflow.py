@@ -16,6 +16,7 @@ import yaml
 
 from vstain.config import load_profile
 from vstain.stages import register as register_stage
+from vstain.sweep import level_name, sweep_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,8 +47,11 @@ def test_paper_profile_dag_has_every_job(tmp_path):
     assert counts["train"] == grid and counts["infer"] == grid
     assert counts["train_he"] == len(paper.he.models) == counts["infer_he"]
     chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert counts["notebook"] == len(chapters) == 11
-    for stage in ("dataset", "register", "evaluate", "evaluate_he", "frc", "volume", "uncertainty", "book"):
+    assert counts["notebook"] == len(chapters) == 12
+    # the claim's full grid: every model at six strengths with 3 seeds, and the ablations at one strength
+    assert counts["sweep_data"] == len(paper.sweep.levels) == 6
+    assert counts["sweep_run"] == len(sweep_runs(paper.sweep)) == 6 * 4 * 3 + 3 * 3
+    for stage in ("dataset", "register", "evaluate", "evaluate_he", "frc", "volume", "uncertainty", "sweep", "book"):
         assert counts[stage] == 1, stage
 
 
@@ -221,6 +225,8 @@ def _rerun_cases():
     grid = [f"{m},{k}" for m in smoke.training.models for k in smoke.training.folds]
     chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     book = {"book", "all"}
+    sweep = {"sweep", *(f"sweep_data[{level_name(v)}]" for v in smoke.sweep.levels),
+             *(f"sweep_run[{level_name(r.level)},{r.arm},{r.seed}]" for r in sweep_runs(smoke.sweep))}
     return {
         # Table 1: evaluation, the two chapters that read it and the book; nothing before it, not FRC beside it
         "evaluation": {"evaluate", "notebook[05_evaluation]", "notebook[09_results]", *book},
@@ -231,9 +237,11 @@ def _rerun_cases():
                    "uncertainty", *(f"notebook[{c}]" for c in ("03_training", "04_inference", "05_evaluation",
                                                            "06_frc", "07_volume", "09_results", "10_uncertainty")),
                    *book},
+        # the sweep cuts its own blocks: it needs nothing before it, and only its chapter reads it
+        "sweep": {*sweep, "notebook[11_misalignment]", *book},
         "": {*(f"{r}[{g}]" for r in ("train", "infer") for g in grid), "dataset", "register", "evaluate", "frc",
              "volume", "uncertainty", *(f"{r}[{m}]" for r in ("train_he", "infer_he") for m in smoke.he.models),
-             "evaluate_he", *(f"notebook[{c}]" for c in chapters), *book},
+             "evaluate_he", *(f"notebook[{c}]" for c in chapters), *sweep, *book},
     }
 
 

@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "he": ("vstain.stages.he", "the H&E secondary study: train, infer and measure on the H&E pairs"),
     "uncertainty": ("vstain.stages.uncertainty",
                     "per-pixel uncertainty (fold ensemble, flips / turns, overlapping tiles) against the phantom's truth"),
+    "sweep": ("vstain.stages.sweep",
+              "the paper's claim tested: models trained and scored across misalignment strengths, with ablations"),
 }
 
 

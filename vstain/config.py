@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from vstain.params import RegistrationParams
-from vstain.vocabulary import MODEL_NAMES, PIXEL_UM_RANGE
+from vstain.vocabulary import ABLATED_MODEL, ABLATIONS, MODEL_NAMES, PIXEL_UM_RANGE
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
 DEVICES = ("cpu", "cuda", "auto")
@@ -208,6 +208,22 @@ class HEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """The misalignment sweep that tests the paper's claim (ours: the paper's data have one, unknown, level)."""
+
+    levels: list[float]  # dataset.misalignment_strength values swept (0: slide and CT aligned)
+    models: list[str]  # models trained at every level
+    seeds: int  # networks per model and level (initialisation and patch draws; the same seeds at every level)
+    ablation_level: float  # the level at which the modified CycleGAN's own terms are taken out ...
+    ablations: list[str]  # ... one at a time or together: no_px, no_gs, no_px_no_gs
+    n_train: int  # toluidine-blue training slides per level (the same blocks at every level)
+    n_test: int  # test slides per level, scored against the prepared section and against its aligned twin
+    ct_shape: list[int]  # the sweep's blocks (z, y, x), at dataset.ct_voxel_um
+    epochs: int  # training epochs of every sweep run (the rest of the training section as profiled)
+    patches_per_pair: int  # patches per training slide and epoch
+
+
+@dataclasses.dataclass(frozen=True)
 class Profile:
     """A whole profile: one seed and one section per stage."""
 
@@ -224,6 +240,7 @@ class Profile:
     volume: VolumeConfig
     he: HEConfig
     uncertainty: UncertaintyConfig
+    sweep: SweepConfig
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain nested dicts (for provenance records)."""
@@ -569,6 +586,33 @@ _LOW_UM, _HIGH_UM = PIXEL_UM_RANGE
 _PLAUSIBLE_UM = f"a size in micrometres from {_LOW_UM:g} to {_HIGH_UM:g} (outside, the unit is wrong)"
 
 
+MAX_SWEEP_LEVEL = 10.0  # misalignment strengths beyond this tear the phantom's sections apart
+
+
+def _sweep_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
+    """The ranges of the ``sweep`` section (as :func:`_range_checks`)."""
+    s = p.sweep
+    levels_ok = bool(s.levels) and len(set(s.levels)) == len(s.levels) and all(
+        0 <= level <= MAX_SWEEP_LEVEL for level in s.levels)
+    return [
+        ("sweep.levels", s.levels, levels_ok, f"distinct strengths between 0 and {MAX_SWEEP_LEVEL:g}"),
+        ("sweep.models", s.models, bool(s.models) and len(set(s.models)) == len(s.models)
+         and set(s.models) <= set(MODEL_NAMES), f"a list of distinct model names from {list(MODEL_NAMES)}"),
+        ("sweep.seeds", s.seeds, 1 <= s.seeds <= 100, "between 1 and 100"),
+        ("sweep.ablation_level", s.ablation_level, s.ablation_level in s.levels or not s.ablations,
+         "one of sweep.levels (where the full model's runs are)"),
+        ("sweep.ablations", s.ablations, len(set(s.ablations)) == len(s.ablations)
+         and set(s.ablations) <= set(ABLATIONS) and (not s.ablations or ABLATED_MODEL in s.models),
+         f"distinct names from {list(ABLATIONS)}, with {ABLATED_MODEL} among sweep.models"),
+        ("sweep.n_train", s.n_train, s.n_train >= 1, "an integer of at least 1"),
+        ("sweep.n_test", s.n_test, s.n_test >= 1, "an integer of at least 1"),
+        ("sweep.ct_shape", s.ct_shape, len(s.ct_shape) == 3 and all(n >= 16 for n in s.ct_shape),
+         "three sizes (z, y, x) of at least 16 voxels"),
+        ("sweep.epochs", s.epochs, s.epochs >= 1, "an integer of at least 1"),
+        ("sweep.patches_per_pair", s.patches_per_pair, s.patches_per_pair >= 1, "an integer of at least 1"),
+    ]
+
+
 def inference_settings(data: Any, source: str) -> InferenceConfig:
     """An ``inference`` section read back from a record (a checkpoint's), validated as a profile's is.
 
@@ -607,6 +651,6 @@ def check_ranges(profile: Profile, source: str = "profile") -> None:
     ...
     vstain.config.ProfileError: my.yaml: training.lr must be a learning rate in (0, 1], got -0.0002
     """
-    for key, value, valid, what in _range_checks(profile):
+    for key, value, valid, what in _range_checks(profile) + _sweep_checks(profile):
         if not valid:
             raise ProfileError(f"{source}: {key} must be {what}, got {value!r}")

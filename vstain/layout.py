@@ -35,6 +35,7 @@ STAGES = (
     "volume",       # vstain.volume
     "he",           # the H&E study
     "uncertainty",  # vstain.uncertainty: per-pixel uncertainty measured against the phantom's truth
+    "sweep",        # vstain.sweep: the misalignment sweep (the paper's claim tested)
     "notebooks",    # executed notebooks (the book's pages)
 )
 
@@ -119,3 +120,13 @@ def frc_dir(profile: str, model: str, fold: int, root: str | Path | None = None)
 def volume_dir(profile: str, root: str | Path | None = None) -> Path:
     """``results/<profile>/volume/``: the stained phantom volume, its scores and renderings."""
     return stage_dir(profile, "volume", root)
+
+
+def sweep_dir(profile: str, root: str | Path | None = None) -> Path:
+    """``results/<profile>/sweep/``: the misalignment sweep (``per_patch.csv``, ``runs.csv``, ``done.json``)."""
+    return stage_dir(profile, "sweep", root)
+
+
+def sweep_level_dir(profile: str, level_name: str, root: str | Path | None = None) -> Path:
+    """``results/<profile>/sweep/level<strength>/``: one strength's slides (``data/``) and runs (``<arm>/seed<k>/``)."""
+    return sweep_dir(profile, root) / f"level{level_name}"

@@ -60,6 +60,22 @@ MODEL_LABELS: dict[str, str] = {
 }
 
 
+#: The misalignment sweep's ablations of the modified CycleGAN (chapter 11): the loss weights each sets to zero,
+#: the pixelwise term of paper Eq. 5 (lambda_px) and the greyscale term of Eq. 6 (lambda_gs) in the total of Eq. 7.
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "no_px": ("lambda_px",),
+    "no_gs": ("lambda_gs",),
+    "no_px_no_gs": ("lambda_px", "lambda_gs"),
+}
+ABLATION_LABELS: dict[str, str] = {
+    "no_px": "Mod. CycleGAN without L_px",
+    "no_gs": "Mod. CycleGAN without L_gs",
+    "no_px_no_gs": "Mod. CycleGAN without L_px and L_gs",
+}
+#: The model an ablation takes its terms from.
+ABLATED_MODEL = "mod_cyclegan"
+
+
 def check_word(value: str, allowed: tuple[str, ...], what: str) -> str:
     """``value`` if it is one of ``allowed``, else a ValueError naming ``what`` and the valid words.
 
