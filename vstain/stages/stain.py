@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import json
@@ -32,19 +33,28 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vstain.config import DEVICES, NormalisationConfig, ProfileError, as_profile, inference_settings, resolve_device
+from vstain.config import DEVICES, ProfileError, as_profile, inference_settings, resolve_device
 from vstain.infer import check_tiling, infer_slide
 from vstain.io import provenance
 from vstain.models.checkpoint import load_generator
-from vstain.normalise import (FieldOfViewVolume, compare_ct_statistics, ct_outside_field_of_view, ct_statistics,
-                              edge_class_shares, find_ct_fill_value, linear_ct_map, looks_inverted,
-                              segment_ct_slices, volume_scale_from_slices)
+from vstain.normalise import FieldOfViewVolume
 from vstain.stages.arguments import at_most, non_negative_float, positive_float, positive_int
+from vstain.stages.stain_intensities import (CONTRASTS, N_SAMPLE_SLICES, VOXEL_SIZE_FACTOR, check_ct_contrast,
+                                             check_ct_intensities, check_voxel_size, choose_ct_normalisation,
+                                             choose_field_of_view, ct_targets, field_of_view_record,
+                                             read_sample_slices, sample_slices)
 from vstain.train import forward_dtype
 from vstain.uncertainty import (SOURCES, STAINS, make_uncertainty_stainer, stain_volume_uncertainty,
                                 uncertainty_path)
 from vstain.volume import AXES, SliceStainer, make_slice_stainer, stain_volume
 from vstain.volume_io import NGFF_VERSIONS, InvertedVolume, NormalisedVolume, open_volume
+
+__all__ = ["CONTRASTS", "N_SAMPLE_SLICES", "STAIN_NOTES", "StainOptions", "VOXEL_SIZE_FACTOR", "check_ct_contrast",
+           "check_ct_intensities", "check_distinct_member", "check_output_path", "check_voxel_size",
+           "choose_ct_normalisation", "choose_field_of_view", "configure_parser", "ct_targets",
+           "field_of_view_record", "load_forward_generator", "load_forward_stainer", "load_uncertainty_stainer",
+           "parse_fill_value", "parse_roi", "read_sample_slices", "run_cli", "sample_slices", "selected_checkpoint",
+           "stain_ct_volume", "trained_inference_settings", "weights_digest"]
 
 
 def load_forward_generator(
@@ -345,71 +355,6 @@ def check_output_path(output: str | Path, *, overwrite: bool = False) -> Path:
     return output
 
 
-#: Slices sampled (evenly, away from the ends) to find the automatic ROIs and describe the intensities.
-N_SAMPLE_SLICES = 9
-
-
-def sample_slices(source, n: int = N_SAMPLE_SLICES) -> list[int]:
-    """Indices of ``n`` slices spread evenly over the middle 80 % of the depth (the ends often hold no sample).
-
-    Examples
-    --------
-    >>> from vstain.volume_io import ArrayVolume
-    >>> sample_slices(ArrayVolume(np.zeros((100, 2, 2)), (1, 1, 1)), 3)
-    [10, 50, 89]
-    """
-    depth = source.shape[0]
-    return sorted({int(round(z)) for z in np.linspace(0.1 * (depth - 1), 0.9 * (depth - 1), min(n, depth))})
-
-
-def read_sample_slices(source, n: int = N_SAMPLE_SLICES, *,
-                       fill_value: float | str | None = "auto") -> tuple[list[np.ndarray], list[dict | None], dict]:
-    """The :func:`sample_slices` of ``source``, their field of view and segmentations, each read and segmented once.
-
-    The automatic normalisation (:func:`choose_ct_normalisation`) and the intensity check
-    (:func:`check_ct_intensities`) share them. Voxels outside the reconstruction's field of view
-    (the constant a reconstruction writes outside its circle, :func:`choose_field_of_view`; 0, any
-    number or NaN) are left out of the segmentations, so they are neither background nor sample.
-    A NaN or infinite voxel inside the field of view (or anywhere, without one) stops the run.
-
-    Parameters
-    ----------
-    source
-        A volume source (:func:`vstain.volume_io.open_volume`).
-    n : int
-    fill_value : float, "auto" or None
-        As :func:`choose_field_of_view` takes it.
-
-    Returns
-    -------
-    slices : list of ndarray
-    segmentations : list of dict or None
-        :func:`vstain.normalise.segment_ct_slices` of ``slices`` inside the field of view.
-    field_of_view : dict
-        :func:`choose_field_of_view` of ``slices``.
-
-    Raises
-    ------
-    ValueError
-        A non-finite voxel with data (inside the field of view), naming the file and the slice.
-    """
-    zs = sample_slices(source, n)
-    slices = [np.asarray(source.read_slice(z)) for z in zs]
-    field = choose_field_of_view(source, slices, fill_value)
-    valid = (None if field["fill_value"] is None else
-             [~ct_outside_field_of_view(image, field["fill_value"]) for image in slices])
-    for k, (z, image) in enumerate(zip(zs, slices)):
-        finite = np.isfinite(image)
-        bad = int(np.count_nonzero(~finite if valid is None else valid[k] & ~finite))
-        if bad:
-            where = "" if valid is None else " inside the field of view"
-            hint = (" (NaN outside the reconstruction circle is found with --ct-fill-value auto)"
-                    if fill_value != "auto" and np.isnan(image).any() else "")
-            raise ValueError(f"{source.name}: slice {z} holds {bad} non-finite voxels (NaN or infinite){where}; "
-                             f"fix or mask them before staining{hint}")
-    return slices, segment_ct_slices(slices, valid), field
-
-
 def parse_fill_value(text: str) -> float | str | None:
     """``--ct-fill-value``: a finite number, ``auto`` (found from the slices) or ``none`` (every voxel is data).
 
@@ -431,57 +376,6 @@ def parse_fill_value(text: str) -> float | str | None:
     return value
 
 
-def choose_field_of_view(source, slices: list[np.ndarray], fill_value: float | str | None = "auto") -> dict:
-    """Which voxels of ``source`` hold data: all, or all but the reconstruction's fill outside its circle.
-
-    Reconstructions write a constant (mostly 0, some NaN) outside the circle the projections cover.
-    Taken for background it would drag the automatic normalisation (bone 30000, background 10000)
-    and be stained as if it were tissue; :func:`vstain.normalise.find_ct_fill_value` finds it on
-    the sample ``slices`` (``fill_value="auto"``, a NaN fill included), a number gives it, None
-    says there is none.
-
-    Returns
-    -------
-    dict
-        ``method`` (``found``, ``given``, ``none``, ``not found``), ``fill_value`` (float, NaN for a
-        NaN fill, or None) and ``outside_fraction``: the share of the sampled voxels outside the field of view.
-
-    Raises
-    ------
-    ValueError
-        A fill value that covers every sampled voxel (nothing left to stain).
-    """
-    if isinstance(fill_value, str) and fill_value != "auto":
-        raise ValueError(f"--ct-fill-value must be a number, auto or none, got {fill_value!r}")
-    if fill_value is None:
-        return {"method": "none", "fill_value": None, "outside_fraction": 0.0}
-    method = "found" if fill_value == "auto" else "given"
-    value = find_ct_fill_value(slices) if fill_value == "auto" else float(fill_value)
-    if value is None:
-        return {"method": "not found", "fill_value": None, "outside_fraction": 0.0}
-    outside = sum(int(ct_outside_field_of_view(image, value).sum()) for image in slices)
-    total = sum(image.size for image in slices)
-    if total and outside == total:
-        if method == "given":
-            raise ValueError(f"{source.name}: --ct-fill-value {value:g} covers every sampled voxel; the volume would "
-                             "hold no data (give the value the reconstruction writes outside its circle, or none)")
-        raise ValueError(f"{source.name}: every sampled slice holds the one value {value:g} and nothing else: "
-                         "no data to stain")
-    return {"method": method, "fill_value": value, "outside_fraction": outside / total if total else 0.0}
-
-
-def _field_record(field: dict) -> dict:
-    """The field of view as the output records it: a NaN fill as the string ``"NaN"`` (JSON has no NaN).
-
-    Examples
-    --------
-    >>> _field_record({"method": "found", "fill_value": float("nan"), "outside_fraction": 0.2})["fill_value"]
-    'NaN'
-    """
-    value = field.get("fill_value")
-    return {**field, "fill_value": "NaN"} if isinstance(value, float) and np.isnan(value) else field
-
-
 def parse_roi(text: str) -> tuple[int, slice, slice]:
     """``Z:Y0:Y1:X0:X1`` (a box on slice Z) as ``(z, rows, columns)``.
 
@@ -499,213 +393,9 @@ def parse_roi(text: str) -> tuple[int, slice, slice]:
     return z, slice(y0, y1), slice(x0, x1)
 
 
-def _roi_mean(source, roi: tuple[int, slice, slice], option: str) -> float:
-    z, rows, columns = roi
-    if z >= source.shape[0]:
-        raise ValueError(f"{source.name}: {option} slice {z} is beyond the volume's {source.shape[0]} slices")
-    box = source.read_slice(z)[rows, columns]
-    if box.size == 0 or box.shape != (rows.stop - rows.start, columns.stop - columns.start):
-        raise ValueError(f"{source.name}: {option} box {rows.start}:{rows.stop}, {columns.start}:{columns.stop} "
-                         f"leaves the {source.shape[1]} x {source.shape[2]} slice")
-    return float(np.mean(box))
-
-
-def ct_targets(profile: Any = None, info: dict | None = None) -> NormalisationConfig:
-    """The CT scale a stain brings the volume to (paper 2.5): the ``normalisation`` section of a profile.
-
-    That of ``profile`` when given, else of the checkpoint's training profile (``info["profile"]``,
-    :func:`vstain.models.checkpoint.load_generator`'s record) where it is found here, else of the
-    embedded ``quick`` profile (the study's scale, bone 30000 and background 10000).
-
-    Examples
-    --------
-    >>> targets = ct_targets("smoke")
-    >>> targets.ct_bone_mean, targets.ct_background_mean
-    (30000.0, 10000.0)
-    """
-    if profile is not None:
-        return as_profile(profile).normalisation
-    try:
-        return as_profile((info or {}).get("profile") or "quick").normalisation
-    except ProfileError:
-        return as_profile("quick").normalisation
-
-
-def choose_ct_normalisation(source, *, method: str = "auto", bone_value: float | None = None,
-                            background_value: float | None = None, bone_roi=None, background_roi=None,
-                            sample: tuple[list, list] | None = None,
-                            targets: NormalisationConfig | None = None) -> dict:
-    """How the CT volume is brought to the study's scale (``targets``: :func:`ct_targets`; paper 2.5).
-
-    ``bone_value`` and ``background_value`` (the input's own numbers) or ``bone_roi`` and
-    ``background_roi`` (:func:`parse_roi` boxes) fix the linear map; otherwise ``method="auto"``
-    finds bone and background on a few slices as the registration stage does
-    (:func:`vstain.normalise.volume_scale_from_slices`), and ``"none"`` takes the volume as
-    already normalised (then the automatic ROIs only check that it is). ``sample``
-    (:func:`read_sample_slices` of ``source``) spares reading and segmenting them again.
-    ``targets`` (default :func:`ct_targets` of no profile) gives the bone and background means.
-
-    Returns
-    -------
-    dict
-        ``method`` and, unless ``"none"``, ``scale`` and ``offset`` with the ROI values they come from.
-    """
-    targets = ct_targets() if targets is None else targets
-    means = dict(bone_mean=targets.ct_bone_mean, background_mean=targets.ct_background_mean)
-    given = {"values": (bone_value, background_value), "ROIs": (bone_roi, background_roi)}
-    for kind, pair in given.items():
-        if (pair[0] is None) != (pair[1] is None):
-            raise ValueError(f"{source.name}: give both bone and background {kind}, or neither")
-    if bone_value is not None and bone_roi is not None:
-        raise ValueError(f"{source.name}: give bone/background values or ROIs, not both")
-    if bone_value is not None:
-        return {"method": "given values", **linear_ct_map(bone_value, background_value, **means)}
-    if bone_roi is not None:
-        values = _roi_mean(source, bone_roi, "--bone-roi"), _roi_mean(source, background_roi, "--background-roi")
-        try:
-            return {"method": "given ROIs", **linear_ct_map(*values, **means)}
-        except ValueError as err:
-            raise ValueError(f"{source.name}: --bone-roi / --background-roi: {err}") from None
-    if method == "none":
-        return {"method": "none (the input is taken as normalised)"}
-    try:
-        slices, segmentations = (sample or read_sample_slices(source))[:2]
-        return volume_scale_from_slices(slices, segmentations=segmentations, **means)
-    except ValueError as err:
-        raise ValueError(f"{source.name}: automatic CT normalisation failed: {err} "
-                         "(--ct-bone-value/--ct-background-value or --bone-roi/--background-roi)") from None
-
-
-#: ``--ct-contrast``: found from the slices, bone bright as it is, or bone dark (the volume is negated first).
-CONTRASTS = ("auto", "normal", "inverted")
-
-
-def check_ct_contrast(source, sample: tuple, contrast: str = "auto") -> dict:
-    """Stop when the CT looks inverted (bone dark): the brightest class lines the edge of the field of view.
-
-    Around a sample lies air or medium, the darkest class of a CT; where the brightest class
-    lines most of the edge instead (:func:`vstain.normalise.edge_class_shares`), bone and
-    background would swap in the automatic normalisation and the stain. ``--ct-contrast
-    inverted`` negates the volume first; ``--ct-contrast normal`` skips the check (a sample
-    wider than the field of view, with bone at its edge). With ``contrast="inverted"`` (``source``
-    already negated) the same finding means the CT was not inverted in the first place.
-
-    Returns
-    -------
-    dict
-        ``edge_class_shares`` (darkest to brightest class), for the output's record.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and ``--ct-contrast``.
-    """
-    shares = edge_class_shares(sample[1])
-    if looks_inverted(shares) and contrast == "inverted":
-        raise ValueError(
-            f"{source.name}: --ct-contrast inverted, but negated the CT looks inverted: its darkest class would "
-            f"line {shares[3]:.0%} of the edge of the field of view; bone is bright in this scan as it comes: "
-            "drop --ct-contrast inverted")
-    if looks_inverted(shares):
-        raise ValueError(
-            f"{source.name}: the CT looks inverted (bone dark): its brightest class lines {shares[3]:.0%} of the edge "
-            f"of the field of view, where air or medium lies, its darkest {shares[0]:.0%}; stained as it is, bone "
-            "and background would swap. Pass --ct-contrast inverted (or --ct-contrast normal if bone is bright and "
-            "the sample fills the field of view)")
-    return {"edge_class_shares": None if shares is None else [round(float(v), 4) for v in shares]}
-
-
-def check_ct_intensities(source, normalisation: dict, training: dict | None, checkpoint, *,
-                         sample: tuple[list, list] | None = None,
-                         targets: NormalisationConfig | None = None) -> tuple[dict, list[str]]:
-    """Describe the intensities of ``source`` once normalised, and say, in words, what looks wrong.
-
-    Returns the statistics (:func:`vstain.normalise.ct_statistics` over the sample region of the
-    sampled slices, mapped by ``normalisation``) and a list of warnings: the volume unlike the
-    checkpoint's training CT, an input taken as normalised whose bone and background are far
-    from the ``targets`` (:func:`ct_targets`), or a checkpoint that records no training statistics. ``sample``
-    (:func:`read_sample_slices` of ``source``) spares reading and segmenting the slices again:
-    the sample region comes from the input's own segmentation (a linear map with a positive
-    scale leaves the intensity classes where they are).
-    """
-    raw, segmentations = (sample or read_sample_slices(source))[:2]
-    if "scale" in normalisation:
-        mapping = NormalisedVolume(source, normalisation["scale"], normalisation["offset"])
-        slices = [mapping.map_slice(image) for image in raw]
-    else:
-        slices = raw
-    # the sample, not the air around it nor the fill outside the field of view (class -1)
-    fill = (sample[2] if sample is not None and len(sample) > 2 else {}).get("fill_value")
-    masks = [seg["classes"] >= 1 if seg is not None else
-             ~ct_outside_field_of_view(image, fill) if fill is not None else np.ones(image.shape, bool)
-             for image, seg in zip(raw, segmentations)]
-    stats = ct_statistics(slices, masks)
-    notes = []
-    targets = ct_targets() if targets is None else targets
-    bone, background = targets.ct_bone_mean, targets.ct_background_mean
-    contrast = bone - background
-    if normalisation["method"].startswith("none"):
-        try:
-            found = volume_scale_from_slices(slices, segmentations=segmentations, bone_mean=bone,
-                                             background_mean=background)
-        except ValueError:
-            found = None
-        if found is None or (abs(found["bone_mean_before"] - bone) > 0.25 * contrast
-                             or abs(found["background_mean_before"] - background) > 0.25 * contrast):
-            seen = ("no bone and background found" if found is None else
-                    f"bone {found['bone_mean_before']:.0f}, background {found['background_mean_before']:.0f}")
-            notes.append(f"{source.name}: taken as normalised, but the automatic ROIs read {seen} "
-                         f"where the model expects {bone:.0f} and {background:.0f}; drop --ct-normalisation none")
-    if training is None:
-        notes.append(f"{checkpoint}: records no training CT statistics; the volume's intensities cannot be "
-                     "compared with what the model was trained on")
-    else:
-        difference = compare_ct_statistics(stats, training, contrast=contrast)
-        if difference:
-            notes.append(f"{source.name}: the normalised CT is unlike the training CT of {checkpoint}: "
-                         f"{difference}; check the normalisation before trusting the stain")
-    return stats, notes
-
-
 #: Bounds of the options whose slip of a digit would run for hours: the pre-filter's sigma (voxels), the
 #: inference patch (px, paper: 256) and patches per forward pass.
 MAX_SIGMA_VOXELS, MAX_PATCH_SIZE, MAX_BATCH_SIZE = 20.0, 2048, 1024
-
-
-#: Largest factor between a volume's voxel size and the training CT's (either way) before a warning; also the
-#: largest ratio of a volume's longest to shortest voxel side.
-VOXEL_SIZE_FACTOR = 2.0
-
-
-def check_voxel_size(source, training_um: float | None, checkpoint) -> list[str]:
-    """Warnings, in words, when the volume's voxels are far from the training CT's or far from cubic.
-
-    The generator learnt the structures at the training voxel size (recorded in the checkpoint
-    as ``ct_voxel_um``); at another size they appear larger or smaller than it knows them. A
-    checkpoint that records none is not compared.
-
-    Examples
-    --------
-    >>> from vstain.volume_io import ArrayVolume
-    >>> check_voxel_size(ArrayVolume(np.zeros((2, 2, 2)), (5, 5, 5), name="ct.tif"), 5.0, "last.pt")
-    []
-    >>> check_voxel_size(ArrayVolume(np.zeros((2, 2, 2)), (50, 1, 1), name="ct.tif"), 5.0, "last.pt")[0]
-    'ct.tif: voxel size 50 x 1 x 1 um (z, y, x), but last.pt was trained on CT at 5 um: structures appear 0.1-5x the size the model learnt; resample the volume to 5 um voxels, or expect a worse stain'
-    """
-    sizes = tuple(float(v) for v in source.voxel_size_um)
-    shown = " x ".join(f"{v:g}" for v in sizes)
-    notes = []
-    if training_um:
-        factors = [training_um / v for v in sizes]
-        if max(factors) > VOXEL_SIZE_FACTOR or min(factors) < 1 / VOXEL_SIZE_FACTOR:
-            notes.append(f"{source.name}: voxel size {shown} um (z, y, x), but {checkpoint} was trained on CT at "
-                         f"{training_um:g} um: structures appear {min(factors):.2g}-{max(factors):.2g}x the size "
-                         f"the model learnt; resample the volume to {training_um:g} um voxels, or expect a worse "
-                         "stain")
-    if max(sizes) > VOXEL_SIZE_FACTOR * min(sizes):
-        notes.append(f"{source.name}: anisotropic voxels {shown} um (z, y, x): each slice is stained as if its "
-                     "voxels were cubic; resample to cubic voxels first")
-    return notes
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -771,42 +461,111 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "source's runs (flips / turns, members) instead, with the map measured around that")
 
 
-def stain_ct_volume(
-    source: Any,
-    checkpoint: str | Path,
-    output: str | Path,
-    *,
-    ensemble: list[str | Path] | tuple = (),
-    uncertainty: bool = False,
-    uncertainty_source: str = "combined",
-    stain_from: str | None = None,
-    axes: str = "z",
-    fusion: str = "od",
-    sigma: float = 1.0,
-    device: str = "cpu",
-    patch_size: int | None = None,
-    step: int | None = None,
-    batch_size: int | None = None,
-    blend: str | None = None,
-    profile: Any = None,
-    ct_contrast: str = "auto",
-    ct_fill_value: float | str | None = "auto",
-    ct_normalisation: str = "auto",
-    ct_bone_value: float | None = None,
-    ct_background_value: float | None = None,
-    bone_roi: tuple | None = None,
-    background_roi: tuple | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    input_name: str | None = None,
-    ngff_version: str = "0.4",
-) -> tuple[Path, Path | None]:
+@dataclasses.dataclass(frozen=True)
+class StainOptions:
+    """The options of ``vstain stain`` (:func:`configure_parser`) by their long names, for :func:`stain_ct_volume`.
+
+    Attributes
+    ----------
+    ensemble : sequence of path
+        Other members of the ensemble whose spread enters the uncertainty map (with ``uncertainty``).
+    uncertainty : bool
+        Also write the per-voxel uncertainty map (slice-wise along Z only).
+    uncertainty_source : str
+        One of :data:`vstain.uncertainty.SOURCES`.
+    stain_from : str, optional
+        One of :data:`vstain.uncertainty.STAINS` (with ``uncertainty``; default ``single``).
+    axes, fusion : str
+        ``z`` or ``zyx``; the ``zyx`` fusion, ``od`` or ``rgb``.
+    sigma : float
+        Gaussian pre-filter in voxels (paper: 1).
+    device : str
+        ``cpu``, ``cuda`` or ``auto``.
+    patch_size, step, batch_size : int, optional
+        Inference tiling (defaults: :func:`load_forward_generator`).
+    blend : str, optional
+        ``mean`` or ``window``.
+    profile : str or Profile, optional
+        Whose inference settings and CT scale are the defaults (default: the checkpoint's training profile).
+    ct_contrast, ct_fill_value, ct_normalisation : str or float
+        As ``--ct-contrast`` (:data:`CONTRASTS`), ``--ct-fill-value`` (:func:`parse_fill_value`) and
+        ``--ct-normalisation`` (``auto`` or ``none``).
+    ct_bone_value, ct_background_value : float, optional
+        The input's bone and background values.
+    bone_roi, background_roi : tuple, optional
+        :func:`parse_roi` boxes of bone and background.
+    overwrite, progress : bool
+        Replace an existing output; show progress bars.
+    input_name : str, optional
+        The input as the output's metadata names it (default: the opened volume's name).
+    ngff_version : str
+        OME-NGFF version of a ``.zarr`` output, "0.4" or "0.5".
+
+    Examples
+    --------
+    >>> options = StainOptions(sigma=0.0, step=8)
+    >>> options.axes, options.sigma, dataclasses.replace(options, axes="zyx").axes
+    ('z', 0.0, 'zyx')
+    """
+
+    ensemble: list[str | Path] | tuple = ()
+    uncertainty: bool = False
+    uncertainty_source: str = "combined"
+    stain_from: str | None = None
+    axes: str = "z"
+    fusion: str = "od"
+    sigma: float = 1.0
+    device: str = "cpu"
+    patch_size: int | None = None
+    step: int | None = None
+    batch_size: int | None = None
+    blend: str | None = None
+    profile: Any = None
+    ct_contrast: str = "auto"
+    ct_fill_value: float | str | None = "auto"
+    ct_normalisation: str = "auto"
+    ct_bone_value: float | None = None
+    ct_background_value: float | None = None
+    bone_roi: tuple | None = None
+    background_roi: tuple | None = None
+    overwrite: bool = False
+    progress: bool = True
+    input_name: str | None = None
+    ngff_version: str = "0.4"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "StainOptions":
+        """The options of a parsed ``vstain stain`` command line (:func:`configure_parser`).
+
+        Examples
+        --------
+        >>> parser = argparse.ArgumentParser(); configure_parser(parser)
+        >>> args = parser.parse_args(["--checkpoint", "a.pt", "--input", "ct.tif", "--output", "o.tif", "--quiet"])
+        >>> StainOptions.from_args(args).progress, StainOptions.from_args(args).input_name
+        (False, 'ct.tif')
+        """
+        return cls(
+            ensemble=getattr(args, "ensemble", None) or [], uncertainty=bool(getattr(args, "uncertainty", False)),
+            uncertainty_source=getattr(args, "uncertainty_source", "combined"),
+            stain_from=getattr(args, "stain_from", None), axes=args.axes, fusion=args.fusion, sigma=args.sigma,
+            device=args.device, patch_size=args.patch_size, step=args.step, batch_size=args.batch_size,
+            blend=args.blend, profile=args.profile, ct_contrast=getattr(args, "ct_contrast", "auto"),
+            ct_fill_value=getattr(args, "ct_fill_value", "auto"), ct_normalisation=args.ct_normalisation,
+            ct_bone_value=args.ct_bone_value, ct_background_value=args.ct_background_value,
+            bone_roi=args.bone_roi, background_roi=args.background_roi, overwrite=args.overwrite,
+            progress=not getattr(args, "no_progress", False), input_name=str(args.input),
+            ngff_version=getattr(args, "ngff_version", "0.4"))
+
+
+def stain_ct_volume(source: Any, checkpoint: str | Path, output: str | Path, options: StainOptions | None = None,
+                    **changes: Any) -> tuple[Path, Path | None]:
     """Stain an opened CT volume with a checkpoint and write it: what ``vstain stain`` does, as a call.
 
-    The options are those of ``vstain stain`` (:func:`configure_parser`), by their long names
-    (``ngff_version``: the OME-NGFF version of a ``.zarr`` output, "0.4" or "0.5");
-    ``source`` is an opened volume (:func:`vstain.volume_io.open_volume`, an
-    :class:`~vstain.volume_io.ArrayVolume`, ...), left open for the caller to close.
+    The options are those of ``vstain stain`` (:func:`configure_parser`): a :class:`StainOptions`,
+    and any of its fields given by keyword (``stain_ct_volume(source, ckpt, out, sigma=0)``)
+    replace those of ``options``; an unknown keyword is a TypeError. ``source`` is an opened
+    volume (:func:`vstain.volume_io.open_volume`, an :class:`~vstain.volume_io.ArrayVolume`, ...),
+    left open for the caller to close.
 
     Voxels outside the reconstruction's field of view (what ``ct_fill_value`` finds or gives: 0, any
     number, or NaN, found by ``"auto"``) are left out of the normalisation and reach the generator as
@@ -818,48 +577,91 @@ def stain_ct_volume(
     -------
     (Path, Path or None)
         The stain and, with ``uncertainty``, its map (:func:`vstain.uncertainty.uncertainty_path`).
+
+    Examples
+    --------
+    >>> stain_ct_volume(None, "last.pt", "stained.png")
+    Traceback (most recent call last):
+    ...
+    ValueError: stained.png: --output must end in .tif, .tiff or .zarr (the writers make a TIFF stack or OME-Zarr), got '.png'
     """
-    output = check_output_path(output, overwrite=overwrite)
-    if uncertainty:
-        if axes != "z":
-            raise ValueError("--uncertainty stains slice-wise along Z only; leave out --axes zyx")
-        if output.suffix.lower() != ".zarr":  # an OME-Zarr stain holds its map inside the same store
-            check_output_path(uncertainty_path(output), overwrite=overwrite)
-    elif ensemble:
-        raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
-    elif stain_from:
-        raise ValueError("--stain-from is for --uncertainty (without it the stain is the checkpoint's own); "
-                         "add --uncertainty")
-    stain_from = stain_from or "single"
-    device = resolve_device(device, source="--device")
-    if patch_size and patch_size > 2 * max(source.shape):
-        raise ValueError(f"--patch-size {patch_size} is more than twice the largest side of {source.name} "
+    opts = dataclasses.replace(options or StainOptions(), **changes)
+    output = _checked_request(output, opts)
+    stain_from = opts.stain_from or "single"
+    device = resolve_device(opts.device, source="--device")
+    if opts.patch_size and opts.patch_size > 2 * max(source.shape):
+        raise ValueError(f"--patch-size {opts.patch_size} is more than twice the largest side of {source.name} "
                          f"({' x '.join(map(str, source.shape))}): the padding alone would cost the run; give a "
                          "patch no larger than the slices")
-    contrast = ct_contrast
     opened = source
-    if contrast == "inverted":
+    if opts.ct_contrast == "inverted":
         source = InvertedVolume(source)
-    settings = dict(device=device, patch_size=patch_size, step=step, batch_size=batch_size, blend=blend,
-                    profile=profile)
-    if uncertainty:  # only the stainer that is used is built
-        stainer, info = load_uncertainty_stainer([checkpoint, *ensemble], source=uncertainty_source,
+    settings = dict(device=device, patch_size=opts.patch_size, step=opts.step, batch_size=opts.batch_size,
+                    blend=opts.blend, profile=opts.profile)
+    if opts.uncertainty:  # only the stainer that is used is built
+        stainer, info = load_uncertainty_stainer([checkpoint, *opts.ensemble], source=opts.uncertainty_source,
                                                  stain_from=stain_from, **settings)
     else:
         stainer, info = load_forward_stainer(checkpoint, **settings)
+    normalised, field_source, record, field = _normalised_input(source, checkpoint, info, opts)
+    for note in record["warnings"]:
+        warnings.warn(note, stacklevel=2)
+    meta = provenance(None, checkpoint=str(info.get("path", checkpoint)), model=info.get("model"),
+                      fold=info.get("fold"),
+                      input=str(opts.input_name if opts.input_name is not None else opened.name),
+                      training_voxel_um=info.get("ct_voxel_um"), patch_size=info["patch_size"], step=info["step"],
+                      blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
+                      ct_normalisation=record, field_of_view=field)
+    if opts.uncertainty:
+        meta = {**meta, "members": info["members"], "uncertainty_source": opts.uncertainty_source,
+                "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}
+        return stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=opts.sigma, metadata=meta,
+                                        overwrite=opts.overwrite, progress=opts.progress,
+                                        ngff_version=opts.ngff_version)
+    outside = field_source.outside if field_source is not source else None
+    stain_volume(normalised, stainer, output, sigma_voxels=opts.sigma, axes=opts.axes, fusion=opts.fusion,
+                 metadata=meta, overwrite=opts.overwrite, progress=opts.progress, outside=outside,
+                 ngff_version=opts.ngff_version)
+    return output, None
+
+
+def _checked_request(output: str | Path, opts: StainOptions) -> Path:
+    """``output`` checked (and the uncertainty map's path beside it), and the options that need ``uncertainty``."""
+    output = check_output_path(output, overwrite=opts.overwrite)
+    if opts.uncertainty:
+        if opts.axes != "z":
+            raise ValueError("--uncertainty stains slice-wise along Z only; leave out --axes zyx")
+        if output.suffix.lower() != ".zarr":  # an OME-Zarr stain holds its map inside the same store
+            check_output_path(uncertainty_path(output), overwrite=opts.overwrite)
+    elif opts.ensemble:
+        raise ValueError("--ensemble is for --uncertainty (the spread across members); add --uncertainty")
+    elif opts.stain_from:
+        raise ValueError("--stain-from is for --uncertainty (without it the stain is the checkpoint's own); "
+                         "add --uncertainty")
+    return output
+
+
+def _normalised_input(source, checkpoint, info: dict, opts: StainOptions) -> tuple[Any, Any, dict, dict]:
+    """``source`` on the study's scale, with its field of view, and what was found and done (for the metadata).
+
+    Returns the normalised volume, the field-of-view volume under it (``source`` itself without a
+    fill), the ``ct_normalisation`` record (map, contrast, intensities and the warnings, in words)
+    and the field of view's record (:func:`field_of_view_record`).
+    """
     # read and segmented once, for the field of view, the map and the check
-    fill = ct_fill_value
+    fill, contrast = opts.ct_fill_value, opts.ct_contrast
     inverted = isinstance(fill, float) and contrast == "inverted"
     sample = read_sample_slices(source, fill_value=-fill if inverted else fill)  # the file's value, negated too
     field = sample[2]
-    automatic = ct_bone_value is None and bone_roi is None  # nothing given that fixes bone's side
+    automatic = opts.ct_bone_value is None and opts.bone_roi is None  # nothing given that fixes bone's side
     contrast_record = {"contrast": contrast}
     if contrast != "normal" and automatic:
         contrast_record.update(check_ct_contrast(source, sample, contrast))
-    targets = ct_targets(profile, info)
+    targets = ct_targets(opts.profile, info)
     normalisation = choose_ct_normalisation(
-        source, method=ct_normalisation, bone_value=ct_bone_value, background_value=ct_background_value,
-        bone_roi=bone_roi, background_roi=background_roi, sample=sample, targets=targets)
+        source, method=opts.ct_normalisation, bone_value=opts.ct_bone_value,
+        background_value=opts.ct_background_value, bone_roi=opts.bone_roi, background_roi=opts.background_roi,
+        sample=sample, targets=targets)
     field_source = source
     if field["fill_value"] is not None:  # outside the circle: the input's background, then no data
         field_source = FieldOfViewVolume(source, field["fill_value"],
@@ -868,26 +670,9 @@ def stain_ct_volume(
                   if "scale" in normalisation else field_source)
     stats, notes = check_ct_intensities(source, normalisation, info.get("ct_statistics"), checkpoint,
                                         sample=sample, targets=targets)
-    del sample
     notes += check_voxel_size(source, info.get("ct_voxel_um"), checkpoint)
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
-    meta = provenance(None, checkpoint=str(info.get("path", checkpoint)), model=info.get("model"),
-                      fold=info.get("fold"), input=str(input_name if input_name is not None else opened.name),
-                      training_voxel_um=info.get("ct_voxel_um"), patch_size=info["patch_size"], step=info["step"],
-                      blend=info["blend"], precision=info["precision"], inference_profile=info["inference_profile"],
-                      ct_normalisation={**normalisation, **contrast_record, "intensities": stats,
-                                        "warnings": notes},
-                      field_of_view=_field_record({**field, "fill_value": fill} if inverted else field))
-    if uncertainty:
-        meta = {**meta, "members": info["members"], "uncertainty_source": uncertainty_source,
-                "stain": stain_from, "stain_note": STAIN_NOTES[stain_from]}
-        return stain_volume_uncertainty(normalised, stainer, output, sigma_voxels=sigma, metadata=meta,
-                                        overwrite=overwrite, progress=progress, ngff_version=ngff_version)
-    outside = field_source.outside if field_source is not source else None
-    stain_volume(normalised, stainer, output, sigma_voxels=sigma, axes=axes, fusion=fusion, metadata=meta,
-                 overwrite=overwrite, progress=progress, outside=outside, ngff_version=ngff_version)
-    return output, None
+    record = {**normalisation, **contrast_record, "intensities": stats, "warnings": notes}
+    return normalised, field_source, record, field_of_view_record({**field, "fill_value": fill} if inverted else field)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -895,18 +680,7 @@ def run_cli(args: argparse.Namespace) -> int:
     output = check_output_path(args.output, overwrite=args.overwrite)
     source = open_volume(args.input, args.voxel_size)
     try:
-        _, map_path = stain_ct_volume(
-            source, args.checkpoint, output, ensemble=getattr(args, "ensemble", None) or [],
-            uncertainty=bool(getattr(args, "uncertainty", False)),
-            uncertainty_source=getattr(args, "uncertainty_source", "combined"),
-            stain_from=getattr(args, "stain_from", None), axes=args.axes, fusion=args.fusion, sigma=args.sigma,
-            device=args.device, patch_size=args.patch_size, step=args.step, batch_size=args.batch_size,
-            blend=args.blend, profile=args.profile, ct_contrast=getattr(args, "ct_contrast", "auto"),
-            ct_fill_value=getattr(args, "ct_fill_value", "auto"), ct_normalisation=args.ct_normalisation,
-            ct_bone_value=args.ct_bone_value, ct_background_value=args.ct_background_value,
-            bone_roi=args.bone_roi, background_roi=args.background_roi, overwrite=args.overwrite,
-            progress=not getattr(args, "no_progress", False), input_name=str(args.input),
-            ngff_version=getattr(args, "ngff_version", "0.4"))
+        _, map_path = stain_ct_volume(source, args.checkpoint, output, StainOptions.from_args(args))
     finally:
         source.close()
     print(f"wrote {output} ({source.shape[0]} x {source.shape[1]} x {source.shape[2]} voxels, "
