@@ -157,27 +157,7 @@ def run_inference(
                             role=roles.get(pair_id, "unknown"), pixel_size_um=pair.pixel_size_um)
         # inference.json goes first out of the way: a pair folder without it is incomplete.
         (folder / "inference.json").unlink(missing_ok=True)
-        forward, info = generators["ct_to_histology"]
-        try:
-            histology = ct_to_histology_slide(forward, pair.ct, info=info, **tiling)
-        except ValueError as err:
-            raise ValueError(f"pair {pair_id}: {err}") from err
-        histology_fill = background_fill(pair.histology, pair.mask)
-        write_tiff(folder / "histology.tif", histology, pair.pixel_size_um, metadata=record)
-        write_tiff(folder / "histology_masked.tif", apply_mask(histology, pair.mask, histology_fill),
-                   pair.pixel_size_um, metadata=record)
-        files = ["histology.tif", "histology_masked.tif"]
-        ct_fill = background_fill(pair.ct, pair.mask)
-        if "histology_to_ct" in generators:
-            reverse, rinfo = generators["histology_to_ct"]
-            try:
-                ct = histology_to_ct_slide(reverse, pair.histology, info=rinfo, **tiling)
-            except ValueError as err:
-                raise ValueError(f"pair {pair_id}: {err}") from err
-            write_tiff(folder / "ct.tif", ct, pair.pixel_size_um, metadata=record)
-            write_tiff(folder / "ct_masked.tif", apply_mask(ct, pair.mask, ct_fill), pair.pixel_size_um,
-                       metadata=record)
-            files += ["ct.tif", "ct_masked.tif"]
+        files, histology_fill, ct_fill = _infer_pair(folder, pair, pair_id, generators, tiling, record)
         write_json(folder / "inference.json", {
             **record, "settings": settings, "input": inputs[pair_id], "files": files,
             "histology_fill": np.asarray(histology_fill).tolist(), "ct_fill": float(np.asarray(ct_fill)),
@@ -185,6 +165,37 @@ def run_inference(
     write_json(done_path, {"settings": settings, "pairs": ids, "inputs": inputs,
                            "provenance": provenance(profile, **settings)})
     return out
+
+
+def _infer_pair(folder: Path, pair: Any, pair_id: str, generators: dict, tiling: dict,
+                record: dict) -> tuple[list[str], Any, Any]:
+    """Stain one registered pair (and generate its CT where the model has a reverse generator) into ``folder``.
+
+    Writes ``histology.tif`` and ``histology_masked.tif`` (and ``ct.tif``, ``ct_masked.tif``) with
+    ``record`` as their metadata; returns the files written and the fill values outside the mask.
+    """
+    forward, info = generators["ct_to_histology"]
+    try:
+        histology = ct_to_histology_slide(forward, pair.ct, info=info, **tiling)
+    except ValueError as err:
+        raise ValueError(f"pair {pair_id}: {err}") from err
+    histology_fill = background_fill(pair.histology, pair.mask)
+    write_tiff(folder / "histology.tif", histology, pair.pixel_size_um, metadata=record)
+    write_tiff(folder / "histology_masked.tif", apply_mask(histology, pair.mask, histology_fill),
+               pair.pixel_size_um, metadata=record)
+    files = ["histology.tif", "histology_masked.tif"]
+    ct_fill = background_fill(pair.ct, pair.mask)
+    if "histology_to_ct" in generators:
+        reverse, rinfo = generators["histology_to_ct"]
+        try:
+            ct = histology_to_ct_slide(reverse, pair.histology, info=rinfo, **tiling)
+        except ValueError as err:
+            raise ValueError(f"pair {pair_id}: {err}") from err
+        write_tiff(folder / "ct.tif", ct, pair.pixel_size_um, metadata=record)
+        write_tiff(folder / "ct_masked.tif", apply_mask(ct, pair.mask, ct_fill), pair.pixel_size_um,
+                   metadata=record)
+        files += ["ct.tif", "ct_masked.tif"]
+    return files, histology_fill, ct_fill
 
 
 def _pair_up_to_date(folder: Path, settings: dict[str, Any], fingerprint: str) -> bool:
