@@ -63,23 +63,9 @@ from vstain.phantom import LABELS, ground_truth_labels, ground_truth_pair, load_
 from vstain.stages import upstream
 from vstain.stages.arguments import add_stage_options
 from vstain.stages.train import train_fold
-from vstain.uncertainty import (
-    DIHEDRAL,
-    SOURCES,
-    by_label,
-    choose_mix,
-    flag_auroc,
-    make_uncertainty_stainer,
-    mix_maps,
-    rank_correlation,
-    reliability_curve,
-    slide_uncertainty,
-    source_runs,
-    stain_error,
-    stain_volume_uncertainty,
-    uncertainty_path,
-    UNIT,
-)
+from vstain.uncertainty import (DIHEDRAL, SOURCES, by_label, choose_mix, flag_auroc, make_uncertainty_stainer, mix_maps,
+                                rank_correlation, reliability_curve, slide_uncertainty, source_runs, stain_error,
+                                stain_volume_uncertainty, uncertainty_path, UNIT)
 from vstain.volume_io import ArrayVolume
 
 #: Version of the stage's tables: a change re-runs the stage.
@@ -289,24 +275,8 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
         stain_rows += [{**common, **row} for row in stains]
         timing_rows.append({**common, "seconds_per_run": seconds, "height": pair.ct.shape[0],
                             "width": pair.ct.shape[1]})
-        folder = out / pair_id
-        pixel = pair.pixel_size_um
-        write_tiff(folder / "truth.tif", pair.histology, pixel, metadata=meta)
-        write_tiff(folder / "ct.tif", pair.ct, pixel, metadata=meta)
-        write_tiff(folder / "labels.tif", labels, pixel, metadata=meta)
-        write_tiff(folder / "mask.tif", pair.mask.astype(np.uint8), pixel, metadata=meta)
-        write_tiff(folder / "single.tif", result.single, pixel, metadata={**meta, "stain": "single"})
-        error = stain_error(result.single, pair.histology)
-        for name, about in maps.items():
-            centre_stain = "single" if about["centre"] == "single" else name
-            if about["centre"] == "mean":
-                write_tiff(folder / f"{name}.tif", result.means[about["source"]], pixel,
-                           metadata={**meta, "source": about["source"], "stain": name})
-            write_tiff(uncertainty_path(folder / f"{name}.tif"), about["map"], pixel,
-                       metadata={**meta, "source": about["source"], "stain": centre_stain, "unit": UNIT})
-            pooled.setdefault((role, name), ([], []))
-            pooled[role, name][0].append(about["map"][pair.mask])
-            pooled[role, name][1].append(error[pair.mask])
+        folder, pixel = out / pair_id, pair.pixel_size_um
+        error = _write_slide(folder, pair, labels, result, maps, meta, pooled, role)
         measured.append({"common": common, "folder": folder, "pixel": pixel, "error": error, "mask": pair.mask,
                          "labels": labels, "components": {s: maps[s]["map"] for s in MIX_COMPONENTS if s in maps}})
     if not slide_rows:
@@ -333,6 +303,29 @@ def measure_uncertainty(profile: Profile | str | Path, *, force: bool = False, p
     write_json(done, {"settings": settings, "checkpoints": [str(c) for c in checkpoints],
                       "sources": list(SOURCES), "provenance": meta})
     return done
+
+
+def _write_slide(folder: Path, pair: Any, labels: np.ndarray, result: Any, maps: dict, meta: dict, pooled: dict,
+                 role: str) -> np.ndarray:
+    """Write a slide's truth, inputs, stains and maps; add its maps and error to ``pooled``; return the error."""
+    pixel = pair.pixel_size_um
+    write_tiff(folder / "truth.tif", pair.histology, pixel, metadata=meta)
+    write_tiff(folder / "ct.tif", pair.ct, pixel, metadata=meta)
+    write_tiff(folder / "labels.tif", labels, pixel, metadata=meta)
+    write_tiff(folder / "mask.tif", pair.mask.astype(np.uint8), pixel, metadata=meta)
+    write_tiff(folder / "single.tif", result.single, pixel, metadata={**meta, "stain": "single"})
+    error = stain_error(result.single, pair.histology)
+    for name, about in maps.items():
+        centre_stain = "single" if about["centre"] == "single" else name
+        if about["centre"] == "mean":
+            write_tiff(folder / f"{name}.tif", result.means[about["source"]], pixel,
+                       metadata={**meta, "source": about["source"], "stain": name})
+        write_tiff(uncertainty_path(folder / f"{name}.tif"), about["map"], pixel,
+                   metadata={**meta, "source": about["source"], "stain": centre_stain, "unit": UNIT})
+        pooled.setdefault((role, name), ([], []))
+        pooled[role, name][0].append(about["map"][pair.mask])
+        pooled[role, name][1].append(error[pair.mask])
+    return error
 
 
 def _mix(measured: list[dict], cfg: Any, n_members: int, n_transforms: int, meta: dict, slide_rows: list,
