@@ -75,10 +75,35 @@ def check_split_folds(profile: Profile, root: str | Path | None = None, *, split
     return split
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+    """Where and how a training run goes, not what it learns: :func:`train_fold`'s ``setup``.
+
+    Attributes
+    ----------
+    resume : bool
+        Continue from the run folder's ``last.pt`` when it exists.
+    device : str, optional
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; default the profile's ``device``.
+    ranks : Ranks, optional
+        This process among the ranks of a distributed run, its process group joined
+        (:func:`vstain.distributed.process_group`; ``device`` is then the rank's own, e.g. ``cuda:1``).
+
+    Examples
+    --------
+    >>> RunSetup().resume, RunSetup(device="cuda").device
+    (True, 'cuda')
+    """
+
+    resume: bool = True
+    device: str | None = None
+    ranks: Ranks | None = None
+
+
 def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str = "toluidine_blue",
                epochs: int | None = None, pairs: Sequence[RegisteredPair] | None = None,
-               out_dir: str | Path | None = None, resume: bool = True, device: str | None = None,
-               progress: bool = True, root: str | Path | None = None, ranks: Ranks | None = None) -> Path:
+               out_dir: str | Path | None = None, progress: bool = True, root: str | Path | None = None,
+               setup: RunSetup | None = None) -> Path:
     """Train ``model`` on ``fold`` with the profile's settings and write its history and checkpoints.
 
     Parameters
@@ -96,17 +121,13 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
         Training pairs; default: the fold's registered pairs (:func:`vstain.pairs.load_fold_pairs`).
     out_dir : path, optional
         Default :func:`vstain.layout.model_dir`.
-    resume : bool
-        Continue from ``out_dir/last.pt`` when it exists.
-    device : str, optional
-        ``"cpu"``, ``"cuda"`` or ``"auto"``; default ``profile.device``.
     progress : bool
         Show a tqdm bar.
     root : path, optional
         Results root (default: :func:`vstain.layout.results_root`).
-    ranks : Ranks, optional
-        This process among the ranks of a distributed run, its process group joined
-        (:func:`vstain.distributed.process_group`; ``device`` is then the rank's own, e.g. ``cuda:1``).
+    setup : RunSetup, optional
+        Resume or not, the device and the ranks of a distributed run (default :class:`RunSetup`:
+        resume, the profile's device, one process).
 
     Returns
     -------
@@ -123,14 +144,16 @@ def train_fold(profile: Profile | str, model: str, fold: int = 0, *, stain: str 
         split = check_split_folds(profile, root)  # read once: the fold's pairs come from the same table
         pairs = load_fold_pairs(profile.name, fold, "train", stain, root, split=split)
     out = Path(out_dir) if out_dir is not None else model_dir(profile.name, model, fold, stain, root)
+    setup = RunSetup() if setup is None else setup
+    device, ranks = setup.device, setup.ranks
     if ranks is not None and ranks.distributed and device is not None:
         torch_device = device  # the rank's own device, resolved when the group was joined
     else:
         source = "--device" if device is not None else f"profile {profile.name}: field device"
         torch_device = resolve_device(device or profile.device, source=source)
     return train_model(pairs, out, model, profile.training, epochs=epochs, seed=profile.seed, fold=fold,
-                       stain=stain, profile_name=profile.name, device=torch_device, resume=resume, progress=progress,
-                       ranks=ranks, inference=profile.inference)
+                       stain=stain, profile_name=profile.name, device=torch_device, resume=setup.resume,
+                       progress=progress, ranks=ranks, inference=profile.inference)
 
 
 def ensure_trained(profile: Profile | str, model: str, fold: int = 0, stain: str = "toluidine_blue", *,
@@ -337,7 +360,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if ranks is None or not ranks.distributed:
         pairs = _cli_pairs(profile, args)
         out = train_fold(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
-                         resume=not args.no_resume, device=args.device, root=args.results)
+                         root=args.results, setup=RunSetup(resume=not args.no_resume, device=args.device))
         print(out)
         return 0
     source = "--device" if args.device is not None else f"profile {profile.name}: field device"
@@ -349,7 +372,8 @@ def run_cli(args: argparse.Namespace) -> int:
         if ranks.is_main:
             barrier(ranks)
         out = train_fold(profile, args.model, args.fold, stain=args.stain, epochs=args.epochs, pairs=pairs,
-                         resume=not args.no_resume, device=rank_device, root=args.results, ranks=ranks)
+                         root=args.results, setup=RunSetup(resume=not args.no_resume, device=rank_device,
+                                                           ranks=ranks))
     if ranks.is_main:
         print(out)
     return 0
