@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from pathlib import Path
