@@ -849,3 +849,48 @@ def dataclasses_asdict_smoke():
     import dataclasses
 
     return dataclasses.asdict(load_profile("smoke").inference)
+
+
+# --------------------------------------------------------------------------- the options as one object
+
+
+def test_stain_options_hold_every_option_of_the_command():
+    import argparse
+    import dataclasses
+
+    parser = argparse.ArgumentParser()
+    stain_stage.configure_parser(parser)
+    args = parser.parse_args(["--checkpoint", "a.pt", "--input", "ct.tif", "--output", "o.tif", "--sigma", "0.5",
+                              "--axes", "zyx", "--ct-fill-value", "none", "--bone-roi", "1:0:4:0:4",
+                              "--background-roi", "1:4:8:4:8", "--quiet", "--ngff-version", "0.5"])
+    options = stain_stage.StainOptions.from_args(args)
+    fields = {f.name for f in dataclasses.fields(options)}
+    # every option of the command reaches the call, under its own name (the file names and the voxel size open the
+    # volume, --quiet is progress=False)
+    assert set(vars(args)) - {"checkpoint", "input", "output", "voxel_size", "no_progress"} <= fields
+    assert all(getattr(options, name) == value for name, value in vars(args).items() if name in fields
+               and name not in ("input",))
+    assert (options.sigma, options.axes, options.ct_fill_value, options.progress, options.input_name,
+            options.ngff_version) == (0.5, "zyx", None, False, "ct.tif", "0.5")
+    assert options.bone_roi == (1, slice(0, 4), slice(0, 4))
+    # the defaults of the call are the command's
+    defaults = stain_stage.StainOptions.from_args(parser.parse_args(["--checkpoint", "a", "--input", "b",
+                                                                     "--output", "c.tif"]))
+    assert list(defaults.ensemble) == list(stain_stage.StainOptions().ensemble) == []
+    assert dataclasses.replace(defaults, input_name=None, ensemble=()) == stain_stage.StainOptions()
+
+
+def test_keywords_replace_the_options_and_an_unknown_one_is_refused(tmp_path):
+    from vstain.volume_io import ArrayVolume
+
+    volume = ArrayVolume(np.zeros((4, 8, 8), np.float32), (1, 1, 1), name="ct")
+    checkpoint = make_checkpoint(tmp_path / "a.pt")
+    with pytest.raises(TypeError, match="ct_bone"):
+        stain_stage.stain_ct_volume(volume, checkpoint, tmp_path / "o.tif", ct_bone=3.0)
+    # a keyword wins over the options it is given with: here it asks for what needs --uncertainty
+    options = stain_stage.StainOptions(uncertainty=False)
+    with pytest.raises(ValueError, match="--ensemble is for --uncertainty"):
+        stain_stage.stain_ct_volume(volume, checkpoint, tmp_path / "o.tif", options, ensemble=[checkpoint])
+    with pytest.raises(ValueError, match="--uncertainty stains slice-wise along Z only"):
+        stain_stage.stain_ct_volume(volume, checkpoint, tmp_path / "o.tif", options, uncertainty=True, axes="zyx")
+    assert not (tmp_path / "o.tif").exists()

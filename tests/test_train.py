@@ -525,3 +525,14 @@ def test_inference_dtype_follows_the_profile_on_cuda_and_is_fp32_on_the_cpu(prec
     assert inference_dtype(profile, "cuda") == dtype
     assert inference_dtype(profile, "cuda:1") == dtype
     assert inference_dtype(profile, "cpu") == torch.float32
+
+
+def test_train_fold_hands_its_run_setup_to_the_training(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(train_stage, "train_model", lambda pairs, out, model, cfg, **kw: seen.update(kw) or out)
+    setup = train_stage.RunSetup(resume=False, device="cpu")
+    out = train_fold(SMOKE, "pix2pix", 0, epochs=1, pairs=PAIRS, out_dir=tmp_path / "run", setup=setup)
+    assert out == tmp_path / "run"
+    assert (seen["resume"], str(seen["device"]), seen["ranks"], seen["epochs"]) == (False, "cpu", None, 1)
+    train_fold(SMOKE, "pix2pix", 0, epochs=1, pairs=PAIRS, out_dir=tmp_path / "run")  # the default: resume
+    assert seen["resume"] is True
