@@ -9,6 +9,9 @@ import pytest
 
 from vstain.config import load_profile
 from vstain.stages.evaluate import evaluate
+from vstain.stages.infer import run_inference
+from vstain.stages.register import ensure_registered
+from vstain.stages.train import train_fold
 from vstain.vocabulary import BASELINE
 
 
@@ -18,6 +21,12 @@ def test_same_seed_same_table1(tmp_path, monkeypatch):
     tables = []
     for run in ("first", "second"):
         monkeypatch.setenv("VSTAIN_RESULTS", str(tmp_path / run))
+        # the stages in the workflow's order: each reads what the one before it wrote
+        ensure_registered(profile, progress=False)
+        for model in profile.training.models:
+            for fold in profile.training.folds:
+                train_fold(profile, model, fold, progress=False)
+                run_inference(profile, model, fold, progress=False)
         path = evaluate(profile, profile.training.models, profile.training.folds, progress=False)
         tables.append(pd.read_csv(path))
     first, second = tables
