@@ -34,16 +34,14 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
-from vstain.intervals import bootstrap_mean_difference, sign_flip_test
 from vstain.io import read_tiff
 from vstain.layout import sweep_dir
 from vstain.metrics import HIGHER_IS_BETTER, METRICS
 from vstain.pairs import read_registered_pair
-from vstain.reports.table1 import (BOOT_SEED, LEVEL, N_BOOT, NOT_DISTINGUISHABLE, beats, paired_comparisons,
-                                   table1_intervals)
+from vstain.reports.table1 import (BOOT_SEED, LEVEL, N_BOOT, NOT_DISTINGUISHABLE, beats, number_text,
+                                   paired_comparisons, paired_difference, table1_intervals)
 from vstain.sweep import TARGETS, ablation_arm, arm_label, level_name
 from vstain.vocabulary import ABLATED_MODEL
 
@@ -107,17 +105,15 @@ def _slide_medians(per_patch: pd.DataFrame, metric: str) -> pd.Series:
     return per_patch.dropna(subset=[metric]).groupby(keys)[metric].median()
 
 
-def _difference_row(cells: dict[tuple[Any, str], float], metric: str, *, n_boot: int, level: float,
-                    seed: int) -> dict[str, Any]:
-    """The interval of the mean of paired cells ``(seed, slide) -> difference`` and the paired test."""
-    if not cells:
-        return {"difference": float("nan"), "low": float("nan"), "high": float("nan"), "level": level,
-                "p_value": 1.0, "n_slides": 0, "n_replicates": 0}
-    interval = bootstrap_mean_difference(cells, n_boot=n_boot, level=level, seed=seed)
-    per_slide = pd.Series(cells).groupby(level=1).mean()
-    return {"difference": interval.estimate, "low": interval.low, "high": interval.high, "level": level,
-            "p_value": sign_flip_test(per_slide.to_numpy(), seed=seed), "n_slides": interval.n_slides,
-            "n_replicates": interval.n_replicates}
+def _span(per_patch: pd.DataFrame, low: float | None, high: float | None) -> tuple[float, float]:
+    """The two strengths compared: the given ones, else the weakest and the strongest swept."""
+    strengths = _strengths(per_patch)
+    return (strengths[0] if low is None else float(low)), (strengths[-1] if high is None else float(high))
+
+
+def _measured_metrics(per_patch: pd.DataFrame) -> list[str]:
+    """The metrics with at least one value (LPIPS is empty without its weights)."""
+    return [m for m in METRICS if m in per_patch.columns and per_patch[m].notna().any()]
 
 
 def strength_effect(per_patch: pd.DataFrame, models: Sequence[str], *, low: float | None = None,
@@ -135,11 +131,9 @@ def strength_effect(per_patch: pd.DataFrame, models: Sequence[str], *, low: floa
         n_replicates, verdict`` (``difference`` = high - low, signed so that positive is better; ``verdict`` is
         ``"better"`` or ``"worse"`` where the book's rule separates the two strengths, else ``""``).
     """
-    strengths = _strengths(per_patch)
-    low = strengths[0] if low is None else float(low)
-    high = strengths[-1] if high is None else float(high)
+    low, high = _span(per_patch, low, high)
     rows = []
-    for metric in [m for m in METRICS if m in per_patch.columns and per_patch[m].notna().any()]:
+    for metric in _measured_metrics(per_patch):
         medians = _slide_medians(per_patch, metric)
         sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
         for model in models:
@@ -151,7 +145,7 @@ def strength_effect(per_patch: pd.DataFrame, models: Sequence[str], *, low: floa
                 shared = a.index.intersection(b.index)
                 cells = {key: sign * float(a[key] - b[key]) for key in shared}
                 row = {"model": model, "role": role, "metric": metric, "low_strength": low, "high_strength": high,
-                       **_difference_row(cells, metric, n_boot=n_boot, level=level, seed=seed)}
+                       **paired_difference(cells, n_boot=n_boot, level=level, seed=seed)}
                 verdict = beats({**row, "model_a": "better", "model_b": "worse"})
                 rows.append({**row, "verdict": verdict})
     return pd.DataFrame(rows)
@@ -173,11 +167,9 @@ def interaction(per_patch: pd.DataFrame, model_a: str, model_b: str, *, low: flo
         n_slides, n_replicates, verdict`` (``verdict``: ``model_a`` or ``model_b`` where the gain is separated from
         zero by the book's rule, else ``""``).
     """
-    strengths = _strengths(per_patch)
-    low = strengths[0] if low is None else float(low)
-    high = strengths[-1] if high is None else float(high)
+    low, high = _span(per_patch, low, high)
     rows = []
-    for metric in [m for m in METRICS if m in per_patch.columns and per_patch[m].notna().any()]:
+    for metric in _measured_metrics(per_patch):
         medians = _slide_medians(per_patch, metric)
         sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
         for role in TARGETS:
@@ -191,7 +183,7 @@ def interaction(per_patch: pd.DataFrame, model_a: str, model_b: str, *, low: flo
             cells = {key: sign * float((parts[0][key] - parts[1][key]) - (parts[2][key] - parts[3][key]))
                      for key in shared}
             row = {"role": role, "metric": metric, "model_a": model_a, "model_b": model_b, "low_strength": low,
-                   "high_strength": high, **_difference_row(cells, metric, n_boot=n_boot, level=level, seed=seed)}
+                   "high_strength": high, **paired_difference(cells, n_boot=n_boot, level=level, seed=seed)}
             rows.append({**row, "verdict": beats(row)})
     return pd.DataFrame(rows)
 
@@ -199,17 +191,11 @@ def interaction(per_patch: pd.DataFrame, model_a: str, model_b: str, *, low: flo
 # --------------------------------------------------------------------------- sentences
 
 
-def _number(value: float, metric: str) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{value:+.1f}" if metric == "psnr" else f"{value:+.3f}"
-
-
 def _detail(row: Any, metric: str) -> str:
     """The brackets of a sentence: difference, interval, p-value, slides and seeds."""
     unit = " dB" if metric == "psnr" else ""
-    return (f"{_number(row['difference'], metric)}{unit}, {row['level'] * 100:.0f} % interval "
-            f"{_number(row['low'], metric)} to {_number(row['high'], metric)}, paired test p = {row['p_value']:.2g}; "
+    return (f"{number_text(row['difference'], metric, signed=True)}{unit}, {row['level'] * 100:.0f} % interval "
+            f"{number_text(row['low'], metric, signed=True)} to {number_text(row['high'], metric, signed=True)}, paired test p = {row['p_value']:.2g}; "
             f"{int(row['n_slides'])} slides x {int(row['n_replicates'])} seeds")
 
 

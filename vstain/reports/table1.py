@@ -302,6 +302,35 @@ def slide_medians(per_patch: pd.DataFrame, model: str, role: str, metric: str) -
             if (~np.isnan(v)).any()}
 
 
+def paired_difference(cells: dict[tuple[Hashable, str], float], *, n_boot: int = N_BOOT, level: float = LEVEL,
+                      seed: int = BOOT_SEED) -> dict[str, Any]:
+    """The mean of paired ``(replicate, slide) -> difference`` cells with its interval and the paired test.
+
+    The interval is :func:`vstain.intervals.bootstrap_mean_difference`'s; the p-value is the sign-flip test of the
+    per-slide differences averaged over the replicates (:func:`vstain.intervals.sign_flip_test`).
+
+    Returns
+    -------
+    dict
+        ``difference, low, high, level, p_value, n_slides, n_replicates`` (NaN difference, p 1.0 and no units
+        without any cell).
+
+    Examples
+    --------
+    >>> d = paired_difference({(0, "a"): 0.1, (0, "b"): 0.2, (0, "c"): 0.3}, n_boot=200)
+    >>> round(d["difference"], 3), d["p_value"], d["n_slides"]
+    (0.2, 0.25, 3)
+    """
+    if not cells:
+        return {"difference": float("nan"), "low": float("nan"), "high": float("nan"), "level": level,
+                "p_value": 1.0, "n_slides": 0, "n_replicates": 0}
+    interval = bootstrap_mean_difference(cells, n_boot=n_boot, level=level, seed=seed)
+    per_slide = pd.Series(cells).groupby(level=1).mean()  # the replicates of a slide averaged
+    return {"difference": interval.estimate, "low": interval.low, "high": interval.high, "level": level,
+            "p_value": sign_flip_test(per_slide.to_numpy(), seed=seed), "n_slides": interval.n_slides,
+            "n_replicates": interval.n_replicates}
+
+
 def paired_comparisons(per_patch: pd.DataFrame, models: Sequence[str] | None = None, *, n_boot: int = N_BOOT,
                        level: float = LEVEL, seed: int = BOOT_SEED) -> pd.DataFrame:
     """Every two models compared on the same slides, per split and metric.
@@ -350,13 +379,8 @@ def paired_comparisons(per_patch: pd.DataFrame, models: Sequence[str] | None = N
                          if np.isfinite(medians[a][key] - medians[b][key])}
                 if not cells:
                     continue
-                interval = bootstrap_mean_difference(cells, n_boot=n_boot, level=level, seed=seed)
-                per_slide = pd.Series(cells).groupby(level=1).mean()  # the replicates of a slide averaged
-                p_value = sign_flip_test(per_slide.to_numpy(), seed=seed)
                 row = {"role": role, "metric": metric, "model_a": a, "model_b": b,
-                       "difference": interval.estimate, "low": interval.low, "high": interval.high,
-                       "level": level, "p_value": p_value, "n_slides": interval.n_slides,
-                       "n_replicates": interval.n_replicates}
+                       **paired_difference(cells, n_boot=n_boot, level=level, seed=seed)}
                 row["verdict"] = beats(row)
                 rows.append(row)
     return pd.DataFrame(rows, columns=["role", "metric", "model_a", "model_b", "difference", "low", "high", "level",
@@ -401,7 +425,8 @@ def _metric_name(metric: str) -> str:
     return metric.upper()
 
 
-def _number(value: float, metric: str, signed: bool = False) -> str:
+def number_text(value: float, metric: str, signed: bool = False) -> str:
+    """A metric's value as the sentences write it: PSNR to 1 decimal, the others to 3; ``n/a`` if not finite."""
     digits = 1 if metric == "psnr" else 3
     if value is None or not np.isfinite(value):
         return "n/a"
@@ -436,10 +461,10 @@ def comparison_sentence(comparisons: pd.DataFrame, model_a: str, model_b: str, r
         return f"{label(model_a)} and {label(model_b)} were not both measured on {where}"
     r = rows.iloc[0]
     better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-    detail = (f"{label(r['model_a'])} - {label(r['model_b'])}: {_number(r['difference'], metric, True)}"
+    detail = (f"{label(r['model_a'])} - {label(r['model_b'])}: {number_text(r['difference'], metric, True)}"
               f"{'' if HIGHER_IS_BETTER[metric] else ' (lower LPIPS counted positive)'}, "
-              f"{r['level'] * 100:.0f} % interval {_number(r['low'], metric, True)} to "
-              f"{_number(r['high'], metric, True)}, "
+              f"{r['level'] * 100:.0f} % interval {number_text(r['low'], metric, True)} to "
+              f"{number_text(r['high'], metric, True)}, "
               f"paired test p = {r['p_value']:.2g}; {int(r['n_slides'])} slides, "
               f"{int(r['n_replicates'])} network{'s' if r['n_replicates'] != 1 else ''} each")
     if r["verdict"]:
