@@ -38,12 +38,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from vstain.config import Profile, as_profile, resolve_device
 from vstain.infer import ct_to_histology_slide
-from vstain.io import provenance, write_csv, write_json, write_tiff
+from vstain.io import is_current, provenance, write_csv, write_json, write_tiff
 from vstain.layout import sweep_dir, sweep_level_dir
 from vstain.metrics import load_lpips, patch_metrics
 from vstain.models.checkpoint import load_generator
@@ -60,14 +61,6 @@ STAIN = "toluidine_blue"
 
 
 # --------------------------------------------------------------------------- records
-
-
-def _record_matches(path: Path, settings: dict[str, Any]) -> bool:
-    """Whether ``path`` is a record written with exactly ``settings`` (missing or unreadable: no)."""
-    try:
-        return json.loads(path.read_text()).get("settings") == settings
-    except (OSError, ValueError):
-        return False
 
 
 def _data_settings(profile: Profile, level: float) -> dict[str, Any]:
@@ -104,7 +97,7 @@ def make_level_data(profile: Profile | str, level: float, *, force: bool = False
     folder = sweep_level_dir(profile.name, level_name(level)) / "data"
     record = folder.parent / "data.json"
     settings = _data_settings(profile, level)
-    if not force and _record_matches(record, settings):
+    if not force and is_current(record, settings):
         return record
     record.unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
@@ -129,7 +122,7 @@ def make_level_data(profile: Profile | str, level: float, *, force: bool = False
 def _level_pairs(profile: Profile, level: float, target: str) -> list:
     folder = sweep_level_dir(profile.name, level_name(level))
     record = folder / "data.json"
-    if not _record_matches(record, _data_settings(profile, level)):
+    if not is_current(record, _data_settings(profile, level)):
         raise FileNotFoundError(f"{record}: the sweep's slides at strength {level_name(level)} are missing or were "
                                 f"made with other settings; run `vstain sweep --profile {profile.name} --stage data "
                                 f"--level {level_name(level)}`")
@@ -153,9 +146,13 @@ def score_run(profile: Profile, checkpoint: Path, level: float, device: str, lpi
     tiling = dict(patch_size=cfg.patch_size, step=cfg.step, batch_size=cfg.batch_size, blend=cfg.blend,
                   device=device, dtype=forward_dtype(profile.inference, device), info=info)
     tables = []
+    stains: dict[str, tuple[Any, Any]] = {}  # pair id -> (CT, stain): a slide and its twin share their CT plane
     for target in TARGETS:
         for pair in _level_pairs(profile, level, target):
-            stained = ct_to_histology_slide(generator, pair.ct, **tiling)
+            ct, stained = stains.get(pair.pair_id, (None, None))
+            if ct is None or not np.array_equal(ct, pair.ct):
+                stained = ct_to_histology_slide(generator, pair.ct, **tiling)
+                stains[pair.pair_id] = (pair.ct, stained)
             if example is not None and not tables:
                 write_tiff(example, stained, pair.pixel_size_um, metadata={"pair_id": pair.pair_id})
             table = patch_metrics(pair.histology, stained, pair.mask, patch_size=ev.patch_size, step=ev.patch_step,
@@ -181,10 +178,10 @@ def train_and_score(profile: Profile | str, run: SweepRun, *, device: str | None
     out = run_dir(profile.name, run)
     scores_path, record = out / "scores.csv", out / "run.json"
     settings = _run_settings(profile, run)
-    if not force and scores_path.is_file() and _record_matches(record, settings):
+    if not force and is_current(record, settings, requires=[scores_path]):
         return scores_path
     scores_path.unlink(missing_ok=True)
-    if not _record_matches(record, settings):  # other settings: start the network again
+    if not is_current(record, settings):  # other settings: start the network again
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     write_json(record, {"settings": settings, "provenance": provenance(profile)})
@@ -246,7 +243,7 @@ def run_sweep(profile: Profile | str, *, device: str | None = None, force: bool 
               for run in tqdm(sweep_runs(profile.sweep), desc="sweep runs", unit="run", disable=not progress)]
     done = sweep_dir(profile.name) / "done.json"
     # gathered already, after every run's scores were written, with these settings: kept as it is
-    if not force and _record_matches(done, profile.to_dict()["sweep"]) and all(
+    if not force and is_current(done, profile.to_dict()["sweep"]) and all(
             path.stat().st_mtime <= done.stat().st_mtime for path in scores):
         return done
     return summarise(profile)
