@@ -50,7 +50,7 @@ test-fast: venv
 # read what the stages wrote, so the smoke workflow's stages run first (up to each stage's record, no notebooks).
 test-notebooks: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake -s workflow/Snakefile --cores $(CORES) --config profile=smoke \
-	  --until evaluate frc volume uncertainty evaluate_he sweep
+	  --until evaluate frc volume uncertainty evaluate_he sweep register_cases
 	VSTAIN_PROFILE=smoke PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -o addopts="" --nbval-lax notebooks
 
 # The smoke workflow end to end: papermill chapters, then the book, checked page by page and in

@@ -276,10 +276,13 @@ STAGE_PARTS = {"vstain.stages.stain_intensities": "vstain.stages.stain"}
 #: loader. Neither imports the resolver, so there is no circle.
 RESOLVER_SOURCES = {"vstain.stages.dataset", "vstain.stages.stain"}
 #: Drivers a stage runs for its own work, not to obtain another stage's outputs, named one by one: the H&E study
-#: trains and stains its own models, the uncertainty stage trains its short ensemble members.
+#: trains and stains its own models, the uncertainty stage trains its short ensemble members, the registration cases
+#: draw and register their own blocks.
 DRIVERS = {("vstain.stages.he", "vstain.stages.train"): {"train_fold"},
            ("vstain.stages.he", "vstain.stages.infer"): {"run_inference"},
-           ("vstain.stages.uncertainty", "vstain.stages.train"): {"train_fold"}}
+           ("vstain.stages.uncertainty", "vstain.stages.train"): {"train_fold"},
+           ("vstain.stages.register_cases", "vstain.stages.dataset"): {"write_phantom_samples"},
+           ("vstain.stages.register_cases", "vstain.stages.register"): {"register_entries"}}
 
 
 def stage_imports(sources: dict[str, str]) -> list[str]:

@@ -133,7 +133,7 @@ def test_registration_cases_come_from_the_ground_truth(tmp_path):
     assert cases["other axis"].tolist() == [False, False, True, True, False]
     summary = case_summary(cases).set_index("case")
     assert summary.loc["all", "pairs"] == 5 and summary.loc["all", "flagged"] == 1
-    assert summary.loc["all", "flagged, TRE > 5 px"] == 1 and summary.loc["all", "wrong, not flagged"] == 1
+    assert summary.loc["all", "flagged, wrong"] == 1 and summary.loc["all", "wrong, not flagged"] == 1
     assert summary.loc["tilted", "pairs"] == 2 and summary.loc["tilted", "wrong, not flagged"] == 1
     assert summary.loc["other axis", "median TRE (px)"] == 0.2
 

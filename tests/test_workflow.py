@@ -51,7 +51,8 @@ def test_paper_profile_dag_has_every_job(tmp_path):
     # the claim's full grid: every model at six strengths with 3 seeds, and the ablations at one strength
     assert counts["sweep_data"] == len(paper.sweep.levels) == 6
     assert counts["sweep_run"] == len(sweep_runs(paper.sweep)) == 6 * 4 * 3 + 3 * 3
-    for stage in ("dataset", "register", "evaluate", "evaluate_he", "frc", "volume", "uncertainty", "sweep", "book"):
+    for stage in ("dataset", "register", "register_cases", "evaluate", "evaluate_he", "frc", "volume", "uncertainty",
+                  "sweep", "book"):
         assert counts[stage] == 1, stage
 
 
@@ -239,7 +240,10 @@ def _rerun_cases():
                    *book},
         # the sweep cuts its own blocks: it needs nothing before it, and only its chapter reads it
         "sweep": {*sweep, "notebook[11_misalignment]", *book},
-        "": {*(f"{r}[{g}]" for r in ("train", "infer") for g in grid), "dataset", "register", "evaluate", "frc",
+        # the registration-only blocks are drawn by their own stage, and read by chapter 01 alone
+        "registration_cases": {"register_cases", "notebook[01_registration]", *book},
+        "": {*(f"{r}[{g}]" for r in ("train", "infer") for g in grid), "dataset", "register", "register_cases",
+             "evaluate", "frc",
              "volume", "uncertainty", *(f"{r}[{m}]" for r in ("train_he", "infer_he") for m in smoke.he.models),
              "evaluate_he", *(f"notebook[{c}]" for c in chapters), *sweep, *book},
     }

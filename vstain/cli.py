@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-manifest": ("vstain.stages.dataset",
                        "validate a data manifest (files, checksums, fields) and write the split"),
     "register": ("vstain.stages.register", "register histology sections to CT volumes (2D-3D, mutual information)"),
+    "register-cases": ("vstain.stages.register_cases",
+                       "register the registration-only phantom blocks (no screw, screw at the edge) and measure them"),
     "normalise": ("vstain.stages.register:normalise",
                   "normalise registered pairs and build sample-correspondence masks"),
     "train": ("vstain.stages.train", "train one model on one fold"),

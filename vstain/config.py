@@ -224,6 +224,14 @@ class SweepConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RegistrationCasesConfig:
+    """Blocks drawn only to measure registration (chapter 01), beside the dataset's: the other implant placements."""
+
+    screwless: int  # round blocks of trabecular bone, no screw and no cortex: only the texture orients the section
+    screw_at_edge: int  # blocks whose screw runs along the section's edge
+
+
+@dataclasses.dataclass(frozen=True)
 class Profile:
     """A whole profile: one seed and one section per stage."""
 
@@ -241,6 +249,7 @@ class Profile:
     he: HEConfig
     uncertainty: UncertaintyConfig
     sweep: SweepConfig
+    registration_cases: RegistrationCasesConfig
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain nested dicts (for provenance records)."""
@@ -589,6 +598,17 @@ _PLAUSIBLE_UM = f"a size in micrometres from {_LOW_UM:g} to {_HIGH_UM:g} (outsid
 MAX_SWEEP_LEVEL = 10.0  # misalignment strengths beyond this tear the phantom's sections apart
 
 
+#: More registration-only blocks than this of one kind make chapter 01 wait on them for no better figure.
+MAX_REGISTRATION_CASES = 200
+
+
+def _registration_case_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
+    """The ranges of the ``registration_cases`` section (as :func:`_range_checks`)."""
+    what = f"a count from 0 to {MAX_REGISTRATION_CASES}"
+    return [(f"registration_cases.{name}", n, 0 <= n <= MAX_REGISTRATION_CASES, what)
+            for name, n in dataclasses.asdict(p.registration_cases).items()]
+
+
 def _sweep_checks(p: Profile) -> list[tuple[str, Any, bool, str]]:
     """The ranges of the ``sweep`` section (as :func:`_range_checks`)."""
     s = p.sweep
@@ -651,6 +671,7 @@ def check_ranges(profile: Profile, source: str = "profile") -> None:
     ...
     vstain.config.ProfileError: my.yaml: training.lr must be a learning rate in (0, 1], got -0.0002
     """
-    for key, value, valid, what in _range_checks(profile) + _sweep_checks(profile):
+    checks = _range_checks(profile) + _sweep_checks(profile) + _registration_case_checks(profile)
+    for key, value, valid, what in checks:
         if not valid:
             raise ProfileError(f"{source}: {key} must be {what}, got {value!r}")

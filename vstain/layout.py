@@ -28,6 +28,7 @@ from vstain.vocabulary import MODEL_NAMES, STAINS, check_word
 STAGES = (
     "dataset",      # vstain.phantom / vstain.manifest: images, ground truth, manifest, split
     "registered",   # vstain.registration + normalise + masks: pairs at CT pixel size
+    "registration_cases",  # registration-only phantom blocks (no screw, screw at the edge): chapter 01
     "models",       # vstain.train: models/<model>/fold<k>/
     "inference",    # vstain.infer: whole-slide outputs
     "evaluation",   # vstain.metrics: per-patch metrics, Table 1
@@ -79,6 +80,12 @@ def split_path(profile: str, root: str | Path | None = None) -> Path:
 def registered_dir(profile: str, root: str | Path | None = None) -> Path:
     """``results/<profile>/registered/``: one folder per registered pair, ``registration.csv``."""
     return stage_dir(profile, "registered", root)
+
+
+def registration_cases_dir(profile: str, root: str | Path | None = None) -> Path:
+    """``results/<profile>/registration_cases/``: the registration-only blocks (``blocks/``), their registered pairs
+    (``registered/``) and ``registration.csv``."""
+    return stage_dir(profile, "registration_cases", root)
 
 
 def model_dir(profile: str, model: str, fold: int, stain: str = "toluidine_blue",

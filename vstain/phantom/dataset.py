@@ -124,6 +124,50 @@ def dataset_plan(cfg: Any, seed: int, *, where: str = "dataset") -> list[dict[st
     return plan
 
 
+#: The pair-id prefix of each kind of registration-only block (:func:`registration_case_plan`) and its implant.
+CASE_KINDS = {"screwless": ("screwless", "none"), "screw_at_edge": ("edge", "edge")}
+
+
+def registration_case_plan(cases: Any, cfg: Any, seed: int) -> list[dict[str, Any]]:
+    """The blocks drawn only to measure registration: screwless ones, and ones with the screw at the edge.
+
+    Parameters
+    ----------
+    cases : RegistrationCasesConfig
+        A profile's ``registration_cases`` section (counts per kind of block).
+    cfg : DatasetConfig
+        The profile's ``dataset`` section: beamtimes and staining sessions are drawn from its counts.
+    seed : int
+        The profile's seed; the blocks' draws derive from it, apart from the dataset's.
+
+    Returns
+    -------
+    list of dict
+        As :func:`dataset_plan`, plus ``implant`` (``none`` or ``edge``); toluidine blue, materials in
+        turn (a screwless block's material names no implant and changes nothing of it), none held out.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> cfg = SimpleNamespace(n_beamtimes=4, n_staining_sessions=4)
+    >>> plan = registration_case_plan(SimpleNamespace(screwless=2, screw_at_edge=1), cfg, seed=0)
+    >>> [(p["pair_id"], p["implant"]) for p in plan]
+    [('screwless_01', 'none'), ('screwless_02', 'none'), ('edge_01', 'edge')]
+    """
+    rng = np.random.default_rng([int(seed), 0xCA5E])
+    plan: list[dict[str, Any]] = []
+    for kind, (prefix, implant) in CASE_KINDS.items():
+        n = int(getattr(cases, kind))
+        if n < 0:
+            raise ValueError(f"registration_cases.{kind} must be a non-negative count, got {n}")
+        for k in range(n):
+            plan.append({"pair_id": f"{prefix}_{k + 1:02d}", "material": MATERIALS[k % len(MATERIALS)],
+                         "stain": "toluidine_blue", "beamtime": int(rng.integers(cfg.n_beamtimes)),
+                         "session": int(rng.integers(cfg.n_staining_sessions)), "seed": int(rng.integers(2**31 - 1)),
+                         "test": False, "implant": implant})
+    return plan
+
+
 def write_sample(folder: str | Path, sample: PhantomSample, metadata: dict | None = None) -> None:
     """Write one sample's folder; every file atomically, ``truth.json`` last."""
     folder = Path(folder)
@@ -185,4 +229,4 @@ def load_sample(folder: str | Path) -> PhantomSample:
     )
 
 
-__all__ = ["PHANTOM_MODEL_VERSION", "dataset_plan", "load_sample", "write_sample", "MATERIALS", "STAINS"]
+__all__ = ["CASE_KINDS", "PHANTOM_MODEL_VERSION", "dataset_plan", "registration_case_plan", "load_sample", "write_sample", "MATERIALS", "STAINS"]

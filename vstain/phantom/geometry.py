@@ -60,6 +60,15 @@ class BlockGeometry:
     lacuna_radii: tuple[float, float, float]
     lacunae: np.ndarray  # (N, 3) lacuna centres
     fields: dict[str, np.ndarray]  # smooth random fields on the voxel grid, unit variance
+    implant: str = "centre"  # where the screw runs: IMPLANT_PLACEMENTS
+
+
+#: Where a block's screw runs: through the middle of the section (``centre``, the paper's blocks), along
+#: the section's edge (``edge``: the implant barely in the section), or nowhere (``none``: a round block of
+#: trabecular bone with no screw and no cortex, whose orientation only the texture of the bone carries).
+IMPLANT_PLACEMENTS = ("centre", "edge", "none")
+#: Where a block has no screw, its screw lies this far outside the volume (voxels): never reached.
+_FAR = 1e9
 
 
 def _smooth_noise(shape: tuple[int, ...], sigma, rng: np.random.Generator) -> np.ndarray:
@@ -70,7 +79,7 @@ def _smooth_noise(shape: tuple[int, ...], sigma, rng: np.random.Generator) -> np
     return field
 
 
-def draw_geometry(shape, material: str, rng: np.random.Generator) -> BlockGeometry:
+def draw_geometry(shape, material: str, rng: np.random.Generator, implant: str = "centre") -> BlockGeometry:
     """Draw one random bone-implant block of ``shape`` voxels.
 
     Parameters
@@ -80,6 +89,10 @@ def draw_geometry(shape, material: str, rng: np.random.Generator) -> BlockGeomet
     material : {"Mg", "Ti", "PEEK"}
         Implant material; Mg gets a degradation layer and more new bone.
     rng : numpy.random.Generator
+    implant : {"centre", "edge", "none"}
+        Where the screw runs (:data:`IMPLANT_PLACEMENTS`). The draws are the same for every placement,
+        so the three blocks of one seed share their bone: only the implant (and, with none, the cortex
+        and the lobed outline, which would also break the block's symmetry) differ.
 
     Returns
     -------
@@ -87,6 +100,8 @@ def draw_geometry(shape, material: str, rng: np.random.Generator) -> BlockGeomet
     """
     if material not in MATERIALS:
         raise ValueError(f"material must be one of {MATERIALS}, got {material!r}")
+    if implant not in IMPLANT_PLACEMENTS:
+        raise ValueError(f"implant must be one of {IMPLANT_PLACEMENTS}, got {implant!r}")
     nz, ny, nx = (int(s) for s in shape)
     if nz < 8 or ny < 32 or nx < 32:
         raise ValueError(f"ct_shape must be at least (8, 32, 32), got {tuple(shape)}")
@@ -123,7 +138,7 @@ def draw_geometry(shape, material: str, rng: np.random.Generator) -> BlockGeomet
     lacuna_radii = (0.75, 0.75, 1.5)
     n_lacunae = int(nz * ny * nx / 260)
     lacunae = rng.uniform((0, 0, 0), (nz - 1, ny - 1, nx - 1), size=(n_lacunae, 3)).astype(np.float32)
-    return BlockGeometry(
+    geometry = BlockGeometry(
         shape=(nz, ny, nx), material=material, tube_center=tube_center, tube_radii=tube_radii,
         block_center=block_center, block_radius=radius,
         block_wobble=(rng.uniform(0.01, 0.03), int(rng.integers(3, 7)), rng.uniform(0, 2 * np.pi)),
@@ -132,8 +147,24 @@ def draw_geometry(shape, material: str, rng: np.random.Generator) -> BlockGeomet
         cortex_x=block_center[1] - radius + 2 * radius * rng.uniform(0.12, 0.2),
         degradation=degradation, new_bone_width=new_bone_width, new_bone_threshold=new_bone_threshold,
         bone_threshold=rng.uniform(0.0, 0.25), vessel_threshold=rng.uniform(1.9, 2.1),
-        lacuna_radii=lacuna_radii, lacunae=lacunae, fields=fields,
+        lacuna_radii=lacuna_radii, lacunae=lacunae, fields=fields, implant=implant,
     )
+    return _place_implant(geometry, implant)
+
+
+def _place_implant(geometry: BlockGeometry, implant: str) -> BlockGeometry:
+    """Move the drawn block's screw to ``implant``'s place (``centre``: as drawn)."""
+    g = geometry
+    if implant == "edge":
+        # the screw's axis near the outline, so only its outer half lies in the block (and in the section)
+        side = 1.0 if g.screw_axis[1] >= g.block_center[0] else -1.0
+        axis_y = g.block_center[0] + side * (g.block_radius - 0.6 * g.core_radius)
+        return dataclasses.replace(g, screw_axis=(g.screw_axis[0], axis_y))
+    if implant == "none":
+        # no screw (its head beyond reach), no cortical slab, a round outline: nothing but trabecular texture
+        return dataclasses.replace(g, screw_x=(_FAR, _FAR), cortex_x=-_FAR, degradation=(0.0, 0.0),
+                                   block_wobble=(0.0, g.block_wobble[1], g.block_wobble[2]))
+    return g
 
 
 def _field_at(geometry: BlockGeometry, name: str, points: np.ndarray | None) -> np.ndarray:

@@ -97,7 +97,7 @@ def _child_rngs(seed: int, n: int) -> list[np.random.Generator]:
 
 
 def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: int, session: int,
-                seed: int, *, strip_pixels: int | None = None) -> PhantomSample:
+                seed: int, *, strip_pixels: int | None = None, implant: str = "centre") -> PhantomSample:
     """Generate one synthetic pair, deterministically from ``seed``.
 
     Parameters
@@ -119,6 +119,10 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     strip_pixels : int, optional
         Pixels per row strip of the histology rendering (:data:`vstain.phantom.render.STRIP_PIXELS`);
         the image does not depend on it.
+    implant : {"centre", "edge", "none"}
+        Where the block's screw runs (:data:`~vstain.phantom.geometry.IMPLANT_PLACEMENTS`): the
+        paper's blocks (``centre``), the screw at the section's edge, or a screwless round block of
+        trabecular bone. Recorded as ``details["implant"]``.
 
     Returns
     -------
@@ -135,7 +139,7 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
     if len(shape) != 3:
         raise ValueError(f"pair {pair_id}: ct_shape must have 3 entries (z, y, x), got {list(shape)}")
     rng_geometry, rng_ct, rng_plane, rng_section, rng_stain, rng_artefacts, rng_slide = _child_rngs(seed, 7)
-    geometry = draw_geometry(shape, material, rng_geometry)
+    geometry = draw_geometry(shape, material, rng_geometry, implant=implant)
     labels = label_volume(geometry)
     ct_params = beamtime_params(beamtime, tuple(dataset_cfg.ct_blur_voxels))
     ct = simulate_ct(labels, material, ct_params, rng_ct, CTArtefacts.from_profile(dataset_cfg))
@@ -164,8 +168,9 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
                               pixel_um=hist_um, illumination=light, surface_artefacts=False)
     artefact_details.update(cut.details)
     if stain == "he":
-        # Partial whole-slide image centred on the implant; outside the stitched tiles is black.
-        axis_point = np.array([geometry.screw_axis[0], geometry.screw_axis[1], np.mean(geometry.screw_x)])
+        # Partial whole-slide image centred on the implant (or the block); outside the stitched tiles is black.
+        middle_x = np.mean(geometry.screw_x) if implant != "none" else geometry.block_center[1]
+        axis_point = np.array([geometry.screw_axis[0], geometry.screw_axis[1], middle_x])
         ij = plane_axes @ (axis_point - plane_point)
         yx = np.linalg.solve(affine, np.array([ij[0], ij[1], 1.0]))[:2]
         fov = stitched_fov(hist_shape, yx, rng_artefacts)
@@ -186,7 +191,7 @@ def make_sample(dataset_cfg, pair_id: str, material: str, stain: str, beamtime: 
         affine=affine, beamtime=int(beamtime), session=int(session), stain_params=params,
         ct_params=ct_params, artefacts=artefacts,
         details={"seed": int(seed), "affine": affine_details, "artefacts": artefact_details,
-                 "tilt_deg": tilt_deg, "normal_axis": AXIS_NAMES[normal_axis],
+                 "tilt_deg": tilt_deg, "normal_axis": AXIS_NAMES[normal_axis], "implant": implant,
                  "preparation": dataclasses.asdict(preparation)},
         histology_twin=twin, twin_labels=cut.twin_labels,
     )

@@ -71,7 +71,7 @@ from vstain.stages.upstream import TABLE_COLUMNS, registration_table  # noqa: F4
 from vstain.volume_io import open_volume
 
 __all__ = ["configure_normalise_parser", "configure_parser", "ensure_registered", "normalisation_table",
-           "prepare_pair", "registration_table", "run_cli", "run_normalise_cli"]
+           "prepare_pair", "register_entries", "registration_table", "run_cli", "run_normalise_cli"]
 
 # --------------------------------------------------------------------------- one pair
 
@@ -295,6 +295,39 @@ def _up_to_date(out_dir: Path, entry: Any, key: str) -> bool:
     return is_current(out_dir / f".{entry.pair_id}.failed.json", key, key="config_key")
 
 
+def register_entries(out_dir: Path, entries: list, profile: Any, synthetic: bool, *, workers: int | None = None,
+                     progress: bool = True, desc: str = "register") -> int:
+    """Register every manifest entry whose folder (or failure record) under ``out_dir`` is not current.
+
+    ``workers`` pairs at once (default ``registration.workers``), one spawned process each; bad input in
+    any pair stops the run. Returns how many pairs were registered.
+    """
+    # only pairs with work to do get a progress bar: a later stage calling this sees none when all is done
+    pending = [e for e in entries if not _up_to_date(out_dir, e, _config_key(profile, e))]
+    workers = min(profile.registration.workers if workers is None else int(workers), len(pending))
+    if workers < 1 and pending:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    bar = tqdm(total=len(pending), desc=desc, disable=not progress or not pending)
+    if workers <= 1:
+        for entry in pending:
+            register_pair_into(out_dir, entry, profile, synthetic)
+            bar.update()
+    else:
+        # One process per pair at a time: each fit runs on registration.threads (1: reproducible) and the
+        # pairs share the cores. Spawned, not forked: the parent may hold threads (ITK's, tqdm's).
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(register_pair_into, out_dir, entry, profile, synthetic) for entry in pending]
+            try:
+                for future in as_completed(futures):
+                    future.result()  # bad input in any pair stops the stage, as it does one by one
+                    bar.update()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    bar.close()
+    return len(pending)
+
+
 def ensure_registered(profile: Any, stain: str | None = None, progress: bool = True,
                       manifest_path: str | Path | None = None, workers: int | None = None) -> pd.DataFrame:
     """Register, normalise and mask every pair of the profile's dataset (idempotent).
@@ -327,29 +360,7 @@ def ensure_registered(profile: Any, stain: str | None = None, progress: bool = T
     synthetic = manifest.source == "synthetic"
     out_dir = stage_dir(profile.name, "registered")
     entries = [e for e in manifest.pairs if stain is None or e.stain == stain]
-    # only pairs with work to do get a progress bar: a later stage calling this sees none when all is done
-    pending = [e for e in entries if not _up_to_date(out_dir, e, _config_key(profile, e))]
-    workers = min(profile.registration.workers if workers is None else int(workers), len(pending))
-    if workers < 1 and pending:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    bar = tqdm(total=len(pending), desc="register", disable=not progress or not pending)
-    if workers <= 1:
-        for entry in pending:
-            register_pair_into(out_dir, entry, profile, synthetic)
-            bar.update()
-    else:
-        # One process per pair at a time: each fit runs on registration.threads (1: reproducible) and the
-        # pairs share the cores. Spawned, not forked: the parent may hold threads (ITK's, tqdm's).
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(register_pair_into, out_dir, entry, profile, synthetic) for entry in pending]
-            try:
-                for future in as_completed(futures):
-                    future.result()  # bad input in any pair stops the stage, as it does one by one
-                    bar.update()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    bar.close()
+    register_entries(out_dir, entries, profile, synthetic, workers=workers, progress=progress)
     table = registration_table(profile.name, [e.pair_id for e in manifest.pairs])
     write_csv(out_dir / "registration.csv", table)
     write_csv(out_dir / "normalisation.csv", normalisation_table(profile.name, [e.pair_id for e in manifest.pairs]))

@@ -148,8 +148,8 @@ def volume_sample(profile: Profile | str, fold: int | None = None) -> Any:
 # --------------------------------------------------------------------------- registered pairs
 
 
-def pair_records(profile_name: str, pair_ids: list[str]) -> list[dict]:
-    out_dir = stage_dir(profile_name, "registered")
+def pair_records(profile_name: str, pair_ids: list[str], folder: Path | None = None) -> list[dict]:
+    out_dir = stage_dir(profile_name, "registered") if folder is None else Path(folder)
     records = []
     for pair_id in pair_ids:
         meta = out_dir / pair_id / "pair.json"
@@ -162,7 +162,8 @@ def pair_records(profile_name: str, pair_ids: list[str]) -> list[dict]:
     return records
 
 
-def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> pd.DataFrame:
+def registration_table(profile_name: str, pair_ids: list[str] | None = None, *,
+                       folder: str | Path | None = None) -> pd.DataFrame:
     """The per-pair registration table from the pair folders (one row per pair, failures included).
 
     Parameters
@@ -172,6 +173,9 @@ def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> 
     pair_ids : list of str, optional
         These pairs, in this order (default: every registered pair, then every failed one); a pair
         the registration stage has no record of has no row.
+    folder : path, optional
+        Where the pair folders are (default ``results/<profile>/registered/``; the registration-only
+        blocks of chapter 01 lie in ``registration_cases/registered/``).
 
     Returns
     -------
@@ -182,11 +186,11 @@ def registration_table(profile_name: str, pair_ids: list[str] | None = None) -> 
         face down), ``angle_error_deg``, ``offset_um``, ``tre_median_px``, ``tre_max_px``,
         ``mask_iou``, ``seconds``, ``status``.
     """
+    out_dir = stage_dir(profile_name, "registered") if folder is None else Path(folder)
     if pair_ids is None:
-        out_dir = stage_dir(profile_name, "registered")
         pair_ids = sorted(p.parent.name for p in out_dir.glob("*/pair.json"))
         pair_ids += sorted(p.name[1:-len(".failed.json")] for p in out_dir.glob(".*.failed.json"))
-    rows = [r["extras"]["table_row"] for r in pair_records(profile_name, pair_ids)]
+    rows = [r["extras"]["table_row"] for r in pair_records(profile_name, pair_ids, out_dir)]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
