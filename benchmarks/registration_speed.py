@@ -8,7 +8,8 @@ takes the first N of each stain), registers each with the profile's settings (``
 replaces ``registration.threads``; the count printed is the one every SimpleITK method of the
 fit ran with, read back from the result) and prints per-pair figures and the issue's targets
 per case type (``vstain.reports.registration.CASE_TYPES``: rotated, mirrored, tilted, other axis, and the
-registration-only blocks, screwless and screw at edge; a pair counts in each of its types): median angle error (< 0.5 deg), median TRE (< 1 CT px),
+registration-only blocks, screwless and screw at edge; a pair counts in each of its types): median angle error
+(< 0.5 deg), median TRE (< 1 CT px),
 95th percentile of the pairs' median TRE (< 3 px), pairs with a worst TRE beyond 5 px plus half the section's
 thickness (``vstain.reports.registration.wrong_tre_px``: a plane anywhere inside the section fits its slide) that
 were flagged and that were not (silent failures, target 0), and seconds per pair (<= 30 s): each pair's own
@@ -80,10 +81,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs of each stain")
     parser.add_argument("--pairs", default=None, help="only these pairs (comma-separated ids)")
     parser.add_argument("--screwless", type=int, default=None, help="screwless blocks (default: the profile's)")
-    parser.add_argument("--screw-at-edge", type=int, default=None, help="blocks with the screw at the edge (default: the profile's)")
+    parser.add_argument("--screw-at-edge", type=int, default=None,
+                        help="blocks with the screw at the edge (default: the profile's)")
     parser.add_argument("--no-dataset", action="store_true", help="only the registration-only blocks")
-    parser.add_argument("--strength", type=float, default=None, help="dataset.misalignment_strength (default: the profile's)")
-    parser.add_argument("--texture-starts", type=int, default=None, help="registration.texture_starts (default: the profile's)")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="dataset.misalignment_strength (default: the profile's)")
+    parser.add_argument("--texture-starts", type=int, default=None,
+                        help="registration.texture_starts (default: the profile's)")
     args = parser.parse_args()
     profile = load_profile(args.profile)
     config = profile.registration

@@ -18,7 +18,7 @@ from vstain.config import ProfileError, load_profile, resolve_profile_path
 from vstain.phantom.truth import registration_errors
 from vstain.registration import register_section_to_volume
 from vstain.registration.inputs import checked_inputs
-from vstain.registration.texture import align_in_plane, estimate_rotation, masked_ncc, texture_poses
+from vstain.registration.texture import align_in_plane, estimate_rotation, masked_ncc, texture_poses, texture_tilts
 from vstain.registration.views import AXIS_ORDERS, CTViews
 
 QUICK = load_profile("quick").registration
@@ -146,6 +146,17 @@ def test_a_texture_only_section_turned_or_mirrored_registers_within_a_pixel(angl
     assert result.mirrored == mirrored and errors["mirror_correct"]
     assert errors["tre_median_px"] < 1.0 and errors["inplane_error_deg"] < 1.0, errors
     assert result.mi_margin > QUICK.min_mi_margin
+
+
+def test_a_fine_texture_cut_beyond_the_second_ring_is_found_on_the_third():
+    # 12 um pores cut 18 degrees off: with rings at 6 and 12 degrees only, this one came back uncertain (2 of 8
+    # turns and faces registered); the third ring's planes match its texture
+    case = texture_block((40, 128, 128), angle_deg=120.0, seed=0, tilt_deg=18.0, pore_um=12.0)
+    assert texture_tilts(QUICK.max_tilt_deg) == [6.0, 12.0, 18.0]
+    result = _register(case, QUICK)
+    errors = registration_errors(result, case)
+    assert result.status == "ok", result.status
+    assert errors["tre_median_px"] < 1.0 and errors["inplane_error_deg"] < 1.0, errors
 
 
 def test_without_texture_starts_a_texture_only_section_is_right_or_flagged_never_silently_wrong():

@@ -224,9 +224,22 @@ def align_in_plane(section: np.ndarray, section_mask: np.ndarray, plane: np.ndar
 #: Below this cross-correlation the untilted planes matched weakly (right: about 0.85 untilted, 0.37 at 8 degrees
 #: of tilt; wrong poses about 0.2 on the hand-built porous block): the planes of a cone of tilts are tried too.
 TILT_TRIGGER_SCORE = 0.5
-#: The cone's rings (degrees, up to the profile's ``max_tilt_deg``), eight directions each: a cut within about
-#: 4 degrees of a tried plane still matches its texture.
-TEXTURE_TILTS_DEG = (6.0, 12.0)
+#: The cone's rings, this far apart (degrees, up to the profile's ``max_tilt_deg``), eight directions each: a cut
+#: within about 4 degrees of a tried plane still matches its texture (rings 6 and 12 only: a 12 um-pore block cut
+#: 18 degrees off registered 2 of 8 times; with the 18-degree ring, 8 of 8).
+TEXTURE_TILT_STEP_DEG = 6.0
+
+
+def texture_tilts(max_tilt_deg: float) -> list[float]:
+    """The tilts (degrees) of the cone's rings whose planes the texture tries, up to ``max_tilt_deg``.
+
+    Examples
+    --------
+    >>> texture_tilts(20.0), texture_tilts(5.0)
+    ([6.0, 12.0, 18.0], [])
+    """
+    count = int(math.floor(float(max_tilt_deg) / TEXTURE_TILT_STEP_DEG + 1e-9))
+    return [TEXTURE_TILT_STEP_DEG * k for k in range(1, count + 1)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,8 +369,9 @@ def texture_poses(views: CTViews, faces, ct_voxel_um: float, histology_pixel_um:
     apart (``depth_margin_voxels`` from the ends) by :func:`rotation_scores`; the best distinct
     (view, face, plane, turn) of those go on to :func:`align_in_plane`, which picks the turn of the
     two and the shift and scores the pose. Where the best score stays below
-    :data:`TILT_TRIGGER_SCORE`, the planes tilted by :data:`TEXTURE_TILTS_DEG` (within
-    ``max_tilt_deg``, eight directions) through the same depths are tried as well (views
+    :data:`TILT_TRIGGER_SCORE`, the planes tilted by :func:`texture_tilts` (rings
+    :data:`TEXTURE_TILT_STEP_DEG` apart up to ``max_tilt_deg``, eight directions) through the same depths
+    are tried as well (views
     whose planes cannot hold ``min_inside_fraction`` of the section's extent are not searched). The best scores
     become starts (in the view's frame; the slab's pixel ``(x, y)`` at ``(x, y) * ct_voxel_um``),
     allowed as the grid's poses are (:func:`~vstain.registration.search.allowed_pose`). A pose whose
@@ -372,7 +386,7 @@ def texture_poses(views: CTViews, faces, ct_voxel_um: float, histology_pixel_um:
     # a view whose planes cannot hold enough of the section proposes nothing (the grid skips it too)
     arrays = {axis: views[axis] for axis in views
               if _can_hold(views[axis].shape[1:], sections[0][1], cfg.min_inside_fraction)}
-    families = dict(enumerate(_families([t for t in TEXTURE_TILTS_DEG if t <= cfg.max_tilt_deg])))
+    families = dict(enumerate(_families(texture_tilts(cfg.max_tilt_deg))))
     untilted = {0: families[0]}
     peaks = _distinct(_polar_peaks(arrays, sections, untilted, step, cfg.depth_margin_voxels), n_peaks, 2 * step)
     poses = _aligned(arrays, sections, families, peaks, cfg.min_inside_fraction)

@@ -92,7 +92,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``vstain register-cases``."""
     add_stage_options(parser, progress=True)
     parser.add_argument("--workers", type=positive_int, default=None,
-                        help="blocks registered at once, one process each (default: the profile's registration.workers)")
+                        help="blocks registered at once, one process each "
+                             "(default: the profile's registration.workers)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
