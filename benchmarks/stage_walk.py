@@ -33,8 +33,8 @@ PACKAGE = "vstain.stages"
 
 #: Workflow order of the stage modules (lower: earlier). The resolver sits just after the dataset: a stage that
 #: calls it reaches back for earlier outputs; it reaches back to the dataset (made on demand) alone.
-RANK = {"dataset": 0, "upstream": 0.5, "register": 1, "train": 2, "infer": 3, "stain": 3, "evaluate": 4, "frc": 4,
-        "volume": 4, "uncertainty": 4, "he": 4, "summary": 4, "sweep": 5}
+RANK = {"dataset": 0, "upstream": 0.5, "register": 1, "register_cases": 1, "train": 2, "infer": 3, "stain": 3,
+        "evaluate": 4, "frc": 4, "volume": 4, "uncertainty": 4, "he": 4, "summary": 4, "sweep": 5}
 
 
 def read_functions(folder: Path = STAGES) -> tuple[dict[tuple[str, str], ast.FunctionDef], dict[str, dict]]:
