@@ -41,10 +41,10 @@ from vstain.phantom import make_sample
 from vstain.phantom.dataset import dataset_plan, registration_case_plan
 from vstain.phantom.truth import registration_errors
 from vstain.registration import RegistrationFailed, register_section_to_volume
-from vstain.reports.registration import case_flags, case_summary, wrong_tre_px
+from vstain.reports.registration import case_flags, case_summary, section_warp_px, target_sentence, wrong_tre_px
 
-TARGETS = {"median angle error (deg)": 0.5, "median TRE (px)": 1.0, "95th percentile TRE (px)": 3.0,
-           "wrong, not flagged": 0, "wall seconds per pair": 30.0}
+#: The wall time per pair the benchmark is held to (the accuracy targets are vstain.reports.registration.TARGETS).
+WALL_SECONDS_PER_PAIR = 30.0
 
 
 def measure_pair(dataset_config, config, item) -> tuple[dict, set]:
@@ -147,14 +147,12 @@ def main() -> None:
         print(f"turned screwless sections registered: {int((screwless['status'] == 'ok').sum())} of {len(screwless)} "
               f"({100 * share:.0f} %, target >= 90 %; the rest flagged: "
               f"{int((screwless['status'] != 'ok').sum())})")
-    verdicts = []
-    figures = {**summary.set_index("case").loc["all"].to_dict(), "wall seconds per pair": wall / max(len(table), 1)}
-    for name, target in TARGETS.items():
-        value = float(figures[name])
-        met = value <= target if name in ("wrong, not flagged", "wall seconds per pair") else value < target
-        verdicts.append(f"{name} {value:.2f} (target {'<=' if 'seconds' in name or 'wrong' in name else '<'} "
-                        f"{target}: {'met' if met else 'NOT met'})")
-    print("all pairs: " + "; ".join(verdicts))
+    # the targets as chapter 01 states them, from the same table and the same rule
+    print("all pairs: " + target_sentence(summary.set_index("case").loc["all"],
+                                          warp_px=section_warp_px(profile.dataset)))
+    per_pair = wall / max(len(table), 1)
+    print(f"wall seconds per pair {per_pair:.2f} (target <= {WALL_SECONDS_PER_PAIR:g}: "
+          f"{'met' if per_pair <= WALL_SECONDS_PER_PAIR else 'NOT met'})")
 
 
 if __name__ == "__main__":

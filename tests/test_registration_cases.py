@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vstain.config import ProfileError, load_profile
+from vstain.config import ProfileError, load_profile, resolve_profile_path
 from vstain.phantom import LABELS, make_sample
 from vstain.phantom.dataset import dataset_plan, registration_case_plan
 from vstain.phantom.geometry import draw_geometry, label_volume
@@ -86,7 +86,7 @@ def test_the_case_plan_is_its_own_and_deterministic():
 
 
 def test_a_negative_case_count_is_refused_naming_the_file_and_key(tmp_path):
-    text = (load_profile.__globals__["resolve_profile_path"]("smoke")).read_text()
+    text = resolve_profile_path("smoke").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("screwless: 1", "screwless: -2"))
     with pytest.raises(ProfileError, match=r"bad.yaml: registration_cases.screwless must be a count .* got -2"):

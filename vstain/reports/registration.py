@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from vstain.layout import registration_cases_dir
+from vstain.phantom.section import SectionPreparation
 
 __all__ = ["CASE_TYPES", "BLOCK_TYPES", "TARGETS", "block_sentence", "case_flags", "case_summary", "read_blocks",
-           "registration_cases", "target_sentence", "wrong_tre_px"]
+           "registration_cases", "section_warp_px", "target_sentence", "wrong_tre_px"]
 
 
 #: An in-plane rotation further than this from upright (either way) makes a pair "rotated".
@@ -179,28 +181,29 @@ def block_sentence(cases: pd.DataFrame, *, target_px: float = 1.0, wrong_px: flo
     --------
     >>> t = pd.DataFrame({"screwless": [True, True, True], "screw at edge": [False, False, False],
     ...                   "status": ["ok", "ok", "uncertain: x"], "tre_median_px": [0.4, 0.6, 30.0],
-    ...                   "tre_max_px": [0.9, 1.2, 60.0], "angle_error_deg": [0.2, 0.3, 10.0]})
+    ...                   "tre_max_px": [0.9, 1.2, 60.0], "angle_error_deg": [0.2, 0.3, 10.0],
+    ...                   "seconds": [20.0, 21.0, 19.0]})
     >>> print(block_sentence(t))  # doctest: +NORMALIZE_WHITESPACE
     Of 3 screwless blocks (only the bone's texture orients the section), 2 (67 %) were registered,
     median TRE 0.50 px (under the 1 px target), and 1 flagged (1 of them indeed wrong by more than 5 px);
     0 registered wrongly without a flag.
     """
+    # the counts are case_summary's rows: one rule for registered, flagged, caught and silent, table and sentence
+    summary = case_summary(cases, wrong_px=wrong_px)
+    rows = summary.set_index("case") if len(summary) else summary
     clauses = []
     for case, name in BLOCK_TYPES.items():
-        part = cases[cases[case].astype(bool)] if case in cases else cases.iloc[:0]
-        if not len(part):
+        if case not in rows.index:
             continue
-        ok = part[part["status"] == "ok"]
-        flagged = part[part["status"] != "ok"]
-        caught = int((flagged["tre_max_px"].astype(float) > wrong_px).sum())
-        silent = int((ok["tre_max_px"].astype(float) > wrong_px).sum())
-        clause = f"Of {len(part)} {name}, {len(ok)} ({100 * len(ok) / len(part):.0f} %) were registered"
-        if len(ok):
-            tre = float(ok["tre_median_px"].astype(float).median())
+        row = rows.loc[case]
+        pairs, registered = int(row["pairs"]), int(row["registered"])
+        clause = f"Of {pairs} {name}, {registered} ({100 * registered / pairs:.0f} %) were registered"
+        if registered:
+            tre = float(row["median TRE (px)"])
             verdict = "under" if tre < target_px else "not under"
             clause += f", median TRE {tre:.2f} px ({verdict} the {target_px:g} px target)"
-        clause += f", and {len(flagged)} flagged ({caught} of them indeed wrong by more than {wrong_px:g} px); " \
-                  f"{silent} registered wrongly without a flag."
+        clause += (f", and {int(row['flagged'])} flagged ({int(row['flagged, wrong'])} of them indeed wrong by more "
+                   f"than {wrong_px:g} px); {int(row['wrong, not flagged'])} registered wrongly without a flag.")
         clauses.append(clause)
     return " ".join(clauses) if clauses else "No registration-only blocks were drawn (registration_cases: 0)."
 
@@ -214,6 +217,22 @@ TARGETS = (("median angle error (deg)", 0.5, "median angle error", "deg"),
            ("wrong, not flagged", 0, "silent failures (registered pairs that are wrong)", ""))
 
 
+def section_warp_px(dataset_cfg: Any) -> float:
+    """RMS (CT px) of the smooth warp a profile's sections carry that no affine removes: the TRE's floor.
+
+    ``dataset.residual_warp_um`` at the profile's ``misalignment_strength`` (as the phantom scales it,
+    :meth:`vstain.phantom.section.SectionPreparation.scaled`), over the CT voxel size.
+
+    Examples
+    --------
+    >>> from vstain.config import load_profile
+    >>> round(section_warp_px(load_profile("quick").dataset), 2)
+    1.6
+    """
+    preparation = SectionPreparation.from_profile(dataset_cfg)
+    return preparation.scaled("residual_warp_um") / float(dataset_cfg.ct_voxel_um)
+
+
 def target_sentence(row: pd.Series | dict, *, warp_px: float) -> str:
     """Which registration targets one row of :func:`case_summary` meets and misses, with the figures.
 
@@ -222,8 +241,8 @@ def target_sentence(row: pd.Series | dict, *, warp_px: float) -> str:
     row : Series or dict
         One row of :func:`case_summary` (e.g. ``all``).
     warp_px : float
-        The RMS of the section's own deformation that no affine removes (CT px, the profile's
-        ``dataset.residual_warp_um`` times ``misalignment_strength`` over ``ct_voxel_um``): a TRE
+        The RMS of the section's own deformation that no affine removes (CT px,
+        :func:`section_warp_px`): a TRE
         measured against the true affine cannot fall far below it, however right the fit.
 
     Examples
